@@ -1,0 +1,102 @@
+"""`qref check`: the reference against every installed peer library, on the fixed battery.
+
+For bitsandbytes (CPU) each battery case runs through, per (quant_type, blocksize):
+  quantize_4bit       packed bytes and absmax, qref vs bitsandbytes
+  dequantize_4bit     bitsandbytes' bytes and state, dequantized by qref and by bitsandbytes
+  dequantize_4bit<-   qref's bytes and state, dequantized by bitsandbytes (through its from_dict)
+  dq offset           the double-quantization offset (qref: exact mean; bitsandbytes: torch mean)
+  dq codes [C]        quantized absmax, given bitsandbytes' offset, vs its C kernel
+  dq codes [default]  the same vs bitsandbytes' pure-PyTorch kernel (its semantic reference)
+  dq absmax2          second-level absmax
+  dequantize_4bit+dq  bitsandbytes' double-quantized state dequantized by qref and by bitsandbytes
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import qref
+from qref.blockwise import block_absmax, scale_blocks
+from qref.double_quant import DQ_BLOCKSIZE
+
+from . import battery, divergences
+from .peers import bitsandbytes as bnb
+from .report import Row, render
+
+
+def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4")) -> list[Row]:
+    rows: dict[tuple[str, str], Row] = {}
+
+    def row(op: str, config: str) -> Row:
+        return rows.setdefault((op, config), Row(op, config))
+
+    dynamic = qref.get_codebook("dynamic")
+    for qt in quant_types:
+        for bs in blocksizes:
+            cfg = f"{qt}, block {'/'.join(map(str, blocksizes))}"
+            for name, x in battery.cases(qt, bs):
+                case = f"{name} @block {bs}"
+                packed, state = qref.quantize_4bit(x, bs, qt)
+                t_packed, t_state = bnb.quantize_4bit(x, bs, qt)
+                row("quantize_4bit packed", cfg).add(case, packed.reshape(-1), t_packed)
+                row("quantize_4bit absmax", cfg).add(case, state.absmax, bnb.from_torch(t_state.absmax))
+                t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
+                row("dequantize_4bit", cfg).add(
+                    case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state),
+                    classifiers=[divergences.signed_zero],
+                )
+                row("dequantize_4bit<-qref", cfg).add(
+                    case, qref.dequantize_4bit(packed, state),
+                    bnb.dequantize_4bit(packed.reshape(-1), bnb.state_from_qref(state)),
+                    classifiers=[divergences.signed_zero],
+                )
+                _double_quant(row, f"{cfg}, dq block {DQ_BLOCKSIZE}", case, x, bs, qt, state.absmax, dynamic)
+    return list(rows.values())
+
+
+def _double_quant(row, cfg, case, x, bs, qt, absmax, dynamic) -> None:
+    t_packed, t_state = bnb.quantize_4bit(x, bs, qt, compress_statistics=True)
+    t_offset = np.float32(t_state.offset.item())
+    ours = qref.double_quantize(absmax)
+    row("dq offset", cfg).add(case, np.array([ours.offset]), np.array([t_offset]),
+                              classifiers=[divergences.reduction_order, divergences.overflowed_mean])
+    if not np.isfinite(t_offset):
+        return  # bitsandbytes' state is NaN from here on; the offset row records why
+    same_offset = qref.double_quantize(absmax, offset=t_offset)
+    centred = absmax - t_offset
+    scaled = scale_blocks(centred, block_absmax(centred, DQ_BLOCKSIZE), DQ_BLOCKSIZE)
+    row("dq codes [C kernel]", cfg).add(
+        case, same_offset.qabsmax, bnb.from_torch(t_state.absmax),
+        classifiers=[divergences.farther_code], scaled=scaled, table=dynamic.values.astype(np.float64),
+    )
+    row("dq absmax2 [C kernel]", cfg).add(
+        case, same_offset.absmax2, bnb.from_torch(t_state.state2.absmax), classifiers=[divergences.floored_zero_tail]
+    )
+    d_codes, d_absmax2 = bnb.default_quantize_blockwise(centred, dynamic.values, DQ_BLOCKSIZE)
+    row("dq codes [default kernel]", cfg).add(case, same_offset.qabsmax, d_codes)
+    row("dq absmax2 [default kernel]", cfg).add(case, same_offset.absmax2, d_absmax2)
+    t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
+    row("dequantize_4bit+dq", cfg).add(
+        case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state),
+        classifiers=[divergences.signed_zero],
+    )
+
+
+PEERS = {"bitsandbytes": (bnb.available, check_bitsandbytes)}
+
+
+def run(peers=None, quick: bool = False, out=print) -> int:
+    """Check every installed peer (or those named); print one table each. Exit status 1 on an
+    unexplained mismatch, else 0 (a missing peer is reported, not an error)."""
+    status = 0
+    for name in peers or PEERS:
+        if name not in PEERS:
+            raise SystemExit(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
+        ok, info = PEERS[name][0]()
+        if not ok:
+            out(f"{name}: skipped ({info})\n")
+            continue
+        kwargs = {"blocksizes": (64, 4096)} if quick else {}
+        rows = PEERS[name][1](**kwargs)
+        out(render(rows, f"qref {qref.__version__} reference vs {name} {info} (CPU)") + "\n")
+        status |= any(r.mismatches for r in rows)
+    return int(status)

@@ -1,0 +1,75 @@
+"""Input validation shared by every op: each failure names the argument it is about."""
+from __future__ import annotations
+
+import numpy as np
+
+from .dtypes import FLOAT_FORMATS, BFloat16Array, format_of
+
+
+def float_input(x, name: str, formats=FLOAT_FORMATS) -> tuple[np.ndarray, str]:
+    """Return (x widened exactly to float32, its format) after checking dtype, size and finiteness."""
+    if isinstance(x, BFloat16Array):
+        x32 = x.to_float32()
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind != "f" or x.dtype.name not in FLOAT_FORMATS:
+            kind = {"i": "integer", "u": "unsigned integer", "b": "boolean", "c": "complex"}.get(
+                x.dtype.kind, x.dtype.name
+            )
+            hint = " (cast explicitly; the reference never narrows float64 silently)" if x.dtype == np.float64 else ""
+            raise TypeError(f"{name} must be float32, float16 or bfloat16, got {kind} ({x.dtype}){hint}")
+        x32 = x.astype(np.float32, copy=False)
+    else:
+        raise TypeError(
+            f"{name} must be a numpy array or qref.BFloat16Array, got {type(x).__name__}"
+        )
+    fmt = format_of(x)
+    if fmt not in formats:
+        raise TypeError(f"{name} must be one of {formats}, got {fmt}")
+    if x32.size == 0:
+        raise ValueError(f"{name} is empty; quantization needs at least one element")
+    finite(x32, name)
+    return x32, fmt
+
+
+def finite(x: np.ndarray, name: str) -> None:
+    """NaN/Inf policy: reject, naming the argument and the first offending flat index."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} non-finite value(s) (first at flat index {i}: "
+            f"{x.ravel()[i]!r}); the reference rejects NaN and Inf (docs/nan-inf.md)"
+        )
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def one_of(value, allowed, name: str):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
+    return value
+
+
+def uint8_array(a, name: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8, got {a.dtype}")
+    return a
+
+
+def float32_vector(a, name: str, length: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{name} must have dtype float32, got {a.dtype}")
+    if a.ndim != 1 or a.shape[0] != length:
+        raise ValueError(f"{name} must have shape ({length},), got {a.shape}")
+    finite(a, name)
+    return a

@@ -1,0 +1,57 @@
+"""Double quantization of the absmax constants (QLoRA Sec. 3, "Double Quantization"; docs/double-quant.md).
+
+c2 = mean(c1) is subtracted, then the centred constants are quantized blockwise (block 256) with
+the signed 8-bit dynamic map; dequantization restores c1 = code[q] * absmax2 + offset, each step
+rounded to float32. The one decision point bitsandbytes leaves to the framework is the mean:
+qref defines offset = float32(float64(exact sum) / n), the exact sum by math.fsum, so it does not
+depend on a reduction order. A different offset (PyTorch's float32 `mean`) can be passed in.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _checks
+from .blockwise import dequantize_blockwise, quantize_blockwise
+from .codebooks import Codebook, get_codebook
+
+#: QLoRA's second-level block size.
+DQ_BLOCKSIZE = 256
+
+
+@dataclass(frozen=True)
+class DoubleQuant:
+    """Quantized absmax (uint8), second-level absmax (float32), offset (float32 scalar), layout."""
+
+    qabsmax: np.ndarray
+    absmax2: np.ndarray
+    offset: np.float32
+    blocksize: int
+    codebook: Codebook
+
+
+def mean_offset(absmax: np.ndarray) -> np.float32:
+    """offset = RN_f32(RN_f64(sum_i c_i) / n), the sum exact (math.fsum): reduction-order free."""
+    return np.float32(math.fsum(absmax.astype(np.float64).tolist()) / absmax.size)
+
+
+def double_quantize(
+    absmax: np.ndarray, blocksize: int = DQ_BLOCKSIZE, codebook: Codebook | None = None, offset=None
+) -> DoubleQuant:
+    """Quantize c1 - c2 blockwise with the signed dynamic map (QLoRA's c2^FP32 and c1^FP8)."""
+    absmax = _checks.float32_vector(absmax, "absmax", np.asarray(absmax).size)
+    if absmax.size == 0:
+        raise ValueError("absmax is empty")
+    codebook = codebook or get_codebook("dynamic")
+    offset = mean_offset(absmax) if offset is None else np.float32(offset)
+    _checks.finite(np.asarray(offset), "offset")
+    qabsmax, absmax2 = quantize_blockwise(absmax - offset, codebook, blocksize)
+    return DoubleQuant(qabsmax, absmax2, offset, blocksize, codebook)
+
+
+def double_dequantize(dq: DoubleQuant) -> np.ndarray:
+    """c1 = RN_f32(code[q] * absmax2) + offset, in float32: the exact inverse of the stored state."""
+    centred = dequantize_blockwise(dq.qabsmax, dq.absmax2, dq.codebook, dq.blocksize)
+    return (centred + np.float32(dq.offset)).astype(np.float32)
