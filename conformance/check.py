@@ -69,7 +69,7 @@ def _double_quant(row, cfg, case, x, bs, qt, absmax, dynamic) -> None:
         classifiers=[divergences.farther_code], scaled=scaled, table=dynamic.values.astype(np.float64),
     )
     row("dq absmax2 [C kernel]", cfg).add(
-        case, same_offset.absmax2, bnb.from_torch(t_state.state2.absmax), classifiers=[divergences.floored_zero_tail]
+        case, same_offset.absmax2, bnb.from_torch(t_state.state2.absmax), classifiers=[divergences.floored_tail]
     )
     d_codes, d_absmax2 = bnb.default_quantize_blockwise(centred, dynamic.values, DQ_BLOCKSIZE)
     row("dq codes [default kernel]", cfg).add(case, same_offset.qabsmax, d_codes)

@@ -84,7 +84,9 @@ def dequantize_blockwise(
 def times_absmax(values: np.ndarray, absmax: np.ndarray, blocksize: int) -> np.ndarray:
     """float32 values * absmax_b of each element's block (the tail block included)."""
     full, rem = split_blocks(values.size, blocksize)
-    out = (values[: full * blocksize].reshape(full, blocksize) * absmax[:full, None]).reshape(-1)
+    out = np.empty(values.size, dtype=np.float32)
+    np.multiply(values[: full * blocksize].reshape(full, blocksize), absmax[:full, None],
+                out=out[: full * blocksize].reshape(full, blocksize))
     if rem:
-        out = np.concatenate([out, values[full * blocksize :] * absmax[full]])
-    return out.astype(np.float32, copy=False)
+        np.multiply(values[full * blocksize :], absmax[full], out=out[full * blocksize :])
+    return out

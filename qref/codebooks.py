@@ -53,10 +53,18 @@ class Codebook:
         return int(self.values.size)
 
     def nearest(self, scaled: np.ndarray) -> np.ndarray:
-        """Index of the nearest code; a value exactly on a midpoint takes the lower code (eq. in docs)."""
-        # searchsorted 'left' counts the midpoints strictly below each value: torch.bucketize(right=False).
-        position = np.searchsorted(self.midpoints, scaled, side="left")
-        return self.order[position].astype(np.uint8)
+        """Index of the nearest code: position = #{j : m_j < s} over the sorted midpoints m_j, so a
+        value exactly on a midpoint takes the lower code (torch.bucketize with right=False)."""
+        scaled = np.asarray(scaled, dtype=np.float32)
+        if self.size <= 16:  # the count itself: one comparison pass per midpoint
+            position = np.zeros(scaled.shape, dtype=np.uint8)
+            above = np.empty(scaled.shape, dtype=bool)
+            for m in self.midpoints:
+                np.greater(scaled, m, out=above)
+                position += above.view(np.uint8)
+        else:  # the same count by binary search, cheaper for 256 midpoints
+            position = np.searchsorted(self.midpoints, scaled, side="left")
+        return np.take(self.order.astype(np.uint8), position)
 
     def __eq__(self, other):
         return isinstance(other, Codebook) and self.values.tobytes() == other.values.tobytes()

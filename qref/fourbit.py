@@ -65,9 +65,9 @@ def dequantize_4bit(packed: np.ndarray, state: QuantState, out_dtype: str | None
     table = np.asarray(state.code, dtype=np.float32)
     if table.shape != (16,):
         raise ValueError(f"state.code must hold 16 float32 values, got shape {table.shape}")
-    # One lookup per byte: pairs[b] = (code[b >> 4], code[b & 15]) -> no separate unpacking pass.
+    # One lookup per byte: pairs[b] = (code[b >> 4], code[b & 15]), i.e. unpack and look up at once.
     pairs = np.stack([table[np.arange(256) >> 4], table[np.arange(256) & 15]], axis=1)
-    values = pairs[raw].reshape(-1)[:n]
+    values = np.take(np.ascontiguousarray(pairs).view(np.uint64).ravel(), raw).view(np.float32)[:n]
     out = times_absmax(values, absmax, state.blocksize)
     return cast_float32(out.reshape(state.shape), out_dtype)
 
