@@ -1,0 +1,92 @@
+"""GPTQ checkpoint tensors: qweight, qzeros, scales, g_idx (AutoGPTQ / GPTQ-for-LLaMa layout;
+docs/gptq-packing.md).
+
+Bit order: along the packed axis, value t occupies bits [k t, k t + k) of one little-endian bit
+stream cut into 32-bit words (least significant bit first). For k = 2, 4, 8 a word holds 32/k
+whole values; for k = 3 the stream layout is AutoGPTQ's (values 10 and 21 of every 32 straddle
+two words). A count that does not fill the last word is padded with zero bits.
+  qweight  int32 (ceil(D_in k / 32), D_out): codes packed along the input dimension
+  qzeros   int32 (G, ceil(D_out k / 32)): zero points packed along the output dimension;
+           format "v1" (AutoGPTQ, GPTQ-for-LLaMa) stores z - 1, "v2" (GPTQModel) stores z
+  scales   float16 (G, D_out)
+  g_idx    int32 (D_in,), the group of each input column, i // g
+Merged QA-LoRA zeros are not integers: they are stored unpacked as "qzeros_float", float32
+(G, D_out) (or float64), with W~ = scales * (q - qzeros_float).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from .groupwise import GROUPWISE_BITS, GroupQuant
+
+GPTQ_FORMATS = ("v1", "v2")
+
+
+def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack non-negative integers < 2^bits along axis 0 into int32 words (LSB-first bit stream)."""
+    values = np.asarray(values)
+    if values.size and (values.min() < 0 or values.max() >= 2**bits):
+        raise ValueError(f"values must be in [0, {2**bits - 1}] to pack into {bits} bits")
+    n, rest = values.shape[0], values.shape[1:]
+    stream = ((values.astype(np.uint32)[:, None] >> np.arange(bits, dtype=np.uint32).reshape(1, bits, *[1] * len(rest))) & 1)
+    stream = stream.reshape(n * bits, *rest)
+    words = -(-n * bits // 32)
+    stream = np.concatenate([stream, np.zeros((words * 32 - n * bits, *rest), np.uint32)])
+    weights = (np.uint32(1) << np.arange(32, dtype=np.uint32)).reshape(1, 32, *[1] * len(rest))
+    return (stream.reshape(words, 32, *rest) * weights).sum(axis=1, dtype=np.uint32).view(np.int32)
+
+
+def unpack_bits(words: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """Inverse of `pack_bits`: the first n values along axis 0, as int64."""
+    words = np.asarray(words)
+    if words.dtype != np.int32:
+        raise TypeError(f"packed words must be int32, got {words.dtype}")
+    if words.shape[0] * 32 < n * bits:
+        raise ValueError(f"{words.shape[0]} words hold fewer than n = {n} values of {bits} bits")
+    rest = words.shape[1:]
+    stream = (words.view(np.uint32)[:, None] >> np.arange(32, dtype=np.uint32).reshape(1, 32, *[1] * len(rest))) & 1
+    stream = stream.reshape(words.shape[0] * 32, *rest)[: n * bits].reshape(n, bits, *rest)
+    return (stream.astype(np.int64) << np.arange(bits).reshape(1, bits, *[1] * len(rest))).sum(axis=1)
+
+
+def to_gptq(gq: GroupQuant, fmt: str = "v1") -> dict[str, np.ndarray]:
+    """The checkpoint tensors of a GPTQ-form GroupQuant (codes unchanged; integer or float zeros)."""
+    _checks.one_of(fmt, GPTQ_FORMATS, "fmt")
+    if gq.offset_zeros:
+        raise ValueError("the minmax profile (W~ = s q + b) has no GPTQ zero-point form")
+    d_out, d_in = gq.shape
+    out = {
+        "qweight": pack_bits(gq.codes.T, gq.bits),
+        "scales": gq.scales.T.astype(np.float16),
+        "g_idx": (np.arange(d_in) // gq.group_size).astype(np.int32),
+    }
+    zeros = np.asarray(gq.zeros, dtype=np.float64)
+    if np.all(zeros == np.rint(zeros)):
+        stored = zeros.T.astype(np.int64) - (1 if fmt == "v1" else 0)
+        if stored.min() < 0:
+            raise ValueError("format v1 stores zero - 1 and cannot hold a zero point of 0 "
+                             "(AutoGPTQ would OR -1 into the neighbouring fields); use fmt='v2'")
+        out["qzeros"] = pack_bits(stored.T, gq.bits).T
+    else:
+        out["qzeros_float"] = zeros.T.astype(np.float32 if gq.zeros.dtype != np.float64 else np.float64)
+    return out
+
+
+def from_gptq(tensors: dict, bits: int, group_size: int, fmt: str = "v1") -> GroupQuant:
+    """A GroupQuant (profile gptq-asym) from checkpoint tensors; scales widen exactly from float16."""
+    _checks.one_of(bits, GROUPWISE_BITS, "bits")
+    _checks.one_of(fmt, GPTQ_FORMATS, "fmt")
+    scales = np.asarray(tensors["scales"])
+    groups, d_out = scales.shape
+    d_in = groups * group_size
+    g_idx = tensors.get("g_idx")
+    if g_idx is not None and not np.array_equal(np.asarray(g_idx), np.arange(d_in) // group_size):
+        raise ValueError("g_idx is not i // group_size (act-order checkpoint): contiguous groups are required")
+    codes = unpack_bits(np.asarray(tensors["qweight"]), bits, d_in).T.astype(np.uint8)
+    if "qzeros_float" in tensors:
+        zeros = np.asarray(tensors["qzeros_float"]).T
+    else:
+        stored = unpack_bits(np.asarray(tensors["qzeros"]).T, bits, d_out).T
+        zeros = (stored + (1 if fmt == "v1" else 0)).T.astype(np.float32)
+    return GroupQuant(codes, scales.T.astype(np.float32), zeros, bits, group_size, "gptq-asym")
