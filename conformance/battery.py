@@ -84,3 +84,21 @@ def cases(quant_type: str, blocksize: int, seed: int = 0) -> Iterator[tuple[str,
     yield "subnormal", tiny
     big = (rng.uniform(-1, 1, blocksize * 2 + 1) * np.finfo(np.float32).max).astype(np.float32)
     yield "largest-finite", big
+
+
+def groupwise_cases(group_size: int, seed: int = 0) -> Iterator[tuple[str, np.ndarray]]:
+    """Named float32 weights (D_out, D_in) for group-wise quantization, aimed at its decision points."""
+    rng = np.random.default_rng([seed, group_size])
+    d_in = 8 * group_size
+    base = (rng.standard_normal((32, d_in)) * 0.02).astype(np.float32)
+    yield "normal", base
+    yield "heavy-tails", (rng.standard_t(2, size=(32, d_in)) * 0.02).astype(np.float32)
+    edge = base.copy()
+    edge[:, :group_size] = 0.0  # all-zero groups
+    edge[:4, group_size : 2 * group_size] = np.abs(edge[:4, group_size : 2 * group_size])  # no negative value
+    edge[4:8, 2 * group_size : 3 * group_size] = -np.abs(edge[4:8, 2 * group_size : 3 * group_size])  # no positive
+    edge[8:12, 3 * group_size : 4 * group_size] = 0.5  # constant non-zero groups
+    yield "edge-groups", edge
+    ties = np.resize(np.arange(-8, 8, dtype=np.float32) + 0.5, (32, d_in)).astype(np.float32)
+    yield "half-integers", ties  # w / scale lands on .5 for many scales: round half to even
+    yield "subnormal-groups", (rng.standard_normal((32, d_in)) * 1e-44).astype(np.float32)

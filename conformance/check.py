@@ -1,4 +1,5 @@
 """`qref check`: the reference against every installed peer library, on the fixed battery.
+(AutoGPTQ's rows are described in check_gptq.py.)
 
 For bitsandbytes (CPU) each battery case runs through, per (quant_type, blocksize):
   quantize_4bit       packed bytes and absmax, qref vs bitsandbytes
@@ -81,7 +82,23 @@ def _double_quant(row, cfg, case, x, bs, qt, absmax, dynamic) -> None:
     )
 
 
-PEERS = {"bitsandbytes": (bnb.available, check_bitsandbytes)}
+def _check_autogptq(quick: bool = False) -> list[Row]:
+    from .check_gptq import check_autogptq
+
+    return check_autogptq(group_sizes=(32,) if quick else (32, 128))
+
+
+def _check_bnb(quick: bool = False) -> list[Row]:
+    return check_bitsandbytes(blocksizes=(64, 4096) if quick else qref.BLOCKSIZES_4BIT)
+
+
+def _autogptq_available():
+    from .peers import autogptq
+
+    return autogptq.available()
+
+
+PEERS = {"bitsandbytes": (bnb.available, _check_bnb), "auto-gptq": (_autogptq_available, _check_autogptq)}
 
 
 def run(peers=None, quick: bool = False, out=print) -> int:
@@ -95,8 +112,7 @@ def run(peers=None, quick: bool = False, out=print) -> int:
         if not ok:
             out(f"{name}: skipped ({info})\n")
             continue
-        kwargs = {"blocksizes": (64, 4096)} if quick else {}
-        rows = PEERS[name][1](**kwargs)
+        rows = PEERS[name][1](quick=quick)
         out(render(rows, f"qref {qref.__version__} reference vs {name} {info} (CPU)") + "\n")
         status |= any(r.mismatches for r in rows)
     return int(status)

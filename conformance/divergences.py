@@ -54,3 +54,13 @@ def floored_tail(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> 
     if np.all(ours.ravel()[idx] == np.float32(1e-38)) and np.all(theirs.ravel()[idx] < np.float32(1e-38)):
         return "tail absmax below 1e-38 stored raw here, floored to float32(1e-38) in the reference"
     return None
+
+
+def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scales=None, **_) -> str | None:
+    """AutoGPTQ's scale underflowed to 0 in float32 (a group range below maxq * 1.4e-45) and it divided
+    by zero; qref treats such a group as all-zero."""
+    if scales is None:
+        return None
+    if np.any(scales == 0):
+        return "group range underflows: their scale is 0 and codes/zeros NaN; qref uses [-1, 1]"
+    return None

@@ -50,15 +50,17 @@ def unpack_bits(words: np.ndarray, bits: int, n: int) -> np.ndarray:
     return (stream.astype(np.int64) << np.arange(bits).reshape(1, bits, *[1] * len(rest))).sum(axis=1)
 
 
-def to_gptq(gq: GroupQuant, fmt: str = "v1") -> dict[str, np.ndarray]:
-    """The checkpoint tensors of a GPTQ-form GroupQuant (codes unchanged; integer or float zeros)."""
+def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> dict[str, np.ndarray]:
+    """The checkpoint tensors of a GPTQ-form GroupQuant (codes unchanged; integer or float zeros).
+    Scales are stored in the layer's weight dtype, float16 for the usual fp16 checkpoints."""
     _checks.one_of(fmt, GPTQ_FORMATS, "fmt")
+    _checks.one_of(scales_dtype, ("float16", "float32"), "scales_dtype")
     if gq.offset_zeros:
         raise ValueError("the minmax profile (W~ = s q + b) has no GPTQ zero-point form")
     d_out, d_in = gq.shape
     out = {
         "qweight": pack_bits(gq.codes.T, gq.bits),
-        "scales": gq.scales.T.astype(np.float16),
+        "scales": gq.scales.T.astype(scales_dtype),
         "g_idx": (np.arange(d_in) // gq.group_size).astype(np.int32),
     }
     zeros = np.asarray(gq.zeros, dtype=np.float64)

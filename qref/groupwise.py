@@ -3,7 +3,7 @@
 Groups are g consecutive input features, G = D_in / g of them (QA-LoRA's paper calls G "L").
 Profiles (each pinned in the docs):
   gptq-asym  (default) AutoGPTQ/GPTQ-for-LLaMa RTN, QA-LoRA's setting: range [min(0, w), max(0, w)];
-             an all-zero group becomes [-1, 1]; scale = (xmax - xmin) / (2^k - 1);
+             an all-zero group (or one whose float32 scale underflows to 0) becomes [-1, 1]; scale = (xmax - xmin) / (2^k - 1);
              zero = round(-xmin / scale); q = clamp(round(w / scale) + zero, 0, 2^k - 1);
              W~ = scale * (q - zero). float32 arithmetic, round half to even (torch.round).
   gptq-sym   the same with xmax = max(|xmin|, xmax), xmin = -xmax if xmin < 0, zero = 2^(k-1).
@@ -81,7 +81,9 @@ def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "g
     if profile == "gptq-sym":
         xmax = np.maximum(np.abs(xmin), xmax)
         xmin = np.where(xmin < 0, -xmax, xmin)
-    degenerate = (xmin == 0) & (xmax == 0)
+    # An all-zero group becomes [-1, 1] (AutoGPTQ); so does a group whose scale underflows to 0 in
+    # float32 (range < maxq * 1.4e-45), where AutoGPTQ would divide by zero (qref's choice).
+    degenerate = ((xmin == 0) & (xmax == 0)) | ((xmax - xmin) / maxq == 0)
     xmin = np.where(degenerate, np.float32(-1), xmin)
     xmax = np.where(degenerate, np.float32(1), xmax)
     scale = ((xmax - xmin) / maxq).astype(np.float32)

@@ -32,8 +32,8 @@ def test_codes_in_range_and_error_within_half_scale(wg, bits, profile):
         has_negative = np.repeat((W.reshape(W.shape[0], -1, g) < 0).any(axis=2), g, axis=1)
         reachable = has_negative & (W <= top)
         err, half = err[reachable], half[reachable]
-    # one float32 rounding of w / scale on top of the half step
-    assert np.all(err <= half * (1 + 2**-20) + 1e-30)
+    # the float32 roundings of scale and of w / scale add up to 2^(k+1) * 2^-24 steps
+    assert np.all(err <= half * (1 + 2 ** (bits + 2) * 2.0**-24) + 1e-30)
 
 
 def test_gptq_asym_decision_points_by_hand():
