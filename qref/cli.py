@@ -11,7 +11,23 @@ def main(argv=None) -> int:
     check = sub.add_parser("check", help="reference vs installed peer libraries on a fixed input battery")
     check.add_argument("peers", nargs="*", help="peers to check (default: every known one)")
     check.add_argument("--quick", action="store_true", help="block sizes 64 and 4096 only")
+    init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
+    init.add_argument("src")
+    init.add_argument("dst")
+    init.add_argument("--method", default="loftq", choices=("qlora", "loftq", "lqlora", "quailora"))
+    init.add_argument("--rank", type=int, default=16)
+    init.add_argument("--bits", type=int, default=4, choices=(2, 3, 4, 8))
+    init.add_argument("--blocksize", type=int, default=64)
+    init.add_argument("--dq-blocksize", type=int, default=None)
+    init.add_argument("--iters", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.command == "init":
+        from .init_driver import initialise_checkpoint, summary
+
+        reports = initialise_checkpoint(args.src, args.dst, args.method, args.rank, args.bits,
+                                        args.blocksize, args.dq_blocksize, args.iters)
+        print(summary(reports))
+        return 0
     if args.command == "check":
         from conformance.check import run  # the peers need torch; the reference itself does not
 

@@ -23,6 +23,7 @@ class LoftQResult:
     lora_A: np.ndarray  # (r, in)
     lora_B: np.ndarray  # (out, r)
     errors: tuple[float, ...]  # ||W - Q_t - B_t A_t||_F after each step
+    quantized_from: np.ndarray  # the matrix whose quantization is Q (for storing its codes)
 
 
 def loftq(W: np.ndarray, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64,
@@ -34,8 +35,9 @@ def loftq(W: np.ndarray, rank: int, num_iter: int = 1, bits: int = 4, blocksize:
     quantize = quantizer or partial(nf_quantize, bits=bits, blocksize=blocksize)
     res, errors = W, []
     for _ in range(num_iter):
+        source = res
         Q = quantize(res).astype(W.dtype)
         B, A = svd_factors(W - Q, rank)
         res = W - B @ A
         errors.append(float(np.linalg.norm(res - Q)))
-    return LoftQResult(Q, A, B, tuple(errors))
+    return LoftQResult(Q, A, B, tuple(errors), source)

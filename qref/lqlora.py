@@ -57,6 +57,7 @@ class LQResult:
     L2: np.ndarray  # (r, in)
     errors: tuple[float, ...]  # (weighted) Frobenius error of every iterate
     best: int  # index of the returned iterate
+    quantized_from: np.ndarray  # W - L1 L2 of the returned iterate: Q is its quantization
 
 
 def fisher_weights(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +99,8 @@ def decompose(W: np.ndarray, rank: int, config: LQConfig = LQConfig(), max_iter:
         if len(errors) > 1 and errors[-1] > errors[-2]:
             break
     best = int(np.argmin(errors))
-    return LQResult(*iterates[best], tuple(errors), best)
+    Q, L1, L2 = iterates[best]
+    return LQResult(Q, L1, L2, tuple(errors), best, W - L1 @ L2)
 
 
 @dataclass(frozen=True)
