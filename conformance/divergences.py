@@ -57,10 +57,11 @@ def floored_tail(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> 
 
 
 def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scales=None, **_) -> str | None:
-    """AutoGPTQ's scale underflowed to 0 in float32 (a group range below maxq * 1.4e-45) and it divided
-    by zero; qref treats such a group as all-zero."""
-    if scales is None:
+    """Every difference lies in a row where AutoGPTQ's scale underflowed to 0 in float32 (a group
+    range below maxq * 1.4e-45) and it divided by zero; qref treats such a group as all-zero."""
+    if scales is None or ours.ndim != 2:
         return None
-    if np.any(scales == 0):
+    rows_with_zero_scale = (np.asarray(scales) == 0).any(axis=1)
+    if np.all(rows_with_zero_scale[idx // ours.shape[1]]):
         return "group range underflows: their scale is 0 and codes/zeros NaN; qref uses [-1, 1]"
     return None

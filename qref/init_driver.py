@@ -19,7 +19,6 @@ from . import loftq, lqlora, quailora
 from .blockwise import quantize_blockwise
 from .codebooks import get_codebook
 from .double_quant import double_quantize
-from .lowrank import nf_quantize
 from .packing import pack_nibbles
 
 METHODS = ("qlora", "loftq", "lqlora", "quailora")

@@ -12,12 +12,22 @@ settings.register_profile("dev", max_examples=1000, deadline=None, suppress_heal
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@pytest.fixture(scope="session")
-def bnb():
-    """The bitsandbytes adapter, or a skip naming why it is unavailable."""
-    from conformance.peers import bitsandbytes as bnb
+def peer_or_skip(name: str):
+    """The adapter module conformance.peers.<name>, or a skip naming why the library is unavailable."""
+    import importlib
 
-    ok, info = bnb.available()
+    peer = importlib.import_module(f"conformance.peers.{name}")
+    ok, info = peer.available()
     if not ok:
         pytest.skip(info)
-    return bnb
+    return peer
+
+
+@pytest.fixture(scope="session")
+def bnb():
+    return peer_or_skip("bitsandbytes")
+
+
+@pytest.fixture(scope="session")
+def ag():
+    return peer_or_skip("autogptq")

@@ -8,16 +8,6 @@ from qref.groupwise import dequantize_groupwise, quantize_groupwise
 pytestmark = pytest.mark.peer
 
 
-@pytest.fixture(scope="module")
-def ag():
-    from conformance.peers import autogptq
-
-    ok, why = autogptq.available()
-    if not ok:
-        pytest.skip(why)
-    return autogptq
-
-
 def weights(seed):
     W = (np.random.default_rng(seed).standard_normal((64, 256)) * 0.02).astype(np.float32)
     W[:, :32] = 0  # an all-zero group in every row

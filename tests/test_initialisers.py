@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from conformance.synthetic import calibration_inputs, diagonal_fisher, llm_like_weight
 from qref import get_codebook, loftq, lqlora, quailora
-from qref.lowrank import nf_quantize, svd_factors, weighted_svd_factors
+from qref.lowrank import nf_quantize, weighted_svd_factors
 
 
 @pytest.fixture(scope="module")
