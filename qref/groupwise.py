@@ -95,13 +95,18 @@ def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "g
     return GroupQuant(q.astype(np.uint8).reshape(W32.shape), scale, zero, bits, group_size, profile)
 
 
+def as_fractions(a) -> np.ndarray:
+    """An object array of Fractions holding a's values exactly (floats are dyadic rationals)."""
+    a = np.asarray(a)
+    return a if a.dtype == object else np.vectorize(Fraction, otypes=[object])(a)
+
+
 def dequantize_groupwise(gq: GroupQuant, exact: bool = False) -> np.ndarray:
     """W~ = s (q - z) (GPTQ) or s q + z (minmax), per (row, group), in float64 (exact for the
     float32 scales and integer zeros of a fresh quantization); with exact=True, or when scales or
     zeros are object arrays of Fractions, in exact rational arithmetic."""
     exact = exact or gq.scales.dtype == object or gq.zeros.dtype == object
-    convert = (lambda a: np.vectorize(Fraction, otypes=[object])(a) if a.dtype != object else a) if exact \
-        else (lambda a: a.astype(np.float64))
+    convert = as_fractions if exact else (lambda a: a.astype(np.float64))
     s = convert(np.repeat(gq.scales, gq.group_size, axis=1))
     z = convert(np.repeat(gq.zeros, gq.group_size, axis=1))
     q = convert(gq.codes)

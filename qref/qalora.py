@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _checks
 from .groupwise import GroupQuant, check_layout, dequantize_groupwise, quantize_groupwise
+from .groupwise import as_fractions as exact
 
 POOLING = ("average", "sum", "peft")
 MERGED_ZEROS_DTYPES = ("float64", "float32", "float16", "exact")
@@ -34,12 +35,6 @@ def pool_factor(pooling: str, d_in: int, group_size: int) -> Fraction:
 def _numeric(*arrays) -> bool:
     """True unless some input is an exact (object) array: then keep Fractions throughout."""
     return all(np.asarray(a).dtype != object for a in arrays)
-
-
-def exact(a) -> np.ndarray:
-    """An object array of Fractions holding a's values exactly (floats are dyadic rationals)."""
-    a = np.asarray(a)
-    return a if a.dtype == object else np.vectorize(Fraction, otypes=[object])(a)
 
 
 def pool(x: np.ndarray, group_size: int, pooling: str = "average") -> np.ndarray:
