@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -55,3 +56,26 @@ def double_dequantize(dq: DoubleQuant) -> np.ndarray:
     """c1 = RN_f32(code[q] * absmax2) + offset, in float32: the exact inverse of the stored state."""
     centred = dequantize_blockwise(dq.qabsmax, dq.absmax2, dq.codebook, dq.blocksize)
     return (centred + np.float32(dq.offset)).astype(np.float32)
+
+
+#: frexp exponents of finite float32 values lie in [-148, 128]; sums are kept per exponent.
+FREXP_EXPONENTS = np.arange(-148, 129)
+
+
+def exponent_sums(absmax: np.ndarray) -> np.ndarray:
+    """S_e = sum of the 24-bit integer significands m_i of the values with frexp exponent e, where
+    c_i = m_i 2^(e-24): integer partial sums from which any backend gets the exact sum (int64)."""
+    f, e = np.frexp(absmax.astype(np.float32))
+    sums = np.zeros(FREXP_EXPONENTS.size, dtype=np.int64)
+    np.add.at(sums, e - FREXP_EXPONENTS[0], np.ldexp(f, 24).astype(np.int64))
+    return sums
+
+
+def offset_from_exponent_sums(sums: np.ndarray, n: int) -> np.float32:
+    """The same offset as `mean_offset`, from per-exponent integer sums (exact Python-int arithmetic,
+    then one correctly rounded division): how a GPU backend gets the reference's mean."""
+    total = Fraction(0)
+    for e, s in zip(FREXP_EXPONENTS.tolist(), np.asarray(sums).tolist()):
+        if s:
+            total += Fraction(int(s)) * Fraction(2) ** (e - 24)
+    return np.float32(float(total) / n)

@@ -73,8 +73,9 @@ def cast_float32(x32: np.ndarray, fmt: str):
     """Round float32 values to the requested output format (round to nearest even)."""
     if fmt == "float32":
         return x32
-    if fmt == "float16":
-        return x32.astype(np.float16)
+    if fmt == "float16":  # beyond 65504 rounds to +-inf (IEEE), as every framework's cast does
+        with np.errstate(over="ignore"):
+            return x32.astype(np.float16)
     if fmt == "bfloat16":
         return BFloat16Array.from_float32(x32)
     raise ValueError(f"out_dtype must be one of {FLOAT_FORMATS}, got {fmt!r}")

@@ -1,0 +1,209 @@
+"""PyTorch backend, any torch device (cpu, cuda): the reference's primitives in torch ops.
+
+Each decision point follows the reference (qref/blockwise.py, qref/groupwise.py): float32
+arithmetic, reciprocal multiply on full blocks and true division on the tail, absmax floored at
+1e-38, nearest code = number of float32 midpoints strictly below the scaled value (torch.bucketize,
+right=False), round half to even (torch.round). The exact mean of double quantization comes from
+integer sums per frexp exponent (qref.double_quant.exponent_sums). On CUDA, where CuPy is
+importable, the 4-bit ops run the fused kernels of backends/cuda_kernels.py on the same memory
+(DLPack, no copy); without CuPy they run as torch ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from qref import _checks
+from qref.backend import BackendBase, check_groupwise_args
+from qref.blockwise import ABSMAX_FLOOR
+from qref.codebooks import get_codebook
+from qref.dtypes import BFloat16Array
+from qref.registry import BackendUnavailable
+
+try:
+    import torch
+except ImportError as e:  # pragma: no cover - exercised where torch is missing
+    torch = None
+    _IMPORT_ERROR = e
+
+_FLOATS = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "float64": "float64"}
+
+
+class TorchBackend(BackendBase):
+    name = "torch"
+    DEVICES = ("cpu", "cuda")
+
+    def __init__(self, device: str | None = None):
+        if torch is None:
+            raise BackendUnavailable(f"torch is not installed ({_IMPORT_ERROR})")
+        device = device or "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable("torch:cuda needs a CUDA device; torch.cuda.is_available() is False")
+        self.device = device
+        self._tables = {}
+        self._fused = None
+        if device.startswith("cuda"):
+            try:
+                from . import cupy_backend
+
+                self._fused = cupy_backend.TorchBridge(torch.device(device).index or 0)
+            except Exception:  # CuPy missing or unusable: plain torch ops
+                self._fused = None
+
+    # ---- conversion ----
+    def from_numpy(self, a):
+        if isinstance(a, BFloat16Array):
+            t = torch.from_numpy(a.bits.view(np.int16).copy()).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(a).copy())
+        return t.to(self.device)
+
+    def to_numpy(self, a):
+        a = a.detach().cpu()
+        if a.dtype == torch.bfloat16:
+            return BFloat16Array(a.view(torch.int16).numpy().view(np.uint16).copy())
+        return a.numpy()
+
+    def _table(self, codebook: str):
+        if codebook not in self._tables:
+            cb = get_codebook(codebook)
+            self._tables[codebook] = tuple(
+                torch.from_numpy(np.asarray(a).copy()).to(self.device)
+                for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))
+            )
+        return self._tables[codebook]
+
+    def _float_input(self, x, name="x"):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
+        if x.numel() == 0:
+            raise ValueError(f"{name} is empty; quantization needs at least one element")
+        x32 = x.float()
+        bad = ~torch.isfinite(x32)
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad.reshape(-1))[0])
+            raise ValueError(f"{name} contains {int(bad.sum())} non-finite value(s) (first at flat index {i}); "
+                             "the reference rejects NaN and Inf (docs/nan-inf.md)")
+        return x32
+
+    # ---- bit-exact primitives ----
+    def quantize_blockwise(self, x, codebook, blocksize):
+        blocksize = _checks.positive_int(blocksize, "blocksize")
+        x32 = self._float_input(x)
+        _, midpoints, order = self._table(codebook)
+        flat = x32.reshape(-1)
+        n = flat.numel()
+        full, rem = divmod(n, blocksize)
+        floor = torch.tensor(ABSMAX_FLOOR, device=flat.device)
+        head = flat[: full * blocksize].view(full, blocksize)
+        absmax = head.abs().amax(1) if full else flat.new_zeros(0)
+        scaled = [head * torch.reciprocal(torch.maximum(absmax, floor))[:, None]]
+        if rem:
+            tail_max = torch.maximum(flat[full * blocksize:].abs().amax(), floor)
+            absmax = torch.cat([absmax, tail_max[None]])
+            scaled.append(flat[full * blocksize:] / tail_max)
+        scaled = torch.cat([s.reshape(-1) for s in scaled]).clamp(-1, 1)
+        codes = order[torch.bucketize(scaled, midpoints, right=False)]
+        return codes.reshape(x.shape), absmax
+
+    def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
+        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        values, _, _ = self._table(codebook)
+        n = codes.numel()
+        full, rem = divmod(n, blocksize)
+        if absmax.dtype != torch.float32 or absmax.numel() != full + (1 if rem else 0):
+            raise ValueError(f"absmax must be float32 with {full + (1 if rem else 0)} entries, "
+                             f"got {absmax.dtype} with {absmax.numel()}")
+        if codes.dtype != torch.uint8:
+            raise TypeError(f"codes must be uint8, got {codes.dtype}")
+        if n and int(codes.max()) >= values.numel():
+            raise ValueError(f"codes holds {int(codes.max())}, out of range for the "
+                             f"{values.numel()}-entry codebook {codebook!r}")
+        v = values[codes.reshape(-1).long()]
+        out = torch.empty_like(v)
+        out[: full * blocksize] = (v[: full * blocksize].view(full, blocksize) * absmax[:full, None]).reshape(-1)
+        if rem:
+            out[full * blocksize:] = v[full * blocksize:] * absmax[full]
+        return out.reshape(codes.shape).to(getattr(torch, out_dtype))
+
+    def pack_nibbles(self, codes, pad_code=0):
+        codes = codes.reshape(-1)
+        if codes.dtype != torch.uint8:
+            raise TypeError(f"codes must be uint8, got {codes.dtype}")
+        if codes.numel() and int(codes.max()) > 15:
+            raise ValueError(f"codes must be < 16 to pack into nibbles, got {int(codes.max())}")
+        if codes.numel() % 2:
+            codes = torch.cat([codes, codes.new_full((1,), pad_code)])
+        return (codes[0::2] << 4) | codes[1::2]
+
+    def unpack_nibbles(self, packed, n):
+        packed = packed.reshape(-1)
+        if packed.numel() != (n + 1) // 2:
+            raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.numel()}")
+        return torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[:n]
+
+    def exponent_sums(self, values):
+        from qref.double_quant import FREXP_EXPONENTS
+
+        mantissa, exponent = torch.frexp(values.float().reshape(-1))
+        m = (mantissa * 2.0**24).long()
+        sums = torch.zeros(FREXP_EXPONENTS.size, dtype=torch.int64, device=values.device)
+        sums.index_add_(0, (exponent - int(FREXP_EXPONENTS[0])).long(), m)
+        return sums.cpu().numpy()
+
+    def quantize_groupwise(self, W, bits, group_size, profile):
+        check_groupwise_args(tuple(W.shape), bits, group_size, profile)
+        W32 = self._float_input(W, "W")
+        maxq = float(2**bits - 1)
+        w = W32.view(W32.shape[0], W32.shape[1] // group_size, group_size)
+        if profile == "minmax":
+            lo, hi = w.amin(2), w.amax(2)
+            scale = (hi - lo) / maxq
+            scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+            q = torch.clamp(torch.round((w - lo[..., None]) / scale[..., None]), 0, maxq)
+            return q.to(torch.uint8).reshape(W32.shape), scale, lo
+        zero32 = torch.zeros((), device=w.device)
+        xmin = torch.minimum(w.amin(2), zero32)
+        xmax = torch.maximum(w.amax(2), zero32)
+        if profile == "gptq-sym":
+            xmax = torch.maximum(xmin.abs(), xmax)
+            xmin = torch.where(xmin < 0, -xmax, xmin)
+        degenerate = ((xmin == 0) & (xmax == 0)) | ((xmax - xmin) / maxq == 0)
+        xmin = torch.where(degenerate, -torch.ones_like(xmin), xmin)
+        xmax = torch.where(degenerate, torch.ones_like(xmax), xmax)
+        scale = (xmax - xmin) / maxq
+        if profile == "gptq-sym":
+            zero = torch.full_like(scale, float(2**bits // 2))
+        else:
+            zero = torch.round(-xmin / scale)
+        q = torch.clamp(torch.round(w / scale[..., None]) + zero[..., None], 0, maxq)
+        return q.to(torch.uint8).reshape(W32.shape), scale, zero
+
+    # ---- fused 4-bit paths (CUDA with CuPy) ----
+    def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
+        if self._fused is None:
+            return super().quantize_4bit(x, blocksize, quant_type, double_quant)
+        self._float_input(x)
+        return self._fused.quantize_4bit(self, x, blocksize, quant_type, double_quant)
+
+    def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
+        if self._fused is None:
+            return super().dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
+        return self._fused.dequantize_4bit(self, q, shape, blocksize, quant_type, out_dtype)
+
+    # ---- linear algebra ----
+    def astype(self, a, dtype):
+        return a.to(getattr(torch, _FLOATS[dtype]))
+
+    def svd(self, R):
+        return torch.linalg.svd(R, full_matrices=False)
+
+    def solve(self, M, Y):
+        return torch.linalg.solve(M, Y)
+
+    def norm(self, a) -> float:
+        return float(torch.linalg.norm(a))
+
+    def sqrt(self, a):
+        return torch.sqrt(a)

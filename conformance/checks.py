@@ -1,0 +1,159 @@
+"""One function per op of the backend interface: run it on a backend and on the reference, and hold
+the backend to the exactness contract (docs/exactness.md). Each raises tally.Mismatch naming the
+op, the profile and the first differing element. Inputs are NumPy data; `ref` is the NumPy backend.
+"""
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+
+from qref.qalora import pool_factor
+
+from .tally import expect_certified, expect_exact
+
+U64 = 2.0**-53  # unit roundoff of float64
+
+
+def _np(backend, a):
+    return backend.to_numpy(a)
+
+
+def quantize_blockwise(bk, ref, x, codebook, blocksize):
+    prof, backend = codebook, f"{bk} (block {blocksize})"
+    codes, absmax = bk.quantize_blockwise(bk.from_numpy(x), codebook, blocksize)
+    r_codes, r_absmax = ref.quantize_blockwise(x, codebook, blocksize)
+    expect_exact("quantize_blockwise codes", prof, _np(bk, codes), r_codes, backend)
+    expect_exact("quantize_blockwise absmax", prof, _np(bk, absmax), r_absmax, backend)
+    for fmt in ("float32", "float16", "bfloat16"):
+        out = bk.dequantize_blockwise(codes, absmax, codebook, blocksize, fmt)
+        expect_exact("dequantize_blockwise", f"{prof} -> {fmt}", _np(bk, out),
+                     ref.dequantize_blockwise(r_codes, r_absmax, codebook, blocksize, fmt), backend)
+
+
+def quantize_4bit(bk, ref, x, quant_type, blocksize, double_quant, out_dtype):
+    prof = f"{quant_type}{' +dq' if double_quant else ''}"
+    shape = np.shape(x.bits if hasattr(x, "bits") else x)
+    where = f"{bk} (block {blocksize}, shape {shape})"
+    q = bk.quantize_4bit(bk.from_numpy(x), blocksize, quant_type, double_quant)
+    r = ref.quantize_4bit(x, blocksize, quant_type, double_quant)
+    expect_exact("quantize_4bit packed", prof, _np(bk, q.packed), r.packed, where)
+    if double_quant:
+        expect_exact("double_quantize qabsmax", prof, _np(bk, q.qabsmax), r.qabsmax, where)
+        expect_exact("double_quantize absmax2", prof, _np(bk, q.absmax2), r.absmax2, where)
+        expect_exact("double_quantize offset", prof, np.float32(q.offset), np.float32(r.offset), where)
+    else:
+        expect_exact("quantize_4bit absmax", prof, _np(bk, q.absmax), r.absmax, where)
+    out = bk.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
+    expect_exact("dequantize_4bit", f"{prof} -> {out_dtype}", _np(bk, out),
+                 ref.dequantize_4bit(r, shape, blocksize, quant_type, out_dtype), where)
+
+
+def nibbles(backend, ref, codes, pad_code):
+    packed = backend.pack_nibbles(backend.from_numpy(codes), pad_code)
+    expect_exact("pack_nibbles", "high nibble first", _np(backend, packed), ref.pack_nibbles(codes, pad_code), backend)
+    expect_exact("unpack_nibbles", "high nibble first", _np(backend, backend.unpack_nibbles(packed, codes.size)),
+                 codes, backend)
+
+
+def mean_offset(backend, ref, absmax):
+    expect_exact("double_quantize offset", "exact mean", np.float32(backend.mean_offset(backend.from_numpy(absmax))),
+                 np.float32(ref.mean_offset(absmax)), backend)
+
+
+def groupwise(bk, ref, W, bits, group_size, profile):
+    prof = f"{profile}/int{bits}"
+    backend = f"{bk} (group {group_size}, shape {W.shape})"
+    got = bk.quantize_groupwise(bk.from_numpy(W), bits, group_size, profile)
+    want = ref.quantize_groupwise(W, bits, group_size, profile)
+    for name, g, w in zip(("codes", "scales", "zeros"), got, want):
+        expect_exact(f"quantize_groupwise {name}", prof, _np(bk, g), w, backend)
+    deq = bk.dequantize_groupwise(*got, group_size, profile)
+    expect_exact("dequantize_groupwise", prof, _np(bk, deq), ref.dequantize_groupwise(*want, group_size, profile),
+                 backend)
+    return want
+
+
+def qalora(backend, ref, W, bits, group_size, profile, rank, pooling, seed):
+    """Merge and forward: float64 reductions, held to elementwise error bounds (exactness.md)."""
+    prof = f"{profile}/{pooling}"
+    codes, scales, zeros = ref.quantize_groupwise(W, bits, group_size, profile)
+    d_out, d_in = W.shape
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((rank, d_in // group_size))
+    B = rng.standard_normal((d_out, rank)) * 0.01
+    x = rng.standard_normal((3, d_in))
+    alpha = 16
+    bk = [backend.from_numpy(a) for a in (codes, scales, zeros, A, B, x)]
+    shift = _np(backend, backend.qalora_zero_shift(bk[1], bk[3], bk[4], alpha, group_size, d_in, profile, pooling))
+    r_shift = ref.qalora_zero_shift(scales, A, B, alpha, group_size, d_in, profile, pooling)
+    coef = abs(float(Fraction(alpha) / rank * pool_factor(pooling, d_in, group_size)))
+    mag = coef * (np.abs(B) @ np.abs(A)) / (1.0 if profile == "minmax" else np.abs(scales))
+    bound = 2 * (rank + 3) * U64 * mag
+    err = np.abs(shift - r_shift)
+    expect_certified("qalora merge (zero shift)", prof, bool((err <= bound).all()),
+                     f"max error {err.max():.3g} > bound {bound.max():.3g}", backend)
+    y = _np(backend, backend.qalora_forward(bk[5], bk[0], bk[1], bk[2], bk[3], bk[4], alpha, group_size, profile, pooling))
+    r_y = ref.qalora_forward(x, codes, scales, zeros, A, B, alpha, group_size, profile, pooling)
+    Wd = np.abs(ref.dequantize_groupwise(codes, scales, zeros, group_size, profile))
+    pooled = np.abs(x).reshape(3, -1, group_size).sum(-1)
+    mag = np.abs(x) @ Wd.T + (pooled @ np.abs(A).T) @ np.abs(B).T * alpha / rank
+    bound = 2 * (d_in + rank + 4) * U64 * mag
+    err = np.abs(y - r_y)
+    expect_certified("qalora forward", prof, bool((err <= bound).all()),
+                     f"max error {err.max():.3g} > bound {bound.max():.3g}", backend)
+
+
+def svd_factors(backend, ref, R, rank):
+    """Eckart-Young certificate: ||R - L Rt||_F^2 = sum of the discarded sigma^2, and L^T L = Rt Rt^T."""
+    L, Rt = (_np(backend, a) for a in backend.svd_factors(backend.from_numpy(R), rank))
+    s = np.linalg.svd(R, compute_uv=False)
+    tail = float((s[rank:] ** 2).sum())
+    resid = float(np.linalg.norm(R - L @ Rt) ** 2)
+    tol = 64 * max(R.shape) * 2.0**-52 * float((s**2).sum())
+    balance = np.abs(L.T @ L - Rt @ Rt.T).max()
+    ok = L.shape == (R.shape[0], rank) and Rt.shape == (rank, R.shape[1]) and abs(resid - tail) <= tol
+    ok = ok and balance <= 1e-9 * max(s[0], 1e-300)
+    expect_certified("svd_factors", "float64", ok,
+                     f"||R-LRt||^2 {resid:.6g} vs tail {tail:.6g} (tol {tol:.2g}), balance {balance:.2g}", backend)
+
+
+def initialisers(backend, ref, W, rank, bits, X):
+    """LoftQ / LQ-LoRA / QuAILoRA: the quantizer exact on the backend's own input, the final SVD or
+    solve optimal (certificate), the objective within 1e-6 relative of the reference's."""
+    prof = f"nf{bits}"
+    out = {k: _np(backend, v) if not isinstance(v, (float, list)) else v
+           for k, v in backend.loftq(backend.from_numpy(W), rank, 2, bits).items()}
+    r_out = ref.loftq(W, rank, 2, bits)
+    expect_exact("loftq Q", prof, out["Q"], ref.nf_quantize(out["quantized_from"], bits), backend)
+    err = float(np.linalg.norm(W - out["Q"] - out["lora_B"] @ out["lora_A"]))
+    expect_certified("loftq error", prof, abs(err - r_out["error"]) <= 1e-6 * r_out["error"] + 1e-12,
+                     f"{err!r} vs reference {r_out['error']!r}", backend)
+    lq = {k: _np(backend, v) if not isinstance(v, (float, list)) else v
+          for k, v in backend.lqlora(backend.from_numpy(W), rank, bits, max_iter=5).items()}
+    r_lq = ref.lqlora(W, rank, bits, max_iter=5)
+    expect_exact("lqlora Q", prof, lq["Q"], ref.nf_quantize(lq["quantized_from"], bits), backend)
+    expect_certified("lqlora error", prof, abs(lq["error"] - r_lq["error"]) <= 1e-6 * r_lq["error"] + 1e-12,
+                     f"{lq['error']!r} vs reference {r_lq['error']!r}", backend)
+    C = X.T @ X / X.shape[0] + 1e-3 * np.eye(X.shape[1])
+    Q = r_out["Q"]
+    qa = backend.quailora(*(backend.from_numpy(a) for a in (W, Q)), rank, backend.from_numpy(C), max_iter=20)
+    A, B = _np(backend, qa["lora_A"]), _np(backend, qa["lora_B"])
+    r_qa = ref.quailora(W, Q, rank, C, max_iter=20)
+    R = W - Q
+    normal = np.abs(B @ (A @ C @ A.T) - R @ C @ A.T).max() / max(np.abs(R @ C @ A.T).max(), 1e-300)
+    J = float((((R - B @ A) @ C) * (R - B @ A)).sum())
+    ok = normal <= 1e-7 and abs(J - r_qa["objective"]) <= 1e-6 * r_qa["objective"] + 1e-12
+    expect_certified("quailora calibrated", prof, ok,
+                     f"J {J!r} vs reference {r_qa['objective']!r}; normal-equation residual {normal:.2g}", backend)
+
+
+def allocation(backend, costs, bits, sizes, budget):
+    """The ILP's choice is optimal: equal to brute force over all assignments."""
+    alloc = backend.allocate(costs, bits, sizes, budget)
+    m, k = costs.shape
+    best = min((sum(costs[i, c] for i, c in enumerate(ch)) for ch in itertools.product(range(k), repeat=m)
+                if sum(sizes[i] * bits[i, c] for i, c in enumerate(ch)) <= budget * sizes.sum() + 1e-9))
+    expect_certified("lqlora allocate (ILP)", "host (scipy milp)", abs(alloc.objective - best) <= 1e-9 * max(1, abs(best)),
+                     f"objective {alloc.objective!r} vs brute force {best!r}", backend)

@@ -1,0 +1,97 @@
+"""The conformance suite: `pytest --pyargs conformance --backend NAME[:DEVICE]` (docs/writing-a-backend.md).
+
+Each test draws hard inputs (conformance.strategies) and holds the backend to the reference through
+conformance.checks; a failure shows hypothesis' shrunk input and the first differing element.
+"""
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from . import checks
+from . import strategies as qs
+
+CODEBOOKS_8BIT = st.sampled_from(("dynamic", "dynamic-unsigned", "nf8", "int8"))
+
+
+@st.composite
+def blockwise_case(draw, codebooks=st.sampled_from(("nf4", "fp4", "nf2", "nf3", "int4", "nf4-symmetric")),
+                   blocksizes=st.sampled_from((32, 64, 128, 256))):
+    cb, bs = draw(codebooks), draw(blocksizes)
+    return draw(qs.hard_inputs(cb, bs)), cb, bs
+
+
+@given(blockwise_case())
+def test_quantize_blockwise(backend, reference, case):
+    checks.quantize_blockwise(backend, reference, *case)
+
+
+@given(blockwise_case(codebooks=CODEBOOKS_8BIT, blocksizes=st.sampled_from((64, 256, 4096))))
+def test_quantize_blockwise_8bit(backend, reference, case):
+    checks.quantize_blockwise(backend, reference, *case)
+
+
+@st.composite
+def fourbit_case(draw):
+    qt, bs = draw(qs.quant_types), draw(qs.blocksizes)
+    max_blocks = 3 if bs <= 256 else 1
+    return draw(qs.hard_inputs(qt, bs, max_blocks)), qt, bs, draw(st.booleans()), draw(qs.formats)
+
+
+@given(fourbit_case())
+def test_quantize_4bit(backend, reference, case):
+    checks.quantize_4bit(backend, reference, *case)
+
+
+@given(st.integers(1, 301).flatmap(lambda n: st.lists(st.integers(0, 15), min_size=n, max_size=n)),
+       st.integers(0, 15))
+def test_nibbles(backend, reference, codes, pad):
+    checks.nibbles(backend, reference, np.array(codes, dtype=np.uint8), pad)
+
+
+@given(st.sampled_from(("normal", "huge", "tiny", "mixed")), st.integers(1, 5000), st.integers(0, 2**32 - 1))
+def test_mean_offset(backend, reference, kind, n, seed):
+    rng = np.random.default_rng(seed)
+    scale = {"normal": 1.0, "huge": 3e38, "tiny": 1e-39, "mixed": 10.0 ** rng.integers(-40, 38, n)}[kind]
+    absmax = np.minimum(np.abs(rng.standard_normal(n)) * scale, 3.4e38).astype(np.float32)
+    checks.mean_offset(backend, reference, absmax)
+
+
+@st.composite
+def groupwise_case(draw):
+    bits, g = draw(qs.groupwise_bits), draw(qs.group_sizes)
+    return draw(qs.group_weights(g, bits)), bits, g, draw(qs.groupwise_profiles)
+
+
+@given(groupwise_case())
+def test_groupwise(backend, reference, case):
+    checks.groupwise(backend, reference, *case)
+
+
+@given(groupwise_case(), st.integers(1, 4), st.sampled_from(("average", "sum", "peft")), st.integers(0, 2**32 - 1))
+def test_qalora(backend, reference, case, rank, pooling, seed):
+    W, bits, g, profile = case
+    rank = min(rank, W.shape[0], W.shape[1] // g)
+    checks.qalora(backend, reference, W, bits, g, profile, rank, pooling, seed)
+
+
+@given(qs.matrices())
+def test_svd_factors(backend, reference, case):
+    checks.svd_factors(backend, reference, *case)
+
+
+@given(st.integers(1, 8), st.sampled_from((2, 3, 4)), st.integers(0, 2**32 - 1))
+def test_initialisers(backend, reference, rank, bits, seed):
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((48, 64)) * 0.02
+    X = rng.standard_normal((96, 64))
+    checks.initialisers(backend, reference, W, rank, bits, X)
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**32 - 1))
+def test_allocation(backend, reference, m, k, seed):
+    rng = np.random.default_rng(seed)
+    bits = np.sort(rng.choice([2.127, 3.127, 4.127, 8.127], size=(m, k)), axis=1)
+    costs = rng.uniform(0, 1, (m, k))
+    sizes = rng.integers(1, 100, m).astype(float)
+    budget = float(rng.uniform(bits.min(axis=1).max(), bits.max() + 0.5))
+    checks.allocation(backend, costs, bits, sizes, budget)

@@ -1,0 +1,253 @@
+"""The backend interface: every op of the reference, array in / array out on a backend's own arrays
+(docs/writing-a-backend.md).
+
+A backend implements the *primitives* below: the ops whose decision points (rounding, ties, block
+edges, nibble order, the exact mean) must be reproduced bit for bit, plus conversion and the
+linear algebra it wants to run natively. `BackendBase` composes every other op from those
+primitives with array operators only (`+ - * / @`, `.reshape`, `.T`, `.sum(-1)`, `[..., None]`),
+which NumPy, PyTorch and CuPy arrays share, so the composition (4-bit = blockwise + packing, double
+quantization, group-wise dequantization, QA-LoRA merge and forward, LoftQ, LQ-LoRA, QuAILoRA) is
+written once, here, and is the same on every backend. A backend may override a composite with a
+fused kernel; the conformance suite holds it to the same contract either way.
+
+Shared parameters (codebook values and midpoints, block-size lists, the double-quantization block,
+profiles) come from the reference modules; a backend holds none of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from . import _checks
+from .codebooks import get_codebook
+from .double_quant import DQ_BLOCKSIZE, offset_from_exponent_sums
+from .fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
+from .groupwise import GROUPWISE_BITS, GROUPWISE_PROFILES
+from .lowrank import NF_BITS
+from .qalora import POOLING, pool_factor
+
+Array = Any  # a backend's own array type (numpy.ndarray, torch.Tensor, cupy.ndarray, ...)
+
+
+@dataclass(frozen=True)
+class FourBit:
+    """Arrays of a 4-bit quantized tensor: packed nibbles (uint8, ceil(n/2)) and absmax (float32), or,
+    with double quantization, qabsmax (uint8), absmax2 (float32) and the float32 offset."""
+
+    packed: Array
+    absmax: Array | None
+    qabsmax: Array | None = None
+    absmax2: Array | None = None
+    offset: np.float32 | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Everything the conformance suite calls. Bit-exact ops first, then certified ones."""
+
+    name: str
+    device: str
+
+    # conversion: exact both ways (bfloat16 as qref.BFloat16Array on the NumPy side)
+    def from_numpy(self, a) -> Array: ...
+    def to_numpy(self, a): ...
+
+    # bit-exact primitives
+    def quantize_blockwise(self, x: Array, codebook: str, blocksize: int) -> tuple[Array, Array]: ...
+    def dequantize_blockwise(self, codes: Array, absmax: Array, codebook: str, blocksize: int,
+                             out_dtype: str = "float32") -> Array: ...
+    def pack_nibbles(self, codes: Array, pad_code: int = 0) -> Array: ...
+    def unpack_nibbles(self, packed: Array, n: int) -> Array: ...
+    def exponent_sums(self, values: Array) -> np.ndarray: ...
+    def quantize_groupwise(self, W: Array, bits: int, group_size: int, profile: str) -> tuple[Array, Array, Array]: ...
+
+    # bit-exact composites (BackendBase)
+    def quantize_4bit(self, x: Array, blocksize: int = 64, quant_type: str = "nf4",
+                      double_quant: bool = False) -> FourBit: ...
+    def dequantize_4bit(self, q: FourBit, shape: tuple, blocksize: int = 64, quant_type: str = "nf4",
+                        out_dtype: str = "float32") -> Array: ...
+    def double_quantize(self, absmax: Array, blocksize: int = DQ_BLOCKSIZE, offset=None) -> tuple[Array, Array, np.float32]: ...
+    def double_dequantize(self, qabsmax: Array, absmax2: Array, offset, blocksize: int = DQ_BLOCKSIZE) -> Array: ...
+    def dequantize_groupwise(self, codes: Array, scales: Array, zeros: Array, group_size: int, profile: str) -> Array: ...
+
+    # certified composites (floating-point reductions or solvers: tolerances in docs/exactness.md)
+    def qalora_zero_shift(self, scales: Array, A: Array, B: Array, alpha, group_size: int, d_in: int,
+                          profile: str, pooling: str = "average") -> Array: ...
+    def qalora_forward(self, x: Array, codes: Array, scales: Array, zeros: Array, A: Array, B: Array, alpha,
+                       group_size: int, profile: str, pooling: str = "average") -> Array: ...
+    def svd_factors(self, R: Array, rank: int) -> tuple[Array, Array]: ...
+    def loftq(self, W: Array, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64) -> dict: ...
+    def lqlora(self, W: Array, rank: int, bits: int = 4, blocksize: int = 64, max_iter: int = 20,
+               fisher: Array | None = None) -> dict: ...
+    def quailora(self, W: Array, Q: Array, rank: int, C: Array, max_iter: int = 100, tol: float = 1e-12) -> dict: ...
+    def allocate(self, costs, bits, sizes, budget): ...
+
+
+class BackendBase:
+    """The composites, written once over a backend's primitives (see the module doc).
+
+    Subclasses provide: name, device, from_numpy, to_numpy, quantize_blockwise, dequantize_blockwise,
+    pack_nibbles, unpack_nibbles, exponent_sums, quantize_groupwise, and the linear-algebra
+    primitives astype(a, dtype), svd(R) -> (U, S, Vt), solve(M, Y), norm(a) -> float, sqrt(a)."""
+
+    name = "base"
+    device = "cpu"
+
+    def __repr__(self):
+        return f"<qref backend {self.name}:{self.device}>"
+
+    # ---- bit-exact composites ----
+    def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False) -> FourBit:
+        """Blockwise absmax with NF4/FP4, nibbles packed high-first, pad = code of 0 (fourbit.md)."""
+        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        codes, absmax = self.quantize_blockwise(x, quant_type, blocksize)
+        packed = self.pack_nibbles(codes.reshape(-1), zero_code(quant_type))
+        if not double_quant:
+            return FourBit(packed, absmax)
+        qabsmax, absmax2, offset = self.double_quantize(absmax)
+        return FourBit(packed, None, qabsmax, absmax2, offset)
+
+    def dequantize_4bit(self, q: FourBit, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
+        """code[q] * absmax per block in float32, rounded to out_dtype."""
+        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        n = int(np.prod(shape, dtype=np.int64))
+        absmax = q.absmax if q.qabsmax is None else self.double_dequantize(q.qabsmax, q.absmax2, q.offset)
+        codes = self.unpack_nibbles(q.packed, n).reshape(tuple(shape))
+        return self.dequantize_blockwise(codes, absmax, quant_type, blocksize, out_dtype)
+
+    def mean_offset(self, absmax) -> np.float32:
+        """The reference's exactly rounded mean, from the backend's integer exponent sums."""
+        return offset_from_exponent_sums(self.exponent_sums(absmax), int(np.prod(tuple(absmax.shape))))
+
+    def double_quantize(self, absmax, blocksize=DQ_BLOCKSIZE, offset=None):
+        """(qabsmax, absmax2, offset): the centred absmax blockwise with the signed dynamic map."""
+        offset = self.mean_offset(absmax) if offset is None else np.float32(offset)
+        _checks.finite(np.asarray(offset), "offset")
+        centred = absmax - self.from_numpy(np.full(1, offset, dtype=np.float32))
+        qabsmax, absmax2 = self.quantize_blockwise(centred, "dynamic", blocksize)
+        return qabsmax, absmax2, offset
+
+    def double_dequantize(self, qabsmax, absmax2, offset, blocksize=DQ_BLOCKSIZE):
+        centred = self.dequantize_blockwise(qabsmax, absmax2, "dynamic", blocksize, "float32")
+        return centred + self.from_numpy(np.full(1, np.float32(offset), dtype=np.float32))
+
+    def dequantize_groupwise(self, codes, scales, zeros, group_size, profile):
+        """W~ = s (q - z) (GPTQ) or s q + z (minmax) per (row, group), in float64."""
+        _checks.one_of(profile, GROUPWISE_PROFILES, "profile")
+        d_out, d_in = codes.shape
+        q = self.astype(codes, "float64").reshape(d_out, d_in // group_size, group_size)
+        s, z = self.astype(scales, "float64")[..., None], self.astype(zeros, "float64")[..., None]
+        W = s * q + z if profile == "minmax" else s * (q - z)
+        return W.reshape(d_out, d_in)
+
+    # ---- certified composites ----
+    def qalora_zero_shift(self, scales, A, B, alpha, group_size, d_in, profile, pooling="average"):
+        """-s c (B A) / scales (GPTQ form) or +s c (B A) (offset form), float64 (qalora.md)."""
+        _checks.one_of(pooling, POOLING, "pooling")
+        coef = float(Fraction(alpha) / A.shape[0] * pool_factor(pooling, d_in, group_size))
+        update = (self.astype(B, "float64") @ self.astype(A, "float64")) * coef
+        return update if profile == "minmax" else -update / self.astype(scales, "float64")
+
+    def qalora_forward(self, x, codes, scales, zeros, A, B, alpha, group_size, profile, pooling="average"):
+        """y = x W~^T + s pool(x) A^T B^T in float64 (QA-LoRA Algorithm 1)."""
+        d_in = codes.shape[1]
+        x64 = self.astype(x, "float64")
+        c = float(pool_factor(pooling, d_in, group_size))
+        pooled = x64.reshape(*x64.shape[:-1], d_in // group_size, group_size).sum(-1) * c
+        s = float(Fraction(alpha) / A.shape[0])
+        W = self.dequantize_groupwise(codes, scales, zeros, group_size, profile)
+        return x64 @ W.T + ((pooled @ self.astype(A, "float64").T) @ self.astype(B, "float64").T) * s
+
+    def svd_factors(self, R, rank):
+        """L = U_r sqrt(S_r), Rt = sqrt(S_r) V_r^T (Eckart-Young; lowrank.md)."""
+        U, S, Vt = self.svd(R)
+        root = self.sqrt(S[:rank])
+        return U[:, :rank] * root[None, :], root[:, None] * Vt[:rank]
+
+    def nf_quantize(self, x, bits=4, blocksize=64):
+        """dequant(quant(x)) with NF-k blockwise absmax in float32, returned in x's dtype."""
+        _checks.one_of(bits, NF_BITS, "bits")
+        x32 = self.astype(x, "float32")
+        codes, absmax = self.quantize_blockwise(x32, f"nf{bits}", blocksize)
+        return self.astype(self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize), "float64")
+
+    def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64) -> dict:
+        """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t)."""
+        W = self.astype(W, "float64")
+        res = W
+        for _ in range(num_iter):
+            source = res
+            Q = self.nf_quantize(res, bits, blocksize)
+            B, A = self.svd_factors(W - Q, rank)
+            res = W - B @ A
+        return {"Q": Q, "lora_A": A, "lora_B": B, "quantized_from": source, "error": self.norm(res - Q)}
+
+    def lqlora(self, W, rank, bits=4, blocksize=64, max_iter=20, fisher=None) -> dict:
+        """LQ-LoRA Algorithm 1 from Q_0 = 0, best iterate kept (lqlora.md); fisher: rank-one weights."""
+        W = self.astype(W, "float64")
+        if fisher is not None:
+            F = self.astype(fisher, "float64")
+            row_w, col_w = self.sqrt(F.mean(1)), self.sqrt(F.mean(0))
+            weight = self.sqrt(F)
+        Q, best = W * 0.0, None
+        errors = []
+        for _ in range(max_iter):
+            if fisher is None:
+                L1, L2 = self.svd_factors(W - Q, rank)
+            else:
+                L1, L2 = self.svd_factors(row_w[:, None] * (W - Q) * col_w[None, :], rank)
+                L1, L2 = L1 / row_w[:, None], L2 / col_w[None, :]
+            source = W - L1 @ L2
+            Q = self.nf_quantize(source, bits, blocksize)
+            residual = source - Q
+            errors.append(self.norm(residual if fisher is None else weight * residual))
+            if best is None or errors[-1] < best[0]:
+                best = (errors[-1], Q, L1, L2, source)
+            if len(errors) > 1 and errors[-1] > errors[-2]:
+                break
+        err, Q, L1, L2, source = best
+        return {"Q": Q, "L1": L1, "L2": L2, "quantized_from": source, "error": err, "errors": errors}
+
+    def quailora(self, W, Q, rank, C, max_iter=100, tol=1e-12) -> dict:
+        """QuAILoRA: uncalibrated SVD start, then alternating exact solves of J (quailora.md)."""
+        R = self.astype(W, "float64") - self.astype(Q, "float64")
+        C = self.astype(C, "float64")
+        B, A = self.svd_factors(R, rank)
+
+        def J(B, A):
+            E = R - B @ A
+            return float(((E @ C) * E).sum())
+
+        history = [J(B, A)]
+        for _ in range(max_iter):
+            A = self.solve(B.T @ B, B.T @ R)
+            B = self.solve(A @ C @ A.T, A @ C @ R.T).T
+            history.append(J(B, A))
+            if history[-2] - history[-1] <= tol * history[-2]:
+                break
+        return {"lora_A": A, "lora_B": B, "objective": history[-1], "history": history}
+
+    def allocate(self, costs, bits, sizes, budget):
+        """LQ-LoRA's bit allocation ILP: a host op (small, scipy's HiGHS) on NumPy inputs."""
+        from .lqlora import allocate
+
+        return allocate(costs, bits, sizes, budget)
+
+
+def zero_code(quant_type: str) -> int:
+    """The code of 0.0 in a 4-bit codebook: the pad nibble of odd lengths."""
+    return int(get_codebook(quant_type).nearest(np.zeros(1, dtype=np.float32))[0])
+
+
+def check_groupwise_args(shape, bits, group_size, profile) -> None:
+    """Validation every backend's quantize_groupwise starts with (same errors as the reference)."""
+    from .groupwise import check_layout
+
+    _checks.one_of(bits, GROUPWISE_BITS, "bits")
+    _checks.one_of(profile, GROUPWISE_PROFILES, "profile")
+    check_layout(shape, group_size)
