@@ -117,6 +117,8 @@ class TorchBackend(BackendBase):
                              f"got {absmax.dtype} with {absmax.numel()}")
         if codes.dtype != torch.uint8:
             raise TypeError(f"codes must be uint8, got {codes.dtype}")
+        if not bool(torch.isfinite(absmax).all()):
+            raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
         if n and int(codes.max()) >= values.numel():
             raise ValueError(f"codes holds {int(codes.max())}, out of range for the "
                              f"{values.numel()}-entry codebook {codebook!r}")
@@ -191,6 +193,14 @@ class TorchBackend(BackendBase):
         if self._fused is None:
             return super().dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
         return self._fused.dequantize_4bit(self, q, shape, blocksize, quant_type, out_dtype)
+
+    def mean_offset_cupy(self, absmax):
+        """The exact mean of a cupy absmax (the fused path's double quantization)."""
+        from qref.double_quant import offset_from_exponent_sums
+
+        from . import cuda_kernels
+
+        return offset_from_exponent_sums(cuda_kernels.exponent_sums(absmax), int(absmax.size))
 
     # ---- linear algebra ----
     def astype(self, a, dtype):

@@ -101,18 +101,27 @@ def _autogptq_available():
 PEERS = {"bitsandbytes": (bnb.available, _check_bnb), "auto-gptq": (_autogptq_available, _check_autogptq)}
 
 
-def run(peers=None, quick: bool = False, out=print) -> int:
-    """Check every installed peer (or those named); print one table each. Exit status 1 on an
-    unexplained mismatch, else 0 (a missing peer is reported, not an error)."""
-    status = 0
+def run(peers=None, quick: bool = False, out=print, backends=None) -> int:
+    """One table: every available backend and device vs the reference (conformance.backend_check),
+    then every installed peer library (or those named). Exit status 1 on an unexplained mismatch,
+    else 0; a missing backend or peer is listed with the reason, not an error."""
+    from dataclasses import replace
+
+    from .backend_check import check_backends
+
+    rows, skipped = [], []
+    if backends != []:
+        b_rows, skipped = check_backends(backends, quick)
+        rows += b_rows
     for name in peers or PEERS:
         if name not in PEERS:
             raise SystemExit(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
         ok, info = PEERS[name][0]()
         if not ok:
-            out(f"{name}: skipped ({info})\n")
+            skipped.append(f"{name}: {info}")
             continue
-        rows = PEERS[name][1](quick=quick)
-        out(render(rows, f"qref {qref.__version__} reference vs {name} {info} (CPU)") + "\n")
-        status |= any(r.mismatches for r in rows)
-    return int(status)
+        rows += [replace(r, config=f"{name} {info} (CPU) | {r.config}") for r in PEERS[name][1](quick=quick)]
+    out(render(rows, f"qref {qref.__version__}: backends and libraries vs the reference") + "\n")
+    for line in skipped:
+        out(f"skipped {line}")
+    return int(any(r.mismatches for r in rows))

@@ -11,7 +11,7 @@ import numpy as np
 
 from qref.qalora import pool_factor
 
-from .tally import expect_certified, expect_exact
+from .tally import expect_certified, expect_error, expect_exact
 
 U64 = 2.0**-53  # unit roundoff of float64
 
@@ -45,9 +45,14 @@ def quantize_4bit(bk, ref, x, quant_type, blocksize, double_quant, out_dtype):
         expect_exact("double_quantize offset", prof, np.float32(q.offset), np.float32(r.offset), where)
     else:
         expect_exact("quantize_4bit absmax", prof, _np(bk, q.absmax), r.absmax, where)
+    try:
+        want = ref.dequantize_4bit(r, shape, blocksize, quant_type, out_dtype)
+    except ValueError:  # e.g. a double-quantized absmax that overflows float32: must be refused too
+        expect_error("dequantize_4bit", f"{prof} -> {out_dtype}", ValueError,
+                     lambda: bk.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype), where)
+        return
     out = bk.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
-    expect_exact("dequantize_4bit", f"{prof} -> {out_dtype}", _np(bk, out),
-                 ref.dequantize_4bit(r, shape, blocksize, quant_type, out_dtype), where)
+    expect_exact("dequantize_4bit", f"{prof} -> {out_dtype}", _np(bk, out), want, where)
 
 
 def nibbles(backend, ref, codes, pad_code):

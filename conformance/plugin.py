@@ -14,7 +14,10 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("dev", max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 settings.register_profile("gpu", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

@@ -21,6 +21,10 @@ def reset() -> None:
     _FIRST.clear()
 
 
+def first(key: tuple[str, str]) -> str:
+    return _FIRST.get(key, "")
+
+
 def counts() -> dict[tuple[str, str], dict[str, int]]:
     return {k: dict(v) for k, v in _COUNTS.items()}
 
@@ -55,6 +59,18 @@ def expect_exact(op: str, profile: str, got, want, backend="") -> None:
         _COUNTS[key]["exact"] += 1
         return
     _fail(key, f"{backend} {op} [{profile}]: {diff}")
+
+
+def expect_error(op: str, profile: str, error: type, call, backend="") -> None:
+    """The reference refuses this input: the backend must raise the same exception type."""
+    key = (op, profile)
+    _COUNTS[key]["cases"] += 1
+    try:
+        call()
+    except error:
+        _COUNTS[key]["exact"] += 1
+        return
+    _fail(key, f"{backend} {op} [{profile}]: the reference raises {error.__name__}, the backend returned")
 
 
 def expect_certified(op: str, profile: str, ok: bool, detail: str, backend="") -> None:

@@ -11,6 +11,13 @@ def main(argv=None) -> int:
     check = sub.add_parser("check", help="reference vs installed peer libraries on a fixed input battery")
     check.add_argument("peers", nargs="*", help="peers to check (default: every known one)")
     check.add_argument("--quick", action="store_true", help="block sizes 64 and 4096 only")
+    check.add_argument("--backend", action="append", dest="backends", default=None,
+                       help="backend NAME[:DEVICE] to check (repeatable; default: every registered one)")
+    check.add_argument("--no-backends", action="store_true", help="peer libraries only")
+    conform = sub.add_parser("conform", help="the hypothesis conformance suite against one backend")
+    conform.add_argument("backend", help="NAME[:DEVICE], e.g. torch:cuda")
+    conform.add_argument("--profile", default=None, help="hypothesis profile: ci (default), gpu or dev")
+    conform.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
     init.add_argument("src")
     init.add_argument("dst")
@@ -31,7 +38,16 @@ def main(argv=None) -> int:
     if args.command == "check":
         from conformance.check import run  # the peers need torch; the reference itself does not
 
-        return run(args.peers or None, quick=args.quick)
+        return run(args.peers or None, quick=args.quick, backends=[] if args.no_backends else args.backends)
+    if args.command == "conform":
+        import os
+
+        import pytest
+
+        if args.profile:
+            os.environ["HYPOTHESIS_PROFILE"] = args.profile
+        return int(pytest.main(["--pyargs", "conformance", "--backend", args.backend, "-q", "-p", "no:cacheprovider",
+                                "-o", "addopts=", *args.pytest_args]))
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

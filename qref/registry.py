@@ -53,8 +53,8 @@ def get_backend(spec: str):
     if name not in known:
         raise ValueError(f"unknown backend {name!r}; registered: {', '.join(sorted(known)) or 'none'}")
     target = known[name]
-    factory = target.load() if hasattr(target, "load") else target
     try:
+        factory = target.load() if hasattr(target, "load") else target
         return factory(device)
     except BackendUnavailable:
         raise

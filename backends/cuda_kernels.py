@@ -1,0 +1,200 @@
+"""CUDA kernels (compiled by CuPy's NVRTC) for blockwise quantization, shared by the CuPy backend and
+the PyTorch backend on CUDA. Every decision point is the reference's (qref/blockwise.py):
+
+  one warp per block: absmax by a warp max; d = max(absmax, 1e-38); full blocks x * (1/d) with
+  1/d an IEEE float32 division, the tail block x / d; clamp to [-1, 1]; code = order[#{midpoints < s}]
+  (a count for <= 16 codes, a binary search otherwise); full blocks store absmax, the tail stores d.
+  Dequantization: table[code] * absmax in float32, optionally absmax = dyn[q] * absmax2 + offset
+  (two roundings), rounded to the output format to nearest even.
+
+Compiled with --fmad=false so that no multiply-add is contracted into an FMA (the reference rounds
+each product). Formats: 0 float32, 1 float16, 2 bfloat16 (as its uint16 bits).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+SOURCE = r"""
+#include <cuda_fp16.h>
+#define FLOOR 1e-38f
+
+template <int FMT> __device__ __forceinline__ float load(const void* p, long long i) {
+    if (FMT == 0) return ((const float*)p)[i];
+    if (FMT == 1) return __half2float(__ushort_as_half(((const unsigned short*)p)[i]));
+    return __uint_as_float(((unsigned int)((const unsigned short*)p)[i]) << 16);
+}
+
+template <int FMT> __device__ __forceinline__ void store(void* p, long long i, float v) {
+    if (FMT == 0) { ((float*)p)[i] = v; return; }
+    if (FMT == 1) { ((unsigned short*)p)[i] = __half_as_ushort(__float2half_rn(v)); return; }
+    unsigned int u = __float_as_uint(v);
+    ((unsigned short*)p)[i] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ unsigned char nearest(float s, const float* mids, const unsigned char* order, int nm) {
+    int c = 0;
+    if (nm <= 15) {
+        for (int j = 0; j < nm; ++j) c += (s > mids[j]);
+    } else {  // lower bound: number of midpoints strictly below s
+        int lo = 0, hi = nm;
+        while (lo < hi) { int mid = (lo + hi) >> 1; if (mids[mid] < s) lo = mid + 1; else hi = mid; }
+        c = lo;
+    }
+    return order[c];
+}
+
+// One warp per block of B elements; PACK: two codes a byte, first element in the high nibble.
+template <int FMT, bool PACK>
+__device__ void quant_blocks(const void* x, long long n, int B, const float* mids_g, const unsigned char* order_g,
+                             int nm, float offset, unsigned char zero_code, unsigned char* out, float* absmax) {
+    __shared__ float mids[256];
+    __shared__ unsigned char order[256];
+    for (int j = threadIdx.x; j < nm; j += blockDim.x) mids[j] = mids_g[j];
+    for (int j = threadIdx.x; j <= nm; j += blockDim.x) order[j] = order_g[j];
+    __syncthreads();
+    long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    long long nblocks = (n + B - 1) / B;
+    if (w >= nblocks) return;
+    long long start = w * B;
+    int len = (int)min((long long)B, n - start);
+    float m = 0.0f;
+    for (int i = lane; i < len; i += 32) m = fmaxf(m, fabsf(load<FMT>(x, start + i) - offset));
+    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
+    bool tail = len < B;
+    float d = fmaxf(m, FLOOR);
+    float r = 1.0f / d;
+    if (lane == 0) absmax[w] = tail ? d : m;
+    if (PACK) {
+        for (int p = lane; p < (len + 1) / 2; p += 32) {
+            float v0 = load<FMT>(x, start + 2 * p) - offset;
+            float s0 = fminf(fmaxf(tail ? v0 / d : v0 * r, -1.0f), 1.0f);
+            unsigned char c1 = zero_code;
+            if (2 * p + 1 < len) {
+                float v1 = load<FMT>(x, start + 2 * p + 1) - offset;
+                c1 = nearest(fminf(fmaxf(tail ? v1 / d : v1 * r, -1.0f), 1.0f), mids, order, nm);
+            }
+            out[start / 2 + p] = (unsigned char)((nearest(s0, mids, order, nm) << 4) | c1);
+        }
+    } else {
+        for (int i = lane; i < len; i += 32) {
+            float v = load<FMT>(x, start + i) - offset;
+            out[start + i] = nearest(fminf(fmaxf(tail ? v / d : v * r, -1.0f), 1.0f), mids, order, nm);
+        }
+    }
+}
+
+// absmax of block b, plain or double-quantized
+__device__ __forceinline__ float block_scale(long long b, const float* absmax, const unsigned char* qabsmax,
+                                             const float* absmax2, const float* dyn, float offset, int B2) {
+    if (qabsmax == 0) return absmax[b];
+    return dyn[qabsmax[b]] * absmax2[b / B2] + offset;
+}
+
+// One thread per byte (PACK: two codes) or per code.
+template <int OUT, bool PACK>
+__device__ void dequant_blocks(const unsigned char* codes, long long n, int B, const float* table,
+                               const float* absmax, const unsigned char* qabsmax, const float* absmax2,
+                               const float* dyn, float offset, int B2, void* out) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (PACK) {
+        long long i = 2 * t;
+        if (i >= n) return;
+        unsigned char byte = codes[t];
+        float a = block_scale(i / B, absmax, qabsmax, absmax2, dyn, offset, B2);  // B even: one block
+        store<OUT>(out, i, table[byte >> 4] * a);
+        if (i + 1 < n) store<OUT>(out, i + 1, table[byte & 15] * a);
+    } else {
+        if (t >= n) return;
+        store<OUT>(out, t, table[codes[t]] * block_scale(t / B, absmax, qabsmax, absmax2, dyn, offset, B2));
+    }
+}
+
+// Integer significand sums per frexp exponent (qref.double_quant.exponent_sums), exact.
+extern "C" __global__ void exponent_sums(const float* v, long long n, unsigned long long* sums) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    int e;
+    float f = frexpf(v[i], &e);
+    long long m = (long long)(f * 16777216.0f);
+    if (m != 0) atomicAdd(&sums[e + 148], (unsigned long long)m);
+}
+"""
+
+QUANT_NAMES = {(fmt, pack): f"quant_f{fmt}_p{int(pack)}" for fmt in range(3) for pack in (False, True)}
+DEQUANT_NAMES = {(fmt, pack): f"dequant_f{fmt}_p{int(pack)}" for fmt in range(3) for pack in (False, True)}
+
+
+def _wrappers() -> str:
+    out = []
+    for (fmt, pack), name in QUANT_NAMES.items():
+        out.append(
+            f'extern "C" __global__ void {name}(const void* x, long long n, int B, const float* mids, '
+            f"const unsigned char* order, int nm, float offset, unsigned char zero_code, unsigned char* out, "
+            f"float* absmax) {{ quant_blocks<{fmt}, {str(pack).lower()}>(x, n, B, mids, order, nm, offset, "
+            f"zero_code, out, absmax); }}")
+    for (fmt, pack), name in DEQUANT_NAMES.items():
+        out.append(
+            f'extern "C" __global__ void {name}(const unsigned char* codes, long long n, int B, const float* table, '
+            f"const float* absmax, const unsigned char* qabsmax, const float* absmax2, const float* dyn, "
+            f"float offset, int B2, void* out) {{ dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, "
+            f"absmax, qabsmax, absmax2, dyn, offset, B2, out); }}")
+    return "\n".join(out)
+
+
+FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
+WARPS_PER_CTA = 8
+
+
+@lru_cache(maxsize=None)
+def module(device_id: int):
+    import cupy as cp
+
+    with cp.cuda.Device(device_id):
+        return cp.RawModule(code=SOURCE + _wrappers(), options=("--std=c++14", "--fmad=false"))
+
+
+def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_code: int = 0,
+             offset: float = 0.0):
+    """Codes (uint8, n or ceil(n/2) packed) and absmax (float32) of the flat cupy array x."""
+    import cupy as cp
+
+    nblocks = -(-n // blocksize)
+    out = cp.empty((n + 1) // 2 if pack else n, dtype=cp.uint8)
+    absmax = cp.empty(nblocks, dtype=cp.float32)
+    kernel = module(x.device.id).get_function(QUANT_NAMES[(FORMATS[fmt], pack)])
+    grid = -(-nblocks // WARPS_PER_CTA)
+    kernel((grid,), (32 * WARPS_PER_CTA,),
+           (x, np.int64(n), np.int32(blocksize), mids, order, np.int32(mids.size), np.float32(offset),
+            np.uint8(zero_code), out, absmax))
+    return out, absmax
+
+
+def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, absmax=None, qabsmax=None,
+               absmax2=None, dyn=None, offset=0.0, blocksize2: int = 256):
+    """float values (cupy; bfloat16 as uint16 bits) of n codes, plain or double-quantized absmax."""
+    import cupy as cp
+
+    out = cp.empty(n, dtype=cp.float32 if out_fmt == "float32" else cp.uint16)
+    threads = (n + 1) // 2 if pack else n
+    kernel = module(codes.device.id).get_function(DEQUANT_NAMES[(FORMATS[out_fmt], pack)])
+    null = np.uint64(0)
+    kernel((-(-threads // 256),), (256,),
+           (codes, np.int64(n), np.int32(blocksize), table,
+            absmax if absmax is not None else null, qabsmax if qabsmax is not None else null,
+            absmax2 if absmax2 is not None else null, dyn if dyn is not None else null,
+            np.float32(offset), np.int32(blocksize2), out))
+    return out
+
+
+def exponent_sums(values) -> np.ndarray:
+    import cupy as cp
+
+    sums = cp.zeros(277, dtype=cp.uint64)
+    n = values.size
+    if n:
+        module(values.device.id).get_function("exponent_sums")(
+            (-(-n // 256),), (256,), (values, np.int64(n), sums))
+    return cp.asnumpy(sums).view(np.int64)

@@ -1,0 +1,284 @@
+"""CuPy backend (CUDA): blockwise quantization by the kernels of backends/cuda_kernels.py, the rest by
+CuPy's NumPy-compatible ops with the reference's float32 arithmetic. bfloat16 arrays travel as
+`CupyBF16` (their uint16 bits), since CuPy has no bfloat16 dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qref import _checks
+from qref.backend import BackendBase, FourBit, check_groupwise_args, zero_code
+from qref.codebooks import get_codebook
+from qref.double_quant import DQ_BLOCKSIZE
+from qref.dtypes import BFloat16Array
+from qref.registry import BackendUnavailable
+
+from . import cuda_kernels as K
+
+
+def _cupy():
+    try:
+        import cupy as cp
+    except ImportError as e:
+        raise BackendUnavailable(f"cupy is not installed ({e})") from e
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            raise BackendUnavailable("cupy found no CUDA device")
+    except cp.cuda.runtime.CUDARuntimeError as e:
+        raise BackendUnavailable(f"cupy found no CUDA device ({e})") from e
+    return cp
+
+
+@dataclass(frozen=True)
+class CupyBF16:
+    """bfloat16 values on the GPU as their uint16 bits."""
+
+    bits: object
+
+    @property
+    def shape(self):
+        return self.bits.shape
+
+    def reshape(self, *shape):
+        return CupyBF16(self.bits.reshape(*shape))
+
+    def to_float32(self):
+        return (self.bits.astype("uint32") << 16).view("float32")
+
+
+class _Tables:
+    """Codebook values, midpoints and order on one device, from qref.codebooks."""
+
+    def __init__(self, cp):
+        self.cp, self.cache = cp, {}
+
+    def __call__(self, name):
+        if name not in self.cache:
+            cb = get_codebook(name)
+            self.cache[name] = tuple(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8)))
+        return self.cache[name]
+
+
+class Fused4bit:
+    """quantize_4bit / dequantize_4bit (with fused double quantization) on flat cupy arrays."""
+
+    def __init__(self, cp):
+        self.cp, self.tables = cp, _Tables(cp)
+
+    def quantize(self, flat, fmt, blocksize, quant_type, double_quant, mean_offset):
+        _, mids, order = self.tables(quant_type)
+        packed, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, True, zero_code(quant_type))
+        if not double_quant:
+            return FourBit(packed, absmax)
+        offset = mean_offset(absmax)
+        _, dmids, dorder = self.tables("dynamic")
+        qabsmax, absmax2 = K.quantize(absmax, "float32", absmax.size, DQ_BLOCKSIZE, dmids, dorder, False,
+                                      offset=offset)
+        return FourBit(packed, None, qabsmax, absmax2, offset)
+
+    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):
+        table = self.tables(quant_type)[0]
+        if q.qabsmax is not None:  # the reconstructed absmax must be finite, as the reference demands
+            cp, dyn = self.cp, self.tables("dynamic")[0]
+            scaled = dyn[q.qabsmax] * cp.repeat(q.absmax2, DQ_BLOCKSIZE)[: q.qabsmax.size]  # separate kernels:
+            if not bool(cp.isfinite(scaled + cp.float32(q.offset)).all()):          # no fused multiply-add
+                raise ValueError("the double-quantized absmax overflows float32 (docs/double-quant.md)")
+        if q.qabsmax is None:
+            return K.dequantize(q.packed, n, blocksize, table, out_dtype, True, absmax=q.absmax)
+        return K.dequantize(q.packed, n, blocksize, table, out_dtype, True, qabsmax=q.qabsmax,
+                            absmax2=q.absmax2, dyn=self.tables("dynamic")[0], offset=q.offset,
+                            blocksize2=DQ_BLOCKSIZE)
+
+
+class CupyBackend(BackendBase):
+    name = "cupy"
+    DEVICES = ("cuda",)
+
+    def __init__(self, device: str | None = None):
+        cp = _cupy()
+        index = int(device.split(":")[1]) if device and ":" in device else 0
+        self.cp, self.device = cp, f"cuda:{index}"
+        self._dev = cp.cuda.Device(index)
+        self._fused = Fused4bit(cp)
+
+    # ---- conversion ----
+    def from_numpy(self, a):
+        with self._dev:
+            if isinstance(a, BFloat16Array):
+                return CupyBF16(self.cp.asarray(a.bits))
+            return self.cp.asarray(a)
+
+    def to_numpy(self, a):
+        if isinstance(a, CupyBF16):
+            return BFloat16Array(self.cp.asnumpy(a.bits))
+        return self.cp.asnumpy(a)
+
+    def _flat_input(self, x, name="x"):
+        """(flat array for the kernels, format, shape) after the reference's checks."""
+        cp = self.cp
+        if isinstance(x, CupyBF16):
+            flat, fmt = x.bits.reshape(-1), "bfloat16"
+        elif isinstance(x, cp.ndarray) and x.dtype.name in ("float32", "float16"):
+            flat, fmt = x.reshape(-1), x.dtype.name
+            if fmt == "float16":
+                flat = flat.view(cp.uint16)
+        else:
+            raise TypeError(f"{name} must be a float32/float16 cupy array or CupyBF16, got {type(x).__name__}")
+        if flat.size == 0:
+            raise ValueError(f"{name} is empty; quantization needs at least one element")
+        values = x.to_float32() if isinstance(x, CupyBF16) else x
+        if not bool(cp.isfinite(values).all()):  # noqa: SIM102
+            raise ValueError(f"{name} contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
+        return cp.ascontiguousarray(flat), fmt, x.shape
+
+    # ---- bit-exact primitives ----
+    def quantize_blockwise(self, x, codebook, blocksize):
+        blocksize = _checks.positive_int(blocksize, "blocksize")
+        flat, fmt, shape = self._flat_input(x)
+        _, mids, order = self._fused.tables(codebook)
+        codes, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False)
+        return codes.reshape(shape), absmax
+
+    def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
+        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        table = self._fused.tables(codebook)[0]
+        n = codes.size
+        if absmax.dtype != np.float32 or absmax.size != -(-n // blocksize):
+            raise ValueError(f"absmax must be float32 with {-(-n // blocksize)} entries")
+        if not bool(self.cp.isfinite(absmax).all()):
+            raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
+        if n and int(codes.max()) >= table.size:
+            raise ValueError(f"codes holds {int(codes.max())}, out of range for the {table.size}-entry codebook")
+        out = K.dequantize(self.cp.ascontiguousarray(codes.reshape(-1)), n, blocksize, table, out_dtype, False,
+                           absmax=absmax)
+        return self._wrap(out.reshape(codes.shape), out_dtype)
+
+    def _wrap(self, out, out_dtype):
+        if out_dtype == "bfloat16":
+            return CupyBF16(out)
+        return out.view(self.cp.float16) if out_dtype == "float16" else out
+
+    def pack_nibbles(self, codes, pad_code=0):
+        cp = self.cp
+        codes = codes.reshape(-1)
+        if codes.size % 2:
+            codes = cp.concatenate([codes, cp.full(1, pad_code, dtype=cp.uint8)])
+        return ((codes[0::2] << 4) | codes[1::2]).astype(cp.uint8)
+
+    def unpack_nibbles(self, packed, n):
+        packed = packed.reshape(-1)
+        if packed.size != (n + 1) // 2:
+            raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.size}")
+        return self.cp.stack([packed >> 4, packed & 15], axis=1).reshape(-1)[:n]
+
+    def exponent_sums(self, values):
+        return K.exponent_sums(self.cp.ascontiguousarray(values.reshape(-1).astype(self.cp.float32)))
+
+    def quantize_groupwise(self, W, bits, group_size, profile):
+        cp = self.cp
+        check_groupwise_args(W.shape, bits, group_size, profile)
+        values = W.to_float32() if isinstance(W, CupyBF16) else W
+        self._flat_input(W, "W")
+        W32 = values.astype(cp.float32)
+        maxq = cp.float32(2**bits - 1)
+        w = W32.reshape(W32.shape[0], W32.shape[1] // group_size, group_size)
+        if profile == "minmax":
+            lo, hi = w.min(axis=2), w.max(axis=2)
+            scale = ((hi - lo) / maxq).astype(cp.float32)
+            scale = cp.where(scale == 0, cp.float32(1), scale)
+            q = cp.clip(cp.rint((w - lo[..., None]) / scale[..., None]), 0, maxq)
+            return q.astype(cp.uint8).reshape(W32.shape), scale, lo
+        zero32 = cp.float32(0)
+        xmin, xmax = cp.minimum(w.min(axis=2), zero32), cp.maximum(w.max(axis=2), zero32)
+        if profile == "gptq-sym":
+            xmax = cp.maximum(cp.abs(xmin), xmax)
+            xmin = cp.where(xmin < 0, -xmax, xmin)
+        degenerate = ((xmin == 0) & (xmax == 0)) | ((xmax - xmin) / maxq == 0)
+        xmin = cp.where(degenerate, cp.float32(-1), xmin)
+        xmax = cp.where(degenerate, cp.float32(1), xmax)
+        scale = ((xmax - xmin) / maxq).astype(cp.float32)
+        if profile == "gptq-sym":
+            zero = cp.full_like(scale, cp.float32((2**bits) // 2))
+        else:
+            zero = cp.rint(-xmin / scale).astype(cp.float32)
+        q = cp.clip(cp.rint(w / scale[..., None]) + zero[..., None], 0, maxq)
+        return q.astype(cp.uint8).reshape(W32.shape), scale, zero
+
+    # ---- fused 4-bit ----
+    def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
+        _checks.one_of(blocksize, (32, 64, 128, 256, 512, 1024, 2048, 4096), "blocksize")
+        _checks.one_of(quant_type, ("nf4", "fp4"), "quant_type")
+        flat, fmt, _ = self._flat_input(x)
+        with self._dev:
+            return self._fused.quantize(flat, fmt, blocksize, quant_type, double_quant, self.mean_offset)
+
+    def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
+        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        n = int(np.prod(shape, dtype=np.int64))
+        if q.packed.size != (n + 1) // 2:
+            raise ValueError(f"packed holds {q.packed.size} bytes; shape {tuple(shape)} needs {(n + 1) // 2}")
+        with self._dev:
+            out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
+        return self._wrap(out.reshape(tuple(shape)), out_dtype)
+
+    # ---- linear algebra ----
+    def astype(self, a, dtype):
+        return (a.to_float32() if isinstance(a, CupyBF16) else a).astype(dtype)
+
+    def svd(self, R):
+        return self.cp.linalg.svd(R, full_matrices=False)
+
+    def solve(self, M, Y):
+        return self.cp.linalg.solve(M, Y)
+
+    def norm(self, a) -> float:
+        return float(self.cp.linalg.norm(a))
+
+    def sqrt(self, a):
+        return self.cp.sqrt(a)
+
+
+class TorchBridge:
+    """The fused kernels on torch CUDA tensors, through DLPack (no copy), on torch's current stream."""
+
+    def __init__(self, device_index: int):
+        import torch
+
+        self.cp, self.torch = _cupy(), torch
+        self.fused = Fused4bit(self.cp)
+        self.index = device_index
+
+    def _to_cupy(self, t):
+        torch = self.torch
+        if t.dtype in (torch.bfloat16, torch.float16):
+            return self.cp.from_dlpack(t.contiguous().view(torch.int16)).view(self.cp.uint16)
+        return self.cp.from_dlpack(t.contiguous())
+
+    def _to_torch(self, a, dtype=None):
+        t = self.torch.from_dlpack(a.view(self.cp.int16) if a.dtype == self.cp.uint16 else a)
+        return t.view(dtype) if dtype is not None else t
+
+    def _stream(self):
+        return self.cp.cuda.ExternalStream(self.torch.cuda.current_stream().cuda_stream)
+
+    def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
+        _checks.one_of(blocksize, (32, 64, 128, 256, 512, 1024, 2048, 4096), "blocksize")
+        _checks.one_of(quant_type, ("nf4", "fp4"), "quant_type")
+        fmt = str(x.dtype).replace("torch.", "")
+        with self.cp.cuda.Device(self.index), self._stream():
+            q = self.fused.quantize(self._to_cupy(x.reshape(-1)), fmt, blocksize, quant_type, double_quant,
+                                    backend.mean_offset_cupy)
+        conv = lambda a: None if a is None else self._to_torch(a)  # noqa: E731
+        return FourBit(conv(q.packed), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
+
+    def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
+        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        n = int(np.prod(shape, dtype=np.int64))
+        conv = lambda a: None if a is None else self._to_cupy(a)  # noqa: E731
+        cq = FourBit(conv(q.packed.reshape(-1)), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
+        with self.cp.cuda.Device(self.index), self._stream():
+            out = self.fused.dequantize(cq, n, blocksize, quant_type, out_dtype)
+        dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
+        return self._to_torch(out, dtype).reshape(tuple(shape))
