@@ -1,0 +1,160 @@
+"""The GPU table of docs/performance.md in one call: NF4 block-64 quantize / dequantize of bf16 weights
+on qref's backends, bitsandbytes and torchao, as GB/s (bytes read + written) and as a fraction of the
+device copy bandwidth measured in the same run; plus bit-exactness of the timed kernels against the
+NumPy reference at the benchmark sizes.
+
+    python asv_bench/gpu_table.py --out results.json [--sizes 4096x4096 28672x8192]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import numpy as np
+
+
+def cuda_time_ms(fn, reps: int = 20) -> float:
+    import torch
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return statistics.median(times)
+
+
+def traffic(n: int, op: str, dq: bool) -> int:
+    """Bytes read + written by NF4 block-64 quantize/dequantize of n bf16 values."""
+    blocks = -(-n // 64)
+    scale_bytes = blocks + 4 * -(-blocks // 256) if dq else 4 * blocks
+    return 2 * n + (n + 1) // 2 + scale_bytes
+
+
+def impls(x, torch):
+    """name -> {op: callable} for every implementation available here."""
+    from backends.cupy_backend import CupyBackend
+    from backends.torch_backend import TorchBackend
+
+    out = {}
+    tb = TorchBackend("cuda")
+    plain = TorchBackend("cuda")
+    plain._fused = None
+    cb = CupyBackend("cuda")
+    xc = cb.from_numpy  # noqa: F841 (cupy view below)
+    import cupy as cp
+
+    x_cupy = cp.from_dlpack(x.view(torch.int16)).view(cp.uint16)
+    from backends.cupy_backend import CupyBF16
+
+    xb = CupyBF16(x_cupy)
+    for dq in (False, True):
+        sfx = " +dq" if dq else ""
+        q = cb.quantize_4bit(xb, 64, "nf4", dq)
+        out[f"qref cupy{sfx}"] = {"quantize": lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq),
+                                  "dequantize": lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")}
+        qt = tb.quantize_4bit(x, 64, "nf4", dq)
+        out[f"qref torch:cuda{sfx}"] = {"quantize": lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq),
+                                        "dequantize": lambda qt=qt: tb.dequantize_4bit(qt, x.shape, 64, "nf4", "bfloat16")}
+        qp = plain.quantize_4bit(x, 64, "nf4", dq)
+        out[f"qref torch:cuda, torch ops{sfx}"] = {
+            "quantize": lambda dq=dq: plain.quantize_4bit(x, 64, "nf4", dq),
+            "dequantize": lambda qp=qp: plain.dequantize_4bit(qp, x.shape, 64, "nf4", "bfloat16")}
+    try:
+        import bitsandbytes.functional as F
+
+        for dq in (False, True):
+            p, s = F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq)
+            out[f"bitsandbytes {__import__('bitsandbytes').__version__}{' +dq' if dq else ''}"] = {
+                "quantize": lambda dq=dq: F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq),
+                "dequantize": lambda p=p, s=s: F.dequantize_4bit(p, s)}
+    except Exception as e:  # noqa: BLE001
+        print(f"bitsandbytes unavailable: {e}", file=sys.stderr)
+    try:
+        from torchao.dtypes.nf4tensor import to_nf4
+
+        t = to_nf4(x, 64, 256)
+        out[f"torchao {__import__('torchao').__version__} (+dq, scaler block 256)"] = {
+            "quantize": lambda: to_nf4(x, 64, 256), "dequantize": lambda: t.to(torch.bfloat16)}
+    except Exception as e:  # noqa: BLE001
+        print(f"torchao unavailable: {e}", file=sys.stderr)
+    return out
+
+
+def exactness(x, torch) -> list[dict]:
+    """The timed qref kernels vs the NumPy reference at this size: packed bytes, absmax, dq state,
+    dequantized bf16 bits."""
+    import qref
+    from backends.cupy_backend import CupyBackend
+    from backends.torch_backend import TorchBackend
+    from qref.dtypes import BFloat16Array
+
+    ref_in = BFloat16Array(x.view(torch.int16).cpu().numpy().view(np.uint16))
+    from qref.numpy_backend import NumpyBackend
+
+    ref = NumpyBackend()
+    rows = []
+    backends = (("cupy", CupyBackend("cuda")), ("torch:cuda", TorchBackend("cuda")))
+    for dq in (False, True):
+        r = ref.quantize_4bit(ref_in, 64, "nf4", dq)
+        r_out = ref.dequantize_4bit(r, ref_in.shape, 64, "nf4", "bfloat16")
+        for name, bk in backends:
+            q = bk.quantize_4bit(bk.from_numpy(ref_in), 64, "nf4", dq)
+            same = np.array_equal(bk.to_numpy(q.packed), r.packed)
+            if dq:
+                same &= np.array_equal(bk.to_numpy(q.qabsmax), r.qabsmax) and np.array_equal(
+                    bk.to_numpy(q.absmax2), r.absmax2) and np.float32(q.offset) == np.float32(r.offset)
+            else:
+                same &= np.array_equal(bk.to_numpy(q.absmax), r.absmax)
+            out = bk.to_numpy(bk.dequantize_4bit(q, ref_in.shape, 64, "nf4", "bfloat16"))
+            rows.append({"backend": name, "dq": dq, "shape": list(ref_in.shape), "quantize_exact": bool(same),
+                         "dequantize_exact": bool(out == r_out)})
+            print(rows[-1], flush=True)
+    del qref
+    return rows
+
+
+def main(argv=None) -> int:
+    import torch
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="gpu_table.json")
+    ap.add_argument("--sizes", nargs="*", default=["1024x1024", "2048x2048", "4096x4096", "8192x8192",
+                                                   "16384x8192", "28672x8192"])
+    ap.add_argument("--exact-sizes", nargs="*", default=["4096x4096", "28672x8192"])
+    args = ap.parse_args(argv)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": [], "exact": []}
+    for size in args.sizes:
+        rows, cols = map(int, size.split("x"))
+        x = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16, generator=gen)
+        n = x.numel()
+        copy_ms = cuda_time_ms(lambda: x.clone())
+        copy_gbs = 4 * n / copy_ms / 1e6
+        results["rows"].append({"impl": "device copy", "size": size, "op": "copy", "ms": copy_ms, "GB/s": copy_gbs,
+                                "of_copy": 1.0})
+        for name, ops in impls(x, torch).items():
+            for op, fn in ops.items():
+                ms = cuda_time_ms(fn)
+                gbs = traffic(n, op, "dq" in name) / ms / 1e6
+                results["rows"].append({"impl": name, "size": size, "op": op, "ms": ms, "GB/s": gbs,
+                                        "of_copy": gbs / copy_gbs})
+                print(f"{size:>11} {op:>10} {name:<40} {ms:9.3f} ms {gbs:8.1f} GB/s {gbs / copy_gbs:6.1%}", flush=True)
+        if size in args.exact_sizes:
+            results["exact"] += exactness(x, torch)
+        del x
+        torch.cuda.empty_cache()
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
