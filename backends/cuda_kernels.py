@@ -36,7 +36,8 @@ template <int FMT> __device__ __forceinline__ void store(void* p, long long i, f
 __device__ __forceinline__ unsigned char nearest(float s, const float* mids, const unsigned char* order, int nm) {
     int c = 0;
     if (nm <= 15) {
-        for (int j = 0; j < nm; ++j) c += (s > mids[j]);
+        #pragma unroll
+        for (int j = 0; j < 15; ++j) c += (j < nm) & (s > mids[j]);
     } else {  // lower bound: number of midpoints strictly below s
         int lo = 0, hi = nm;
         while (lo < hi) { int mid = (lo + hi) >> 1; if (mids[mid] < s) lo = mid + 1; else hi = mid; }
@@ -48,7 +49,8 @@ __device__ __forceinline__ unsigned char nearest(float s, const float* mids, con
 // One warp per block of B elements; PACK: two codes a byte, first element in the high nibble.
 template <int FMT, bool PACK>
 __device__ void quant_blocks(const void* x, long long n, int B, const float* mids_g, const unsigned char* order_g,
-                             int nm, float offset, unsigned char zero_code, unsigned char* out, float* absmax) {
+                             int nm, float offset, unsigned char zero_code, unsigned char* out, float* absmax,
+                             int* bad) {
     __shared__ float mids[256];
     __shared__ unsigned char order[256];
     for (int j = threadIdx.x; j < nm; j += blockDim.x) mids[j] = mids_g[j];
@@ -61,7 +63,13 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
     long long start = w * B;
     int len = (int)min((long long)B, n - start);
     float m = 0.0f;
-    for (int i = lane; i < len; i += 32) m = fmaxf(m, fabsf(load<FMT>(x, start + i) - offset));
+    bool finite = true;
+    for (int i = lane; i < len; i += 32) {
+        float v = load<FMT>(x, start + i) - offset;
+        finite &= isfinite(v);
+        m = fmaxf(m, fabsf(v));
+    }
+    if (!__all_sync(0xffffffffu, finite) && lane == 0) atomicOr(bad, 1);
     for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, k));
     bool tail = len < B;
     float d = fmaxf(m, FLOOR);
@@ -97,29 +105,76 @@ __device__ __forceinline__ float block_scale(long long b, const float* absmax, c
 template <int OUT, bool PACK>
 __device__ void dequant_blocks(const unsigned char* codes, long long n, int B, const float* table,
                                const float* absmax, const unsigned char* qabsmax, const float* absmax2,
-                               const float* dyn, float offset, int B2, void* out) {
+                               const float* dyn, float offset, int B2, void* out, int* bad) {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (PACK) {
         long long i = 2 * t;
         if (i >= n) return;
         unsigned char byte = codes[t];
         float a = block_scale(i / B, absmax, qabsmax, absmax2, dyn, offset, B2);  // B even: one block
+        if (!isfinite(a)) atomicOr(bad, 1);
         store<OUT>(out, i, table[byte >> 4] * a);
         if (i + 1 < n) store<OUT>(out, i + 1, table[byte & 15] * a);
     } else {
         if (t >= n) return;
-        store<OUT>(out, t, table[codes[t]] * block_scale(t / B, absmax, qabsmax, absmax2, dyn, offset, B2));
+        float a = block_scale(t / B, absmax, qabsmax, absmax2, dyn, offset, B2);
+        if (!isfinite(a)) atomicOr(bad, 1);
+        store<OUT>(out, t, table[codes[t]] * a);
+    }
+}
+
+// Packed codes, n % 8 == 0 and B % 8 == 0: one thread per 4 bytes, 8 outputs in one wide store.
+template <int OUT>
+__device__ void dequant8(const unsigned int* packed, long long n, int B, const float* table_g, const float* absmax,
+                         const unsigned char* qabsmax, const float* absmax2, const float* dyn, float offset, int B2,
+                         void* out, int* bad) {
+    __shared__ float table[16];
+    if (threadIdx.x < 16) table[threadIdx.x] = table_g[threadIdx.x];
+    __syncthreads();
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (8 * t >= n) return;
+    unsigned int word = packed[t];
+    float a = block_scale(8 * t / B, absmax, qabsmax, absmax2, dyn, offset, B2);
+    if (!isfinite(a)) atomicOr(bad, 1);
+    float v[8];
+    #pragma unroll
+    for (int k = 0; k < 4; ++k) {  // byte k of the word holds outputs 2k (high nibble) and 2k+1
+        unsigned int byte = (word >> (8 * k)) & 0xFFu;
+        v[2 * k] = table[byte >> 4] * a;
+        v[2 * k + 1] = table[byte & 15u] * a;
+    }
+    if (OUT == 0) {
+        float4* o = (float4*)out + 2 * t;
+        o[0] = make_float4(v[0], v[1], v[2], v[3]);
+        o[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+        unsigned short h[8];
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) {
+            if (OUT == 1) h[k] = __half_as_ushort(__float2half_rn(v[k]));
+            else { unsigned int u = __float_as_uint(v[k]); h[k] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16); }
+        }
+        uint4 w;
+        w.x = h[0] | ((unsigned int)h[1] << 16); w.y = h[2] | ((unsigned int)h[3] << 16);
+        w.z = h[4] | ((unsigned int)h[5] << 16); w.w = h[6] | ((unsigned int)h[7] << 16);
+        ((uint4*)out)[t] = w;
     }
 }
 
 // Integer significand sums per frexp exponent (qref.double_quant.exponent_sums), exact.
 extern "C" __global__ void exponent_sums(const float* v, long long n, unsigned long long* sums) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    int e;
-    float f = frexpf(v[i], &e);
-    long long m = (long long)(f * 16777216.0f);
-    if (m != 0) atomicAdd(&sums[e + 148], (unsigned long long)m);
+    __shared__ unsigned long long bins[277];
+    for (int j = threadIdx.x; j < 277; j += blockDim.x) bins[j] = 0;
+    __syncthreads();
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        int e;
+        float f = frexpf(v[i], &e);
+        long long m = (long long)(f * 16777216.0f);
+        if (m != 0) atomicAdd(&bins[e + 148], (unsigned long long)m);
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < 277; j += blockDim.x)
+        if (bins[j]) atomicAdd(&sums[j], bins[j]);
 }
 """
 
@@ -133,14 +188,20 @@ def _wrappers() -> str:
         out.append(
             f'extern "C" __global__ void {name}(const void* x, long long n, int B, const float* mids, '
             f"const unsigned char* order, int nm, float offset, unsigned char zero_code, unsigned char* out, "
-            f"float* absmax) {{ quant_blocks<{fmt}, {str(pack).lower()}>(x, n, B, mids, order, nm, offset, "
-            f"zero_code, out, absmax); }}")
+            f"float* absmax, int* bad) {{ quant_blocks<{fmt}, {str(pack).lower()}>(x, n, B, mids, order, nm, "
+            f"offset, zero_code, out, absmax, bad); }}")
     for (fmt, pack), name in DEQUANT_NAMES.items():
         out.append(
             f'extern "C" __global__ void {name}(const unsigned char* codes, long long n, int B, const float* table, '
             f"const float* absmax, const unsigned char* qabsmax, const float* absmax2, const float* dyn, "
-            f"float offset, int B2, void* out) {{ dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, "
-            f"absmax, qabsmax, absmax2, dyn, offset, B2, out); }}")
+            f"float offset, int B2, void* out, int* bad) {{ dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, "
+            f"table, absmax, qabsmax, absmax2, dyn, offset, B2, out, bad); }}")
+    for fmt in range(3):
+        out.append(
+            f'extern "C" __global__ void dequant8_f{fmt}(const unsigned int* packed, long long n, int B, '
+            f"const float* table, const float* absmax, const unsigned char* qabsmax, const float* absmax2, "
+            f"const float* dyn, float offset, int B2, void* out, int* bad) {{ dequant8<{fmt}>(packed, n, B, table, "
+            f"absmax, qabsmax, absmax2, dyn, offset, B2, out, bad); }}")
     return "\n".join(out)
 
 
@@ -153,7 +214,7 @@ def module(device_id: int):
     import cupy as cp
 
     with cp.cuda.Device(device_id):
-        return cp.RawModule(code=SOURCE + _wrappers(), options=("--std=c++14", "--fmad=false"))
+        return cp.RawModule(code=SOURCE + _wrappers(), options=("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true"))
 
 
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_code: int = 0,
@@ -166,9 +227,12 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_
     absmax = cp.empty(nblocks, dtype=cp.float32)
     kernel = module(x.device.id).get_function(QUANT_NAMES[(FORMATS[fmt], pack)])
     grid = -(-nblocks // WARPS_PER_CTA)
+    bad = cp.zeros(1, dtype=cp.int32)
     kernel((grid,), (32 * WARPS_PER_CTA,),
            (x, np.int64(n), np.int32(blocksize), mids, order, np.int32(mids.size), np.float32(offset),
-            np.uint8(zero_code), out, absmax))
+            np.uint8(zero_code), out, absmax, bad))
+    if int(bad.get()[0]):
+        raise ValueError("x contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
     return out, absmax
 
 
@@ -180,12 +244,19 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, a
     out = cp.empty(n, dtype=cp.float32 if out_fmt == "float32" else cp.uint16)
     threads = (n + 1) // 2 if pack else n
     kernel = module(codes.device.id).get_function(DEQUANT_NAMES[(FORMATS[out_fmt], pack)])
+    if pack and n % 8 == 0 and blocksize % 8 == 0 and codes.data.ptr % 4 == 0:
+        threads = n // 8
+        kernel = module(codes.device.id).get_function(f"dequant8_f{FORMATS[out_fmt]}")
     null = np.uint64(0)
+    bad = cp.zeros(1, dtype=cp.int32)
     kernel((-(-threads // 256),), (256,),
            (codes, np.int64(n), np.int32(blocksize), table,
             absmax if absmax is not None else null, qabsmax if qabsmax is not None else null,
             absmax2 if absmax2 is not None else null, dyn if dyn is not None else null,
-            np.float32(offset), np.int32(blocksize2), out))
+            np.float32(offset), np.int32(blocksize2), out, bad))
+    if int(bad.get()[0]):
+        raise ValueError("absmax (after double dequantization) is not finite: it overflows float32 "
+                         "(docs/double-quant.md)")
     return out
 
 
@@ -196,5 +267,5 @@ def exponent_sums(values) -> np.ndarray:
     n = values.size
     if n:
         module(values.device.id).get_function("exponent_sums")(
-            (-(-n // 256),), (256,), (values, np.int64(n), sums))
+            (min(-(-n // 256), 1024),), (256,), (values, np.int64(n), sums))
     return cp.asnumpy(sums).view(np.int64)

@@ -186,7 +186,9 @@ class TorchBackend(BackendBase):
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
         if self._fused is None:
             return super().quantize_4bit(x, blocksize, quant_type, double_quant)
-        self._float_input(x)
+        if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float32, torch.float16, torch.bfloat16) \
+                or x.numel() == 0:
+            self._float_input(x)  # raises the reference's error; finiteness is checked inside the kernel
         return self._fused.quantize_4bit(self, x, blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
