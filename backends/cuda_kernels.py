@@ -17,18 +17,24 @@ from functools import lru_cache
 import numpy as np
 
 SOURCE = r"""
-#include <cuda_fp16.h>
 #define FLOOR 1e-38f
+
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
 
 template <int FMT> __device__ __forceinline__ float load(const void* p, long long i) {
     if (FMT == 0) return ((const float*)p)[i];
-    if (FMT == 1) return __half2float(__ushort_as_half(((const unsigned short*)p)[i]));
+    if (FMT == 1) return half_to_float(((const unsigned short*)p)[i]);
     return __uint_as_float(((unsigned int)((const unsigned short*)p)[i]) << 16);
 }
 
 template <int FMT> __device__ __forceinline__ void store(void* p, long long i, float v) {
     if (FMT == 0) { ((float*)p)[i] = v; return; }
-    if (FMT == 1) { ((unsigned short*)p)[i] = __half_as_ushort(__float2half_rn(v)); return; }
+    if (FMT == 1) { ((unsigned short*)p)[i] = float_to_half(v); return; }
     unsigned int u = __float_as_uint(v);
     ((unsigned short*)p)[i] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
@@ -151,7 +157,7 @@ __device__ void dequant8(const unsigned int* packed, long long n, int B, const f
         unsigned short h[8];
         #pragma unroll
         for (int k = 0; k < 8; ++k) {
-            if (OUT == 1) h[k] = __half_as_ushort(__float2half_rn(v[k]));
+            if (OUT == 1) h[k] = float_to_half(v[k]);
             else { unsigned int u = __float_as_uint(v[k]); h[k] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16); }
         }
         uint4 w;
@@ -159,6 +165,41 @@ __device__ void dequant8(const unsigned int* packed, long long n, int B, const f
         w.z = h[4] | ((unsigned int)h[5] << 16); w.w = h[6] | ((unsigned int)h[7] << 16);
         ((uint4*)out)[t] = w;
     }
+}
+
+// Group-wise RTN (qref/groupwise.py), one thread per (row, group); PROFILE 0 gptq-asym, 1 gptq-sym, 2 minmax.
+extern "C" __global__ void groupwise(const float* W, long long groups_total, int g, int bits, int profile,
+                                     unsigned char* codes, float* scales, float* zeros) {
+    long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= groups_total) return;
+    const float* w = W + k * g;
+    float maxq = (float)((1 << bits) - 1);
+    float lo = w[0], hi = w[0];
+    for (int i = 1; i < g; ++i) { lo = fminf(lo, w[i]); hi = fmaxf(hi, w[i]); }
+    float scale, zero;
+    if (profile == 2) {
+        scale = (hi - lo) / maxq;
+        if (scale == 0.0f) scale = 1.0f;
+        for (int i = 0; i < g; ++i) codes[k * g + i] = (unsigned char)fminf(fmaxf(rintf((w[i] - lo) / scale), 0.0f), maxq);
+        scales[k] = scale; zeros[k] = lo; return;
+    }
+    float xmin = fminf(lo, 0.0f), xmax = fmaxf(hi, 0.0f);
+    if (profile == 1) { xmax = fmaxf(fabsf(xmin), xmax); if (xmin < 0.0f) xmin = -xmax; }
+    if ((xmin == 0.0f && xmax == 0.0f) || (xmax - xmin) / maxq == 0.0f) { xmin = -1.0f; xmax = 1.0f; }
+    scale = (xmax - xmin) / maxq;
+    zero = profile == 1 ? (float)((1 << bits) / 2) : rintf(-xmin / scale);
+    for (int i = 0; i < g; ++i) codes[k * g + i] = (unsigned char)fminf(fmaxf(rintf(w[i] / scale) + zero, 0.0f), maxq);
+    scales[k] = scale; zeros[k] = zero;
+}
+
+// float32 <-> float64 without flushing subnormals (CuPy's own casts run with -ftz=true).
+extern "C" __global__ void f32_to_f64(const float* a, double* b, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) b[i] = (double)a[i];
+}
+extern "C" __global__ void f64_to_f32(const double* a, float* b, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) b[i] = (float)a[i];
 }
 
 // Integer significand sums per frexp exponent (qref.double_quant.exponent_sums), exact.
@@ -209,12 +250,57 @@ FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 WARPS_PER_CTA = 8
 
 
+OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
+
+
 @lru_cache(maxsize=None)
 def module(device_id: int):
+    """The kernels compiled by NVRTC directly: CuPy's RawModule appends -ftz=true to every compile
+    (cupy/cuda/compiler.py), which would flush subnormals and break the reference's semantics."""
+    import cupy as cp
+    from cupy.cuda import function
+    from cupy_backends.cuda.libs import nvrtc
+
+    with cp.cuda.Device(device_id) as dev:
+        arch = f"--gpu-architecture=compute_{dev.compute_capability}"
+        prog = nvrtc.createProgram(SOURCE + _wrappers(), "qref_kernels.cu", [], [])
+        try:
+            nvrtc.compileProgram(prog, [*OPTIONS, arch])
+        except Exception as e:
+            raise RuntimeError(f"NVRTC failed: {e}\n{nvrtc.getProgramLog(prog)}") from e
+        ptx = nvrtc.getPTX(prog)
+        nvrtc.destroyProgram(prog)
+        mod = function.Module()
+        mod.load(ptx if isinstance(ptx, bytes) else ptx.encode())
+        return mod
+
+
+def groupwise(W32, bits: int, group_size: int, profile: str):
+    """(codes, scales, zeros) of a C-contiguous float32 cupy weight (D_out, D_in)."""
     import cupy as cp
 
-    with cp.cuda.Device(device_id):
-        return cp.RawModule(code=SOURCE + _wrappers(), options=("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true"))
+    d_out, d_in = W32.shape
+    total = d_out * (d_in // group_size)
+    codes = cp.empty((d_out, d_in), dtype=cp.uint8)
+    scales = cp.empty((d_out, d_in // group_size), dtype=cp.float32)
+    zeros = cp.empty_like(scales)
+    prof = {"gptq-asym": 0, "gptq-sym": 1, "minmax": 2}[profile]
+    module(W32.device.id).get_function("groupwise")(
+        (-(-total // 128),), (128,),
+        (W32, np.int64(total), np.int32(group_size), np.int32(bits), np.int32(prof), codes, scales, zeros))
+    return codes, scales, zeros
+
+
+def convert(a, dtype: str):
+    """float32 <-> float64 with IEEE semantics (subnormals kept)."""
+    import cupy as cp
+
+    a = cp.ascontiguousarray(a)
+    out = cp.empty(a.shape, dtype=dtype)
+    name = "f32_to_f64" if dtype == "float64" else "f64_to_f32"
+    if a.size:
+        module(a.device.id).get_function(name)((-(-a.size // 256),), (256,), (a, out, np.int64(a.size)))
+    return out
 
 
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_code: int = 0,

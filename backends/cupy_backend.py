@@ -169,36 +169,12 @@ class CupyBackend(BackendBase):
         return K.exponent_sums(self.cp.ascontiguousarray(values.reshape(-1).astype(self.cp.float32)))
 
     def quantize_groupwise(self, W, bits, group_size, profile):
-        cp = self.cp
         check_groupwise_args(W.shape, bits, group_size, profile)
-        values = W.to_float32() if isinstance(W, CupyBF16) else W
         self._flat_input(W, "W")
-        W32 = values.astype(cp.float32)
-        if not bool(cp.isfinite(W32).all()):
+        W32 = self.cp.ascontiguousarray(self.astype(W, "float32"))
+        if not bool(self.cp.isfinite(W32).all()):
             raise ValueError("W contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
-        maxq = cp.float32(2**bits - 1)
-        w = W32.reshape(W32.shape[0], W32.shape[1] // group_size, group_size)
-        if profile == "minmax":
-            lo, hi = w.min(axis=2), w.max(axis=2)
-            scale = ((hi - lo) / maxq).astype(cp.float32)
-            scale = cp.where(scale == 0, cp.float32(1), scale)
-            q = cp.clip(cp.rint((w - lo[..., None]) / scale[..., None]), 0, maxq)
-            return q.astype(cp.uint8).reshape(W32.shape), scale, lo
-        zero32 = cp.float32(0)
-        xmin, xmax = cp.minimum(w.min(axis=2), zero32), cp.maximum(w.max(axis=2), zero32)
-        if profile == "gptq-sym":
-            xmax = cp.maximum(cp.abs(xmin), xmax)
-            xmin = cp.where(xmin < 0, -xmax, xmin)
-        degenerate = ((xmin == 0) & (xmax == 0)) | ((xmax - xmin) / maxq == 0)
-        xmin = cp.where(degenerate, cp.float32(-1), xmin)
-        xmax = cp.where(degenerate, cp.float32(1), xmax)
-        scale = ((xmax - xmin) / maxq).astype(cp.float32)
-        if profile == "gptq-sym":
-            zero = cp.full_like(scale, cp.float32((2**bits) // 2))
-        else:
-            zero = cp.rint(-xmin / scale).astype(cp.float32)
-        q = cp.clip(cp.rint(w / scale[..., None]) + zero[..., None], 0, maxq)
-        return q.astype(cp.uint8).reshape(W32.shape), scale, zero
+        return K.groupwise(W32, bits, group_size, profile)
 
     # ---- fused 4-bit ----
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
@@ -219,7 +195,13 @@ class CupyBackend(BackendBase):
 
     # ---- linear algebra ----
     def astype(self, a, dtype):
-        return (a.to_float32() if isinstance(a, CupyBF16) else a).astype(dtype)
+        """Casts; float32 <-> float64 by qref's kernel, since CuPy's casts flush subnormals."""
+        a = a.to_float32() if isinstance(a, CupyBF16) else a
+        if {a.dtype.name, dtype} == {"float32", "float64"}:
+            return K.convert(a, dtype)
+        if a.dtype.name == "float16" and dtype == "float64":
+            return K.convert(a.astype("float32"), dtype)  # float16 has no float32 subnormals
+        return a.astype(dtype)
 
     def svd(self, R):
         return self.cp.linalg.svd(R, full_matrices=False)

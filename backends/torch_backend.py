@@ -157,13 +157,14 @@ class TorchBackend(BackendBase):
     def quantize_groupwise(self, W, bits, group_size, profile):
         check_groupwise_args(tuple(W.shape), bits, group_size, profile)
         W32 = self._float_input(W, "W")
-        maxq = float(2**bits - 1)
-        w = W32.view(W32.shape[0], W32.shape[1] // group_size, group_size)
+        # a tensor divisor: on CUDA, torch divides by a Python scalar as a multiply by its reciprocal
+        maxq = torch.tensor(float(2**bits - 1), device=W32.device)
+        w = W32.reshape(W32.shape[0], W32.shape[1] // group_size, group_size)
         if profile == "minmax":
             lo, hi = w.amin(2), w.amax(2)
             scale = (hi - lo) / maxq
             scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-            q = torch.clamp(torch.round((w - lo[..., None]) / scale[..., None]), 0, maxq)
+            q = torch.clamp(torch.round((w - lo[..., None]) / scale[..., None]), 0, 2**bits - 1)
             return q.to(torch.uint8).reshape(W32.shape), scale, lo
         zero32 = torch.zeros((), device=w.device)
         xmin = torch.minimum(w.amin(2), zero32)
@@ -179,7 +180,7 @@ class TorchBackend(BackendBase):
             zero = torch.full_like(scale, float(2**bits // 2))
         else:
             zero = torch.round(-xmin / scale)
-        q = torch.clamp(torch.round(w / scale[..., None]) + zero[..., None], 0, maxq)
+        q = torch.clamp(torch.round(w / scale[..., None]) + zero[..., None], 0, 2**bits - 1)
         return q.to(torch.uint8).reshape(W32.shape), scale, zero
 
     # ---- fused 4-bit paths (CUDA with CuPy) ----
