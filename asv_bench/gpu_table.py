@@ -78,7 +78,10 @@ def impls(x, torch):
     except Exception as e:  # noqa: BLE001
         print(f"bitsandbytes unavailable: {e}", file=sys.stderr)
     try:
-        from torchao.dtypes.nf4tensor import to_nf4
+        try:
+            from torchao.dtypes.nf4tensor import to_nf4
+        except ImportError:  # torchao >= 0.16 moved it
+            from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import to_nf4
 
         t = to_nf4(x, 64, 256)
         out[f"torchao {__import__('torchao').__version__} (+dq, scaler block 256)"] = {
