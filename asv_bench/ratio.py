@@ -6,7 +6,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from workloads import ratios  # noqa: E402
+from workloads import ratios
 
 if __name__ == "__main__":
     r = ratios()

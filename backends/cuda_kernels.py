@@ -12,7 +12,7 @@ each product). Formats: 0 float32, 1 float16, 2 bfloat16 (as its uint16 bits).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -253,7 +253,7 @@ WARPS_PER_CTA = 8
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 
 
-@lru_cache(maxsize=None)
+@cache
 def module(device_id: int):
     """The kernels compiled by NVRTC directly: CuPy's RawModule appends -ftz=true to every compile
     (cupy/cuda/compiler.py), which would flush subnormals and break the reference's semantics."""

@@ -246,13 +246,13 @@ class TorchBridge:
         with self.cp.cuda.Device(self.index), self._stream():
             q = self.fused.quantize(self._to_cupy(x.reshape(-1)), fmt, blocksize, quant_type, double_quant,
                                     backend.mean_offset_cupy)
-        conv = lambda a: None if a is None else self._to_torch(a)  # noqa: E731
+        conv = lambda a: None if a is None else self._to_torch(a)
         return FourBit(conv(q.packed), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
         _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
         n = int(np.prod(shape, dtype=np.int64))
-        conv = lambda a: None if a is None else self._to_cupy(a)  # noqa: E731
+        conv = lambda a: None if a is None else self._to_cupy(a)
         cq = FourBit(conv(q.packed.reshape(-1)), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
         with self.cp.cuda.Device(self.index), self._stream():
             out = self.fused.dequantize(cq, n, blocksize, quant_type, out_dtype)

@@ -158,7 +158,7 @@ def allocation(backend, costs, bits, sizes, budget):
     """The ILP's choice is optimal: equal to brute force over all assignments."""
     alloc = backend.allocate(costs, bits, sizes, budget)
     m, k = costs.shape
-    best = min((sum(costs[i, c] for i, c in enumerate(ch)) for ch in itertools.product(range(k), repeat=m)
-                if sum(sizes[i] * bits[i, c] for i, c in enumerate(ch)) <= budget * sizes.sum() + 1e-9))
+    best = min(sum(costs[i, c] for i, c in enumerate(ch)) for ch in itertools.product(range(k), repeat=m)
+                if sum(sizes[i] * bits[i, c] for i, c in enumerate(ch)) <= budget * sizes.sum() + 1e-9)
     expect_certified("lqlora allocate (ILP)", "host (scipy milp)", abs(alloc.objective - best) <= 1e-9 * max(1, abs(best)),
                      f"objective {alloc.objective!r} vs brute force {best!r}", backend)

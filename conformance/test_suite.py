@@ -4,11 +4,16 @@ Each test draws hard inputs (conformance.strategies) and holds the backend to th
 conformance.checks; a failure shows hypothesis' shrunk input and the first differing element.
 """
 import numpy as np
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from . import checks
+from . import battery, checks
 from . import strategies as qs
+
+# Pinned examples: the battery's cases for the two rarest decision points, so that every run (even
+# a 40-example CI run) visits values on the midpoints and values where x * (1/a) != x / a.
+_TIES = np.concatenate([battery.midpoint_block("nf4", 64), battery.midpoint_block("nf4", 64)[:33]])
+_RVD = battery.reciprocal_vs_division("nf4", 64)
 
 CODEBOOKS_8BIT = st.sampled_from(("dynamic", "dynamic-unsigned", "nf8", "int8"))
 
@@ -21,6 +26,8 @@ def blockwise_case(draw, codebooks=st.sampled_from(("nf4", "fp4", "nf2", "nf3", 
 
 
 @given(blockwise_case())
+@example((_TIES, "nf4", 64))
+@example((np.concatenate([_RVD, _RVD]), "nf4", 64))
 def test_quantize_blockwise(backend, reference, case):
     checks.quantize_blockwise(backend, reference, *case)
 
@@ -38,6 +45,8 @@ def fourbit_case(draw):
 
 
 @given(fourbit_case())
+@example((_TIES, "nf4", 64, False, "float32"))
+@example((np.concatenate([_RVD, _RVD]), "nf4", 64, True, "float32"))
 def test_quantize_4bit(backend, reference, case):
     checks.quantize_4bit(backend, reference, *case)
 

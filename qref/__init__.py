@@ -15,8 +15,23 @@ from .storage import StorageConfig, bits_per_parameter, storage_bytes
 __version__ = "0.1.0"
 
 __all__ = [
-    "BFloat16Array", "BLOCKSIZES_4BIT", "CODEBOOK_NAMES", "Codebook", "DoubleQuant", "QuantState",
-    "StorageConfig", "bits_per_parameter", "bitwise_equal", "dequantize_4bit", "dequantize_blockwise",
-    "double_dequantize", "double_quantize", "get_codebook", "pack_nibbles", "quantize_4bit",
-    "quantize_blockwise", "storage_bytes", "unpack_nibbles",
+    "BLOCKSIZES_4BIT",
+    "CODEBOOK_NAMES",
+    "BFloat16Array",
+    "Codebook",
+    "DoubleQuant",
+    "QuantState",
+    "StorageConfig",
+    "bits_per_parameter",
+    "bitwise_equal",
+    "dequantize_4bit",
+    "dequantize_blockwise",
+    "double_dequantize",
+    "double_quantize",
+    "get_codebook",
+    "pack_nibbles",
+    "quantize_4bit",
+    "quantize_blockwise",
+    "storage_bytes",
+    "unpack_nibbles",
 ]

@@ -36,7 +36,9 @@ def main(argv=None) -> int:
         print(summary(reports))
         return 0
     if args.command == "check":
-        from conformance.check import run  # the peers need torch; the reference itself does not
+        from conformance.check import (
+            run,  # the peers need torch; the reference itself does not
+        )
 
         return run(args.peers or None, quick=args.quick, backends=[] if args.no_backends else args.backends)
     if args.command == "conform":

@@ -7,7 +7,7 @@ float32 rounding of the intermediate linspace (see `linspace_f32`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from scipy.stats import norm
@@ -169,7 +169,7 @@ _BUILDERS = {
 CODEBOOK_NAMES = tuple(_BUILDERS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_codebook(name: str) -> Codebook:
     """The named codebook (see `CODEBOOK_NAMES`)."""
     if name not in _BUILDERS:

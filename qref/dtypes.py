@@ -38,7 +38,7 @@ class BFloat16Array:
         return bf16_bits_to_float32(self.bits)
 
     @classmethod
-    def from_float32(cls, x: np.ndarray) -> "BFloat16Array":
+    def from_float32(cls, x: np.ndarray) -> BFloat16Array:
         """Round float32 to bfloat16, to nearest with ties to even (PyTorch's rule)."""
         return cls(float32_to_bf16_bits(x))
 

@@ -43,7 +43,7 @@ class GroupQuant:
     def shape(self) -> tuple[int, int]:
         return self.codes.shape
 
-    def with_zeros(self, zeros: np.ndarray) -> "GroupQuant":
+    def with_zeros(self, zeros: np.ndarray) -> GroupQuant:
         return replace(self, zeros=zeros)
 
 

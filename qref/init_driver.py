@@ -106,5 +106,5 @@ def initialise_checkpoint(src: str, dst: str, method: str = "loftq", rank: int =
 def summary(reports: list[LayerReport]) -> str:
     lines = [f"{'tensor':<48} {'shape':>14} {'|W-Q|/|W|':>10} {'|W-Q-BA|/|W|':>13}  status"]
     for r in reports:
-        lines.append(f"{r.name[:48]:<48} {str(tuple(r.shape)):>14} {r.error_before:>10.4g} {r.error_after:>13.4g}  {r.status}")
+        lines.append(f"{r.name[:48]:<48} {tuple(r.shape)!s:>14} {r.error_before:>10.4g} {r.error_after:>13.4g}  {r.status}")
     return "\n".join(lines)

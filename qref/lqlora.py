@@ -18,7 +18,14 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from . import _checks
-from .lowrank import NF_BITS, check_matrix, check_rank, nf_quantize, svd_factors, weighted_svd_factors
+from .lowrank import (
+    NF_BITS,
+    check_matrix,
+    check_rank,
+    nf_quantize,
+    svd_factors,
+    weighted_svd_factors,
+)
 from .storage import StorageConfig, bits_per_parameter
 
 

@@ -18,7 +18,12 @@ from fractions import Fraction
 import numpy as np
 
 from . import _checks
-from .groupwise import GroupQuant, check_layout, dequantize_groupwise, quantize_groupwise
+from .groupwise import (
+    GroupQuant,
+    check_layout,
+    dequantize_groupwise,
+    quantize_groupwise,
+)
 from .groupwise import as_fractions as exact
 
 POOLING = ("average", "sum", "peft")

@@ -59,7 +59,7 @@ class QuantState:
         return arrays
 
     @classmethod
-    def from_dict(cls, d: dict) -> "QuantState":
+    def from_dict(cls, d: dict) -> QuantState:
         """Read bitsandbytes' dict (packed or not; key prefixes such as 'weight.' are stripped)."""
         d = dict(d)
         packed_keys = [k for k in d if "quant_state.bitsandbytes__" in k]

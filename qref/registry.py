@@ -11,8 +11,8 @@ missing); the registry reports that reason instead of failing.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Callable
 
 GROUP = "qref.backends"
 
@@ -70,7 +70,7 @@ def available(specs=None) -> list[tuple[str, object]]:
         for name, target in sorted(factories().items()):
             try:
                 factory = target.load() if hasattr(target, "load") else target
-            except ImportError as e:
+            except ImportError:
                 specs.append(name)
                 continue
             devices = getattr(factory, "DEVICES", (None,))

@@ -2,14 +2,10 @@
 
 HYPOTHESIS_PROFILE=ci (default: few examples, no deadline) or dev (thorough).
 """
-import os
-
 import pytest
-from hypothesis import HealthCheck, settings
 
-settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("dev", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+# The profiles (ci: 40 examples, no example database; gpu: 200; dev: 1000) are registered and
+# loaded by the conformance plugin (conformance/plugin.py), which pytest loads by entry point.
 
 
 def peer_or_skip(name: str):

@@ -2,7 +2,13 @@
 import numpy as np
 import pytest
 
-from qref.registry import BackendUnavailable, available, get_backend, register, unregister
+from qref.registry import (
+    BackendUnavailable,
+    available,
+    get_backend,
+    register,
+    unregister,
+)
 
 
 def test_registry_finds_shipped_backends_by_entry_point():

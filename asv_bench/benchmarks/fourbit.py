@@ -3,7 +3,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from workloads import IMPLS, OPS, make, ratios  # noqa: E402
+from workloads import IMPLS, OPS, make, ratios
 
 
 class FourBit:

@@ -20,7 +20,7 @@ def available() -> tuple[bool, str]:
     if importlib.util.find_spec("bitsandbytes") is None:
         return False, "bitsandbytes is not installed (pip install 'qref[peers]')"
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except Exception as exc:  # a broken install is reported, not raised
         return False, f"bitsandbytes failed to import: {exc}"
     return True, bitsandbytes.__version__
