@@ -5,7 +5,7 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 -d .whl bitsandbytes==0.50.2 torchao==0.18.0
 #   pip install --no-deps --no-compile --target .gpusite .whl/*.whl
-#   rm .gpusite/bitsandbytes/libbitsandbytes_{cuda1[12]*,cuda12*,rocm*,xpu*}.so   (keeps cpu and cuda130)
+#   then delete every .gpusite/bitsandbytes/libbitsandbytes_*.so except the _cpu and _cuda130 ones
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.gpusite:$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
