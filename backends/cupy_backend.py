@@ -12,7 +12,8 @@ from qref import _checks
 from qref.backend import BackendBase, FourBit, check_groupwise_args, zero_code
 from qref.codebooks import get_codebook
 from qref.double_quant import DQ_BLOCKSIZE
-from qref.dtypes import BFloat16Array
+from qref.dtypes import FLOAT_FORMATS, BFloat16Array
+from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
 from . import cuda_kernels as K
@@ -134,7 +135,7 @@ class CupyBackend(BackendBase):
         return codes.reshape(shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
-        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         table = self._fused.tables(codebook)[0]
         n = codes.size
         if absmax.dtype != np.float32 or absmax.size != -(-n // blocksize):
@@ -178,14 +179,14 @@ class CupyBackend(BackendBase):
 
     # ---- fused 4-bit ----
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
-        _checks.one_of(blocksize, (32, 64, 128, 256, 512, 1024, 2048, 4096), "blocksize")
-        _checks.one_of(quant_type, ("nf4", "fp4"), "quant_type")
+        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         flat, fmt, _ = self._flat_input(x)
         with self._dev:
             return self._fused.quantize(flat, fmt, blocksize, quant_type, double_quant, self.mean_offset)
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
-        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         n = int(np.prod(shape, dtype=np.int64))
         if q.packed.size != (n + 1) // 2:
             raise ValueError(f"packed holds {q.packed.size} bytes; shape {tuple(shape)} needs {(n + 1) // 2}")
@@ -240,8 +241,8 @@ class TorchBridge:
         return self.cp.cuda.ExternalStream(self.torch.cuda.current_stream().cuda_stream)
 
     def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
-        _checks.one_of(blocksize, (32, 64, 128, 256, 512, 1024, 2048, 4096), "blocksize")
-        _checks.one_of(quant_type, ("nf4", "fp4"), "quant_type")
+        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         fmt = str(x.dtype).replace("torch.", "")
         with self.cp.cuda.Device(self.index), self._stream():
             q = self.fused.quantize(self._to_cupy(x.reshape(-1)), fmt, blocksize, quant_type, double_quant,
@@ -250,7 +251,7 @@ class TorchBridge:
         return FourBit(conv(q.packed), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
-        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         n = int(np.prod(shape, dtype=np.int64))
         conv = lambda a: None if a is None else self._to_cupy(a)
         cq = FourBit(conv(q.packed.reshape(-1)), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)

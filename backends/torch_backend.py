@@ -16,7 +16,7 @@ from qref import _checks
 from qref.backend import BackendBase, check_groupwise_args
 from qref.blockwise import ABSMAX_FLOOR
 from qref.codebooks import get_codebook
-from qref.dtypes import BFloat16Array
+from qref.dtypes import FLOAT_FORMATS, BFloat16Array
 from qref.registry import BackendUnavailable
 
 try:
@@ -108,7 +108,7 @@ class TorchBackend(BackendBase):
         return codes.reshape(x.shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
-        _checks.one_of(out_dtype, ("float32", "float16", "bfloat16"), "out_dtype")
+        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         values, _, _ = self._table(codebook)
         n = codes.numel()
         full, rem = divmod(n, blocksize)
