@@ -19,12 +19,12 @@ import qref
 from qref.blockwise import block_absmax, scale_blocks
 from qref.double_quant import DQ_BLOCKSIZE
 
-from . import battery, divergences
+from . import battery, divergences, shrink
 from .peers import bitsandbytes as bnb
 from .report import Row, render
 
 
-def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4")) -> list[Row]:
+def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4"), device: str = "cpu") -> list[Row]:
     rows: dict[tuple[str, str], Row] = {}
 
     def row(op: str, config: str) -> Row:
@@ -37,48 +37,70 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
             for name, x in battery.cases(qt, bs):
                 case = f"{name} @block {bs}"
                 packed, state = qref.quantize_4bit(x, bs, qt)
-                t_packed, t_state = bnb.quantize_4bit(x, bs, qt)
-                row("quantize_4bit packed", cfg).add(case, packed.reshape(-1), t_packed)
-                row("quantize_4bit absmax", cfg).add(case, state.absmax, bnb.from_torch(t_state.absmax))
+                t_packed, t_state = bnb.quantize_4bit(x, bs, qt, device=device)
+                shrinks = _shrinkers(x, bs, qt, device)
+                row("quantize_4bit packed", cfg).add(case, packed.reshape(-1), t_packed, inputs=x,
+                                                     shrink=shrinks["packed"])
+                row("quantize_4bit absmax", cfg).add(case, state.absmax, bnb.from_torch(t_state.absmax), inputs=x,
+                                                     shrink=shrinks["absmax"])
                 t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
                 row("dequantize_4bit", cfg).add(
-                    case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state),
-                    classifiers=[divergences.signed_zero],
+                    case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state, device),
+                    classifiers=[divergences.signed_zero], inputs=x, shrink=shrinks["dequantize"],
                 )
                 row("dequantize_4bit<-qref", cfg).add(
                     case, qref.dequantize_4bit(packed, state),
-                    bnb.dequantize_4bit(packed.reshape(-1), bnb.state_from_qref(state)),
-                    classifiers=[divergences.signed_zero],
+                    bnb.dequantize_4bit(packed.reshape(-1), bnb.state_from_qref(state, device), device),
+                    classifiers=[divergences.signed_zero], inputs=x,
                 )
-                _double_quant(row, f"{cfg}, dq block {DQ_BLOCKSIZE}", case, x, bs, qt, state.absmax, dynamic)
+                _double_quant(row, f"{cfg}, dq block {DQ_BLOCKSIZE}", case, x, bs, qt, state.absmax, dynamic, device)
     return list(rows.values())
 
 
-def _double_quant(row, cfg, case, x, bs, qt, absmax, dynamic) -> None:
-    t_packed, t_state = bnb.quantize_4bit(x, bs, qt, compress_statistics=True)
+def _shrinkers(x, bs, qt, device):
+    """Minimal-example shrinkers (conformance.shrink) for the 4-bit rows: output index -> element."""
+    def packed(b):
+        return qref.quantize_4bit(b, bs, qt)[0].reshape(-1), bnb.quantize_4bit(b, bs, qt, device=device)[0]
+
+    def absmax(b):
+        return qref.quantize_4bit(b, bs, qt)[1].absmax, bnb.from_torch(bnb.quantize_4bit(b, bs, qt, device=device)[1].absmax)
+
+    def dequantize(b):
+        t_packed, t_state = bnb.quantize_4bit(b, bs, qt, device=device)
+        view = qref.QuantState.from_dict(bnb.state_dict(t_state))
+        return qref.dequantize_4bit(t_packed, view), bnb.dequantize_4bit(t_packed, t_state, device)
+
+    return {"packed": lambda i: shrink.blockwise(x, 2 * i, bs, packed),
+            "absmax": lambda i: shrink.blockwise(x, i * bs, bs, absmax),
+            "dequantize": lambda i: shrink.blockwise(x, i, bs, dequantize)}
+
+
+def _double_quant(row, cfg, case, x, bs, qt, absmax, dynamic, device="cpu") -> None:
+    t_packed, t_state = bnb.quantize_4bit(x, bs, qt, compress_statistics=True, device=device)
+    kernel = "C kernel" if device == "cpu" else "CUDA kernel"
     t_offset = np.float32(t_state.offset.item())
     ours = qref.double_quantize(absmax)
     row("dq offset", cfg).add(case, np.array([ours.offset]), np.array([t_offset]),
-                              classifiers=[divergences.reduction_order, divergences.overflowed_mean])
+                              classifiers=[divergences.reduction_order, divergences.overflowed_mean], inputs=x)
     if not np.isfinite(t_offset):
         return  # bitsandbytes' state is NaN from here on; the offset row records why
     same_offset = qref.double_quantize(absmax, offset=t_offset)
     centred = absmax - t_offset
     scaled = scale_blocks(centred, block_absmax(centred, DQ_BLOCKSIZE), DQ_BLOCKSIZE)
-    row("dq codes [C kernel]", cfg).add(
+    row(f"dq codes [{kernel}]", cfg).add(
         case, same_offset.qabsmax, bnb.from_torch(t_state.absmax),
-        classifiers=[divergences.farther_code], scaled=scaled, table=dynamic.values.astype(np.float64),
+        classifiers=[divergences.farther_code], scaled=scaled, table=dynamic.values.astype(np.float64), inputs=x,
     )
-    row("dq absmax2 [C kernel]", cfg).add(
-        case, same_offset.absmax2, bnb.from_torch(t_state.state2.absmax), classifiers=[divergences.floored_tail]
+    row(f"dq absmax2 [{kernel}]", cfg).add(
+        case, same_offset.absmax2, bnb.from_torch(t_state.state2.absmax), classifiers=[divergences.floored_tail], inputs=x
     )
     d_codes, d_absmax2 = bnb.default_quantize_blockwise(centred, dynamic.values, DQ_BLOCKSIZE)
     row("dq codes [default kernel]", cfg).add(case, same_offset.qabsmax, d_codes)
     row("dq absmax2 [default kernel]", cfg).add(case, same_offset.absmax2, d_absmax2)
     t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
     row("dequantize_4bit+dq", cfg).add(
-        case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state),
-        classifiers=[divergences.signed_zero],
+        case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state, device),
+        classifiers=[divergences.signed_zero], inputs=x,
     )
 
 
@@ -88,8 +110,20 @@ def _check_autogptq(quick: bool = False) -> list[Row]:
     return check_autogptq(group_sizes=(32,) if quick else (32, 128))
 
 
-def _check_bnb(quick: bool = False) -> list[Row]:
-    return check_bitsandbytes(blocksizes=(64, 4096) if quick else qref.BLOCKSIZES_4BIT)
+def _check_bnb(quick: bool = False, device: str = "cpu") -> list[Row]:
+    return check_bitsandbytes(blocksizes=(64, 4096) if quick else qref.BLOCKSIZES_4BIT, device=device)
+
+
+def _check_torchao(quick: bool = False, device: str = "cpu") -> list[Row]:
+    from .check_torchao import check_torchao
+
+    return check_torchao(quick, device)
+
+
+def _torchao_available():
+    from .peers import torchao
+
+    return torchao.available()
 
 
 def _autogptq_available():
@@ -98,7 +132,8 @@ def _autogptq_available():
     return autogptq.available()
 
 
-PEERS = {"bitsandbytes": (bnb.available, _check_bnb), "auto-gptq": (_autogptq_available, _check_autogptq)}
+PEERS = {"bitsandbytes": (bnb.available, _check_bnb), "torchao": (_torchao_available, _check_torchao),
+         "auto-gptq": (_autogptq_available, _check_autogptq)}
 
 
 def run(peers=None, quick: bool = False, out=print, backends=None) -> int:

@@ -65,3 +65,53 @@ def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, s
     if np.all(rows_with_zero_scale[idx // ours.shape[1]]):
         return "group range underflows: their scale is 0 and codes/zeros NaN; qref uses [-1, 1]"
     return None
+
+
+def torchao_decisions(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled32=None, raw32=None,
+                      fmt=None, **_) -> str | None:
+    """NF4 codes, bitsandbytes default (ours) vs torchao (theirs): name the torchao decision points
+    that move each differing code, replaying its rule one step at a time from bitsandbytes' rule:
+    the 4-decimal table in the input format, no absmax floor (0/0 = NaN in a zero block, whose argmin
+    is index 0), the scaled value rounded to the input format, and the argmin over differences rounded
+    to the input format (lowest index on ties). `scaled32` is bitsandbytes' x / max(absmax, 1e-38),
+    `raw32` torchao's x / absmax, both in float32."""
+    if scaled32 is None or raw32 is None or fmt is None:
+        return None
+    from qref.profiles import torchao_nf4 as tao
+
+    s, raw = scaled32.ravel()[idx], raw32.ravel()[idx]
+    steps = [("4-decimal table in " + fmt, ours.ravel()[idx], _nearest_exact(s, tao.table(fmt))),
+             ("no absmax floor: 0/0 = NaN in a zero block, argmin index 0 (-1.0)", None,
+              _nearest_exact(raw, tao.table(fmt))),
+             ("x/absmax rounded to " + fmt, None, _nearest_exact(tao._r(raw, fmt), tao.table(fmt))),
+             (f"argmin of |s - t| rounded to {fmt} (ties to the lower index)", None,
+              tao.nearest_code(tao._r(raw, fmt), fmt))]
+    named, prev = [], steps[0][1]
+    for label, _, codes in steps:
+        if np.any(codes != prev):
+            named.append(label)
+        prev = codes
+    if np.array_equal(prev, theirs.ravel()[idx]) and named:
+        return "torchao rule: " + "; ".join(named)
+    return None
+
+
+def _nearest_exact(s: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Nearest table entry in exact (float64) arithmetic, lower index on ties; NaN -> 0."""
+    d = np.abs(s.astype(np.float64)[:, None] - table.astype(np.float64)[None, :])
+    return np.argmin(np.where(np.isnan(d), -1.0, d), axis=1).astype(np.uint8)
+
+
+def torchao_scalers(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, profile_out=None, **_) -> str | None:
+    """Dequantized values, bitsandbytes default vs torchao: every difference is what the torchao profile
+    computes (its table, rounding and int8 double quantization of the absmax)."""
+    if profile_out is not None and np.array_equal(np.asarray(profile_out).ravel()[idx], theirs.ravel()[idx], equal_nan=True):
+        return "torchao profile: 4-decimal table, ops in the input format, int8 linear double quantization"
+    return None
+
+
+def nan_payload(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+    """Both sides are NaN and differ only in payload/sign bits (not specified by IEEE 754 arithmetic)."""
+    if np.all(np.isnan(ours.ravel()[idx])) and np.all(np.isnan(theirs.ravel()[idx])):
+        return "NaN on both sides, other payload bits (e.g. a scaler mean that overflowed to inf)"
+    return None

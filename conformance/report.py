@@ -1,7 +1,8 @@
 """Tallies of bitwise comparisons, one row per (op, configuration), and the printed table."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +21,33 @@ def values(a) -> np.ndarray:
     return a.to_float32() if isinstance(a, BFloat16Array) else np.asarray(a)
 
 
+def _short(a, limit: int = 8) -> list:
+    """A few values of an array, as plain Python numbers (for printing and JSON)."""
+    flat = values(a).ravel()
+    return [v.item() for v in flat[:limit]]
+
+
+@dataclass
+class Example:
+    """One divergence: the case, the input (shrunk where an op allows), both outputs, and why."""
+
+    case: str
+    why: str
+    index: int
+    input: list
+    ours: list
+    theirs: list
+    input_size: int
+
+    def line(self) -> str:
+        nonzero = [(k, v) for k, v in enumerate(self.input) if v != 0]
+        shown = self.input if self.input_size <= 8 else (
+            f"{self.input_size} values, nonzero {dict(nonzero)}" if len(nonzero) <= 4
+            else [*self.input[:4], f"... ({self.input_size} values)"])
+        return (f"{self.case}: input {shown if self.input else '-'} -> output [{self.index}]: qref {self.ours} vs "
+                f"theirs {self.theirs}  [{self.why}]")
+
+
 @dataclass
 class Row:
     op: str
@@ -28,11 +56,17 @@ class Row:
     exact: int = 0
     explained: int = 0
     mismatches: int = 0  # cases with an unexplained difference
+    certified: int = 0  # cases checked by a certificate within its tolerance
     first: str = ""
     note: str = ""
+    examples: dict = field(default_factory=dict)  # divergence class -> smallest Example seen
+    class_counts: dict = field(default_factory=dict)  # divergence class -> cases
+    max_abs_diff: float = 0.0  # largest |qref - theirs| over differing finite values
 
-    def add(self, case: str, ours, theirs, classifiers=(), **context) -> None:
-        """Compare two outputs bitwise; a difference is explained if a classifier names it."""
+    def add(self, case: str, ours, theirs, classifiers=(), inputs=None, shrink=None, **context) -> None:
+        """Compare two outputs bitwise; a difference is explained if a classifier names it. `inputs`
+        (the op's input) and `shrink` (index -> (label, smaller input, ours, theirs) or None) make
+        the recorded example minimal."""
         self.cases += 1
         a, b = as_bits(ours), as_bits(theirs)
         if a.shape != b.shape:
@@ -43,12 +77,18 @@ class Row:
         if idx.size == 0:
             self.exact += 1
             return
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.abs(values(ours).ravel()[idx].astype(np.float64) - values(theirs).ravel()[idx].astype(np.float64))
+        if np.isfinite(d).any():
+            self.max_abs_diff = max(self.max_abs_diff, float(d[np.isfinite(d)].max()))
         for classify in classifiers:
             why = classify(values(ours), values(theirs), idx, **context)
             if why:
                 self.explained += 1
                 self.note = self.note or why
+                self._example(re.sub(r"\d+ ulp", "N ulp", why), why, case, ours, theirs, idx, inputs, shrink)
                 return
+        self._example("unexplained", "no known divergence class", case, ours, theirs, idx, inputs, shrink)
         self.mismatches += 1
         if not self.first:
             i = int(idx[0])
@@ -58,11 +98,40 @@ class Row:
             )
 
 
+    def certify(self, case: str, value: float, tol: float, what: str) -> None:
+        """A certificate (a residual, a gap, a fraction) that must be <= tol; beyond it, a mismatch."""
+        self.cases += 1
+        if value <= tol:
+            self.certified += 1
+            self.note = self.note or f"certificate: {what} <= {tol:g}"
+            self.max_abs_diff = max(self.max_abs_diff, float(value))
+            return
+        self.mismatches += 1
+        self.first = self.first or f"{case}: {what} = {value:.3g} > {tol:g}"
+
+    def _example(self, key, why, case, ours, theirs, idx, inputs, shrink) -> None:
+        self.class_counts[key] = self.class_counts.get(key, 0) + 1
+        size = int(np.size(values(inputs))) if inputs is not None else 10**12
+        if key in self.examples and self.examples[key].input_size <= size:
+            return
+        i = int(idx[0])
+        small = shrink(i) if shrink is not None else None
+        if small is not None:
+            case, inputs, ours, theirs = small
+            diff = np.flatnonzero(as_bits(ours) != as_bits(theirs))
+            i = int(diff[0]) if diff.size else 0
+            size = int(np.size(values(inputs)))
+        inp = [] if inputs is None else _short(inputs, 64)
+        self.examples[key] = Example(case, why, i, inp, _short(values(ours).ravel()[i:i + 1]),
+                                     _short(values(theirs).ravel()[i:i + 1]), size)
+
+
 def render(rows: list[Row], title: str) -> str:
     """A fixed-width table: op, configuration, cases, exact, explained, mismatches, first mismatch."""
     head = ("op", "configuration", "cases", "exact", "explained", "mismatch", "first mismatch / known divergence")
     body = [
-        (r.op, r.config, str(r.cases), str(r.exact), str(r.explained), str(r.mismatches), r.first or r.note)
+        (r.op, r.config, str(r.cases), str(r.exact) + (f" +{r.certified} cert" if r.certified else ""),
+         str(r.explained), str(r.mismatches), r.first or r.note)
         for r in rows
     ]
     widths = [max(len(x[i]) for x in [head] + body) for i in range(6)]

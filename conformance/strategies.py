@@ -159,3 +159,15 @@ def matrices(draw, max_side: int = 24, dtype=np.float64):
     elif kind == "decaying":
         R = R * (0.5 ** np.arange(n))[None, :]
     return (R * 10.0 ** draw(st.integers(-3, 3))).astype(dtype), draw(st.integers(1, min(m, n)))
+
+
+@st.composite
+def whole_block_inputs(draw, codebook: str = "nf4", blocksize: int = 64, max_blocks: int = 8):
+    """(x, scaler_block_size) for libraries without tail blocks (torchao): 1..max_blocks hard blocks,
+    1-D or 2-D, any format, and a scaler block size that divides the block count."""
+    nblocks = draw(st.integers(1, max_blocks))
+    x = np.concatenate([draw(block(codebook, blocksize)) for _ in range(nblocks)]).astype(np.float32)
+    rows = draw(st.sampled_from([1, nblocks]))
+    x = x.reshape(-1) if rows == 1 else x.reshape(rows, -1)
+    sbs = draw(st.sampled_from([d for d in range(1, nblocks + 1) if nblocks % d == 0]))
+    return as_format(x, draw(formats)), sbs

@@ -18,6 +18,11 @@ def main(argv=None) -> int:
     conform.add_argument("backend", help="NAME[:DEVICE], e.g. torch:cuda")
     conform.add_argument("--profile", default=None, help="hypothesis profile: ci (default), gpu or dev")
     conform.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    validate = sub.add_parser("validate", help="installed libraries vs their qref profiles, with minimal examples")
+    validate.add_argument("libraries", nargs="*", help="bitsandbytes, torchao, peft, auto-gptq (default: all)")
+    validate.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
+    validate.add_argument("--quick", action="store_true", help="fewer block sizes and cases")
+    validate.add_argument("--device", action="append", dest="devices", default=None, help="cpu or cuda (repeatable)")
     init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
     init.add_argument("src")
     init.add_argument("dst")
@@ -41,6 +46,10 @@ def main(argv=None) -> int:
         )
 
         return run(args.peers or None, quick=args.quick, backends=[] if args.no_backends else args.backends)
+    if args.command == "validate":
+        from conformance.validate import main as validate_main
+
+        return validate_main(args.libraries or None, args.quick, args.json_path, args.devices)
     if args.command == "conform":
         import os
 
