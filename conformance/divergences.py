@@ -44,7 +44,7 @@ def farther_code(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled=N
 def overflowed_mean(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
     """Their float32 mean overflowed to inf (a float32 running sum past 3.4e38); ours is finite."""
     if np.all(np.isfinite(ours.ravel()[idx])) and not np.all(np.isfinite(theirs.ravel()[idx])):
-        return "float32 sum of absmax overflows to inf in bitsandbytes; qref's exact mean is finite"
+        return "float32 sum of absmax overflows to inf in the library; qref's exact mean is finite"
     return None
 
 

@@ -23,6 +23,13 @@ def main(argv=None) -> int:
     validate.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
     validate.add_argument("--quick", action="store_true", help="fewer block sizes and cases")
     validate.add_argument("--device", action="append", dest="devices", default=None, help="cpu or cuda (repeatable)")
+    vectors = sub.add_parser("vectors", help="golden test vectors: export them, or replay them through a backend")
+    vsub = vectors.add_subparsers(dest="action", required=True)
+    vexport = vsub.add_parser("export", help="write the JSON vector files and their schema to DIR")
+    vexport.add_argument("directory")
+    vcheck = vsub.add_parser("check", help="replay the vector files in DIR through a backend")
+    vcheck.add_argument("directory")
+    vcheck.add_argument("--backend", default="numpy", help="NAME[:DEVICE] (default: numpy, the reference)")
     init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
     init.add_argument("src")
     init.add_argument("dst")
@@ -46,6 +53,16 @@ def main(argv=None) -> int:
         )
 
         return run(args.peers or None, quick=args.quick, backends=[] if args.no_backends else args.backends)
+    if args.command == "vectors":
+        if args.action == "export":
+            from conformance.vectors import export
+
+            for path in export(args.directory):
+                print(path)
+            return 0
+        from conformance.vectors_check import check as check_vectors
+
+        return check_vectors(args.directory, args.backend)
     if args.command == "validate":
         from conformance.validate import main as validate_main
 

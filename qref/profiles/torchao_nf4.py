@@ -91,7 +91,7 @@ def quantize_scalers(absmax: np.ndarray, fmt: str, scaler_block_size: int, mean=
     mean = _f32(mean).reshape(())
     centred = _r(absmax - mean, fmt).reshape(-1, scaler_block_size)
     peak = np.abs(centred).max(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         factor = _r(_r(np.float32(1) / _r(2 * peak, fmt), fmt) * np.float32(256), fmt)
         scaled = _r(centred * factor, fmt)
     q = np.clip(np.rint(scaled), -128, 127)

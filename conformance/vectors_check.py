@@ -1,0 +1,116 @@
+"""`qref vectors check DIR --backend NAME[:DEVICE]`: replay exported vectors through a backend.
+
+Valid cases: the backend's outputs must equal the expected arrays bit for bit (compared flat, so a
+backend may shape them its own way); dequantization is run on the *expected* quantized state, so
+each direction is checked on its own. Invalid cases: the backend must raise ValueError or TypeError.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from qref.backend import FourBit
+from qref.dtypes import format_of
+
+from .report import as_bits
+from qref.registry import get_backend
+
+from .vectors import decode
+
+
+def _same(got, want) -> bool:
+    a, b = as_bits(got), as_bits(want)
+    return a.shape == b.shape and bool(np.all(a == b))
+
+
+def _fourbit(be, g, x, exp):
+    bs, qt, dq = g["blocksize"], g["quantType"], g["doubleQuant"]
+    q = be.quantize_4bit(be.from_numpy(x), bs, qt, double_quant=dq)
+    got = {"packed": be.to_numpy(q.packed)}
+    if not exp:  # an invalid case: quantizing must already have refused
+        return got
+    if dq:
+        got |= {"qabsmax": be.to_numpy(q.qabsmax), "absmax2": be.to_numpy(q.absmax2),
+                "offset": np.asarray([q.offset], np.float32)}
+        state = FourBit(be.from_numpy(decode(exp["packed"])), None, be.from_numpy(decode(exp["qabsmax"])),
+                        be.from_numpy(decode(exp["absmax2"])), np.float32(decode(exp["offset"])[0]))
+    else:
+        got["absmax"] = be.to_numpy(q.absmax)
+        state = FourBit(be.from_numpy(decode(exp["packed"])), be.from_numpy(decode(exp["absmax"])))
+    if "dequantized" in exp:
+        got["dequantized"] = be.to_numpy(be.dequantize_4bit(state, np.shape(x), bs, qt, out_dtype=format_of(x)))
+    return got
+
+
+def _blockwise(be, g, x, exp):
+    codes, absmax = be.quantize_blockwise(be.from_numpy(x), g["codebook"], g["blocksize"])
+    if not exp:
+        return {}
+    deq = be.dequantize_blockwise(be.from_numpy(decode(exp["codes"])), be.from_numpy(decode(exp["absmax"])),
+                                  g["codebook"], g["blocksize"])
+    return {"codes": be.to_numpy(codes), "absmax": be.to_numpy(absmax), "dequantized": be.to_numpy(deq)}
+
+
+def _groupwise(be, g, W, exp):
+    codes, scales, zeros = be.quantize_groupwise(be.from_numpy(W), g["bits"], g["groupSize"], g["profile"])
+    if not exp:
+        return {}
+    deq = be.dequantize_groupwise(*(be.from_numpy(decode(exp[k])) for k in ("codes", "scales", "zeros")),
+                                  g["groupSize"], g["profile"])
+    return {"codes": be.to_numpy(codes), "scales": be.to_numpy(scales), "zeros": be.to_numpy(zeros),
+            "dequantized": be.to_numpy(deq)}
+
+
+RUNNERS = {"Quantize4bitTest": _fourbit, "BlockwiseTest": _blockwise, "GroupwiseTest": _groupwise}
+
+
+def check_file(path, backend) -> tuple[int, list[str]]:
+    """(tests run, failure lines) for one vector file."""
+    doc = json.loads(Path(path).read_text())
+    failures, n = [], 0
+    for g in doc["testGroups"]:
+        run = RUNNERS[g["type"]]
+        for t in g["tests"]:
+            n += 1
+            label = f"{Path(path).name} tcId {t['tcId']} ({t['comment']}; {', '.join(t['flags'])})"
+            x = decode(t["input"])
+            if t["result"] == "invalid":
+                try:
+                    run(backend, g, x, {})
+                except (ValueError, TypeError):
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    failures.append(f"{label}: refused with {type(exc).__name__} instead of ValueError/TypeError")
+                    continue
+                failures.append(f"{label}: accepted an input it must refuse")
+                continue
+            try:
+                got = run(backend, g, x, t["expected"])
+            except Exception as exc:  # noqa: BLE001 - any crash is a failed vector, reported with its id
+                failures.append(f"{label}: raised {type(exc).__name__}: {exc}")
+                continue
+            bad = [k for k, want in t["expected"].items() if not _same(got[k], decode(want))]
+            if bad:
+                failures.append(f"{label}: differs in {', '.join(bad)}")
+    return n, failures
+
+
+def check(directory, backend_name: str = "numpy", out=print) -> int:
+    """Replay every *_v1.json in `directory` through the backend; 0 when all pass, else 1."""
+
+    backend = get_backend(backend_name)
+    files = sorted(p for p in Path(directory).glob("*_v*.json") if not p.name.endswith(".schema.json"))
+    if not files:
+        raise SystemExit(f"no vector files (*_v*.json) in {directory}")
+    total, failed = 0, []
+    for path in files:
+        n, failures = check_file(path, backend)
+        total += n
+        failed += failures
+        out(f"{path.name}: {n - len(failures)} of {n} pass")
+    for line in failed[:50]:
+        out("FAIL " + line)
+    out(f"{backend!r}: {total - len(failed)} of {total} vectors pass")
+    return int(bool(failed))

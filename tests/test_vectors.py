@@ -1,0 +1,86 @@
+"""Golden vectors: export is deterministic, loads with the standard library's json alone, matches the
+schema's layout, passes on the reference and on the PyTorch-CPU backend, and a corrupted vector fails."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conformance import vectors, vectors_check
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vectors")
+    vectors.export(d)
+    return d
+
+
+def test_export_twice_gives_identical_files(exported, tmp_path):
+    vectors.export(tmp_path)
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == sorted(p.name for p in tmp_path.iterdir()) and len(names) == 4
+    for name in names:
+        assert (exported / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_files_load_with_stdlib_json_and_follow_the_schema(exported):
+    """A consumer's view: plain `json`, the schema's required keys, hex that decodes to the stated size."""
+    code = (
+        "import json, sys, pathlib\n"
+        "d = pathlib.Path(sys.argv[1]); schema = json.loads((d / 'qref_vectors_v1.schema.json').read_text())\n"
+        "sizes = {'float32': 4, 'float16': 2, 'bfloat16': 2, 'float64': 8, 'uint8': 1, 'int8': 1, 'int32': 4, 'int64': 8}\n"
+        "n = 0\n"
+        "for f in sorted(d.glob('*_v1.json')):\n"
+        "    doc = json.loads(f.read_text())\n"
+        "    assert set(schema['required']) <= set(doc), f\n"
+        "    for g in doc['testGroups']:\n"
+        "        for t in g['tests']:\n"
+        "            n += 1\n"
+        "            assert set(schema['$defs']['test']['required']) <= set(t)\n"
+        "            arrays = [t['input']] + list(t.get('expected', {}).values())\n"
+        "            for a in arrays:\n"
+        "                count = 1\n"
+        "                for s in a['shape']: count *= s\n"
+        "                assert len(bytes.fromhex(a['hex'])) == count * sizes[a['dtype']]\n"
+        "print(n)\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(exported)], capture_output=True, text=True, check=True)
+    total = sum(json.loads(p.read_text())["numberOfTests"] for p in exported.glob("*_v1.json"))
+    assert int(out.stdout) == total > 300
+
+
+def test_ids_flags_and_notes(exported):
+    for path in exported.glob("*_v1.json"):
+        doc = json.loads(path.read_text())
+        ids = [t["tcId"] for g in doc["testGroups"] for t in g["tests"]]
+        assert ids == list(range(1, len(ids) + 1))
+        flags = {f for g in doc["testGroups"] for t in g["tests"] for f in t["flags"]}
+        assert flags == set(doc["notes"]) and flags <= set(vectors.FLAGS)
+    fourbit = json.loads((exported / "quantize_4bit_v1.json").read_text())
+    used = {f for g in fourbit["testGroups"] for t in g["tests"] for f in t["flags"]}
+    assert {"Midpoint", "ZeroBlock", "TailBlock", "OddLength", "Subnormal", "NonFinite", "DoubleQuant"} <= used
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch:cpu"])
+def test_every_vector_passes(exported, backend):
+    if backend.startswith("torch"):
+        pytest.importorskip("torch")
+    lines = []
+    assert vectors_check.check(exported, backend, out=lines.append) == 0, lines[-5:]
+    assert lines[-1].endswith("vectors pass") and " 0 of " not in lines[-1]
+
+
+@pytest.mark.parametrize("target", ["packed", "dequantized", "absmax", "result"])
+def test_a_corrupted_vector_fails(exported, tmp_path, target):
+    doc = json.loads((exported / "quantize_4bit_v1.json").read_text())
+    test = doc["testGroups"][0]["tests"][0]
+    if target == "result":
+        test = doc["testGroups"][0]["tests"][-1]  # the NaN case: claim it is valid with some expected output
+        test["result"], test["expected"] = "valid", {"packed": {"dtype": "uint8", "shape": [1], "hex": "00"}}
+    else:
+        h = test["expected"][target]["hex"]
+        test["expected"][target]["hex"] = ("0" if h[0] != "0" else "1") + h[1:]
+    (tmp_path / "quantize_4bit_v1.json").write_text(json.dumps(doc))
+    n, failures = vectors_check.check_file(tmp_path / "quantize_4bit_v1.json", vectors_check.get_backend("numpy"))
+    assert len(failures) == 1 and "tcId" in failures[0], failures
