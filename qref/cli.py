@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     vcheck = vsub.add_parser("check", help="replay the vector files in DIR through a backend")
     vcheck.add_argument("directory")
     vcheck.add_argument("--backend", default="numpy", help="NAME[:DEVICE] (default: numpy, the reference)")
+    sub.add_parser("experiment", help="the trained-model experiment (experiments/run.py; args after it)",
+                   add_help=False)
     init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
     init.add_argument("src")
     init.add_argument("dst")
@@ -39,6 +41,11 @@ def main(argv=None) -> int:
     init.add_argument("--blocksize", type=int, default=64)
     init.add_argument("--dq-blocksize", type=int, default=None)
     init.add_argument("--iters", type=int, default=5)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["experiment"]:
+        from experiments.run import main as experiment_main
+
+        return experiment_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "init":
         from .init_driver import initialise_checkpoint, summary

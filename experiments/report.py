@@ -1,0 +1,149 @@
+"""Summaries, the markdown table, the plots (plain SVG, no plotting dependency) and the orderings check."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+LABELS = {"qlora-nf8": "QLoRA, NF8 base (8-bit reference)", "qlora-nf4": "QLoRA, NF4 (B = 0)",
+          "loftq": "LoftQ, NF4, T = 5", "lqlora": "LQ-LoRA, NF4 uniform", "lqlora-ilp": "LQ-LoRA, ILP-allocated",
+          "quailora-uncal": "QuAILoRA uncalibrated (SVD)", "quailora-cal": "QuAILoRA calibrated",
+          "qalora": "QA-LoRA, INT4 g16 (unmerged)"}
+
+
+def _stats(values) -> dict:
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def summarise(doc: dict) -> dict:
+    out = {}
+    for m, res in doc["methods"].items():
+        seeds = list(res["seeds"].values())
+        out[m] = {"bits": res["bits"], "calibrated_error": res["calibrated_error"]}
+        for when in ("before", "after", "merged"):
+            if when in seeds[0]:
+                out[m][when] = {k: _stats([r[when][k] for r in seeds]) for k in ("val", "ft_val")}
+    gap = []
+    for seed in doc["methods"]["qlora-nf4"]["seeds"]:
+        q4, q8, qa = (doc["methods"][m]["seeds"][seed]["after"]["ft_val"] for m in ("qlora-nf4", "qlora-nf8", "quailora-cal"))
+        gap.append((q4 - qa) / (q4 - q8) if q4 != q8 else float("nan"))
+    out["quailora_gap_closed"] = _stats(gap)
+    qa = doc["methods"]["qalora"]["seeds"]
+    out["qalora_merge_rel_diff"] = max(abs(r["merged"]["ft_val"] / r["after"]["ft_val"] - 1) for r in qa.values())
+    out["orderings"] = orderings(doc)
+    return out
+
+
+def orderings(doc: dict) -> list[str]:
+    """What must hold by construction, as violations (empty when all hold): calibrated error at
+    initialisation QuAILoRA calibrated < uncalibrated < zero-init, LoftQ and LQ-LoRA below zero-init,
+    and the QA-LoRA merge leaving perplexity unchanged (relative 1e-4)."""
+    e = {m: doc["methods"][m]["calibrated_error"] for m in doc["methods"]}
+    bad = []
+    for lo, hi in (("quailora-cal", "quailora-uncal"), ("quailora-uncal", "qlora-nf4"), ("loftq", "qlora-nf4"),
+                   ("lqlora", "qlora-nf4")):
+        if not e[lo] < e[hi]:
+            bad.append(f"calibrated error at init: {lo} {e[lo]:.4g} is not below {hi} {e[hi]:.4g}")
+    for seed, r in doc["methods"]["qalora"]["seeds"].items():
+        if abs(r["merged"]["ft_val"] / r["after"]["ft_val"] - 1) > 1e-4:
+            bad.append(f"QA-LoRA seed {seed}: merged ppl {r['merged']['ft_val']} != unmerged {r['after']['ft_val']}")
+    return bad
+
+
+def _pm(st: dict) -> str:
+    return f"{st['mean']:.4f} ± {st['std']:.4f}" if st["n"] > 1 else f"{st['mean']:.4f}"
+
+
+def table(doc: dict) -> str:
+    s = doc["summary"]
+    lines = [f"Byte-level transformer, {doc['params'] / 1e6:.1f}M parameters ({doc['size']}), {doc['device']}, "
+             f"seeds {doc['seeds']}; perplexity per byte (mean ± sample std over seeds).", "",
+             "| method | bits/param (base) | calibrated error at init | val ppl, before FT | held-out ppl, before FT "
+             "| held-out ppl, after FT | val ppl, after FT |", "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| full precision (no adapter) | 32 | 0 | {doc['fp']['val']:.4f} | {doc['fp']['ft_val']:.4f} | | |"]
+    for m, label in LABELS.items():
+        r = s[m]
+        lines.append(f"| {label} | {r['bits']:.3f} | {r['calibrated_error']:.4g} | {_pm(r['before']['val'])} | "
+                     f"{_pm(r['before']['ft_val'])} | {_pm(r['after']['ft_val'])} | {_pm(r['after']['val'])} |")
+    m = s["qalora"]["merged"]
+    lines.append(f"| QA-LoRA merged into the zeros | {s['qalora']['bits']:.3f} | | | | {_pm(m['ft_val'])} | {_pm(m['val'])} |")
+    g = s["quailora_gap_closed"]
+    lines += ["", f"QuAILoRA's headline, after fine-tuning: fraction of the 4-bit -> 8-bit QLoRA perplexity gap that "
+                  f"calibrated 4-bit QuAILoRA closes: {g['mean']:.3f} ± {g['std']:.3f} (min {g['min']:.3f}, max {g['max']:.3f}).",
+              f"QA-LoRA merged vs unmerged held-out perplexity: largest relative difference {s['qalora_merge_rel_diff']:.2e}.",
+              "Orderings that must hold by construction: " + ("all hold." if not s["orderings"] else "; ".join(s["orderings"]))]
+    return "\n".join(lines)
+
+
+def _svg_lines(series: dict, xs, title, ylabel, path: Path, log_x=True) -> None:
+    w, h, pad = 520, 320, 50
+    ys = [v for vals in series.values() for v in vals]
+    lo, hi = min(ys), max(ys)
+    lo, hi = (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)) if hi > lo else (lo - 1, hi + 1)
+    xv = np.log2(xs) if log_x else np.asarray(xs, float)
+
+    def px(x):
+        return pad + (x - xv.min()) / max(xv.max() - xv.min(), 1e-9) * (w - 2 * pad)
+
+    def py(y):
+        return h - pad - (y - lo) / (hi - lo) * (h - 2 * pad)
+    colours = ["#777777", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">{title}</text>',
+           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+           f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" text-anchor="middle">{ylabel}</text>']
+    for x, xl in zip(xv, xs):
+        out.append(f'<text x="{px(x):.1f}" y="{h - pad + 14}" text-anchor="middle">{xl}</text>')
+    for t in np.linspace(lo, hi, 5):
+        out.append(f'<text x="{pad - 4}" y="{py(t) + 4:.1f}" text-anchor="end">{t:.3g}</text>')
+    for i, (name, vals) in enumerate(series.items()):
+        c = colours[i % len(colours)]
+        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xv, vals))
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="2"/>')
+        out.append(f'<text x="{w - pad - 150}" y="{pad + 14 * i}" fill="{c}">{name}</text>')
+    path.write_text("\n".join(out + ["</svg>"]) + "\n")
+
+
+def _svg_bars(doc: dict, path: Path) -> None:
+    s, w, row, pad = doc["summary"], 640, 26, 230
+    methods = list(LABELS)
+    vals = [(s[m]["before"]["ft_val"], s[m]["after"]["ft_val"]) for m in methods]
+    hi = max(max(b["max"], a["max"]) for b, a in vals)
+    lo = min(min(b["min"], a["min"]) for b, a in vals + [({"min": doc["fp"]["ft_val"]}, {"min": doc["fp"]["ft_val"]})])
+    lo = lo - 0.1 * (hi - lo)
+
+    def px(v):
+        return pad + (v - lo) / (hi - lo) * (w - pad - 30)
+    h = row * len(methods) + 70
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+           f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">held-out perplexity: before (grey) and after (blue) '
+           f'fine-tuning; bars span min-max over seeds</text>']
+    for i, (m, (b, a)) in enumerate(zip(methods, vals)):
+        y = 34 + row * i
+        out.append(f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end">{LABELS[m]}</text>')
+        for st, c, dy in ((b, "#aaaaaa", 0), (a, "#1f77b4", 9)):
+            out.append(f'<rect x="{pad}" y="{y + dy}" width="{px(st["mean"]) - pad:.1f}" height="8" fill="{c}"/>')
+            out.append(f'<line x1="{px(st["min"]):.1f}" y1="{y + dy + 4}" x2="{px(st["max"]):.1f}" y2="{y + dy + 4}" '
+                       f'stroke="black"/>')
+    fp = px(doc["fp"]["ft_val"])
+    out.append(f'<line x1="{fp:.1f}" y1="30" x2="{fp:.1f}" y2="{h - 30}" stroke="#d62728" stroke-dasharray="4"/>')
+    out.append(f'<text x="{fp:.1f}" y="{h - 16}" text-anchor="middle" fill="#d62728">full precision '
+               f'{doc["fp"]["ft_val"]:.3f}</text>')
+    for t in np.linspace(lo, hi, 5):
+        out.append(f'<text x="{px(t):.1f}" y="{h - 34}" text-anchor="middle">{t:.3f}</text>')
+    path.write_text("\n".join(out + ["</svg>"]) + "\n")
+
+
+def write(doc: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
+    (out / "results.md").write_text(table(doc) + "\n")
+    _svg_bars(doc, out / "perplexity.svg")
+    ranks = sorted(doc["error_vs_rank"])
+    methods = list(doc["error_vs_rank"][ranks[0]])
+    _svg_lines({m: [doc["error_vs_rank"][r][m]["calibrated"] for r in ranks] for m in methods}, ranks,
+               "calibrated error at initialisation vs rank (all layers)", "J / J(W)", out / "error_vs_rank.svg")

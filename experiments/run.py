@@ -1,0 +1,199 @@
+"""`python -m experiments.run --size small --seeds 0 1 2 --out DIR` (or `qref experiment ...`).
+
+Pretrains a byte-level transformer on the standard library's source, quantizes its block linears
+with qref, initialises rank-r adapters by each method, fine-tunes every one identically on a
+held-out domain, and writes results.json, results.md and two SVG plots to DIR (docs/experiments.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qref import qalora
+
+from . import corpus as corpus_mod
+from . import inits, report
+from .model import SIZES, ByteGPT, perplexity, train
+
+SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets the same fine-tuning
+    "tiny": dict(pretrain=150, batch=16, lr=3e-3, ft_steps=30, ft_batch=16, ft_lr=2e-3, rank=4, windows=24,
+                 corpus_bytes=300_000, calib_windows=16, ranks=(2, 4, 8), budget=3.3),
+    "small": dict(pretrain=2500, batch=64, lr=1.5e-3, ft_steps=300, ft_batch=32, ft_lr=1e-3, rank=16, windows=256,
+                  corpus_bytes=None, calib_windows=128, ranks=(4, 16, 64), budget=3.3),
+}
+METHODS = ("qlora-nf8", "qlora-nf4", "loftq", "lqlora", "lqlora-ilp", "quailora-uncal", "quailora-cal", "qalora")
+
+
+def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str, np.ndarray]:
+    """C = X^T X / n of every quantized layer's input, over calibration windows (float64)."""
+    sums, counts, hooks = {}, {}, []
+    for name, lin in model.linears().items():
+        def hook(mod, args, name=name):
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1]).double()
+            sums[name] = sums.get(name, 0) + (x.T @ x).cpu()
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        hooks.append(lin.register_forward_pre_hook(hook))
+    perplexity(model, data, windows, device)
+    for h in hooks:
+        h.remove()
+    return {n: (sums[n] / counts[n]).numpy() for n in sums}
+
+
+def compute_inits(weights, C, s, seed) -> dict[str, dict]:
+    """{method: {layer: Init}} (QA-LoRA's entries also carry the GroupQuant for the merge)."""
+    rng = np.random.default_rng(seed)
+    out = {m: {} for m in METHODS}
+    gqs = {}
+    for n, W in weights.items():
+        out["qlora-nf8"][n] = inits.qlora(W, s["rank"], rng, inits.NF8)
+        out["qlora-nf4"][n] = inits.qlora(W, s["rank"], rng)
+        out["qalora"][n], gqs[n] = inits.qalora_init(W, s["rank"], rng)
+    return out, gqs
+
+
+def per_layer(fn, weights) -> dict:
+    """fn(name, W) for every layer, on a thread pool (LAPACK and BLAS release the GIL)."""
+    with ThreadPoolExecutor(max(1, (os.cpu_count() or 2) // 2)) as pool:
+        futures = {n: pool.submit(fn, n, W) for n, W in weights.items()}
+        return {n: f.result() for n, f in futures.items()}
+
+
+def deterministic_inits(weights, C, s) -> dict[str, dict]:
+    def layer(n, W):
+        return {"loftq": inits.loftq_init(W, s["rank"]), "lqlora": inits.lqlora_init(W, s["rank"])[0],
+                "quailora-uncal": inits.quailora_init(W, s["rank"], C[n], calibrated=False),
+                "quailora-cal": inits.quailora_init(W, s["rank"], C[n], calibrated=True)}
+    done = per_layer(layer, weights)
+    out = {m: {n: done[n][m] for n in weights} for m in ("loftq", "lqlora", "quailora-uncal", "quailora-cal")}
+    out["lqlora-ilp"], _ = inits.lqlora_ilp(weights, s["rank"], s["budget"], pool=per_layer)
+    return out
+
+
+def build_model(cfg, state, layer_inits, device) -> ByteGPT:
+    model = ByteGPT(cfg).to(device)
+    model.load_state_dict(state)
+    model.freeze_all()
+    for n, lin in model.linears().items():
+        init = layer_inits[n]
+        lin.weight.copy_(torch.from_numpy(init.W.astype(np.float32)))
+        lin.set_adapter(torch.from_numpy(init.A).to(device), torch.from_numpy(init.B).to(device), 1.0, init.pool)
+    return model
+
+
+def merge_qalora(model: ByteGPT, gqs, rank) -> None:
+    """Fold every QA-LoRA adapter into its zeros (qref.qalora.merge) and drop the adapter."""
+    for n, lin in model.linears().items():
+        A, B = lin.A.detach().double().cpu().numpy(), lin.B.detach().double().cpu().numpy()
+        merged = qalora.merge(gqs[n], A, B, alpha=rank, pooling="average", zeros_dtype="float64")
+        from qref.groupwise import dequantize_groupwise
+
+        lin.weight.copy_(torch.from_numpy(dequantize_groupwise(merged).astype(np.float32)))
+        lin.A = lin.B = None
+
+
+def error_vs_rank(weights, C, ranks) -> dict:
+    """Relative errors summed over layers: Frobenius ||W - Q - BA|| / ||W|| and calibrated J / J(W)."""
+    rows = {}
+    for r in ranks:
+        fro, cal = {}, {}
+
+        def layer(n, W, r=r):
+            return {"QLoRA (B=0)": inits.Init(inits.NF4.quantize(W), np.zeros((r, W.shape[1])), np.zeros((W.shape[0], r))),
+                    "LoftQ T=5": inits.loftq_init(W, r), "LQ-LoRA": inits.lqlora_init(W, r)[0],
+                    "QuAILoRA uncal.": inits.quailora_init(W, r, C[n], False),
+                    "QuAILoRA cal.": inits.quailora_init(W, r, C[n], True)}
+        done = per_layer(layer, weights)
+        for n, W in weights.items():
+            for m, init in done[n].items():
+                fro[m] = fro.get(m, 0) + float(np.linalg.norm(W - init.W - init.B @ init.A) ** 2)
+                cal[m] = cal.get(m, 0) + inits.calibrated_error(W, init, C[n])
+        total_fro = sum(float(np.linalg.norm(W) ** 2) for W in weights.values())
+        total_cal = sum(float(np.sum((W.astype(np.float64) @ C[n]) * W)) for n, W in weights.items())
+        rows[r] = {m: {"frobenius": (fro[m] / total_fro) ** 0.5, "calibrated": cal[m] / total_cal} for m in fro}
+    return rows
+
+
+def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrides=None) -> dict:
+    s = {**SETTINGS[size], **(overrides or {})}
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = SIZES[size]
+    t0 = time.time()
+    corp = corpus_mod.build(s["corpus_bytes"])
+    data = {k: torch.from_numpy(v.copy()) for k, v in corp.parts.items()}
+    log(f"corpus {corp.root}: {corp.describe()}")
+    torch.manual_seed(0)
+    model = ByteGPT(cfg).to(device)
+    losses = train(model, data["train"], s["pretrain"], s["lr"], s["batch"], seed=0, device=device,
+                   warmup=max(1, s["pretrain"] // 20))
+    fp = {"val": perplexity(model, data["val"], s["windows"], device),
+          "ft_val": perplexity(model, data["ft_val"], s["windows"], device)}
+    log(f"pretrained {cfg.params() / 1e6:.1f}M params, {s['pretrain']} steps in {time.time() - t0:.0f} s: "
+        f"loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.3f}, val ppl {fp['val']:.3f}, held-out ppl {fp['ft_val']:.3f}")
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    weights = {n: lin.weight.detach().float().cpu().numpy() for n, lin in model.linears().items()}
+    C = calibration_moments(model, data["calib"], s["calib_windows"], device)
+    t1 = time.time()
+    fixed = deterministic_inits(weights, C, s)
+    log(f"initialisers (qref, NumPy on the CPU) in {time.time() - t1:.0f} s")
+    results = {m: {"seeds": {}} for m in METHODS}
+    w_cal = sum(float(np.sum((W.astype(np.float64) @ C[n]) * W)) for n, W in weights.items())
+    for seed in seeds:
+        random_inits, gqs = compute_inits(weights, C, s, seed)
+        for m in METHODS:
+            layer_inits = fixed.get(m) or random_inits[m]
+            res = results[m]
+            res["bits"] = float(np.average([i.bits for i in layer_inits.values()],
+                                           weights=[weights[n].size for n in layer_inits]))
+            res["calibrated_error"] = sum(inits.calibrated_error(weights[n], i, C[n]) for n, i in layer_inits.items()) / w_cal
+            mdl = build_model(cfg, state, layer_inits, device)
+            r = {"before": {"val": perplexity(mdl, data["val"], s["windows"], device),
+                            "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}}
+            train(mdl, data["ft_train"], s["ft_steps"], s["ft_lr"], s["ft_batch"], seed=seed, device=device)
+            r["after"] = {"val": perplexity(mdl, data["val"], s["windows"], device),
+                          "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}
+            if m == "qalora":
+                merge_qalora(mdl, gqs, s["rank"])
+                r["merged"] = {"val": perplexity(mdl, data["val"], s["windows"], device),
+                               "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}
+            res["seeds"][seed] = r
+            log(f"seed {seed} {m:15s} before {r['before']['ft_val']:.4f} after {r['after']['ft_val']:.4f}"
+                + (f" merged {r['merged']['ft_val']:.4f}" if "merged" in r else ""))
+    t2 = time.time()
+    curves = error_vs_rank(weights, C, s["ranks"])
+    log(f"error vs rank in {time.time() - t2:.0f} s")
+    out_doc = {"size": size, "config": cfg.__dict__, "params": cfg.params(), "settings": s, "seeds": list(seeds),
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+               "torch": torch.__version__, "corpus": {"root": corp.root, "files": corp.files,
+                                                      "bytes": {k: int(v.size) for k, v in corp.parts.items()}},
+               "pretrain_loss": [losses[0], float(np.mean(losses[-20:]))], "fp": fp, "methods": results,
+               "error_vs_rank": curves, "seconds": time.time() - t0}
+    out_doc["summary"] = report.summarise(out_doc)
+    if out:
+        report.write(out_doc, Path(out))
+    return out_doc
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="qref experiment", description=__doc__)
+    p.add_argument("--size", choices=tuple(SETTINGS), default="small")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", default="experiment_out")
+    p.add_argument("--device", default=None)
+    p.add_argument("--pretrain-steps", type=int, default=None, help="override the size's pretraining steps")
+    p.add_argument("--ft-steps", type=int, default=None, help="override the size's fine-tuning steps")
+    a = p.parse_args(argv)
+    overrides = {k: v for k, v in (("pretrain", a.pretrain_steps), ("ft_steps", a.ft_steps)) if v is not None}
+    doc = run(a.size, tuple(a.seeds), a.out, a.device, overrides=overrides)
+    print(report.table(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
