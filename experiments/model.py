@@ -76,6 +76,8 @@ class ByteGPT(nn.Module):
         self.tok, self.pos = nn.Embedding(c.vocab, c.d), nn.Embedding(c.ctx, c.d)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.layers))
         self.ln = nn.LayerNorm(c.d)
+        nn.init.normal_(self.tok.weight, std=0.02)  # GPT-2's init: with the tied head, logits start near 0
+        nn.init.normal_(self.pos.weight, std=0.02)
 
     def forward(self, idx):
         x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
