@@ -39,10 +39,13 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                 packed, state = qref.quantize_4bit(x, bs, qt)
                 t_packed, t_state = bnb.quantize_4bit(x, bs, qt, device=device)
                 shrinks = _shrinkers(x, bs, qt, device)
+                t_absmax = bnb.from_torch(t_state.absmax)
                 row("quantize_4bit packed", cfg).add(case, packed.reshape(-1), t_packed, inputs=x,
-                                                     shrink=shrinks["packed"])
-                row("quantize_4bit absmax", cfg).add(case, state.absmax, bnb.from_torch(t_state.absmax), inputs=x,
-                                                     shrink=shrinks["absmax"])
+                                                     shrink=shrinks["packed"], classifiers=[divergences.kernel_4bit_codes],
+                                                     x32=battery.values32(x), blocksize=bs, quant_type=qt,
+                                                     their_absmax=t_absmax)
+                row("quantize_4bit absmax", cfg).add(case, state.absmax, t_absmax, inputs=x, shrink=shrinks["absmax"],
+                                                     classifiers=[divergences.unfloored_zero_absmax])
                 t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
                 row("dequantize_4bit", cfg).add(
                     case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state, device),
@@ -51,7 +54,7 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                 row("dequantize_4bit<-qref", cfg).add(
                     case, qref.dequantize_4bit(packed, state),
                     bnb.dequantize_4bit(packed.reshape(-1), bnb.state_from_qref(state, device), device),
-                    classifiers=[divergences.signed_zero], inputs=x,
+                    classifiers=[divergences.signed_zero, divergences.flush_to_zero], inputs=x,
                 )
                 _double_quant(row, f"{cfg}, dq block {DQ_BLOCKSIZE}", case, x, bs, qt, state.absmax, dynamic, device)
     return list(rows.values())
@@ -81,7 +84,8 @@ def _double_quant(row, cfg, case, x, bs, qt, absmax, dynamic, device="cpu") -> N
     t_offset = np.float32(t_state.offset.item())
     ours = qref.double_quantize(absmax)
     row("dq offset", cfg).add(case, np.array([ours.offset]), np.array([t_offset]),
-                              classifiers=[divergences.reduction_order, divergences.overflowed_mean], inputs=x)
+                              classifiers=[divergences.reduction_order, divergences.overflowed_mean,
+                                           divergences.flush_to_zero], inputs=x)
     if not np.isfinite(t_offset):
         return  # bitsandbytes' state is NaN from here on; the offset row records why
     same_offset = qref.double_quantize(absmax, offset=t_offset)

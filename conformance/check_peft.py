@@ -17,6 +17,7 @@ import numpy as np
 from qref.dtypes import BFloat16Array, cast_float32, format_of
 from qref.profiles import peft_loftq as pl
 
+from . import divergences
 from .peers import peft
 from .report import Row
 from .shrink import values32
@@ -51,7 +52,8 @@ def check_peft(quick: bool = False, device: str = "cuda") -> list[Row]:
             want = (w32.shape, format_of(W), "float32", (rank, w32.shape[1]), (w32.shape[0], rank))
             row("layout").add(case, np.frombuffer(str(want).encode(), np.uint8), np.frombuffer(str(layout).encode(), np.uint8))
             if iters == 1:
-                row("Q, 1 iteration").add(case, cast_float32(mine.Q, format_of(W)), Q, inputs=W)
+                row("Q, 1 iteration").add(case, cast_float32(mine.Q, format_of(W)), Q, inputs=W,
+                                          classifiers=[divergences.nf4_value_at_midpoint], x32=w32, blocksize=64)
             if format_of(W) != "float32":
                 continue  # Q comes back rounded to the input format: the certificates need float32
             q32 = values32(Q)

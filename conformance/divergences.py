@@ -115,3 +115,86 @@ def nan_payload(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> s
     if np.all(np.isnan(ours.ravel()[idx])) and np.all(np.isnan(theirs.ravel()[idx])):
         return "NaN on both sides, other payload bits (e.g. a scaler mean that overflowed to inf)"
     return None
+
+
+FLT_MIN = np.float32(1.17549435e-38)
+
+
+def flush_to_zero(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+    """Ours is a subnormal float32 (|v| < 2^-126), theirs +-0: the library's kernel flushes subnormals."""
+    a, b = ours.ravel()[idx], theirs.ravel()[idx]
+    if np.all((np.abs(a) < FLT_MIN) & (b == 0)):
+        return "subnormal result flushed to zero (FTZ) in their kernel"
+    return None
+
+
+def unfloored_zero_absmax(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+    """Absmax of an all-zero block: ours the floor float32(1e-38), theirs 0 (their kernel then divides 0/0)."""
+    if np.all((ours.ravel()[idx] == np.float32(1e-38)) & (theirs.ravel()[idx] == 0)):
+        return "all-zero block: absmax stored as 0, no 1e-38 floor"
+    return None
+
+
+def _adjacent_at_midpoint(s, co, ct, values, max_ulps):
+    """Codes co, ct are neighbours in value order and s lies within max_ulps float32 ulps of their midpoint."""
+    order = np.argsort(values, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    adjacent = np.abs(rank[co].astype(int) - rank[ct].astype(int)) == 1
+    mid = ((values[co].astype(np.float64) + values[ct].astype(np.float64)) / 2).astype(np.float32)
+    ulps = np.abs(s.astype(np.float64) - mid) / np.spacing(np.abs(mid)).astype(np.float64)
+    return adjacent & (ulps <= max_ulps)
+
+
+def kernel_4bit_codes(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32=None, blocksize=None,
+                      quant_type=None, their_absmax=None, max_ulps: int = 2, **_) -> str | None:
+    """Packed 4-bit bytes: name the cause of every differing code. Causes: an all-zero block whose
+    absmax they store as 0 (0/0 -> code 0); FP4's two zeros (code 8 is -0, code 0 is +0: equal
+    values); a scaled value within max_ulps ulp of the midpoint between the two codes (their
+    decision thresholds are not the float32 midpoints)."""
+    if x32 is None or their_absmax is None:
+        return None
+    from qref.codebooks import get_codebook
+    from qref.packing import unpack_nibbles
+
+    n = x32.size
+    co, ct = unpack_nibbles(ours.ravel(), n), unpack_nibbles(theirs.ravel(), n)
+    e = np.flatnonzero(co != ct)
+    if e.size == 0:
+        return None
+    block = e // blocksize
+    zero = np.asarray(their_absmax).ravel()[block] == 0
+    values = get_codebook(quant_type).values.astype(np.float32)
+    signed = np.array([{a, b} == {0, 8} for a, b in zip(co[e], ct[e])]) if quant_type == "fp4" else np.zeros(e.size, bool)
+    absmax = np.maximum(np.abs(x32.ravel()[: (n // blocksize) * blocksize]).reshape(-1, blocksize).max(axis=1)
+                        if n >= blocksize else np.zeros(0, np.float32), np.float32(1e-38))
+    tail = np.abs(x32.ravel()[(n // blocksize) * blocksize:])
+    absmax = np.concatenate([absmax, [max(np.float32(tail.max()), np.float32(1e-38))]]) if tail.size else absmax
+    s = (x32.ravel()[e] / absmax[block]).astype(np.float32)
+    near = _adjacent_at_midpoint(s, co[e], ct[e], values, max_ulps)
+    if not np.all(zero | signed | near):
+        return None
+    why = [w for w, m in (("all-zero block: absmax 0, 0/0 gives code 0", zero),
+                          ("FP4 code 8 (-0) instead of 0 (+0) for tiny negative values", signed & ~zero),
+                          (f"scaled value within {max_ulps} ulp of a midpoint: their threshold is not the float32 midpoint",
+                           near & ~zero & ~signed)) if m.any()]
+    return "; ".join(why)
+
+
+def nf4_value_at_midpoint(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32=None, blocksize=64,
+                          max_ulps: int = 2, **_) -> str | None:
+    """Dequantized NF4 values one code apart where x / absmax lies within max_ulps ulp of the midpoint
+    between the two codes (a library whose decision thresholds are not the float32 midpoints)."""
+    if x32 is None or x32.size % blocksize:
+        return None
+    from qref.codebooks import get_codebook
+
+    values = get_codebook("nf4").values.astype(np.float32)
+    absmax = np.maximum(np.abs(x32).reshape(-1, blocksize).max(axis=1), np.float32(1e-38))[idx // blocksize]
+
+    def code(v):
+        return np.argmin(np.abs(v.ravel()[idx, None] / absmax[:, None] - values[None, :]), axis=1)
+    s = (x32.ravel()[idx] / absmax).astype(np.float32)
+    if np.all(_adjacent_at_midpoint(s, code(ours), code(theirs), values, max_ulps)):
+        return f"x / absmax within {max_ulps} ulp of an NF4 midpoint: their threshold is not the float32 midpoint"
+    return None

@@ -53,15 +53,12 @@ def lqlora_init(W, rank, config=NF4, max_iter=10) -> tuple[Init, float]:
                 bits=float(config.bits_per_parameter())), err
 
 
-def lqlora_ilp(weights: dict, rank: int, budget: float, max_iter=5, pool=None) -> tuple[dict, dict]:
+def lqlora_ilp(weights: dict, rank: int, budget: float, max_iter=5, table=None) -> tuple[dict, dict]:
     """One configuration per layer from ILP_CONFIGS minimising the total error under an average
-    bits-per-parameter budget (LQ-LoRA Sec. 3.2); returns ({name: Init}, {name: bits}).
-    `pool(fn, weights)` maps fn(name, W) over the layers (default: in order)."""
+    bits-per-parameter budget (LQ-LoRA Sec. 3.2); returns ({name: Init}, {name: bits}). `table`
+    ({name: [lqlora_init(W, rank, cfg) for cfg in ILP_CONFIGS]}) may be computed elsewhere."""
     names = list(weights)
-
-    def layer(n, W):
-        return [lqlora_init(W, rank, cfg, max_iter) for cfg in ILP_CONFIGS]
-    done = pool(layer, weights) if pool else {n: layer(n, W) for n, W in weights.items()}
+    done = table or {n: [lqlora_init(W, rank, cfg, max_iter) for cfg in ILP_CONFIGS] for n, W in weights.items()}
     table = {(n, c): done[n][c] for n in names for c in range(len(ILP_CONFIGS))}
     costs = np.array([[table[n, c][1] for c in range(len(ILP_CONFIGS))] for n in names])
     bits = np.array([[float(cfg.bits_per_parameter()) for cfg in ILP_CONFIGS] for _ in names])

@@ -10,7 +10,8 @@ import argparse
 import os
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +59,36 @@ def compute_inits(weights, C, s, seed) -> dict[str, dict]:
     return out, gqs
 
 
-def per_layer(fn, weights) -> dict:
-    """fn(name, W) for every layer, on a thread pool (LAPACK and BLAS release the GIL)."""
-    with ThreadPoolExecutor(max(1, (os.cpu_count() or 2) // 2)) as pool:
-        futures = {n: pool.submit(fn, n, W) for n, W in weights.items()}
+def _layer_task(kind: str, W, Cn, rank: int):
+    """One layer's initialisers (module level, so a process pool can run it)."""
+    if kind == "fixed":
+        return {"loftq": inits.loftq_init(W, rank), "lqlora": inits.lqlora_init(W, rank)[0],
+                "quailora-uncal": inits.quailora_init(W, rank, Cn, calibrated=False),
+                "quailora-cal": inits.quailora_init(W, rank, Cn, calibrated=True)}
+    if kind == "ilp":
+        return [inits.lqlora_init(W, rank, cfg, 5) for cfg in inits.ILP_CONFIGS]
+    return {"QLoRA (B=0)": inits.Init(inits.NF4.quantize(W), np.zeros((rank, W.shape[1])), np.zeros((W.shape[0], rank))),
+            "LoftQ T=5": inits.loftq_init(W, rank), "LQ-LoRA": inits.lqlora_init(W, rank)[0],
+            "QuAILoRA uncal.": inits.quailora_init(W, rank, Cn, False),
+            "QuAILoRA cal.": inits.quailora_init(W, rank, Cn, True)}
+
+
+def per_layer(kind: str, weights, C, rank) -> dict:
+    """_layer_task for every layer: a forked process pool when there are cores to use, else in order.
+    (Set OPENBLAS_NUM_THREADS=1 for the pool: one BLAS thread per process.)"""
+    workers = os.cpu_count() or 1
+    if workers < 4:
+        return {n: _layer_task(kind, W, C[n], rank) for n, W in weights.items()}
+    with ProcessPoolExecutor(min(workers, len(weights)), mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = {n: pool.submit(_layer_task, kind, W, C[n], rank) for n, W in weights.items()}
         return {n: f.result() for n, f in futures.items()}
 
 
 def deterministic_inits(weights, C, s) -> dict[str, dict]:
-    def layer(n, W):
-        return {"loftq": inits.loftq_init(W, s["rank"]), "lqlora": inits.lqlora_init(W, s["rank"])[0],
-                "quailora-uncal": inits.quailora_init(W, s["rank"], C[n], calibrated=False),
-                "quailora-cal": inits.quailora_init(W, s["rank"], C[n], calibrated=True)}
-    done = per_layer(layer, weights)
+    done = per_layer("fixed", weights, C, s["rank"])
     out = {m: {n: done[n][m] for n in weights} for m in ("loftq", "lqlora", "quailora-uncal", "quailora-cal")}
-    out["lqlora-ilp"], _ = inits.lqlora_ilp(weights, s["rank"], s["budget"], pool=per_layer)
+    table = per_layer("ilp", weights, C, s["rank"])
+    out["lqlora-ilp"], _ = inits.lqlora_ilp(weights, s["rank"], s["budget"], table=table)
     return out
 
 
@@ -104,12 +120,7 @@ def error_vs_rank(weights, C, ranks) -> dict:
     for r in ranks:
         fro, cal = {}, {}
 
-        def layer(n, W, r=r):
-            return {"QLoRA (B=0)": inits.Init(inits.NF4.quantize(W), np.zeros((r, W.shape[1])), np.zeros((W.shape[0], r))),
-                    "LoftQ T=5": inits.loftq_init(W, r), "LQ-LoRA": inits.lqlora_init(W, r)[0],
-                    "QuAILoRA uncal.": inits.quailora_init(W, r, C[n], False),
-                    "QuAILoRA cal.": inits.quailora_init(W, r, C[n], True)}
-        done = per_layer(layer, weights)
+        done = per_layer("rank", weights, C, r)
         for n, W in weights.items():
             for m, init in done[n].items():
                 fro[m] = fro.get(m, 0) + float(np.linalg.norm(W - init.W - init.B @ init.A) ** 2)

@@ -50,11 +50,14 @@ def test_profile_is_bit_exact_on_hard_inputs(ta, case):
 @settings(deadline=None)
 @given(qs.whole_block_inputs())
 def test_mean_is_exact_in_16_bit_formats(ta, case):
-    """The only free choice is the mean's summation order, and it vanishes after rounding to 16 bits."""
+    """The only free choice is the mean's summation order, and it vanishes after rounding to 16 bits,
+    unless torch's float32 sum overflows (bfloat16 absmax near 3.4e38): then theirs is inf (divergence 18)."""
     x, sbs = case
     if qref.dtypes.format_of(x) == "float32":
         return
-    assert same(tao.to_nf4(x, 64, sbs).scaler_mean, ta.to_nf4(x, 64, sbs).scaler_mean)
+    ours, theirs = tao.to_nf4(x, 64, sbs).scaler_mean, ta.to_nf4(x, 64, sbs).scaler_mean
+    overflowed = np.isinf(values(theirs)).all() and np.isfinite(values(ours)).all()
+    assert same(ours, theirs) or overflowed
 
 
 def test_report_has_no_unexplained_divergence(ta):
