@@ -50,3 +50,77 @@ def best_of(fn, repeats: int = 5) -> float:
 def ratios(n: int = 4096, repeats: int = 5) -> dict[str, float]:
     """Speed of qref relative to bitsandbytes (bitsandbytes time / qref time), measured in one run."""
     return {op: best_of(make("bitsandbytes", op, n), repeats) / best_of(make("qref", op, n), repeats) for op in OPS}
+
+
+# ---- backends x device x size x op (asv_bench/benchmarks/backends.py, tests/test_bench_fourbit.py) ----
+BACKENDS = ("numpy", "torch:cpu", "torch:cuda", "cupy")
+BACKEND_OPS = ("quantize_4bit", "dequantize_4bit", "quantize_4bit+dq", "dequantize_4bit+dq", "quantize_groupwise")
+SIZES = (1024, 4096)
+
+
+def _sync(backend):
+    """A callable that waits for the backend's device (no-op on the CPU)."""
+    if backend.device.startswith("cuda"):
+        if backend.name == "cupy":
+            import cupy
+
+            return cupy.cuda.get_current_stream().synchronize
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def backend_workload(name: str, op: str, n: int):
+    """(run, bytes moved, sync) for one backend op on an n x n bfloat16 weight (float32 for
+    group-wise); raises NotImplementedError when the backend is not available here."""
+    from qref.dtypes import BFloat16Array
+    from qref.registry import BackendUnavailable, get_backend
+
+    try:
+        be = get_backend(name)
+    except BackendUnavailable as exc:
+        raise NotImplementedError(str(exc)) from exc
+    w32 = (np.random.default_rng(0).standard_normal((n, n)) * 0.02).astype(np.float32)
+    if op == "quantize_groupwise":
+        W = be.from_numpy(w32)
+        groups = n * n // 32
+        return (lambda: be.quantize_groupwise(W, 4, 32, "gptq-asym"), 4 * n * n + n * n + 8 * groups, _sync(be))
+    x = be.from_numpy(BFloat16Array.from_float32(w32))
+    dq = op.endswith("+dq")
+    blocks = n * n // 64
+    moved = 2 * n * n + n * n // 2 + (blocks + 4 * (blocks // 256) if dq else 4 * blocks)
+    if op.startswith("quantize"):
+        return (lambda: be.quantize_4bit(x, 64, "nf4", dq)), moved, _sync(be)
+    q = be.quantize_4bit(x, 64, "nf4", dq)
+    return (lambda: be.dequantize_4bit(q, (n, n), 64, "nf4", "bfloat16")), moved, _sync(be)
+
+
+def copy_gbps(name: str, n: int = 4096) -> float:
+    """The device's copy bandwidth for the backend (read + write of an n x n float32 array), GB/s."""
+    from qref.registry import get_backend
+
+    be = get_backend(name)
+    if be.device.startswith("cuda"):
+        import torch
+
+        a = torch.empty(n * n, device="cuda")
+        run = a.clone
+        sync = torch.cuda.synchronize
+    else:
+        a = np.ones(n * n, np.float32)
+        run, sync = a.copy, (lambda: None)
+    return 8 * n * n / timed(run, sync) / 1e9
+
+
+def timed(run, sync, repeats: int = 5) -> float:
+    """Best-of wall time of run() (synchronised), seconds."""
+    run()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best

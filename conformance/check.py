@@ -45,7 +45,8 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                                                      x32=battery.values32(x), blocksize=bs, quant_type=qt,
                                                      their_absmax=t_absmax)
                 row("quantize_4bit absmax", cfg).add(case, state.absmax, t_absmax, inputs=x, shrink=shrinks["absmax"],
-                                                     classifiers=[divergences.unfloored_zero_absmax])
+                                                     classifiers=[divergences.unfloored_zero_absmax,
+                                                                                         divergences.flush_to_zero])
                 t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
                 row("dequantize_4bit", cfg).add(
                     case, qref.dequantize_4bit(t_packed, t_view), bnb.dequantize_4bit(t_packed, t_state, device),

@@ -137,9 +137,8 @@ def unfloored_zero_absmax(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray,
 
 def _adjacent_at_midpoint(s, co, ct, values, max_ulps):
     """Codes co, ct are neighbours in value order and s lies within max_ulps float32 ulps of their midpoint."""
-    order = np.argsort(values, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
+    distinct = np.unique(values)  # FP4's +0 and -0 codes share a value: adjacency is between distinct values
+    rank = np.searchsorted(distinct, values)
     adjacent = np.abs(rank[co].astype(int) - rank[ct].astype(int)) == 1
     mid = ((values[co].astype(np.float64) + values[ct].astype(np.float64)) / 2).astype(np.float32)
     ulps = np.abs(s.astype(np.float64) - mid) / np.spacing(np.abs(mid)).astype(np.float64)
@@ -172,12 +171,16 @@ def kernel_4bit_codes(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32
     absmax = np.concatenate([absmax, [max(np.float32(tail.max()), np.float32(1e-38))]]) if tail.size else absmax
     s = (x32.ravel()[e] / absmax[block]).astype(np.float32)
     near = _adjacent_at_midpoint(s, co[e], ct[e], values, max_ulps)
-    if not np.all(zero | signed | near):
+    from qref.backend import zero_code
+
+    recip = (np.float32(1) / absmax[block] < FLT_MIN) & (ct[e] == zero_code(quant_type))
+    if not np.all(zero | signed | near | recip):
         return None
-    why = [w for w, m in (("all-zero block: absmax 0, 0/0 gives code 0", zero),
+    why = [w for w, m in (("absmax stored as 0 (all-zero block, or a subnormal absmax flushed): 0/0 gives code 0", zero),
+                          ("1/absmax is subnormal and flushed to zero: every value takes the zero code", recip & ~zero),
                           ("FP4 code 8 (-0) instead of 0 (+0) for tiny negative values", signed & ~zero),
                           (f"scaled value within {max_ulps} ulp of a midpoint: their threshold is not the float32 midpoint",
-                           near & ~zero & ~signed)) if m.any()]
+                           near & ~zero & ~signed & ~recip)) if m.any()]
     return "; ".join(why)
 
 

@@ -102,15 +102,16 @@ def batches(data, batch: int, ctx: int, generator: torch.Generator, device):
 
 
 @torch.no_grad()
-def perplexity(model: ByteGPT, data, windows: int, device, batch: int = 32) -> float:
-    """exp(mean next-byte NLL) over `windows` evenly spaced, non-overlapping windows of the split."""
+def perplexity(model: ByteGPT, data, windows: int, device, batch: int = 32, bf16: bool = True) -> float:
+    """exp(mean next-byte NLL) over `windows` evenly spaced, non-overlapping windows of the split
+    (matmuls in bfloat16 autocast on CUDA unless bf16=False)."""
     ctx = model.c.ctx
     n = min(windows, (data.numel() - 1) // ctx)
     starts = torch.linspace(0, data.numel() - ctx - 1, n).long().tolist()
     total, count = 0.0, 0
     for i in range(0, n, batch):
         win = torch.stack([data[s:s + ctx + 1] for s in starts[i:i + batch]]).to(device, torch.long)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16 and device.type == "cuda"):
             logits = model(win[:, :-1])
         total += F.cross_entropy(logits.float().flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
         count += win[:, 1:].numel()

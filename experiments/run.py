@@ -169,10 +169,12 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
             train(mdl, data["ft_train"], s["ft_steps"], s["ft_lr"], s["ft_batch"], seed=seed, device=device)
             r["after"] = {"val": perplexity(mdl, data["val"], s["windows"], device),
                           "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}
-            if m == "qalora":
+            if m == "qalora":  # merged vs unmerged, also in float32 (bfloat16 autocast rounds W and W' apart)
+                r["after"]["ft_val_fp32"] = perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False)
                 merge_qalora(mdl, gqs, s["rank"])
                 r["merged"] = {"val": perplexity(mdl, data["val"], s["windows"], device),
-                               "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}
+                               "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
+                               "ft_val_fp32": perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False)}
             res["seeds"][seed] = r
             log(f"seed {seed} {m:15s} before {r['before']['ft_val']:.4f} after {r['after']['ft_val']:.4f}"
                 + (f" merged {r['merged']['ft_val']:.4f}" if "merged" in r else ""))

@@ -20,3 +20,23 @@ def test_bench_nf4_4096(benchmark, impl, op):
     out = benchmark(fn)
     first = out[0] if isinstance(out, tuple) else out
     assert np.asarray(first).size in (4096 * 4096, 4096 * 4096 // 2)
+
+
+from workloads import BACKEND_OPS, BACKENDS, backend_workload  # noqa: E402
+
+
+@pytest.mark.parametrize("op", BACKEND_OPS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bench_backend_1024(benchmark, backend, op):
+    """The asv backends suite's workloads, quick: skipped where a backend is unavailable."""
+    try:
+        run, moved, sync = backend_workload(backend, op, 1024)
+    except NotImplementedError as exc:
+        pytest.skip(str(exc))
+
+    def once():
+        out = run()
+        sync()
+        return out
+    out = benchmark(once)
+    assert out is not None and moved > 1024 * 1024
