@@ -6,8 +6,11 @@ below asserts the exact form of one difference, so a change in bitsandbytes show
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qref
+from conformance import strategies as qs
 from conformance.battery import as_format
 from conformance.check import check_bitsandbytes
 from qref.blockwise import block_absmax, scale_blocks
@@ -105,3 +108,32 @@ def test_divergence_double_quant_mean_overflows(bnb):
     assert not np.isfinite(t_state.offset.item())
     _, state = qref.quantize_4bit(x, 64, "nf4", compress_statistics=True)
     assert np.array_equal(state.absmax_float32(), block_absmax(x, 64))
+
+
+@st.composite
+def _fourbit_case(draw):
+    qt, bs = draw(st.sampled_from(("nf4", "fp4"))), draw(st.sampled_from((32, 64, 128)))
+    return draw(qs.hard_inputs(qt, bs)), qt, bs
+
+
+@settings(deadline=None)
+@given(_fourbit_case())
+def test_hard_inputs_both_directions(bnb, case):
+    """The conformance strategies' hard inputs through bitsandbytes (CPU) and the reference: bytes and
+    absmax bit for bit; their bytes dequantized by qref and qref's by them, up to the sign of zero (6)."""
+    from conformance import divergences
+    from conformance.peers import bitsandbytes as b
+    from conformance.report import Row
+
+    x, qt, bs = case
+    packed, state = qref.quantize_4bit(x, bs, qt)
+    t_packed, t_state = b.quantize_4bit(x, bs, qt)
+    row = Row("4bit", qt)
+    row.add("packed", packed.reshape(-1), t_packed)
+    row.add("absmax", state.absmax, b.from_torch(t_state.absmax))
+    view = qref.QuantState.from_dict(b.state_dict(t_state))
+    row.add("theirs by both", qref.dequantize_4bit(t_packed, view), b.dequantize_4bit(t_packed, t_state),
+            classifiers=[divergences.signed_zero])
+    row.add("ours by them", qref.dequantize_4bit(packed, state),
+            b.dequantize_4bit(packed.reshape(-1), b.state_from_qref(state)), classifiers=[divergences.signed_zero])
+    assert row.mismatches == 0, row.first
