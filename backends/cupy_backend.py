@@ -216,6 +216,12 @@ class CupyBackend(BackendBase):
     def sqrt(self, a):
         return self.cp.sqrt(a)
 
+    def qr(self, a):
+        return self.cp.linalg.qr(a)[0]
+
+    def randn(self, shape, seed: int = 0):
+        return self.cp.random.default_rng(seed).standard_normal(shape, dtype=self.cp.float64)
+
 
 class TorchBridge:
     """The fused kernels on torch CUDA tensors, through DLPack (no copy), on torch's current stream."""

@@ -220,3 +220,10 @@ class TorchBackend(BackendBase):
 
     def sqrt(self, a):
         return torch.sqrt(a)
+
+    def qr(self, a):
+        return torch.linalg.qr(a)[0]
+
+    def randn(self, shape, seed: int = 0):
+        g = torch.Generator(device=self.device).manual_seed(seed)
+        return torch.randn(shape, generator=g, device=self.device, dtype=torch.float64)

@@ -79,10 +79,12 @@ class Backend(Protocol):
     def qalora_forward(self, x: Array, codes: Array, scales: Array, zeros: Array, A: Array, B: Array, alpha,
                        group_size: int, profile: str, pooling: str = "average") -> Array: ...
     def svd_factors(self, R: Array, rank: int) -> tuple[Array, Array]: ...
-    def loftq(self, W: Array, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64) -> dict: ...
+    def loftq(self, W: Array, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64,
+              svd: str = "exact") -> dict: ...
     def lqlora(self, W: Array, rank: int, bits: int = 4, blocksize: int = 64, max_iter: int = 20,
-               fisher: Array | None = None) -> dict: ...
-    def quailora(self, W: Array, Q: Array, rank: int, C: Array, max_iter: int = 100, tol: float = 1e-12) -> dict: ...
+               fisher: Array | None = None, svd: str = "exact") -> dict: ...
+    def quailora(self, W: Array, Q: Array, rank: int, C: Array, max_iter: int = 100, tol: float = 1e-12,
+                 svd: str = "exact") -> dict: ...
     def allocate(self, costs, bits, sizes, budget): ...
 
 
@@ -169,6 +171,29 @@ class BackendBase:
         root = self.sqrt(S[:rank])
         return U[:, :rank] * root[None, :], root[:, None] * Vt[:rank]
 
+    def svd_factors_randomized(self, R, rank, start=None, oversample=8, power=2, seed=0):
+        """Rank-r factors from a randomized subspace iteration (Halko, Martinsson, Tropp 2011, Alg. 4.4):
+        Y = R Omega (Omega = `start`, e.g. the previous call's basis, else Gaussian), `power` steps of
+        Q = qr(R qr(R^T Q)), then the exact SVD of the small Q^T R. Returns (L, Rt, basis): the split of
+        svd_factors and the right basis (n x (r + oversample)) to warm-start the next call. Not exact:
+        checked by the Eckart-Young gap (docs/exactness.md)."""
+        k = min(rank + oversample, min(R.shape))
+        omega = start if start is not None else self.randn((R.shape[1], k), seed)
+        Q = self.qr(R @ omega)
+        for _ in range(power):
+            Q = self.qr(R @ self.qr(R.T @ Q))
+        U, S, Vt = self.svd(Q.T @ R)
+        root = self.sqrt(S[:rank])
+        return (Q @ U[:, :rank]) * root[None, :], root[:, None] * Vt[:rank], Vt.T
+
+    def _factors(self, R, rank, svd, state):
+        """svd_factors (svd="exact") or the randomized ones warm-started from `state["basis"]`."""
+        _checks.one_of(svd, ("exact", "randomized"), "svd")
+        if svd == "exact":
+            return self.svd_factors(R, rank)
+        L, Rt, state["basis"] = self.svd_factors_randomized(R, rank, state.get("basis"))
+        return L, Rt
+
     def nf_quantize(self, x, bits=4, blocksize=64):
         """dequant(quant(x)) with NF-k blockwise absmax in float32, returned in x's dtype."""
         _checks.one_of(bits, NF_BITS, "bits")
@@ -176,19 +201,21 @@ class BackendBase:
         codes, absmax = self.quantize_blockwise(x32, f"nf{bits}", blocksize)
         return self.astype(self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize), "float64")
 
-    def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64) -> dict:
-        """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t)."""
+    def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact") -> dict:
+        """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t); svd="randomized"
+        uses warm-started subspace iterations instead of full SVDs."""
         W = self.astype(W, "float64")
-        res = W
+        res, state = W, {}
         for _ in range(num_iter):
             source = res
             Q = self.nf_quantize(res, bits, blocksize)
-            B, A = self.svd_factors(W - Q, rank)
+            B, A = self._factors(W - Q, rank, svd, state)
             res = W - B @ A
         return {"Q": Q, "lora_A": A, "lora_B": B, "quantized_from": source, "error": self.norm(res - Q)}
 
-    def lqlora(self, W, rank, bits=4, blocksize=64, max_iter=20, fisher=None) -> dict:
+    def lqlora(self, W, rank, bits=4, blocksize=64, max_iter=20, fisher=None, svd="exact") -> dict:
         """LQ-LoRA Algorithm 1 from Q_0 = 0, best iterate kept (lqlora.md); fisher: rank-one weights."""
+        state = {}
         W = self.astype(W, "float64")
         if fisher is not None:
             F = self.astype(fisher, "float64")
@@ -198,9 +225,9 @@ class BackendBase:
         errors = []
         for _ in range(max_iter):
             if fisher is None:
-                L1, L2 = self.svd_factors(W - Q, rank)
+                L1, L2 = self._factors(W - Q, rank, svd, state)
             else:
-                L1, L2 = self.svd_factors(row_w[:, None] * (W - Q) * col_w[None, :], rank)
+                L1, L2 = self._factors(row_w[:, None] * (W - Q) * col_w[None, :], rank, svd, state)
                 L1, L2 = L1 / row_w[:, None], L2 / col_w[None, :]
             source = W - L1 @ L2
             Q = self.nf_quantize(source, bits, blocksize)
@@ -213,11 +240,11 @@ class BackendBase:
         err, Q, L1, L2, source = best
         return {"Q": Q, "L1": L1, "L2": L2, "quantized_from": source, "error": err, "errors": errors}
 
-    def quailora(self, W, Q, rank, C, max_iter=100, tol=1e-12) -> dict:
+    def quailora(self, W, Q, rank, C, max_iter=100, tol=1e-12, svd="exact") -> dict:
         """QuAILoRA: uncalibrated SVD start, then alternating exact solves of J (quailora.md)."""
         R = self.astype(W, "float64") - self.astype(Q, "float64")
         C = self.astype(C, "float64")
-        B, A = self.svd_factors(R, rank)
+        B, A = self._factors(R, rank, svd, {})
 
         def J(B, A):
             E = R - B @ A

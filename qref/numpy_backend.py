@@ -61,3 +61,9 @@ class NumpyBackend(BackendBase):
 
     def sqrt(self, a):
         return np.sqrt(a)
+
+    def qr(self, a):
+        return np.linalg.qr(a)[0]
+
+    def randn(self, shape, seed: int = 0):
+        return np.random.default_rng(seed).standard_normal(shape)
