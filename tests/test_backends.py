@@ -75,3 +75,41 @@ def test_qref_conform_cli_runs_the_suite(capsys):
     tally.reset()
     assert status == 0
     assert "qref conformance: numpy vs the reference" in out and "pack_nibbles" in out
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch:cpu"])
+def test_randomized_factors_pass_the_eckart_young_certificate(name):
+    """svd="randomized" (warm-started subspace iteration): the factors are the best rank-r fit of their
+    residual to 1e-6 (Eckart-Young gap), and LoftQ's objective is within 2% of the full-SVD run."""
+    from qref.registry import get_backend
+
+    be = get_backend(name)
+    if name.startswith("torch"):
+        pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    W = rng.standard_normal((192, 256)) * 0.02
+    W[:, :3] *= 12
+    fast, exact = be.loftq(be.from_numpy(W), 8, 4, svd="randomized"), be.loftq(be.from_numpy(W), 8, 4)
+    Q, A, B = (be.to_numpy(fast[k]) for k in ("Q", "lora_A", "lora_B"))
+    R = W - Q
+    s = np.linalg.svd(R, compute_uv=False)
+    gap = (np.linalg.norm(R - B @ A) - np.sqrt((s[8:] ** 2).sum())) / np.linalg.norm(R)
+    assert abs(gap) < 1e-6
+    assert abs(fast["error"] / exact["error"] - 1) < 0.02
+    with pytest.raises(ValueError, match="svd"):
+        be.loftq(be.from_numpy(W), 8, 1, svd="approximate")
+
+
+def test_randomized_warm_start_reuses_the_basis():
+    from qref.numpy_backend import NumpyBackend
+
+    be = NumpyBackend()
+    rng = np.random.default_rng(5)
+    U, _ = np.linalg.qr(rng.standard_normal((64, 48)))
+    V, _ = np.linalg.qr(rng.standard_normal((48, 48)))
+    R = (U * 0.5 ** np.arange(48)) @ V.T  # a decaying spectrum: the basis converges
+    L, Rt, basis = be.svd_factors_randomized(R, 4)
+    assert basis.shape == (48, 12)
+    L2, Rt2, _ = be.svd_factors_randomized(R, 4, start=basis, power=0)
+    best = np.sqrt((np.linalg.svd(R, compute_uv=False)[4:] ** 2).sum())
+    assert np.linalg.norm(R - L2 @ Rt2) <= best * (1 + 1e-3)  # a converged basis needs no power steps
