@@ -12,6 +12,7 @@ each product). Formats: 0 float32, 1 float16, 2 bfloat16 (as its uint16 bits).
 """
 from __future__ import annotations
 
+import os
 from functools import cache
 
 import numpy as np
@@ -183,7 +184,9 @@ __device__ void dequant8(const unsigned int* packed, long long n, int B, const f
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (8 * t >= n) return;
     unsigned int word = packed[t];
-    float a = block_scale(8 * t / B, absmax, qabsmax, absmax2, dyn, offset, B2);
+    long long b = (8 * t) >> (__ffs(B) - 1);  // B is a power of two on this path (host checks): no division
+    float a = qabsmax == 0 ? absmax[b]
+        : dyn[qabsmax[b]] * absmax2[(B2 & (B2 - 1)) == 0 ? b >> (__ffs(B2) - 1) : b / B2] + offset;
     if (!isfinite(a)) atomicOr(bad, 1);
     float v[8];
     #pragma unroll
@@ -294,8 +297,8 @@ def _wrappers() -> str:
 
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
-WARPS_PER_CTA = 8
-QUANT64_K = 4  # blocks per warp in the block-64 kernel
+WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: for tuning sweeps only
+QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 4))  # blocks per warp in the block-64 kernel
 
 
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
@@ -387,7 +390,7 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, a
     out = cp.empty(n, dtype=cp.float32 if out_fmt == "float32" else cp.uint16)
     threads = (n + 1) // 2 if pack else n
     kernel = module(codes.device.id).get_function(DEQUANT_NAMES[(FORMATS[out_fmt], pack)])
-    if pack and n % 8 == 0 and blocksize % 8 == 0 and codes.data.ptr % 4 == 0:
+    if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and codes.data.ptr % 4 == 0:
         threads = n // 8
         kernel = module(codes.device.id).get_function(f"dequant8_f{FORMATS[out_fmt]}")
     null = np.uint64(0)
