@@ -42,9 +42,11 @@ template <int FMT> __device__ __forceinline__ void store(void* p, long long i, f
 
 __device__ __forceinline__ unsigned char nearest(float s, const float* mids, const unsigned char* order, int nm) {
     int c = 0;
-    if (nm <= 15) {
-        #pragma unroll
-        for (int j = 0; j < 15; ++j) c += (j < nm) & (s > mids[j]);
+    if (nm <= 15) {  // mids[nm..15] hold +inf: a branchless binary search counts the midpoints below s
+        c += (s > mids[c + 7]) << 3;
+        c += (s > mids[c + 3]) << 2;
+        c += (s > mids[c + 1]) << 1;
+        c += (s > mids[c]);
     } else {  // lower bound: number of midpoints strictly below s
         int lo = 0, hi = nm;
         while (lo < hi) { int mid = (lo + hi) >> 1; if (mids[mid] < s) lo = mid + 1; else hi = mid; }
@@ -60,7 +62,7 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
                              int* bad) {
     __shared__ float mids[256];
     __shared__ unsigned char order[256];
-    for (int j = threadIdx.x; j < nm; j += blockDim.x) mids[j] = mids_g[j];
+    for (int j = threadIdx.x; j < max(nm, 16); j += blockDim.x) mids[j] = j < nm ? mids_g[j] : __int_as_float(0x7f800000);
     for (int j = threadIdx.x; j <= nm; j += blockDim.x) order[j] = order_g[j];
     __syncthreads();
     long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -116,7 +118,7 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
                         unsigned char* out, float* absmax, int* bad) {
     __shared__ float mids[16];
     __shared__ unsigned char order[16];
-    if (threadIdx.x < nm) mids[threadIdx.x] = mids_g[threadIdx.x];
+    if (threadIdx.x < 16) mids[threadIdx.x] = threadIdx.x < nm ? mids_g[threadIdx.x] : __int_as_float(0x7f800000);
     if (threadIdx.x <= nm) order[threadIdx.x] = order_g[threadIdx.x];
     __syncthreads();
     long long b0 = (((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5) * K;
@@ -298,7 +300,7 @@ def _wrappers() -> str:
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: for tuning sweeps only
-QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 4))  # blocks per warp in the block-64 kernel
+QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 8))  # blocks per warp in the block-64 kernel (sweep: 8 best)
 
 
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
