@@ -59,7 +59,7 @@ def check_torchao(quick: bool = False, device: str = "cpu") -> list[Row]:
         ours = tao.to_nf4(x, BLOCK, sbs, scaler_mean=theirs.scaler_mean)
         for field in ("quantized_data", "quantized_scalers", "quantization_factor"):
             row(f"to_nf4 {field}", fmt).add(case, getattr(ours, field), getattr(theirs, field), inputs=x,
-                                            shrink=_shrinker(x, field, device) if field == "quantized_data" else None)
+                                            shrink=_shrinker(x, device) if field == "quantized_data" else None)
         nan = [divergences.nan_payload]
         row("dequantize", fmt).add(case, tao.dequantize(theirs), ta.dequantize(theirs, device), nan, inputs=x)
         row("dequantize<-qref", fmt).add(case, tao.dequantize(ours), ta.dequantize(ours, device), nan, inputs=x)
@@ -67,7 +67,7 @@ def check_torchao(quick: bool = False, device: str = "cpu") -> list[Row]:
     return list(rows.values())
 
 
-def _shrinker(x, field, device):
+def _shrinker(x, device):
     """Shrink a quantized_data difference (byte i) to its 64-block (codes do not depend on the
     scaler quantization, so the block is quantized alone with scaler block 1)."""
     def run(block):

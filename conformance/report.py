@@ -111,7 +111,7 @@ class Row:
 
     def _example(self, key, why, case, ours, theirs, idx, inputs, shrink) -> None:
         self.class_counts[key] = self.class_counts.get(key, 0) + 1
-        size = int(np.size(values(inputs))) if inputs is not None else 10**12
+        size = int(np.size(values(inputs))) if inputs is not None else 0  # no input: keep the first example
         if key in self.examples and self.examples[key].input_size <= size:
             return
         i = int(idx[0])

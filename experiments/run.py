@@ -47,7 +47,7 @@ def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str,
     return {n: (sums[n] / counts[n]).numpy() for n in sums}
 
 
-def compute_inits(weights, C, s, seed) -> dict[str, dict]:
+def compute_inits(weights, s, seed) -> dict[str, dict]:
     """{method: {layer: Init}} (QA-LoRA's entries also carry the GroupQuant for the merge)."""
     rng = np.random.default_rng(seed)
     out = {m: {} for m in METHODS}
@@ -156,7 +156,7 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
     results = {m: {"seeds": {}} for m in METHODS}
     w_cal = sum(float(np.sum((W.astype(np.float64) @ C[n]) * W)) for n, W in weights.items())
     for seed in seeds:
-        random_inits, gqs = compute_inits(weights, C, s, seed)
+        random_inits, gqs = compute_inits(weights, s, seed)
         for m in METHODS:
             layer_inits = fixed.get(m) or random_inits[m]
             res = results[m]
