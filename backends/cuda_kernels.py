@@ -258,8 +258,18 @@ extern "C" __global__ void exponent_sums(const float* v, long long n, unsigned l
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         int e;
         float f = frexpf(v[i], &e);
-        long long m = (long long)(f * 16777216.0f);
-        if (m != 0) atomicAdd(&bins[e + 148], (unsigned long long)m);
+        int m = (int)(f * 16777216.0f);  // the 24-bit significand, exactly (|f| in [0.5, 1))
+#if __CUDA_ARCH__ >= 800
+        // warp-aggregated: lanes with the same exponent add their significands first (|sum| < 2^29), one
+        // shared atomic per exponent present in the warp (absmax values share few exponents)
+        int key = m != 0 ? e + 148 : -1;
+        unsigned group = __match_any_sync(__activemask(), key);
+        int part = __reduce_add_sync(group, m);
+        if (key >= 0 && (int)(threadIdx.x & 31) == __ffs(group) - 1)
+            atomicAdd(&bins[key], (unsigned long long)(long long)part);
+#else
+        if (m != 0) atomicAdd(&bins[e + 148], (unsigned long long)(long long)m);
+#endif
     }
     __syncthreads();
     for (int j = threadIdx.x; j < 277; j += blockDim.x)
