@@ -75,8 +75,9 @@ class Fused4bit:
             return FourBit(packed, absmax)
         offset = mean_offset(absmax)
         _, dmids, dorder = self.tables("dynamic")
+        # absmax (checked finite above) minus a finite offset, both >= 0, cannot overflow: no second check
         qabsmax, absmax2 = K.quantize(absmax, "float32", absmax.size, DQ_BLOCKSIZE, dmids, dorder, False,
-                                      offset=offset)
+                                      offset=offset, check=False)
         return FourBit(packed, None, qabsmax, absmax2, offset)
 
     def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):

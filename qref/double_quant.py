@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -73,10 +72,14 @@ def exponent_sums(absmax: np.ndarray) -> np.ndarray:
 
 
 def offset_from_exponent_sums(sums: np.ndarray, n: int) -> np.float32:
-    """The same offset as `mean_offset`, from per-exponent integer sums (exact Python-int arithmetic,
-    then one correctly rounded division): how a GPU backend gets the reference's mean."""
-    total = Fraction(0)
-    for e, s in zip(FREXP_EXPONENTS.tolist(), np.asarray(sums).tolist()):
-        if s:
-            total += Fraction(int(s)) * Fraction(2) ** (e - 24)
-    return np.float32(float(total) / n)
+    """The same offset as `mean_offset`, from per-exponent integer sums: the exact sum as one Python
+    integer in units of 2^-172 (the smallest c_i = m_i 2^(e-24) step), correctly rounded to float64 by
+    the integer division, then divided by n and rounded to float32: how a GPU backend gets the
+    reference's mean."""
+    sums = np.asarray(sums)
+    total = sum(int(sums[i]) << int(i) for i in np.flatnonzero(sums))  # bin i holds exponent e = i - 148
+    return np.float32(total / (1 << SUM_SHIFT) / n)
+
+
+#: exponent of the unit of `offset_from_exponent_sums`' integer total: 24 - FREXP_EXPONENTS[0].
+SUM_SHIFT = 24 - int(FREXP_EXPONENTS[0])
