@@ -103,6 +103,18 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
     }
 }
 
+// The same count as nearest()'s binary search, from midpoints held in registers (m[nm..15] = +inf):
+// every step selects its threshold with compile-time indices, so no memory is read per value.
+__device__ __forceinline__ int count_below(float s, const float* m) {
+    int c = s > m[7] ? 8 : 0;
+    c += s > (c ? m[11] : m[3]) ? 4 : 0;
+    float t3 = (c & 8) ? ((c & 4) ? m[13] : m[9]) : ((c & 4) ? m[5] : m[1]);
+    c += s > t3 ? 2 : 0;
+    float t4 = (c & 8) ? ((c & 4) ? ((c & 2) ? m[14] : m[12]) : ((c & 2) ? m[10] : m[8]))
+                       : ((c & 4) ? ((c & 2) ? m[6] : m[4]) : ((c & 2) ? m[2] : m[0]));
+    return c + (s > t4 ? 1 : 0);
+}
+
 // Block size 64, packed, <= 16 codes, no offset: the common QLoRA case. One warp per K consecutive
 // full blocks, one pair of elements per lane and block, all K pairs loaded before any is used (the
 // loads overlap); the same arithmetic as quant_blocks (absmax m, 1/max(m, 1e-38), clamp, count).
@@ -124,6 +136,11 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
     long long b0 = (((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5) * K;
     int lane = threadIdx.x & 31;
     if (b0 >= nfull) return;  // the whole warp leaves together
+#if REG_SEARCH
+    float m[16];
+    #pragma unroll
+    for (int j = 0; j < 16; ++j) m[j] = mids[j];
+#endif
     float a[K], c[K];
     #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -139,7 +156,11 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
         if (b0 + k < nfull) {
             float r = 1.0f / fmaxf(m, FLOOR);
             float s0 = fminf(fmaxf(a[k] * r, -1.0f), 1.0f), s1 = fminf(fmaxf(c[k] * r, -1.0f), 1.0f);
+#if REG_SEARCH
+            out[(b0 + k) * 32 + lane] = (unsigned char)((order[count_below(s0, m)] << 4) | order[count_below(s1, m)]);
+#else
             out[(b0 + k) * 32 + lane] = (unsigned char)((nearest(s0, mids, order, nm) << 4) | nearest(s1, mids, order, nm));
+#endif
             if (lane == 0) absmax[b0 + k] = m;
         }
     }
@@ -310,6 +331,7 @@ def _wrappers() -> str:
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: for tuning sweeps only
+REG_SEARCH = int(os.environ.get("QREF_REG_SEARCH", 1))  # midpoints in registers in the block-64 kernel
 QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 8))  # blocks per warp in the block-64 kernel (sweep: 8 best)
 
 
@@ -326,7 +348,8 @@ def module(device_id: int):
 
     with cp.cuda.Device(device_id) as dev:
         arch = f"--gpu-architecture=compute_{dev.compute_capability}"
-        prog = nvrtc.createProgram(f"#define QUANT64_K {QUANT64_K}\n" + SOURCE + _wrappers(), "qref_kernels.cu", [], [])
+        head = f"#define QUANT64_K {QUANT64_K}\n#define REG_SEARCH {REG_SEARCH}\n"
+        prog = nvrtc.createProgram(head + SOURCE + _wrappers(), "qref_kernels.cu", [], [])
         try:
             nvrtc.compileProgram(prog, [*OPTIONS, arch])
         except Exception as e:
