@@ -137,9 +137,9 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
     int lane = threadIdx.x & 31;
     if (b0 >= nfull) return;  // the whole warp leaves together
 #if REG_SEARCH
-    float m[16];
+    float mr[16];
     #pragma unroll
-    for (int j = 0; j < 16; ++j) m[j] = mids[j];
+    for (int j = 0; j < 16; ++j) mr[j] = mids[j];
 #endif
     float a[K], c[K];
     #pragma unroll
@@ -157,7 +157,7 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
             float r = 1.0f / fmaxf(m, FLOOR);
             float s0 = fminf(fmaxf(a[k] * r, -1.0f), 1.0f), s1 = fminf(fmaxf(c[k] * r, -1.0f), 1.0f);
 #if REG_SEARCH
-            out[(b0 + k) * 32 + lane] = (unsigned char)((order[count_below(s0, m)] << 4) | order[count_below(s1, m)]);
+            out[(b0 + k) * 32 + lane] = (unsigned char)((order[count_below(s0, mr)] << 4) | order[count_below(s1, mr)]);
 #else
             out[(b0 + k) * 32 + lane] = (unsigned char)((nearest(s0, mids, order, nm) << 4) | nearest(s1, mids, order, nm));
 #endif
