@@ -103,18 +103,6 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
     }
 }
 
-// The same count as nearest()'s binary search, from midpoints held in registers (m[nm..15] = +inf):
-// every step selects its threshold with compile-time indices, so no memory is read per value.
-__device__ __forceinline__ int count_below(float s, const float* m) {
-    int c = s > m[7] ? 8 : 0;
-    c += s > (c ? m[11] : m[3]) ? 4 : 0;
-    float t3 = (c & 8) ? ((c & 4) ? m[13] : m[9]) : ((c & 4) ? m[5] : m[1]);
-    c += s > t3 ? 2 : 0;
-    float t4 = (c & 8) ? ((c & 4) ? ((c & 2) ? m[14] : m[12]) : ((c & 2) ? m[10] : m[8]))
-                       : ((c & 4) ? ((c & 2) ? m[6] : m[4]) : ((c & 2) ? m[2] : m[0]));
-    return c + (s > t4 ? 1 : 0);
-}
-
 // Block size 64, packed, <= 16 codes, no offset: the common QLoRA case. One warp per K consecutive
 // full blocks, one pair of elements per lane and block, all K pairs loaded before any is used (the
 // loads overlap); the same arithmetic as quant_blocks (absmax m, 1/max(m, 1e-38), clamp, count).
@@ -136,11 +124,7 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
     long long b0 = (((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5) * K;
     int lane = threadIdx.x & 31;
     if (b0 >= nfull) return;  // the whole warp leaves together
-#if REG_SEARCH
-    float mr[16];
-    #pragma unroll
-    for (int j = 0; j < 16; ++j) mr[j] = mids[j];
-#endif
+
     float a[K], c[K];
     #pragma unroll
     for (int k = 0; k < K; ++k) {
@@ -156,11 +140,7 @@ __device__ void quant64(const void* x, long long nfull, const float* mids_g, con
         if (b0 + k < nfull) {
             float r = 1.0f / fmaxf(m, FLOOR);
             float s0 = fminf(fmaxf(a[k] * r, -1.0f), 1.0f), s1 = fminf(fmaxf(c[k] * r, -1.0f), 1.0f);
-#if REG_SEARCH
-            out[(b0 + k) * 32 + lane] = (unsigned char)((order[count_below(s0, mr)] << 4) | order[count_below(s1, mr)]);
-#else
             out[(b0 + k) * 32 + lane] = (unsigned char)((nearest(s0, mids, order, nm) << 4) | nearest(s1, mids, order, nm));
-#endif
             if (lane == 0) absmax[b0 + k] = m;
         }
     }
@@ -331,8 +311,10 @@ def _wrappers() -> str:
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: for tuning sweeps only
-REG_SEARCH = int(os.environ.get("QREF_REG_SEARCH", 1))  # midpoints in registers in the block-64 kernel
-QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 8))  # blocks per warp in the block-64 kernel (sweep: 8 best)
+# Blocks per warp in the block-64 kernel. Sweeps on an H100 (asv_bench/tune_kernels.py): 4 and 8 within
+# noise of each other (~1000-1090 GB/s at 28672 x 8192); midpoints in registers chosen by selects were
+# slower (710-800 GB/s) than the shared-memory binary search, and were dropped.
+QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 4))
 
 
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
@@ -348,7 +330,7 @@ def module(device_id: int):
 
     with cp.cuda.Device(device_id) as dev:
         arch = f"--gpu-architecture=compute_{dev.compute_capability}"
-        head = f"#define QUANT64_K {QUANT64_K}\n#define REG_SEARCH {REG_SEARCH}\n"
+        head = f"#define QUANT64_K {QUANT64_K}\n"
         prog = nvrtc.createProgram(head + SOURCE + _wrappers(), "qref_kernels.cu", [], [])
         try:
             nvrtc.compileProgram(prog, [*OPTIONS, arch])
