@@ -20,17 +20,20 @@ def t(fn, reps=20):
 n = x.numel(); moved = 2 * n + n // 2 + 4 * (n // 64)
 q = cb.quantize_4bit(xb, 64, "nf4")
 tq, td = t(lambda: cb.quantize_4bit(xb, 64, "nf4")), t(lambda: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16"))
-digest = int(cp.asnumpy(q.packed[::4097]).astype(np.int64).sum()) ^ int(cp.asnumpy(q.absmax).view(np.int32)[::7].astype(np.int64).sum())
+dq = cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")
+dq_bits = (dq.bits if hasattr(dq, "bits") else dq).ravel()
+digest = (int(cp.asnumpy(q.packed[::4097]).astype(np.int64).sum()) ^ int(cp.asnumpy(q.absmax).view(np.int32)[::7].astype(np.int64).sum())
+          ^ int(cp.asnumpy(dq_bits[::3001]).astype(np.int64).sum()))
 print(f"{moved / tq / 1e6:.0f} {moved / td / 1e6:.0f} {digest}")
 """
 
 base = None
-for k, w in itertools.product((1, 2, 4, 8, 16), (4, 8, 16)):
-    env = dict(os.environ, QREF_QUANT64_K=str(k), QREF_WARPS_PER_CTA=str(w))
+for k, w, dw in [(4, 8, 1), (4, 8, 2), (4, 8, 4), (8, 8, 1), (8, 8, 2), (8, 8, 4)]:
+    env = dict(os.environ, QREF_QUANT64_K=str(k), QREF_WARPS_PER_CTA=str(w), QREF_DQ_WORDS=str(dw))
     out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True)
     if out.returncode:
         print(k, w, "failed", out.stderr[-300:])
         continue
     q, d, digest = out.stdout.split()[-3:]
     base = base or digest
-    print(f"K={k} warps={w}: quantize {q} GB/s, dequantize {d} GB/s, same bytes as the first: {digest == base}", flush=True)
+    print(f"K={k} warps={w} dequant words/thread={dw}: quantize {q} GB/s, dequantize {d} GB/s, same bytes as the first: {digest == base}", flush=True)

@@ -184,7 +184,9 @@ __device__ void dequant8(const unsigned int* packed, long long n, int B, const f
     __shared__ float table[16];
     if (threadIdx.x < 16) table[threadIdx.x] = table_g[threadIdx.x];
     __syncthreads();
-    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    #pragma unroll
+    for (int w = 0; w < DQ_WORDS; ++w) {  // DQ_WORDS words per thread, each step coalesced across the CTA
+    long long t = ((long long)blockIdx.x * DQ_WORDS + w) * blockDim.x + threadIdx.x;
     if (8 * t >= n) return;
     unsigned int word = packed[t];
     long long b = (8 * t) >> (__ffs(B) - 1);  // B is a power of two on this path (host checks): no division
@@ -209,10 +211,11 @@ __device__ void dequant8(const unsigned int* packed, long long n, int B, const f
             if (OUT == 1) h[k] = float_to_half(v[k]);
             else { unsigned int u = __float_as_uint(v[k]); h[k] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16); }
         }
-        uint4 w;
-        w.x = h[0] | ((unsigned int)h[1] << 16); w.y = h[2] | ((unsigned int)h[3] << 16);
-        w.z = h[4] | ((unsigned int)h[5] << 16); w.w = h[6] | ((unsigned int)h[7] << 16);
-        ((uint4*)out)[t] = w;
+        uint4 o;
+        o.x = h[0] | ((unsigned int)h[1] << 16); o.y = h[2] | ((unsigned int)h[3] << 16);
+        o.z = h[4] | ((unsigned int)h[5] << 16); o.w = h[6] | ((unsigned int)h[7] << 16);
+        ((uint4*)out)[t] = o;
+    }
     }
 }
 
@@ -315,6 +318,7 @@ WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: for tuning 
 # noise of each other (~1000-1090 GB/s at 28672 x 8192); midpoints in registers chosen by selects were
 # slower (710-800 GB/s) than the shared-memory binary search, and were dropped.
 QUANT64_K = int(os.environ.get("QREF_QUANT64_K", 4))
+DQ_WORDS = int(os.environ.get("QREF_DQ_WORDS", 1))  # packed 32-bit words per thread in dequant8
 
 
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
@@ -330,7 +334,7 @@ def module(device_id: int):
 
     with cp.cuda.Device(device_id) as dev:
         arch = f"--gpu-architecture=compute_{dev.compute_capability}"
-        head = f"#define QUANT64_K {QUANT64_K}\n"
+        head = f"#define QUANT64_K {QUANT64_K}\n#define DQ_WORDS {DQ_WORDS}\n"
         prog = nvrtc.createProgram(head + SOURCE + _wrappers(), "qref_kernels.cu", [], [])
         try:
             nvrtc.compileProgram(prog, [*OPTIONS, arch])
@@ -409,7 +413,7 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, a
     threads = (n + 1) // 2 if pack else n
     kernel = module(codes.device.id).get_function(DEQUANT_NAMES[(FORMATS[out_fmt], pack)])
     if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and codes.data.ptr % 4 == 0:
-        threads = n // 8
+        threads = -(-(n // 8) // DQ_WORDS)
         kernel = module(codes.device.id).get_function(f"dequant8_f{FORMATS[out_fmt]}")
     null = np.uint64(0)
     bad = cp.zeros(1, dtype=cp.int32)
