@@ -186,36 +186,36 @@ __device__ void dequant8(const unsigned int* packed, long long n, int B, const f
     __syncthreads();
     #pragma unroll
     for (int w = 0; w < DQ_WORDS; ++w) {  // DQ_WORDS words per thread, each step coalesced across the CTA
-    long long t = ((long long)blockIdx.x * DQ_WORDS + w) * blockDim.x + threadIdx.x;
-    if (8 * t >= n) return;
-    unsigned int word = packed[t];
-    long long b = (8 * t) >> (__ffs(B) - 1);  // B is a power of two on this path (host checks): no division
-    float a = qabsmax == 0 ? absmax[b]
-        : dyn[qabsmax[b]] * absmax2[(B2 & (B2 - 1)) == 0 ? b >> (__ffs(B2) - 1) : b / B2] + offset;
-    if (!isfinite(a)) atomicOr(bad, 1);
-    float v[8];
-    #pragma unroll
-    for (int k = 0; k < 4; ++k) {  // byte k of the word holds outputs 2k (high nibble) and 2k+1
-        unsigned int byte = (word >> (8 * k)) & 0xFFu;
-        v[2 * k] = table[byte >> 4] * a;
-        v[2 * k + 1] = table[byte & 15u] * a;
-    }
-    if (OUT == 0) {
-        float4* o = (float4*)out + 2 * t;
-        o[0] = make_float4(v[0], v[1], v[2], v[3]);
-        o[1] = make_float4(v[4], v[5], v[6], v[7]);
-    } else {
-        unsigned short h[8];
+        long long t = ((long long)blockIdx.x * DQ_WORDS + w) * blockDim.x + threadIdx.x;
+        if (8 * t >= n) return;
+        unsigned int word = packed[t];
+        long long b = (8 * t) >> (__ffs(B) - 1);  // B is a power of two on this path (host checks): no division
+        float a = qabsmax == 0 ? absmax[b]
+            : dyn[qabsmax[b]] * absmax2[(B2 & (B2 - 1)) == 0 ? b >> (__ffs(B2) - 1) : b / B2] + offset;
+        if (!isfinite(a)) atomicOr(bad, 1);
+        float v[8];
         #pragma unroll
-        for (int k = 0; k < 8; ++k) {
-            if (OUT == 1) h[k] = float_to_half(v[k]);
-            else { unsigned int u = __float_as_uint(v[k]); h[k] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16); }
+        for (int k = 0; k < 4; ++k) {  // byte k of the word holds outputs 2k (high nibble) and 2k+1
+            unsigned int byte = (word >> (8 * k)) & 0xFFu;
+            v[2 * k] = table[byte >> 4] * a;
+            v[2 * k + 1] = table[byte & 15u] * a;
         }
-        uint4 o;
-        o.x = h[0] | ((unsigned int)h[1] << 16); o.y = h[2] | ((unsigned int)h[3] << 16);
-        o.z = h[4] | ((unsigned int)h[5] << 16); o.w = h[6] | ((unsigned int)h[7] << 16);
-        ((uint4*)out)[t] = o;
-    }
+        if (OUT == 0) {
+            float4* o = (float4*)out + 2 * t;
+            o[0] = make_float4(v[0], v[1], v[2], v[3]);
+            o[1] = make_float4(v[4], v[5], v[6], v[7]);
+        } else {
+            unsigned short h[8];
+            #pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                if (OUT == 1) h[k] = float_to_half(v[k]);
+                else { unsigned int u = __float_as_uint(v[k]); h[k] = (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16); }
+            }
+            uint4 o;
+            o.x = h[0] | ((unsigned int)h[1] << 16); o.y = h[2] | ((unsigned int)h[3] << 16);
+            o.z = h[4] | ((unsigned int)h[5] << 16); o.w = h[6] | ((unsigned int)h[7] << 16);
+            ((uint4*)out)[t] = o;
+        }
     }
 }
 
