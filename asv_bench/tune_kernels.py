@@ -1,7 +1,6 @@
 """Sweep the block-64 quantize kernel's launch shape (blocks per warp K, warps per CTA) on the GPU table's
 largest size, each configuration checked bit-exact against the first. Prints GB/s for quantize and
 dequantize. python asv_bench/tune_kernels.py"""
-import itertools
 import os
 import subprocess
 import sys

@@ -25,11 +25,6 @@ def as_format(x32: np.ndarray, fmt: str):
     return BFloat16Array.from_float32(x32.astype(np.float32))
 
 
-def values32(x) -> np.ndarray:
-    """Any battery input as float32 values (exact)."""
-    return x.to_float32() if isinstance(x, BFloat16Array) else np.asarray(x, dtype=np.float32)
-
-
 def midpoint_block(quant_type: str, blocksize: int, nudge: int = 0) -> np.ndarray:
     """A block with absmax exactly 1 whose other values lie on the codebook's midpoints (+- nudge ulps)."""
     mids = get_codebook(quant_type).midpoints

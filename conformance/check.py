@@ -18,6 +18,7 @@ import numpy as np
 import qref
 from qref.blockwise import block_absmax, scale_blocks
 from qref.double_quant import DQ_BLOCKSIZE
+from qref.dtypes import as_float32
 
 from . import battery, divergences, shrink
 from .peers import bitsandbytes as bnb
@@ -42,7 +43,7 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                 t_absmax = bnb.from_torch(t_state.absmax)
                 row("quantize_4bit packed", cfg).add(case, packed.reshape(-1), t_packed, inputs=x,
                                                      shrink=shrinks["packed"], classifiers=[divergences.kernel_4bit_codes],
-                                                     x32=battery.values32(x), blocksize=bs, quant_type=qt,
+                                                     x32=as_float32(x), blocksize=bs, quant_type=qt,
                                                      their_absmax=t_absmax)
                 row("quantize_4bit absmax", cfg).add(case, state.absmax, t_absmax, inputs=x, shrink=shrinks["absmax"],
                                                      classifiers=[divergences.unfloored_zero_absmax,

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from qref.dtypes import BFloat16Array, cast_float32, format_of
+from qref.dtypes import BFloat16Array, as_float32, cast_float32, format_of
 from qref.profiles import peft_loftq as pl
 
 from . import divergences
 from .peers import peft
 from .report import Row
-from .shrink import values32
 
 
 def cases(quick: bool = False):
@@ -43,7 +42,7 @@ def check_peft(quick: bool = False, device: str = "cuda") -> list[Row]:
         return rows.setdefault(op, Row(op, "nf4, block 64, float32"))
 
     for name, W in cases(quick):
-        w32 = values32(W)
+        w32 = as_float32(W)
         for rank, iters in ((8, 1), (32, 5)) if not quick else ((8, 1), (16, 3)):
             case = f"{name}, rank {rank}, {iters} iter"
             Q, A, B = peft.loftq_init(W, 4, rank, iters, device)
@@ -56,7 +55,7 @@ def check_peft(quick: bool = False, device: str = "cuda") -> list[Row]:
                                           classifiers=[divergences.nf4_value_at_midpoint], x32=w32, blocksize=64)
             if format_of(W) != "float32":
                 continue  # Q comes back rounded to the input format: the certificates need float32
-            q32 = values32(Q)
+            q32 = as_float32(Q)
             row("B A Eckart-Young").certify(case, abs(pl.eckart_young_gap(w32, q32, A, B)), 1e-6, "relative gap")
             row("Q_T fixed point").certify(case, pl.fixed_point_fraction(q32), 0.0, "moved fraction")
             theirs_obj = np.linalg.norm(w32.astype(np.float64) - q32 - B.astype(np.float64) @ A)

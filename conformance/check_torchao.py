@@ -14,13 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 import qref
+from qref.dtypes import as_float32
 from qref.packing import unpack_nibbles
 from qref.profiles import torchao_nf4 as tao
 
 from . import battery, divergences
 from .peers import torchao as ta
 from .report import Row
-from .shrink import blockwise, flat, take, values32
+from .shrink import blockwise, flat, take
 
 BLOCK = 64
 
@@ -33,7 +34,7 @@ def cases(quick: bool = False):
         yield f"default 128x128/{fmt}", battery.as_format(rng.standard_normal((128, 128)).astype(np.float32), fmt), 256
     for name, x in battery.cases("nf4", BLOCK):
         flat_x = flat(x)
-        n = (values32(flat_x).size // BLOCK) * BLOCK
+        n = (as_float32(flat_x).size // BLOCK) * BLOCK
         if n == 0:
             continue
         n_blocks = n // BLOCK
@@ -80,7 +81,7 @@ def _versus_bitsandbytes(row, case, x, fmt, theirs, device) -> None:
     packed, state = qref.quantize_4bit(x, BLOCK, "nf4")
     bnb_codes = unpack_nibbles(packed.reshape(-1), n)
     tao_codes = unpack_nibbles(theirs.quantized_data, n)
-    x32 = values32(x).reshape(-1, BLOCK)
+    x32 = as_float32(x).reshape(-1, BLOCK)
     absmax = np.abs(x32).max(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled32 = (x32 / np.maximum(absmax, np.float32(1e-38))).astype(np.float32)
@@ -98,4 +99,4 @@ def _versus_bitsandbytes(row, case, x, fmt, theirs, device) -> None:
     bnb_values = qref.dequantize_4bit(packed, state, out_dtype=fmt)
     row("values vs bitsandbytes", fmt).add(case, bnb_values, ta.dequantize(theirs, device),
                                            classifiers=[divergences.torchao_scalers], inputs=x,
-                                           profile_out=values32(tao.dequantize(theirs)))
+                                           profile_out=as_float32(tao.dequantize(theirs)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qref.dtypes import BFloat16Array
+from qref.dtypes import BFloat16Array, as_float32
 
 from .report import as_bits
 
@@ -19,10 +19,6 @@ def take(x, n: int, start: int = 0):
     if isinstance(x, BFloat16Array):
         return BFloat16Array(x.bits[start:start + n].copy())
     return x[start:start + n].copy()
-
-
-def values32(x) -> np.ndarray:
-    return x.to_float32() if isinstance(x, BFloat16Array) else np.asarray(x, np.float32)
 
 
 def keep(block, positions):
@@ -40,9 +36,9 @@ def blockwise(x, element: int, blocksize: int, run):
     """(label, smaller input, ours, theirs) for the smallest candidate on which `run(input) ->
     (ours, theirs)` still differs, or None when neither candidate does."""
     start = (element // blocksize) * blocksize
-    block = take(x, min(blocksize, values32(flat(x)).size - start), start)
+    block = take(x, min(blocksize, as_float32(flat(x)).size - start), start)
     j = element - start
-    peak = int(np.argmax(np.abs(values32(block))))
+    peak = int(np.argmax(np.abs(as_float32(block))))
     for label, candidate in ((f"element {element} and its block's absmax, rest zero", keep(block, sorted({j, peak}))),
                              (f"the block at element {start}", block)):
         ours, theirs = run(candidate)

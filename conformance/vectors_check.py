@@ -13,10 +13,9 @@ import numpy as np
 
 from qref.backend import FourBit
 from qref.dtypes import format_of
-
-from .report import as_bits
 from qref.registry import get_backend
 
+from .report import as_bits
 from .vectors import decode
 
 

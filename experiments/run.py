@@ -7,10 +7,10 @@ held-out domain, and writes results.json, results.md and two SVG plots to DIR (d
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import time
-import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 

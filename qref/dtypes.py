@@ -62,6 +62,11 @@ def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), quiet_nan, rounded)
 
 
+def as_float32(x) -> np.ndarray:
+    """The float32 values of any accepted array (bfloat16 and float16 widen exactly)."""
+    return x.to_float32() if isinstance(x, BFloat16Array) else np.asarray(x, dtype=np.float32)
+
+
 def format_of(x) -> str:
     """The element format of an accepted input array (see `FLOAT_FORMATS`)."""
     if isinstance(x, BFloat16Array):

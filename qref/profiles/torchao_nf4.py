@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _checks
 from ..double_quant import mean_offset
-from ..dtypes import BFloat16Array, cast_float32
+from ..dtypes import as_float32, cast_float32
 from ..packing import pack_nibbles, unpack_nibbles
 
 NAME = "torchao"
@@ -41,11 +41,7 @@ def _r(x32: np.ndarray, fmt: str) -> np.ndarray:
     """Round float32 values to `fmt` (nearest even) and widen back to float32: one op in `fmt`."""
     with np.errstate(over="ignore", invalid="ignore"):
         y = cast_float32(np.asarray(x32, dtype=np.float32), fmt)
-    return y.to_float32() if isinstance(y, BFloat16Array) else np.asarray(y, dtype=np.float32)
-
-
-def _f32(a) -> np.ndarray:
-    return a.to_float32() if isinstance(a, BFloat16Array) else np.asarray(a, dtype=np.float32)
+    return as_float32(y)
 
 
 def table(fmt: str) -> np.ndarray:
@@ -88,7 +84,7 @@ def quantize_scalers(absmax: np.ndarray, fmt: str, scaler_block_size: int, mean=
     the exact mean rounded to float32, then to fmt; `mean` substitutes another (e.g. torch's)."""
     if mean is None:
         mean = _r(np.array(mean_offset(absmax), dtype=np.float32), fmt)
-    mean = _f32(mean).reshape(())
+    mean = as_float32(mean).reshape(())
     centred = _r(absmax - mean, fmt).reshape(-1, scaler_block_size)
     peak = np.abs(centred).max(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -128,7 +124,7 @@ def dequantize(t: TorchaoNF4):
     """NF4Tensor.get_original_weight(): rn(t_code * a') in the input format, in the tensor's shape."""
     n = int(np.prod(t.shape))
     codes = unpack_nibbles(t.quantized_data, n).reshape(-1, t.block_size)
-    scalers = dequantize_scalers(t.quantized_scalers, _f32(t.quantization_factor), _f32(t.scaler_mean), t.fmt,
+    scalers = dequantize_scalers(t.quantized_scalers, as_float32(t.quantization_factor), as_float32(t.scaler_mean), t.fmt,
                                  t.scaler_block_size)
     values = _r(table(t.fmt)[codes] * scalers[:, None], t.fmt)
     return cast_float32(values.reshape(t.shape), t.fmt)
