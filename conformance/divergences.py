@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qref.blockwise import ABSMAX_FLOOR, block_absmax
+
 
 def signed_zero(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
     """Both sides are zero and differ only in sign (e.g. FP4 code 8 in bitsandbytes' CPU kernel)."""
@@ -165,10 +167,7 @@ def kernel_4bit_codes(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32
     zero = np.asarray(their_absmax).ravel()[block] == 0
     values = get_codebook(quant_type).values.astype(np.float32)
     signed = np.array([{a, b} == {0, 8} for a, b in zip(co[e], ct[e])]) if quant_type == "fp4" else np.zeros(e.size, bool)
-    absmax = np.maximum(np.abs(x32.ravel()[: (n // blocksize) * blocksize]).reshape(-1, blocksize).max(axis=1)
-                        if n >= blocksize else np.zeros(0, np.float32), np.float32(1e-38))
-    tail = np.abs(x32.ravel()[(n // blocksize) * blocksize:])
-    absmax = np.concatenate([absmax, [max(np.float32(tail.max()), np.float32(1e-38))]]) if tail.size else absmax
+    absmax = np.maximum(block_absmax(x32.ravel(), blocksize), ABSMAX_FLOOR)  # the divisor of every block
     s = (x32.ravel()[e] / absmax[block]).astype(np.float32)
     near = _adjacent_at_midpoint(s, co[e], ct[e], values, max_ulps)
     from qref.backend import zero_code
@@ -193,7 +192,7 @@ def nf4_value_at_midpoint(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray,
     from qref.codebooks import get_codebook
 
     values = get_codebook("nf4").values.astype(np.float32)
-    absmax = np.maximum(np.abs(x32).reshape(-1, blocksize).max(axis=1), np.float32(1e-38))[idx // blocksize]
+    absmax = np.maximum(block_absmax(x32.ravel(), blocksize), ABSMAX_FLOOR)[idx // blocksize]
 
     def code(v):
         return np.argmin(np.abs(v.ravel()[idx, None] / absmax[:, None] - values[None, :]), axis=1)
