@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from qref import groupwise, loftq, lqlora, quailora
-from qref.lowrank import nf_quantize
 
 NF4 = lqlora.LQConfig(4, 64, 256)  # QLoRA's storage: NF4, block 64, 8-bit absmax in blocks of 256
 NF8 = lqlora.LQConfig(8, 64, 256)
@@ -88,13 +87,14 @@ def qalora_init(W, rank, rng) -> tuple[Init, groupwise.GroupQuant]:
     return Init(base, A, np.zeros((W.shape[0], rank), np.float32), pool=QALORA_GROUP, bits=4 + 32 / QALORA_GROUP), gq
 
 
+def calibrated_norm(weights: dict, C: dict) -> float:
+    """sum over layers of tr(W C W^T): the calibrated error of an all-zero approximation (J's scale)."""
+    return sum(float(np.sum((W.astype(np.float64) @ C[n]) * W)) for n, W in weights.items())
+
+
 def calibrated_error(W, init: Init, C) -> float:
     """tr((W - W_base - B A) C (...)^T): the output error on calibration inputs (QuAILoRA's J)."""
     if init.pool != 1:
         return float("nan")
     E = W.astype(np.float64) - init.W - init.B.astype(np.float64) @ init.A
     return float(np.sum((E @ C) * E))
-
-
-def nf_error(W, bits=4) -> float:
-    return float(np.linalg.norm(W - nf_quantize(W, bits, 64, 256)))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from qref import qalora
+from qref.groupwise import dequantize_groupwise
 
 from . import corpus as corpus_mod
 from . import inits, report
@@ -47,8 +48,8 @@ def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str,
     return {n: (sums[n] / counts[n]).numpy() for n in sums}
 
 
-def compute_inits(weights, s, seed) -> dict[str, dict]:
-    """{method: {layer: Init}} (QA-LoRA's entries also carry the GroupQuant for the merge)."""
+def compute_inits(weights, s, seed) -> tuple[dict, dict]:
+    """The seed-dependent initialisations: ({method: {layer: Init}}, {layer: QA-LoRA GroupQuant for the merge})."""
     rng = np.random.default_rng(seed)
     out = {m: {} for m in METHODS}
     gqs = {}
@@ -108,25 +109,22 @@ def merge_qalora(model: ByteGPT, gqs, rank) -> None:
     for n, lin in model.linears().items():
         A, B = lin.A.detach().double().cpu().numpy(), lin.B.detach().double().cpu().numpy()
         merged = qalora.merge(gqs[n], A, B, alpha=rank, pooling="average", zeros_dtype="float64")
-        from qref.groupwise import dequantize_groupwise
-
         lin.weight.copy_(torch.from_numpy(dequantize_groupwise(merged).astype(np.float32)))
         lin.A = lin.B = None
 
 
 def error_vs_rank(weights, C, ranks) -> dict:
     """Relative errors summed over layers: Frobenius ||W - Q - BA|| / ||W|| and calibrated J / J(W)."""
+    total_fro = sum(float(np.linalg.norm(W) ** 2) for W in weights.values())
+    total_cal = inits.calibrated_norm(weights, C)
     rows = {}
     for r in ranks:
         fro, cal = {}, {}
-
         done = per_layer("rank", weights, C, r)
         for n, W in weights.items():
             for m, init in done[n].items():
                 fro[m] = fro.get(m, 0) + float(np.linalg.norm(W - init.W - init.B @ init.A) ** 2)
                 cal[m] = cal.get(m, 0) + inits.calibrated_error(W, init, C[n])
-        total_fro = sum(float(np.linalg.norm(W) ** 2) for W in weights.values())
-        total_cal = sum(float(np.sum((W.astype(np.float64) @ C[n]) * W)) for n, W in weights.items())
         rows[r] = {m: {"frobenius": (fro[m] / total_fro) ** 0.5, "calibrated": cal[m] / total_cal} for m in fro}
     return rows
 
@@ -154,7 +152,7 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
     fixed = deterministic_inits(weights, C, s)
     log(f"initialisers (qref, NumPy on the CPU) in {time.time() - t1:.0f} s")
     results = {m: {"seeds": {}} for m in METHODS}
-    w_cal = sum(float(np.sum((W.astype(np.float64) @ C[n]) * W)) for n, W in weights.items())
+    w_cal = inits.calibrated_norm(weights, C)
     for seed in seeds:
         random_inits, gqs = compute_inits(weights, s, seed)
         for m in METHODS:
