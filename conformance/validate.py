@@ -11,7 +11,7 @@ Libraries and what is compared (docs/validate.md):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import qref
 
@@ -93,7 +93,7 @@ def text(reports: list[dict], skipped: list[str]) -> str:
     out = []
     for rep in reports:
         head = f"{rep['library']} {rep['version']} on {rep['device']}"
-        out.append(render([replace(r, note=r.note) for r in rep["rows"]], head))
+        out.append(render(rep["rows"], head))
         lines = [f"  {r.op} | {r.config} | {k} ({r.class_counts.get(k, 0)} cases, max |diff| {r.max_abs_diff:.3g}):\n"
                  f"      {e.line()}" for r in rep["rows"] for k, e in r.examples.items()]
         if lines:
