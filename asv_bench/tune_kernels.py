@@ -1,6 +1,6 @@
-"""Sweep the block-64 quantize kernel's launch shape (blocks per warp K, warps per CTA) on the GPU table's
-largest size, each configuration checked bit-exact against the first. Prints GB/s for quantize and
-dequantize. python asv_bench/tune_kernels.py"""
+"""Sweep the kernels' launch shapes on the GPU table's largest size (quant_lut: CTAs per SM and warps per
+CTA; dequant8: words per thread, streaming loads/stores), each configuration checked bit-exact against
+the first. Prints GB/s for quantize and dequantize. python asv_bench/tune_kernels.py"""
 import os
 import subprocess
 import sys
@@ -27,12 +27,15 @@ print(f"{moved / tq / 1e6:.0f} {moved / td / 1e6:.0f} {digest}")
 """
 
 base = None
-for k, w, dw in [(4, 8, 1), (4, 8, 2), (4, 8, 4), (8, 8, 1), (8, 8, 2), (8, 8, 4)]:
-    env = dict(os.environ, QREF_QUANT64_K=str(k), QREF_WARPS_PER_CTA=str(w), QREF_DQ_WORDS=str(dw))
+CONFIGS = [(8, 8, 1, 0), (4, 8, 1, 0), (16, 8, 1, 0), (8, 4, 1, 0), (4, 16, 1, 0),
+           (8, 8, 2, 0), (8, 8, 4, 0), (8, 8, 1, 1), (8, 8, 2, 1)]
+for k, w, dw, st in CONFIGS:
+    env = dict(os.environ, QREF_CTAS_PER_SM=str(k), QREF_WARPS_PER_CTA=str(w), QREF_DQ_WORDS=str(dw),
+               QREF_DQ_STREAM=str(st))
     out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True)
     if out.returncode:
         print(k, w, "failed", out.stderr[-300:])
         continue
     q, d, digest = out.stdout.split()[-3:]
     base = base or digest
-    print(f"K={k} warps={w} dequant words/thread={dw}: quantize {q} GB/s, dequantize {d} GB/s, same bytes as the first: {digest == base}", flush=True)
+    print(f"CTAs/SM={k} warps={w} dequant words/thread={dw} stream={st}: quantize {q} GB/s, dequantize {d} GB/s, same bytes as the first: {digest == base}", flush=True)

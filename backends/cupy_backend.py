@@ -17,6 +17,7 @@ from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
 from . import cuda_kernels as K
+from . import cuda_lut
 
 
 def _cupy():
@@ -50,16 +51,20 @@ class CupyBF16:
 
 
 class _Tables:
-    """Codebook values, midpoints and order on one device, from qref.codebooks."""
+    """Codebook values, midpoints, order and bucket table (backends/cuda_lut.py: (entries, bits) or None)
+    on the current device, from qref.codebooks."""
 
     def __init__(self, cp):
         self.cp, self.cache = cp, {}
 
     def __call__(self, name):
-        if name not in self.cache:
+        key = (name, self.cp.cuda.Device().id)
+        if key not in self.cache:
             cb = get_codebook(name)
-            self.cache[name] = tuple(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8)))
-        return self.cache[name]
+            lut = cuda_lut.build(cb.midpoints, cb.order)
+            self.cache[key] = (*(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))),
+                               None if lut is None else (self.cp.asarray(lut.entries), lut.bits))
+        return self.cache[key]
 
 
 class Fused4bit:
@@ -68,16 +73,20 @@ class Fused4bit:
     def __init__(self, cp):
         self.cp, self.tables = cp, _Tables(cp)
 
-    def quantize(self, flat, fmt, blocksize, quant_type, double_quant, mean_offset):
-        _, mids, order = self.tables(quant_type)
-        packed, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, True, zero_code(quant_type))
+    def quantize(self, flat, fmt, blocksize, quant_type, double_quant):
+        """One host round-trip (the non-finite flag), after every kernel is queued; with double_quant the
+        offset (the exact mean of the absmax) is computed and used on the device and stays there."""
+        _, mids, order, lut = self.tables(quant_type)
+        packed, absmax, ws = K.quantize(flat, fmt, flat.size, blocksize, mids, order, True, zero_code(quant_type),
+                                        table=lut, sums=double_quant, check=not double_quant)
         if not double_quant:
             return FourBit(packed, absmax)
-        offset = mean_offset(absmax)
-        _, dmids, dorder = self.tables("dynamic")
-        # absmax (checked finite above) minus a finite offset, both >= 0, cannot overflow: no second check
-        qabsmax, absmax2 = K.quantize(absmax, "float32", absmax.size, DQ_BLOCKSIZE, dmids, dorder, False,
-                                      offset=offset, check=False)
+        offset = K.DeviceScalar(ws.offset)
+        _, dmids, dorder, _ = self.tables("dynamic")
+        # finite absmax minus their finite mean cannot overflow: the second kernel's flag is not needed
+        qabsmax, absmax2, _ = K.quantize(absmax, "float32", absmax.size, DQ_BLOCKSIZE, dmids, dorder, False,
+                                         offset=offset, check=False, ws=ws)
+        ws.check(K.NONFINITE)
         return FourBit(packed, None, qabsmax, absmax2, offset)
 
     def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):
@@ -131,8 +140,8 @@ class CupyBackend(BackendBase):
     def quantize_blockwise(self, x, codebook, blocksize):
         blocksize = _checks.positive_int(blocksize, "blocksize")
         flat, fmt, shape = self._flat_input(x)
-        _, mids, order = self._fused.tables(codebook)
-        codes, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False)
+        _, mids, order, _ = self._fused.tables(codebook)
+        codes, absmax, _ = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False)
         return codes.reshape(shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
@@ -184,7 +193,7 @@ class CupyBackend(BackendBase):
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         flat, fmt, _ = self._flat_input(x)
         with self._dev:
-            return self._fused.quantize(flat, fmt, blocksize, quant_type, double_quant, self.mean_offset)
+            return self._fused.quantize(flat, fmt, blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
@@ -252,8 +261,7 @@ class TorchBridge:
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         fmt = str(x.dtype).replace("torch.", "")
         with self.cp.cuda.Device(self.index), self._stream():
-            q = self.fused.quantize(self._to_cupy(x.reshape(-1)), fmt, blocksize, quant_type, double_quant,
-                                    backend.mean_offset_cupy)
+            q = self.fused.quantize(self._to_cupy(x.reshape(-1)), fmt, blocksize, quant_type, double_quant)
         conv = lambda a: None if a is None else self._to_torch(a)
         return FourBit(conv(q.packed), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
 

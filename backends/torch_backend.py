@@ -197,14 +197,6 @@ class TorchBackend(BackendBase):
             return super().dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
         return self._fused.dequantize_4bit(self, q, shape, blocksize, quant_type, out_dtype)
 
-    def mean_offset_cupy(self, absmax):
-        """The exact mean of a cupy absmax (the fused path's double quantization)."""
-        from qref.double_quant import offset_from_exponent_sums
-
-        from . import cuda_kernels
-
-        return offset_from_exponent_sums(cuda_kernels.exponent_sums(absmax), int(absmax.size))
-
     # ---- linear algebra ----
     def astype(self, a, dtype):
         return a.to(getattr(torch, _FLOATS[dtype]))

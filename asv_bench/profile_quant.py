@@ -1,0 +1,50 @@
+"""Where the time of one fused 4-bit call goes, on a GPU: host (Python, launches, the one flag read) and
+device time per call (cupyx.profiler.benchmark), for qref's CuPy backend and bitsandbytes, next to the
+device's copy and write-only ceilings. python asv_bench/profile_quant.py [--sizes 4096x4096 ...]"""
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv=None):
+    import cupy as cp
+    import torch
+    from cupyx.profiler import benchmark
+
+    from backends.cupy_backend import CupyBackend, CupyBF16
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])
+    args = ap.parse_args(argv)
+    cb = CupyBackend("cuda")
+    try:
+        import bitsandbytes.functional as F
+    except Exception:  # noqa: BLE001
+        F = None
+    for size in args.sizes:
+        r, c = map(int, size.split("x"))
+        x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
+        xb = CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+        n = x.numel()
+        out = torch.empty_like(x)
+        rows = {"copy (clone)": lambda: x.clone(), "write only (zero_)": lambda: out.zero_(),
+                "read only (amax)": lambda: x.view(torch.int16).amax()}
+        for dq in (False, True):
+            q = cb.quantize_4bit(xb, 64, "nf4", dq)
+            rows[f"qref quantize{' +dq' if dq else ''}"] = lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq)
+            rows[f"qref dequantize{' +dq' if dq else ''}"] = lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4",
+                                                                                              "bfloat16")
+            if F is not None:
+                p, s = F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq)
+                rows[f"bnb quantize{' +dq' if dq else ''}"] = lambda dq=dq: F.quantize_4bit(
+                    x, blocksize=64, quant_type="nf4", compress_statistics=dq)
+                rows[f"bnb dequantize{' +dq' if dq else ''}"] = lambda p=p, s=s: F.dequantize_4bit(p, s)
+        print(f"== {size} ({n * 2 / 1e6:.0f} MB bf16): mean us per call, host / device", flush=True)
+        for name, fn in rows.items():
+            res = benchmark(fn, n_repeat=50, n_warmup=5)
+            print(f"{name:28s} host {res.cpu_times.mean() * 1e6:8.1f}  device {res.gpu_times.mean() * 1e6:8.1f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

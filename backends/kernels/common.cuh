@@ -1,0 +1,40 @@
+// Shared by every qref CUDA kernel (compiled together by backends/cuda_kernels.py with --fmad=false and
+// --ftz=false: every product and sum rounded once, subnormals kept, as in the reference).
+// Formats: 0 float32, 1 float16, 2 bfloat16 (as its uint16 bits).
+#define FLOOR 1e-38f
+#define FULL 0xffffffffu
+
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+// bfloat16 bits of f rounded to nearest even (finite f; NaN is never stored by these kernels)
+__device__ __forceinline__ unsigned short float_to_bf16(float f) {
+    unsigned int u = __float_as_uint(f);
+    return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+// two values rounded to the 16-bit format and packed, a in the low half (one instruction on sm_80+)
+template <int FMT> __device__ __forceinline__ unsigned int pack2(float a, float b) {
+#if __CUDA_ARCH__ >= 800
+    unsigned int r;
+    if (FMT == 1) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
+    else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
+    return r;
+#else
+    if (FMT == 1) return float_to_half(a) | ((unsigned int)float_to_half(b) << 16);
+    return float_to_bf16(a) | ((unsigned int)float_to_bf16(b) << 16);
+#endif
+}
+
+template <int FMT> __device__ __forceinline__ float load(const void* p, long long i) {
+    if (FMT == 0) return ((const float*)p)[i];
+    if (FMT == 1) return half_to_float(((const unsigned short*)p)[i]);
+    return __uint_as_float(((unsigned int)((const unsigned short*)p)[i]) << 16);
+}
+
+template <int FMT> __device__ __forceinline__ void store(void* p, long long i, float v) {
+    if (FMT == 0) { ((float*)p)[i] = v; return; }
+    ((unsigned short*)p)[i] = FMT == 1 ? float_to_half(v) : float_to_bf16(v);
+}

@@ -1,0 +1,76 @@
+// Blockwise dequantization (qref/blockwise.py, qref/double_quant.py): table[code] * absmax in float32,
+// absmax plain or double-quantized as dyn[q] * absmax2 + offset (two roundings), the product rounded to
+// the output format to nearest even. offset_p: a device scalar (the fused quantize's), or null for offset.
+
+__device__ __forceinline__ float block_scale(long long b, const float* absmax, const unsigned char* qabsmax,
+                                             const float* absmax2, const float* dyn, float offset, int B2) {
+    if (qabsmax == 0) return absmax[b];
+    return dyn[qabsmax[b]] * absmax2[(B2 & (B2 - 1)) == 0 ? b >> (__ffs(B2) - 1) : b / B2] + offset;
+}
+
+// Any block size: one thread per byte (PACK: two codes, the first in the high nibble) or per code.
+template <int OUT, bool PACK>
+__device__ void dequant_blocks(const unsigned char* codes, long long n, int B, const float* table,
+                               const float* absmax, const unsigned char* qabsmax, const float* absmax2,
+                               const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (offset_p) offset = *offset_p;
+    if (PACK) {
+        long long i = 2 * t;
+        if (i >= n) return;
+        unsigned char byte = codes[t];
+        float a = block_scale(i / B, absmax, qabsmax, absmax2, dyn, offset, B2);  // B even: one block
+        if (!isfinite(a)) atomicOr(bad, 1);
+        store<OUT>(out, i, table[byte >> 4] * a);
+        if (i + 1 < n) store<OUT>(out, i + 1, table[byte & 15] * a);
+    } else {
+        if (t >= n) return;
+        float a = block_scale(t / B, absmax, qabsmax, absmax2, dyn, offset, B2);
+        if (!isfinite(a)) atomicOr(bad, 1);
+        store<OUT>(out, t, table[codes[t]] * a);
+    }
+}
+
+#if DQ_STREAM  // streaming (evict-first) loads and stores: the outputs are not read again by this kernel
+#define LOAD_CS(p) __ldcs(p)
+#define STORE_CS(p, v) __stcs(p, v)
+#else
+#define LOAD_CS(p) (*(p))
+#define STORE_CS(p, v) (*(p) = (v))
+#endif
+
+// Packed codes, n % 8 == 0, B a power of two >= 8: DQ_WORDS 32-bit words per thread (each step
+// coalesced across the CTA), 8 outputs per word in one 16-byte (32 for float32) store.
+template <int OUT>
+__device__ void dequant8(const unsigned int* packed, long long n, int B, const float* table_g, const float* absmax,
+                         const unsigned char* qabsmax, const float* absmax2, const float* dyn, float offset,
+                         const float* offset_p, int B2, void* out, int* bad) {
+    __shared__ float table[16];
+    if (threadIdx.x < 16) table[threadIdx.x] = table_g[threadIdx.x];
+    __syncthreads();
+    if (offset_p) offset = *offset_p;
+    const int lb = __ffs(B) - 1;
+    #pragma unroll
+    for (int w = 0; w < DQ_WORDS; ++w) {
+        long long t = ((long long)blockIdx.x * DQ_WORDS + w) * blockDim.x + threadIdx.x;
+        if (8 * t >= n) return;
+        unsigned int word = LOAD_CS(packed + t);
+        float a = block_scale((8 * t) >> lb, absmax, qabsmax, absmax2, dyn, offset, B2);
+        if (!isfinite(a)) atomicOr(bad, 1);
+        float v[8];
+        #pragma unroll
+        for (int k = 0; k < 4; ++k) {  // byte k of the word holds outputs 2k (high nibble) and 2k + 1
+            unsigned int byte = (word >> (8 * k)) & 0xFFu;
+            v[2 * k] = table[byte >> 4] * a;
+            v[2 * k + 1] = table[byte & 15u] * a;
+        }
+        if (OUT == 0) {
+            float4* o = (float4*)out + 2 * t;
+            STORE_CS(o, make_float4(v[0], v[1], v[2], v[3]));
+            STORE_CS(o + 1, make_float4(v[4], v[5], v[6], v[7]));
+        } else {
+            STORE_CS((uint4*)out + t, make_uint4(pack2<OUT>(v[0], v[1]), pack2<OUT>(v[2], v[3]),
+                                               pack2<OUT>(v[4], v[5]), pack2<OUT>(v[6], v[7])));
+        }
+    }
+}

@@ -1,0 +1,168 @@
+// Blockwise absmax quantization (qref/blockwise.py). Every decision point is the reference's:
+// absmax m of the block; d = max(m, 1e-38); full blocks scale by x * (1/d), 1/d an IEEE float32
+// division, the tail block by x / d; clamp to [-1, 1]; code = order[#{midpoints < s}]; full blocks
+// store m, the tail stores d.
+
+// #{midpoints < s} by a branchless binary search over mids[0 .. P-2] (sorted, padded with +inf), then
+// the code at that position.
+template <int P>
+__device__ __forceinline__ unsigned char nearest(float s, const float* mids, const unsigned char* order) {
+    int c = 0;
+    #pragma unroll
+    for (int step = P >> 1; step > 0; step >>= 1) c += s > mids[c + step - 1] ? step : 0;
+    return order[c];
+}
+
+// Any block size and codebook (P = 16: up to 15 midpoints, P = 256: up to 255); one warp per block.
+// offset (a device scalar, or null for 0) is subtracted first: the double quantization of the absmax.
+template <int FMT, bool PACK, int P>
+__device__ void quant_blocks(const void* x, long long n, int B, const float* mids_g, const unsigned char* order_g,
+                             int nm, const float* offset_p, unsigned char zero_code, unsigned char* out,
+                             float* absmax, int* bad) {
+    __shared__ float mids[P];
+    __shared__ unsigned char order[P];
+    for (int j = threadIdx.x; j < P; j += blockDim.x) {
+        mids[j] = j < nm ? mids_g[j] : __int_as_float(0x7f800000);
+        order[j] = j <= nm ? order_g[j] : 0;
+    }
+    __syncthreads();
+    float offset = offset_p ? *offset_p : 0.0f;
+    long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31;
+    long long nblocks = (n + B - 1) / B;
+    if (w >= nblocks) return;
+    long long start = w * B;
+    int len = (int)min((long long)B, n - start);
+    float m = 0.0f;
+    bool finite = true;
+    for (int i = lane; i < len; i += 32) {
+        float v = load<FMT>(x, start + i) - offset;
+        finite &= isfinite(v);
+        m = fmaxf(m, fabsf(v));
+    }
+    if (!__all_sync(FULL, finite) && lane == 0) atomicOr(bad, 1);
+    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
+    bool tail = len < B;
+    float d = fmaxf(m, FLOOR);
+    float r = 1.0f / d;
+    if (lane == 0) absmax[w] = tail ? d : m;
+    if (PACK) {
+        for (int p = lane; p < (len + 1) / 2; p += 32) {
+            float v0 = load<FMT>(x, start + 2 * p) - offset;
+            float s0 = fminf(fmaxf(tail ? v0 / d : v0 * r, -1.0f), 1.0f);
+            unsigned char c1 = zero_code;
+            if (2 * p + 1 < len) {
+                float v1 = load<FMT>(x, start + 2 * p + 1) - offset;
+                c1 = nearest<P>(fminf(fmaxf(tail ? v1 / d : v1 * r, -1.0f), 1.0f), mids, order);
+            }
+            out[start / 2 + p] = (unsigned char)((nearest<P>(s0, mids, order) << 4) | c1);
+        }
+    } else {
+        for (int i = lane; i < len; i += 32) {
+            float v = load<FMT>(x, start + i) - offset;
+            out[start + i] = nearest<P>(fminf(fmaxf(tail ? v / d : v * r, -1.0f), 1.0f), mids, order);
+        }
+    }
+}
+
+// ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
+// code of s: lut[(bits(s + 6) >> shift) & mask] = (midpoint or +inf, lo | hi << 8); s > midpoint ? hi : lo.
+__device__ __forceinline__ unsigned int lut_code(float s, const uint2* lut, int shift, unsigned int mask) {
+    uint2 e = lut[(__float_as_uint(s + 6.0f) >> shift) & mask];
+    return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 15u;
+}
+
+#define NOBASE (-100000)
+
+// Exact integer sums of the absmax (qref.double_quant.exponent_sums, generalised: bins[i] counts units of
+// 2^(i - 172)). Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value it
+// sees (m24 << 8 < 2^32, so no sum can overflow below 2^31 blocks); others go to the CTA's shared bins.
+__device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins) {
+    int e;
+    float f = frexpf(m, &e);
+    unsigned long long v = (unsigned long long)(f * 16777216.0f);  // the 24-bit significand, exactly
+    if (base == NOBASE) base = max(e - 4, -148);
+    int sh = e - base;
+    if (sh >= 0 && sh <= 8) acc += v << sh;
+    else atomicAdd(&bins[e + 148], v);
+}
+
+__device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
+
+// 4 lanes per block, 16 values per lane: lane j of a block holds its 16-byte chunks j, j + 4, ... so every
+// load instruction of a warp reads whole 32-byte sectors. absmax by an integer max of |bits| (NaN above
+// inf: one comparison flags both). A persistent grid walks groups of 8 blocks. SUMS: also the exact
+// sums of the absmax and, in the CTA that finishes last, the double-quantization offset from them.
+template <int FMT, bool SUMS>
+__device__ void quant_lut(const uint4* x, long long nfull, const uint2* lut_g, int lut_size, int shift,
+                          unsigned int mask, unsigned char* out, float* absmax, int* bad,
+                          unsigned long long* sums, unsigned int* done, float* offset, long long n_absmax) {
+    extern __shared__ uint2 lut[];  // lut_size entries, then (SUMS) 277 bins
+    constexpr int NC = FMT == 0 ? 4 : 2;  // 16-byte chunks per lane and block
+    unsigned long long* bins = (unsigned long long*)(lut + lut_size);
+    for (int k = threadIdx.x; k < lut_size; k += blockDim.x) lut[k] = lut_g[k];
+    if (SUMS) for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
+    __syncthreads();
+    const int lane = threadIdx.x & 31, j = lane & 3;
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    bool finite = true;
+    int base = NOBASE;
+    unsigned long long acc = 0;
+    for (long long g = warp * 8; g < nfull; g += nwarps * 8) {
+        const long long b = g + (lane >> 2);
+        const bool valid = b < nfull;
+        uint4 w[NC];
+        #pragma unroll
+        for (int c = 0; c < NC; ++c) w[c] = valid ? x[b * (4 * NC) + j + 4 * c] : make_uint4(0u, 0u, 0u, 0u);
+        unsigned int am = 0;
+        #pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const unsigned int ws[4] = {w[c].x, w[c].y, w[c].z, w[c].w};
+            #pragma unroll
+            for (int q = 0; q < 4; ++q) am = FMT == 0 ? max(am, ws[q] & 0x7FFFFFFFu) : __vmaxu2(am, ws[q] & 0x7FFF7FFFu);
+        }
+        if (FMT != 0) am = max(am & 0xFFFFu, am >> 16);
+        am = max(am, __shfl_xor_sync(FULL, am, 1));
+        am = max(am, __shfl_xor_sync(FULL, am, 2));
+        finite &= am < (FMT == 0 ? 0x7F800000u : FMT == 1 ? 0x7C00u : 0x7F80u);
+        const float m = FMT == 0 ? __uint_as_float(am) : FMT == 1 ? half_to_float((unsigned short)am)
+                                                                  : __uint_as_float(am << 16);
+        const float r = 1.0f / fmaxf(m, FLOOR);
+        #pragma unroll
+        for (int c = 0; c < NC; ++c) {
+            const unsigned int ws[4] = {w[c].x, w[c].y, w[c].z, w[c].w};
+            unsigned int packed = 0;
+            #pragma unroll
+            for (int q = 0; q < (FMT == 0 ? 2 : 4); ++q) {  // output byte q: values 2q (high nibble), 2q + 1
+                float v0, v1;
+                if (FMT == 0) { v0 = __uint_as_float(ws[2 * q]); v1 = __uint_as_float(ws[2 * q + 1]); }
+                else if (FMT == 1) { v0 = half_to_float((unsigned short)(ws[q] & 0xFFFFu)); v1 = half_to_float((unsigned short)(ws[q] >> 16)); }
+                else { v0 = __uint_as_float(ws[q] << 16); v1 = __uint_as_float(ws[q] & 0xFFFF0000u); }
+                const unsigned int byte = (lut_code(v0 * r, lut, shift, mask) << 4) | lut_code(v1 * r, lut, shift, mask);
+                packed |= byte << (8 * q);
+            }
+            if (valid) {
+                if (FMT == 0) ((unsigned short*)out)[b * 16 + j + 4 * c] = (unsigned short)packed;
+                else ((unsigned int*)out)[b * 8 + j + 4 * c] = packed;
+            }
+        }
+        if (j == 0 && valid) {
+            absmax[b] = m;
+            if (SUMS && m != 0.0f) sum_absmax(m, base, acc, bins);
+        }
+    }
+    if (!__all_sync(FULL, finite) && lane == 0) atomicOr(bad, 1);
+    if (SUMS) {
+        __shared__ bool last;
+        if (acc) atomicAdd(&bins[base + 148], acc);
+        __syncthreads();
+        for (int k = threadIdx.x; k < 277; k += blockDim.x)
+            if (bins[k]) atomicAdd(&sums[k], bins[k]);
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+        __syncthreads();
+        if (last && threadIdx.x < 32) { __threadfence(); offset_warp(sums, n_absmax, offset); }
+    }
+}

@@ -1,0 +1,126 @@
+"""qref's CUDA kernels on their decision points (skipped without a CUDA device and CuPy): the block-64
+bucket-table kernel against the reference on every input format, block edges (tails, unaligned
+input), non-finite input; the device-side exact mean (double quantization) against
+qref.double_quant.offset_from_exponent_sums, rounding ties included."""
+import numpy as np
+import pytest
+
+import qref
+from qref.double_quant import offset_from_exponent_sums
+from qref.dtypes import BFloat16Array
+from qref.numpy_backend import NumpyBackend
+
+cp = pytest.importorskip("cupy")
+try:
+    _GPU = cp.cuda.runtime.getDeviceCount() > 0
+except Exception:  # noqa: BLE001
+    _GPU = False
+pytestmark = pytest.mark.skipif(not _GPU, reason="needs a CUDA device and CuPy")
+
+
+@pytest.fixture(scope="module")
+def cb():
+    from backends.cupy_backend import CupyBackend
+
+    return CupyBackend("cuda")
+
+
+def weights(n, fmt, seed):
+    """LLM-like rows (scales spread over 2^-6..2^2), zero blocks, a block of subnormals, ties at midpoints."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * np.repeat(2.0 ** rng.uniform(-6, 2, -(-n // 64)), 64)[:n]).astype(np.float32)
+    if n >= 256:
+        x[64:128] = 0.0
+        x[128:192] = rng.standard_normal(64) * 1e-40
+        mids = qref.get_codebook("nf4").midpoints
+        x[192:256] = mids[rng.integers(0, 15, 64)]
+        x[192] = 1.0
+    return as_format(x, fmt)
+
+
+def as_format(x, fmt):
+    return BFloat16Array.from_float32(x) if fmt == "bfloat16" else x.astype(fmt)
+
+
+@pytest.mark.parametrize("fmt", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+@pytest.mark.parametrize("n", [64, 64 * 1000 + 10, 64 * 8 * 1321, 64 * 8 * 1321 + 1])
+@pytest.mark.parametrize("dq", [False, True])
+def test_fused_4bit_matches_reference(cb, fmt, quant_type, n, dq):
+    x = weights(n, fmt, n % 97)
+    ref = NumpyBackend()
+    r = ref.quantize_4bit(x, 64, quant_type, dq)
+    q = cb.quantize_4bit(cb.from_numpy(x), 64, quant_type, dq)
+    assert np.array_equal(cb.to_numpy(q.packed), r.packed)
+    if dq:
+        assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
+        assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+        assert np.array_equal(cb.to_numpy(q.absmax2).view(np.int32), r.absmax2.view(np.int32))
+    else:
+        assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
+    for out in ("float32", "float16", "bfloat16"):
+        got = cb.to_numpy(cb.dequantize_4bit(q, (n,), 64, quant_type, out))
+        want = ref.dequantize_4bit(r, (n,), 64, quant_type, out)
+        g = got.bits if isinstance(got, BFloat16Array) else got.view(np.uint16 if out != "float32" else np.uint32)
+        w = want.bits if isinstance(want, BFloat16Array) else want.view(np.uint16 if out != "float32" else np.uint32)
+        assert np.array_equal(g, w), out
+
+
+def test_unaligned_input_takes_the_general_kernel(cb):
+    x = weights(64 * 50 + 1, "float32", 1)
+    r = qref.quantize_4bit(x[1:], 64, "nf4")
+    dev = cb.from_numpy(x)[1:]  # 4 bytes past a 256-byte boundary: not 16-byte aligned
+    q = cb.quantize_4bit(dev, 64, "nf4")
+    assert np.array_equal(cb.to_numpy(q.packed), r[0].reshape(-1))
+
+
+@pytest.mark.parametrize("fmt", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 64 * 8 * 300 - 1, 64 * 8 * 300 + 5])
+def test_non_finite_input_is_refused(cb, fmt, bad, where):
+    x = np.random.default_rng(0).standard_normal(64 * 8 * 300 + 10).astype(np.float32)
+    x[where] = bad
+    dev = cb.from_numpy(as_format(x, fmt))
+    for dq in (False, True):
+        with pytest.raises(ValueError, match="non-finite"):
+            cb.quantize_4bit(dev, 64, "nf4", dq)
+
+
+def random_sums(rng):
+    sums = np.zeros(277, dtype=np.uint64)
+    for _ in range(int(rng.choice([1, 2, 3, 8, 277]))):
+        i = int(rng.integers(0, 277))
+        sums[i] = rng.choice([int(rng.integers(1, 2**63, dtype=np.uint64)), (1 << 53) + 1, (1 << 54) + 3,
+                              (1 << 63) - 1, 1, int(rng.integers(1, 2**20))])
+    return sums
+
+
+def test_device_offset_equals_reference():
+    from backends import cuda_kernels as K
+
+    rng = np.random.default_rng(0)
+    cases = [(np.zeros(277, np.uint64), 5)]
+    tie = np.zeros(277, np.uint64)
+    tie[10] = (1 << 53) + 1  # exactly halfway between two doubles: to even
+    cases += [(tie, 1), (tie.copy(), 3)]
+    sticky = tie.copy()
+    sticky[0] = 1  # just above halfway: up
+    cases.append((sticky, 1))
+    cases += [(random_sums(rng), int(rng.choice([1, 3, 1000, 2**31 - 1]))) for _ in range(300)]
+    for sums, n in cases:
+        want = offset_from_exponent_sums(sums.astype(object), n)
+        got = K.device_offset(cp.asarray(sums), n)
+        assert got.view(np.int32) == np.float32(want).view(np.int32), (np.flatnonzero(sums), n)
+
+
+def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb):
+    """The windowed per-lane sums and the shared bins: the exact total of absmax values spread over many
+    exponents (2^-140 .. 2^100) gives the reference's offset."""
+    rng = np.random.default_rng(3)
+    nb = 8 * 2000
+    scales = (2.0 ** rng.integers(-140, 100, nb)).astype(np.float32)
+    x = (rng.uniform(-1, 1, (nb, 64)) * scales[:, None]).astype(np.float32).reshape(-1)
+    r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
+    q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
+    assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
+    assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)

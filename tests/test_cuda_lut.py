@@ -1,0 +1,67 @@
+"""The block-64 kernel's bucket table (backends/cuda_lut.py) gives the reference's nearest code for every
+scaled value a finite input can produce; it is NumPy, so this runs without a GPU."""
+import numpy as np
+import pytest
+
+from backends import cuda_lut
+from qref.codebooks import get_codebook
+
+FOUR_BIT = ("nf4", "fp4", "nf4-symmetric", "int4", "int4-asymmetric", "nf3", "nf2", "int2", "int3")
+
+
+def hard_scaled(cb, seed=0):
+    """Midpoints and their float32 neighbours (4 ulps each way), +-0, +-1 and one ulp beyond, the smallest
+    subnormals, and a dense sweep of [-1 - 2^-23, 1 + 2^-23]."""
+    m = cb.midpoints.astype(np.float32)
+    near = [m]
+    for _ in range(4):
+        near += [np.nextafter(near[-2 if len(near) > 1 else 0], np.float32(np.inf)),
+                 np.nextafter(near[-1 if len(near) > 1 else 0], np.float32(-np.inf))]
+    one = np.float32(1)
+    edges = np.array([0.0, -0.0, 1.0, -1.0, np.nextafter(one, np.float32(2)), -np.nextafter(one, np.float32(2)),
+                      1e-45, -1e-45, 1e-38, -1e-38], dtype=np.float32)
+    sweep = np.linspace(-1 - 2**-23, 1 + 2**-23, 400_001, dtype=np.float64).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    tiny = (rng.standard_normal(10_000) * 10.0 ** rng.uniform(-40, 0, 10_000)).astype(np.float32)
+    return np.concatenate([*near, edges, sweep, tiny])
+
+
+def reference_code(cb, s):
+    return cb.nearest(np.clip(s, np.float32(-1), np.float32(1)))
+
+
+@pytest.mark.parametrize("name", FOUR_BIT)
+def test_lookup_equals_reference_count(name):
+    cb = get_codebook(name)
+    table = cuda_lut.build(cb.midpoints, cb.order)
+    assert table is not None
+    s = hard_scaled(cb)
+    got, want = cuda_lut.lookup(table, s), reference_code(cb, s)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{name}: s={s[bad[:5]]} got {got[bad[:5]]} want {want[bad[:5]]}"
+
+
+def test_table_sizes():
+    """NF4's midpoints are >= 0.08 apart: 64 buckets of width 1/16; FP4 has midpoints -0.0026, 0, 0.0026:
+    2048 buckets of width 2^-9."""
+    assert cuda_lut.build(get_codebook("nf4").midpoints, get_codebook("nf4").order).bits == 6
+    assert cuda_lut.build(get_codebook("fp4").midpoints, get_codebook("fp4").order).bits == 11
+
+
+def test_no_table_when_midpoints_cannot_be_separated():
+    """The 8-bit dynamic map has midpoints 1e-7 apart: no table (the kernel falls back to the search)."""
+    cb = get_codebook("dynamic")
+    assert cuda_lut.build(cb.midpoints, cb.order) is None
+    assert cuda_lut.build(np.array([0.5, 1.0], np.float32), np.arange(3)) is None  # a midpoint at 1: clamp matters
+
+
+def test_a_wrong_table_is_caught():
+    """The check has teeth: shifting one midpoint by one ulp changes codes on the sweep."""
+    cb = get_codebook("nf4")
+    table = cuda_lut.build(cb.midpoints, cb.order)
+    entries = table.entries.copy()
+    k = int(np.flatnonzero(entries[:, 0] != np.float32(np.inf).view(np.uint32))[3])
+    entries[k, 0] = np.nextafter(entries[k, 0:1].view(np.float32), np.float32(2)).view(np.uint32)[0]
+    bent = cuda_lut.BucketTable(entries, table.bits)
+    s = hard_scaled(cb)
+    assert np.any(cuda_lut.lookup(bent, s) != reference_code(cb, s))
