@@ -46,5 +46,52 @@ def main(argv=None):
                   flush=True)
 
 
+def host_breakdown(reps: int = 300):
+    """Host cost of each step of a fused quantize on a small input (64K values: the device is never the
+    bound), in microseconds per call, and cProfile's top entries of the whole call."""
+    import cProfile
+    import pstats
+    import time
+
+    import cupy as cp
+
+    from backends import cuda_kernels as K
+    from backends.cupy_backend import CupyBackend, CupyBF16
+
+    cb = CupyBackend("cuda")
+    xb = CupyBF16(cp.zeros(1 << 16, dtype=cp.uint16))
+    flat = xb.bits
+    _, mids, order, lut = cb._fused.tables("nf4")
+    ws = K.Workspace(cp)
+    steps = {
+        "cp.empty": lambda: cp.empty(1 << 15, dtype=cp.uint8),
+        "Workspace (cp.zeros + views)": lambda: K.Workspace(cp),
+        "flag read (.get)": lambda: ws.bad.get(),
+        "K.quantize, no flag read": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
+                                                       check=False),
+        "K.quantize": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut),
+        "cb.quantize_4bit": lambda: cb.quantize_4bit(xb, 64, "nf4"),
+        "cb.quantize_4bit +dq": lambda: cb.quantize_4bit(xb, 64, "nf4", True),
+    }
+    q = cb.quantize_4bit(xb, 64, "nf4")
+    steps["cb.dequantize_4bit"] = lambda: cb.dequantize_4bit(q, (1 << 16,), 64, "nf4", "bfloat16")
+    print("== host cost per call (us), 65536 values", flush=True)
+    for name, fn in steps.items():
+        fn()
+        cp.cuda.Device().synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        cp.cuda.Device().synchronize()
+        print(f"{name:32s} {(time.perf_counter() - t) / reps * 1e6:8.1f}", flush=True)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        cb.quantize_4bit(xb, 64, "nf4")
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
+
+
 if __name__ == "__main__":
+    host_breakdown()
     main()

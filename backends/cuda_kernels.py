@@ -15,9 +15,10 @@ import numpy as np
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: tuning sweeps only (asv_bench/tune_kernels.py)
-DQ_WORDS = int(os.environ.get("QREF_DQ_WORDS", 1))  # packed 32-bit words per thread in dequant8
+DQ_WORDS = int(os.environ.get("QREF_DQ_WORDS", 4))  # packed 32-bit words per thread and step in dequant8
 DQ_STREAM = int(os.environ.get("QREF_DQ_STREAM", 0))  # streaming loads/stores in dequant8
-CTAS_PER_SM = int(os.environ.get("QREF_CTAS_PER_SM", 8))  # persistent grid of quant_lut
+CTAS_PER_SM = int(os.environ.get("QREF_CTAS_PER_SM", 8))  # persistent grids of quant_lut and dequant8
+QUANT_ITER = int(os.environ.get("QREF_QUANT_ITER", 2))  # groups of 8 blocks loaded together in quant_lut
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 N_BINS = 277  # qref.double_quant.FREXP_EXPONENTS.size
@@ -55,7 +56,7 @@ def _wrappers() -> str:
 
 
 def source() -> str:
-    head = f"#define DQ_WORDS {DQ_WORDS}\n#define DQ_STREAM {DQ_STREAM}\n"
+    head = f"#define DQ_WORDS {DQ_WORDS}\n#define DQ_STREAM {DQ_STREAM}\n#define QUANT_ITER {QUANT_ITER}\n"
     files = resources.files("backends") / "kernels"
     return head + "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
 
@@ -193,6 +194,7 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, a
     name = f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}"
     if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and codes.data.ptr % 4 == 0:
         threads, name = -(-(n // 8) // DQ_WORDS), f"dequant8_f{FORMATS[out_fmt]}"
+        threads = min(threads, mod.sms * CTAS_PER_SM * 256)  # persistent grid
     null = np.uint64(0)
     on_device = isinstance(offset, DeviceScalar)
     bad = cp.zeros(1, dtype=cp.int32)

@@ -10,7 +10,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
   python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 || echo "editable install failed"
   echo "== kernel tests"
   timeout 200 python3 -m pytest tests/test_cuda_kernels.py -x -q -p no:cacheprovider -o addopts= 2>&1 | tail -25
-  if [ -z "${SKIP_PROFILE:-}" ]; then echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning; fi
+  if [ -z "${SKIP_PROFILE:-}" ]; then echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$"; fi
   if [ -z "${SKIP_TUNE:-}" ]; then echo "== tune"; timeout 150 python3 asv_bench/tune_kernels.py 2>&1; fi
   if [ -n "${TABLE:-}" ]; then echo "== GPU table"; timeout 200 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes $TABLE 2>&1 | grep -v Warning; fi
 } 2>&1 | grep -v "SyntaxWarning" | tee $OUT/log.txt

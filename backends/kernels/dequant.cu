@@ -39,38 +39,51 @@ __device__ void dequant_blocks(const unsigned char* codes, long long n, int B, c
 #define STORE_CS(p, v) (*(p) = (v))
 #endif
 
-// Packed codes, n % 8 == 0, B a power of two >= 8: DQ_WORDS 32-bit words per thread (each step
-// coalesced across the CTA), 8 outputs per word in one 16-byte (32 for float32) store.
+// Packed codes, n % 8 == 0, B a power of two >= 8: a persistent grid; each thread takes DQ_WORDS 32-bit
+// words a step (each coalesced across the CTA), all loaded before any is used; 8 outputs per word in one
+// 16-byte (32 for float32) store.
 template <int OUT>
-__device__ void dequant8(const unsigned int* packed, long long n, int B, const float* table_g, const float* absmax,
-                         const unsigned char* qabsmax, const float* absmax2, const float* dyn, float offset,
-                         const float* offset_p, int B2, void* out, int* bad) {
+__device__ void dequant8(const unsigned int* __restrict__ packed, long long n, int B, const float* table_g,
+                         const float* __restrict__ absmax, const unsigned char* __restrict__ qabsmax,
+                         const float* __restrict__ absmax2, const float* __restrict__ dyn, float offset,
+                         const float* offset_p, int B2, void* __restrict__ out, int* bad) {
     __shared__ float table[16];
     if (threadIdx.x < 16) table[threadIdx.x] = table_g[threadIdx.x];
     __syncthreads();
     if (offset_p) offset = *offset_p;
     const int lb = __ffs(B) - 1;
-    #pragma unroll
-    for (int w = 0; w < DQ_WORDS; ++w) {
-        long long t = ((long long)blockIdx.x * DQ_WORDS + w) * blockDim.x + threadIdx.x;
-        if (8 * t >= n) return;
-        unsigned int word = LOAD_CS(packed + t);
-        float a = block_scale((8 * t) >> lb, absmax, qabsmax, absmax2, dyn, offset, B2);
-        if (!isfinite(a)) atomicOr(bad, 1);
-        float v[8];
+    const long long nwords = n >> 3, step = (long long)gridDim.x * DQ_WORDS * blockDim.x;
+    bool finite = true;
+    for (long long t0 = (long long)blockIdx.x * DQ_WORDS * blockDim.x + threadIdx.x; t0 < nwords; t0 += step) {
+        unsigned int word[DQ_WORDS];
+        float a[DQ_WORDS];
         #pragma unroll
-        for (int k = 0; k < 4; ++k) {  // byte k of the word holds outputs 2k (high nibble) and 2k + 1
-            unsigned int byte = (word >> (8 * k)) & 0xFFu;
-            v[2 * k] = table[byte >> 4] * a;
-            v[2 * k + 1] = table[byte & 15u] * a;
+        for (int w = 0; w < DQ_WORDS; ++w) {
+            const long long t = t0 + (long long)w * blockDim.x;
+            word[w] = t < nwords ? LOAD_CS(packed + t) : 0u;
+            a[w] = t < nwords ? block_scale((8 * t) >> lb, absmax, qabsmax, absmax2, dyn, offset, B2) : 0.0f;
         }
-        if (OUT == 0) {
-            float4* o = (float4*)out + 2 * t;
-            STORE_CS(o, make_float4(v[0], v[1], v[2], v[3]));
-            STORE_CS(o + 1, make_float4(v[4], v[5], v[6], v[7]));
-        } else {
-            STORE_CS((uint4*)out + t, make_uint4(pack2<OUT>(v[0], v[1]), pack2<OUT>(v[2], v[3]),
-                                               pack2<OUT>(v[4], v[5]), pack2<OUT>(v[6], v[7])));
+        #pragma unroll
+        for (int w = 0; w < DQ_WORDS; ++w) {
+            const long long t = t0 + (long long)w * blockDim.x;
+            if (t >= nwords) break;
+            finite &= isfinite(a[w]);
+            float v[8];
+            #pragma unroll
+            for (int k = 0; k < 4; ++k) {  // byte k of the word holds outputs 2k (high nibble) and 2k + 1
+                unsigned int byte = (word[w] >> (8 * k)) & 0xFFu;
+                v[2 * k] = table[byte >> 4] * a[w];
+                v[2 * k + 1] = table[byte & 15u] * a[w];
+            }
+            if (OUT == 0) {
+                float4* o = (float4*)out + 2 * t;
+                STORE_CS(o, make_float4(v[0], v[1], v[2], v[3]));
+                STORE_CS(o + 1, make_float4(v[4], v[5], v[6], v[7]));
+            } else {
+                STORE_CS((uint4*)out + t, make_uint4(pack2<OUT>(v[0], v[1]), pack2<OUT>(v[2], v[3]),
+                                                     pack2<OUT>(v[4], v[5]), pack2<OUT>(v[6], v[7])));
+            }
         }
     }
+    if (!finite) atomicOr(bad, 1);
 }

@@ -94,7 +94,7 @@ __device__ void offset_warp(const unsigned long long* sums, long long n, float* 
 // inf: one comparison flags both). A persistent grid walks groups of 8 blocks. SUMS: also the exact
 // sums of the absmax and, in the CTA that finishes last, the double-quantization offset from them.
 template <int FMT, bool SUMS>
-__device__ void quant_lut(const uint4* x, long long nfull, const uint2* lut_g, int lut_size, int shift,
+__device__ void quant_lut(const uint4* __restrict__ x, long long nfull, const uint2* lut_g, int lut_size, int shift,
                           unsigned int mask, unsigned char* out, float* absmax, int* bad,
                           unsigned long long* sums, unsigned int* done, float* offset, long long n_absmax) {
     extern __shared__ uint2 lut[];  // lut_size entries, then (SUMS) 277 bins
@@ -109,47 +109,54 @@ __device__ void quant_lut(const uint4* x, long long nfull, const uint2* lut_g, i
     bool finite = true;
     int base = NOBASE;
     unsigned long long acc = 0;
-    for (long long g = warp * 8; g < nfull; g += nwarps * 8) {
-        const long long b = g + (lane >> 2);
-        const bool valid = b < nfull;
-        uint4 w[NC];
+    for (long long g0 = warp * 8; g0 < nfull; g0 += QUANT_ITER * nwarps * 8) {
+        uint4 w[QUANT_ITER][NC];  // QUANT_ITER groups' loads issued before any is used
         #pragma unroll
-        for (int c = 0; c < NC; ++c) w[c] = valid ? x[b * (4 * NC) + j + 4 * c] : make_uint4(0u, 0u, 0u, 0u);
-        unsigned int am = 0;
-        #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            const unsigned int ws[4] = {w[c].x, w[c].y, w[c].z, w[c].w};
+        for (int it = 0; it < QUANT_ITER; ++it) {
+            const long long b = g0 + it * nwarps * 8 + (lane >> 2);
             #pragma unroll
-            for (int q = 0; q < 4; ++q) am = FMT == 0 ? max(am, ws[q] & 0x7FFFFFFFu) : __vmaxu2(am, ws[q] & 0x7FFF7FFFu);
+            for (int c = 0; c < NC; ++c) w[it][c] = b < nfull ? x[b * (4 * NC) + j + 4 * c] : make_uint4(0u, 0u, 0u, 0u);
         }
-        if (FMT != 0) am = max(am & 0xFFFFu, am >> 16);
-        am = max(am, __shfl_xor_sync(FULL, am, 1));
-        am = max(am, __shfl_xor_sync(FULL, am, 2));
-        finite &= am < (FMT == 0 ? 0x7F800000u : FMT == 1 ? 0x7C00u : 0x7F80u);
-        const float m = FMT == 0 ? __uint_as_float(am) : FMT == 1 ? half_to_float((unsigned short)am)
-                                                                  : __uint_as_float(am << 16);
-        const float r = 1.0f / fmaxf(m, FLOOR);
         #pragma unroll
-        for (int c = 0; c < NC; ++c) {
-            const unsigned int ws[4] = {w[c].x, w[c].y, w[c].z, w[c].w};
-            unsigned int packed = 0;
+        for (int it = 0; it < QUANT_ITER; ++it) {
+            const long long b = g0 + it * nwarps * 8 + (lane >> 2);
+            const bool valid = b < nfull;
+            unsigned int am = 0;
             #pragma unroll
-            for (int q = 0; q < (FMT == 0 ? 2 : 4); ++q) {  // output byte q: values 2q (high nibble), 2q + 1
-                float v0, v1;
-                if (FMT == 0) { v0 = __uint_as_float(ws[2 * q]); v1 = __uint_as_float(ws[2 * q + 1]); }
-                else if (FMT == 1) { v0 = half_to_float((unsigned short)(ws[q] & 0xFFFFu)); v1 = half_to_float((unsigned short)(ws[q] >> 16)); }
-                else { v0 = __uint_as_float(ws[q] << 16); v1 = __uint_as_float(ws[q] & 0xFFFF0000u); }
-                const unsigned int byte = (lut_code(v0 * r, lut, shift, mask) << 4) | lut_code(v1 * r, lut, shift, mask);
-                packed |= byte << (8 * q);
+            for (int c = 0; c < NC; ++c) {
+                const unsigned int ws[4] = {w[it][c].x, w[it][c].y, w[it][c].z, w[it][c].w};
+                #pragma unroll
+                for (int q = 0; q < 4; ++q) am = FMT == 0 ? max(am, ws[q] & 0x7FFFFFFFu) : __vmaxu2(am, ws[q] & 0x7FFF7FFFu);
             }
-            if (valid) {
-                if (FMT == 0) ((unsigned short*)out)[b * 16 + j + 4 * c] = (unsigned short)packed;
-                else ((unsigned int*)out)[b * 8 + j + 4 * c] = packed;
+            if (FMT != 0) am = max(am & 0xFFFFu, am >> 16);
+            am = max(am, __shfl_xor_sync(FULL, am, 1));
+            am = max(am, __shfl_xor_sync(FULL, am, 2));
+            finite &= am < (FMT == 0 ? 0x7F800000u : FMT == 1 ? 0x7C00u : 0x7F80u);
+            const float m = FMT == 0 ? __uint_as_float(am) : FMT == 1 ? half_to_float((unsigned short)am)
+                                                                      : __uint_as_float(am << 16);
+            const float r = 1.0f / fmaxf(m, FLOOR);
+            #pragma unroll
+            for (int c = 0; c < NC; ++c) {
+                const unsigned int ws[4] = {w[it][c].x, w[it][c].y, w[it][c].z, w[it][c].w};
+                unsigned int packed = 0;
+                #pragma unroll
+                for (int q = 0; q < (FMT == 0 ? 2 : 4); ++q) {  // output byte q: values 2q (high nibble), 2q + 1
+                    float v0, v1;
+                    if (FMT == 0) { v0 = __uint_as_float(ws[2 * q]); v1 = __uint_as_float(ws[2 * q + 1]); }
+                    else if (FMT == 1) { v0 = half_to_float((unsigned short)(ws[q] & 0xFFFFu)); v1 = half_to_float((unsigned short)(ws[q] >> 16)); }
+                    else { v0 = __uint_as_float(ws[q] << 16); v1 = __uint_as_float(ws[q] & 0xFFFF0000u); }
+                    const unsigned int byte = (lut_code(v0 * r, lut, shift, mask) << 4) | lut_code(v1 * r, lut, shift, mask);
+                    packed |= byte << (8 * q);
+                }
+                if (valid) {
+                    if (FMT == 0) ((unsigned short*)out)[b * 16 + j + 4 * c] = (unsigned short)packed;
+                    else ((unsigned int*)out)[b * 8 + j + 4 * c] = packed;
+                }
             }
-        }
-        if (j == 0 && valid) {
-            absmax[b] = m;
-            if (SUMS && m != 0.0f) sum_absmax(m, base, acc, bins);
+            if (j == 0 && valid) {
+                absmax[b] = m;
+                if (SUMS && m != 0.0f) sum_absmax(m, base, acc, bins);
+            }
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0) atomicOr(bad, 1);
