@@ -73,6 +73,18 @@ def host_breakdown(reps: int = 300):
         "cb.quantize_4bit": lambda: cb.quantize_4bit(xb, 64, "nf4"),
         "cb.quantize_4bit +dq": lambda: cb.quantize_4bit(xb, 64, "nf4", True),
     }
+    import torch
+
+    from backends.torch_backend import TorchBackend
+
+    tb = TorchBackend("cuda")
+    xt = torch.zeros(1 << 16, dtype=torch.bfloat16, device="cuda")
+    qt = tb.quantize_4bit(xt, 64, "nf4")
+    steps["torch bridge quantize_4bit"] = lambda: tb.quantize_4bit(xt, 64, "nf4")
+    steps["torch bridge quantize_4bit +dq"] = lambda: tb.quantize_4bit(xt, 64, "nf4", True)
+    steps["torch bridge dequantize_4bit"] = lambda: tb.dequantize_4bit(qt, (1 << 16,), 64, "nf4", "bfloat16")
+    steps["torch.empty"] = lambda: torch.empty(1 << 15, dtype=torch.uint8, device="cuda")
+    steps["cp.from_dlpack"] = lambda: cp.from_dlpack(xt.view(torch.int16))
     q = cb.quantize_4bit(xb, 64, "nf4")
     steps["cb.dequantize_4bit"] = lambda: cb.dequantize_4bit(q, (1 << 16,), 64, "nf4", "bfloat16")
     print("== host cost per call (us), 65536 values", flush=True)

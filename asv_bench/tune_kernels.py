@@ -27,15 +27,16 @@ print(f"{moved / tq / 1e6:.0f} {moved / td / 1e6:.0f} {digest}")
 """
 
 base = None
-CONFIGS = [(8, 8, 4, 0, 2), (8, 8, 4, 0, 1), (8, 8, 4, 0, 4), (4, 16, 4, 0, 2), (8, 8, 2, 0, 2),
-           (8, 8, 8, 0, 2), (8, 8, 4, 1, 2), (8, 8, 4, 0, 2)]
-for k, w, dw, st, it in CONFIGS:
+# (CTAs per SM, warps per CTA, dequant words per thread, streaming dequant, quant groups per step, diagnostic)
+CONFIGS = [(8, 8, 4, 0, 2, 0), (8, 8, 4, 0, 2, 1), (8, 8, 4, 0, 2, 0), (8, 8, 4, 0, 2, 1), (2, 32, 4, 0, 2, 0),
+           (8, 8, 4, 0, 3, 0)]
+for k, w, dw, st, it, diag in CONFIGS:
     env = dict(os.environ, QREF_CTAS_PER_SM=str(k), QREF_WARPS_PER_CTA=str(w), QREF_DQ_WORDS=str(dw),
-               QREF_DQ_STREAM=str(st), QREF_QUANT_ITER=str(it))
+               QREF_DQ_STREAM=str(st), QREF_QUANT_ITER=str(it), QREF_LUT_DIAG=str(diag))
     out = subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True)
     if out.returncode:
         print(k, w, "failed", out.stderr[-300:])
         continue
     q, d, digest = out.stdout.split()[-3:]
     base = base or digest
-    print(f"CTAs/SM={k} warps={w} dequant words/thread={dw} stream={st} quant groups/step={it}: quantize {q} GB/s, dequantize {d} GB/s, same bytes as the first: {digest == base}", flush=True)
+    print(f"CTAs/SM={k} warps={w} dequant words/thread={dw} stream={st} quant groups/step={it} diag={diag}: quantize {q} GB/s, dequantize {d} GB/s, same bytes as the first: {digest == base}", flush=True)

@@ -19,6 +19,7 @@ DQ_WORDS = int(os.environ.get("QREF_DQ_WORDS", 4))  # packed 32-bit words per th
 DQ_STREAM = int(os.environ.get("QREF_DQ_STREAM", 0))  # streaming loads/stores in dequant8
 CTAS_PER_SM = int(os.environ.get("QREF_CTAS_PER_SM", 8))  # persistent grids of quant_lut and dequant8
 QUANT_ITER = int(os.environ.get("QREF_QUANT_ITER", 2))  # groups of 8 blocks loaded together in quant_lut
+LUT_DIAG = int(os.environ.get("QREF_LUT_DIAG", 0))  # 1: quant_lut without its table lookup (wrong codes; diagnostics)
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 N_BINS = 277  # qref.double_quant.FREXP_EXPONENTS.size
@@ -56,7 +57,7 @@ def _wrappers() -> str:
 
 
 def source() -> str:
-    head = f"#define DQ_WORDS {DQ_WORDS}\n#define DQ_STREAM {DQ_STREAM}\n#define QUANT_ITER {QUANT_ITER}\n"
+    head = f"#define DQ_WORDS {DQ_WORDS}\n#define DQ_STREAM {DQ_STREAM}\n#define QUANT_ITER {QUANT_ITER}\n#define LUT_DIAG {LUT_DIAG}\n"
     files = resources.files("backends") / "kernels"
     return head + "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
 
@@ -96,40 +97,50 @@ def module(device_id: int) -> Module:
     return Module(device_id)
 
 
-class DeviceScalar:
-    """A float32 scalar left on the device (the fused double quantization's offset): kernels read it in
-    place; float(), numpy conversion and .item() copy it to the host when asked."""
+class Workspace:
+    """One zeroed device buffer per call, passed to kernels as raw pointers (CuPy views cost microseconds
+    each): the absmax sums (277 uint64), then the non-finite flag, the finished-CTA counter and the
+    double-quantization offset (uint32 words). One memset; the flag comes back through pinned memory."""
 
-    def __init__(self, array):
-        self.array = array  # cupy, shape (1,)
+    def __init__(self, cp):
+        self.cp = cp
+        self.buf = cp.zeros(N_BINS + 2, dtype=cp.uint64)
+        base = self.buf.data.ptr
+        self.sums = np.uint64(base)
+        self.bad, self.done, self.offset = (np.uint64(base + 8 * N_BINS + 4 * k) for k in range(3))
+
+    def flag(self) -> int:
+        """The non-finite flag (waits for the kernels queued so far on the current stream)."""
+        cp = self.cp
+        host = cp.cuda.alloc_pinned_memory(4)
+        stream = cp.cuda.get_current_stream()
+        cp.cuda.runtime.memcpyAsync(host.ptr, int(self.bad), 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+        stream.synchronize()
+        return int(np.frombuffer(host, dtype=np.int32, count=1)[0])
+
+    def check(self, message: str):
+        if self.flag():
+            raise ValueError(message)
+
+
+class DeviceScalar:
+    """A float32 scalar left on the device (the fused double quantization's offset, in a Workspace):
+    kernels read it in place (`ptr`); float(), numpy conversion and .item() copy it to the host."""
+
+    def __init__(self, ws: Workspace):
+        self.ws, self.ptr = ws, ws.offset
 
     def item(self) -> float:
-        return float(self.array.get()[0])
+        return float(self.ws.buf[N_BINS + 1:].view(self.ws.cp.float32)[0].get())
 
     def __float__(self) -> float:
         return self.item()
 
     def __array__(self, dtype=None, copy=None):
-        return np.asarray(self.array.get()[0], dtype=dtype)
+        return np.asarray(np.float32(self.item()), dtype=dtype)
 
     def __repr__(self):
         return f"DeviceScalar({self.item()!r})"
-
-
-class Workspace:
-    """One zeroed device buffer per call: the non-finite flag, the absmax sums, the finished-CTA counter
-    and the offset (one memset instead of four)."""
-
-    def __init__(self, cp):
-        buf = cp.zeros(N_BINS + 2, dtype=cp.uint64)
-        self.sums = buf[:N_BINS]
-        words = buf[N_BINS:].view(cp.uint32)
-        self.bad, self.done = words[0:1].view(cp.int32), words[1:2]
-        self.offset = words[2:3].view(cp.float32)
-
-    def check(self, message: str):
-        if int(self.bad.get()[0]):
-            raise ValueError(message)
 
 
 NONFINITE = "x contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)"
@@ -161,7 +172,7 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_
         mod(f"quant_f{FORMATS[fmt]}_p{int(pack)}_s{p}")(
             (-(-(nblocks - done) // WARPS_PER_CTA),), (32 * WARPS_PER_CTA,),
             (x[start:], np.int64(n - start), np.int32(blocksize), mids, order, np.int32(mids.size),
-             offset.array if offset is not None else null, np.uint8(zero_code),
+             offset.ptr if offset is not None else null, np.uint8(zero_code),
              out[start // 2 if pack else start:], absmax[done:], ws.bad))
         if sums and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
             mod("exponent_sums")((1,), (32,), (absmax[done:], np.int64(nblocks - done), ws.sums))
@@ -197,14 +208,14 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, a
         threads = min(threads, mod.sms * CTAS_PER_SM * 256)  # persistent grid
     null = np.uint64(0)
     on_device = isinstance(offset, DeviceScalar)
-    bad = cp.zeros(1, dtype=cp.int32)
+    ws = Workspace(cp)
     mod(name)((-(-threads // 256),), (256,),
               (codes, np.int64(n), np.int32(blocksize), table,
                absmax if absmax is not None else null, qabsmax if qabsmax is not None else null,
                absmax2 if absmax2 is not None else null, dyn if dyn is not None else null,
-               np.float32(0.0 if on_device else offset), offset.array if on_device else null,
-               np.int32(blocksize2), out, bad))
-    if int(bad.get()[0]):
+               np.float32(0.0 if on_device else offset), offset.ptr if on_device else null,
+               np.int32(blocksize2), out, ws.bad))
+    if ws.flag():
         raise ValueError("absmax (after double dequantization) is not finite: it overflows float32 "
                          "(docs/double-quant.md)")
     return out

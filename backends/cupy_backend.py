@@ -81,7 +81,7 @@ class Fused4bit:
                                         table=lut, sums=double_quant, check=not double_quant)
         if not double_quant:
             return FourBit(packed, absmax)
-        offset = K.DeviceScalar(ws.offset)
+        offset = K.DeviceScalar(ws)
         _, dmids, dorder, _ = self.tables("dynamic")
         # finite absmax minus their finite mean cannot overflow: the second kernel's flag is not needed
         qabsmax, absmax2, _ = K.quantize(absmax, "float32", absmax.size, DQ_BLOCKSIZE, dmids, dorder, False,

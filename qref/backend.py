@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol, runtime_checkable
 
+from functools import cache
+
 import numpy as np
 
 from . import _checks
@@ -266,6 +268,7 @@ class BackendBase:
         return allocate(costs, bits, sizes, budget)
 
 
+@cache
 def zero_code(quant_type: str) -> int:
     """The code of 0.0 in a 4-bit codebook: the pad nibble of odd lengths."""
     return int(get_codebook(quant_type).nearest(np.zeros(1, dtype=np.float32))[0])

@@ -68,6 +68,9 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
 // code of s: lut[(bits(s + 6) >> shift) & mask] = (midpoint or +inf, lo | hi << 8); s > midpoint ? hi : lo.
 __device__ __forceinline__ unsigned int lut_code(float s, const uint2* lut, int shift, unsigned int mask) {
+#if LUT_DIAG == 1  // diagnostics only (asv_bench/tune_kernels.py): the bucket without the lookup
+    return (__float_as_uint(s + 6.0f) >> shift) & 15u;
+#endif
     uint2 e = lut[(__float_as_uint(s + 6.0f) >> shift) & mask];
     return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 15u;
 }
