@@ -66,7 +66,7 @@ def host_breakdown(reps: int = 300):
     steps = {
         "cp.empty": lambda: cp.empty(1 << 15, dtype=cp.uint8),
         "Workspace (cp.zeros + views)": lambda: K.Workspace(cp),
-        "flag read (.get)": lambda: ws.bad.get(),
+        "flag read": ws.flag,
         "K.quantize, no flag read": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
                                                        check=False),
         "K.quantize": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut),

@@ -8,18 +8,25 @@ and --ftz=false (subnormals kept). Formats: 0 float32, 1 float16, 2 bfloat16 (as
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 
 import numpy as np
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
-WARPS_PER_CTA = int(os.environ.get("QREF_WARPS_PER_CTA", 8))  # env: tuning sweeps only (asv_bench/tune_kernels.py)
-DQ_WORDS = int(os.environ.get("QREF_DQ_WORDS", 4))  # packed 32-bit words per thread and step in dequant8
-DQ_STREAM = int(os.environ.get("QREF_DQ_STREAM", 0))  # streaming loads/stores in dequant8
-CTAS_PER_SM = int(os.environ.get("QREF_CTAS_PER_SM", 8))  # persistent grids of quant_lut and dequant8
-QUANT_ITER = int(os.environ.get("QREF_QUANT_ITER", 2))  # groups of 8 blocks loaded together in quant_lut
-LUT_DIAG = int(os.environ.get("QREF_LUT_DIAG", 0))  # 1: quant_lut without its table lookup (wrong codes; diagnostics)
+#: Launch shapes and compile-time switches; asv_bench/tune_kernels.py compares others side by side
+#: (Module(device, **knobs)); the environment (QREF_<NAME>) overrides a default for a whole process.
+KNOBS = {
+    "WARPS_PER_CTA": 8,  # warps per CTA of every blockwise kernel
+    "CTAS_PER_SM": 8,  # persistent grids of quant_lut and dequant8
+    "QUANT_ITER": 2,  # groups of 8 blocks loaded together in quant_lut
+    "QUANT_LDCS": 0,  # 1: quant_lut reads its input with streaming (evict-first) loads
+    "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
+    "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
+    "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
+}
+KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 N_BINS = 277  # qref.double_quant.FREXP_EXPONENTS.size
@@ -56,8 +63,8 @@ def _wrappers() -> str:
     return "\n".join(out)
 
 
-def source() -> str:
-    head = f"#define DQ_WORDS {DQ_WORDS}\n#define DQ_STREAM {DQ_STREAM}\n#define QUANT_ITER {QUANT_ITER}\n#define LUT_DIAG {LUT_DIAG}\n"
+def source(knobs: dict) -> str:
+    head = "".join(f"#define {k} {v}\n" for k, v in knobs.items())
     files = resources.files("backends") / "kernels"
     return head + "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
 
@@ -65,14 +72,15 @@ def source() -> str:
 class Module:
     """The compiled kernels of one device, functions looked up once."""
 
-    def __init__(self, device_id: int):
+    def __init__(self, device_id: int, **knobs):
+        self.knobs = {**KNOBS, **knobs}
         import cupy as cp
         from cupy.cuda import function
         from cupy_backends.cuda.libs import nvrtc
 
         with cp.cuda.Device(device_id) as dev:
             arch = f"--gpu-architecture=compute_{dev.compute_capability}"
-            prog = nvrtc.createProgram(source(), "qref_kernels.cu", [], [])
+            prog = nvrtc.createProgram(source(self.knobs), "qref_kernels.cu", [], [])
             try:
                 nvrtc.compileProgram(prog, [*OPTIONS, arch])
             except Exception as e:
@@ -91,10 +99,27 @@ class Module:
 
 
 @cache
+def _default_module(device_id: int) -> Module:
+    return Module(device_id)
+
+
+_override: list[Module] = []
+
+
 def module(device_id: int) -> Module:
     """The kernels compiled by NVRTC directly: CuPy's RawModule appends -ftz=true to every compile
     (cupy/cuda/compiler.py), which would flush subnormals and break the reference's semantics."""
-    return Module(device_id)
+    return _override[-1] if _override else _default_module(device_id)
+
+
+@contextmanager
+def using(mod: Module):
+    """Launch from `mod` (other knobs) inside the block: for side-by-side tuning in one process."""
+    _override.append(mod)
+    try:
+        yield mod
+    finally:
+        _override.pop()
 
 
 class Workspace:
@@ -170,18 +195,19 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_
         start = done * blocksize
         p = 16 if mids.size <= 15 else 256
         mod(f"quant_f{FORMATS[fmt]}_p{int(pack)}_s{p}")(
-            (-(-(nblocks - done) // WARPS_PER_CTA),), (32 * WARPS_PER_CTA,),
+            (-(-(nblocks - done) // mod.knobs["WARPS_PER_CTA"]),), (32 * mod.knobs["WARPS_PER_CTA"],),
             (x[start:], np.int64(n - start), np.int32(blocksize), mids, order, np.int32(mids.size),
              offset.ptr if offset is not None else null, np.uint8(zero_code),
              out[start // 2 if pack else start:], absmax[done:], ws.bad))
         if sums and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
             mod("exponent_sums")((1,), (32,), (absmax[done:], np.int64(nblocks - done), ws.sums))
     if fast:
-        ctas = min(mod.sms * CTAS_PER_SM, -(-done // (8 * WARPS_PER_CTA)))
+        warps = mod.knobs["WARPS_PER_CTA"]
+        ctas = min(mod.sms * mod.knobs["CTAS_PER_SM"], -(-done // (8 * warps)))
         entries, bits = table
         k = 1 << bits
         mod(f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}")(
-            (ctas,), (32 * WARPS_PER_CTA,),
+            (ctas,), (32 * warps,),
             (x, np.int64(done), entries, np.int32(k), np.int32(23 - bits), np.uint32(k - 1),
              out, absmax, ws.bad, ws.sums, ws.done, ws.offset, np.int64(nblocks)),
             shared_mem=8 * k + (8 * N_BINS if sums else 0))
@@ -204,8 +230,8 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, a
     threads = (n + 1) // 2 if pack else n
     name = f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}"
     if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and codes.data.ptr % 4 == 0:
-        threads, name = -(-(n // 8) // DQ_WORDS), f"dequant8_f{FORMATS[out_fmt]}"
-        threads = min(threads, mod.sms * CTAS_PER_SM * 256)  # persistent grid
+        threads, name = -(-(n // 8) // mod.knobs["DQ_WORDS"]), f"dequant8_f{FORMATS[out_fmt]}"
+        threads = min(threads, mod.sms * mod.knobs["CTAS_PER_SM"] * 256)  # persistent grid
     null = np.uint64(0)
     on_device = isinstance(offset, DeviceScalar)
     ws = Workspace(cp)

@@ -11,6 +11,6 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
   echo "== kernel tests"
   timeout 200 python3 -m pytest tests/test_cuda_kernels.py -x -q -p no:cacheprovider -o addopts= 2>&1 | tail -25
   if [ -z "${SKIP_PROFILE:-}" ]; then echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$"; fi
-  if [ -z "${SKIP_TUNE:-}" ]; then echo "== tune"; timeout 150 python3 asv_bench/tune_kernels.py 2>&1; fi
+  if [ -z "${SKIP_TUNE:-}" ]; then echo "== tune"; timeout 200 python3 asv_bench/tune_kernels.py 2>&1 | grep -v Warning; fi
   if [ -n "${TABLE:-}" ]; then echo "== GPU table"; timeout 200 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes $TABLE 2>&1 | grep -v Warning; fi
 } 2>&1 | grep -v "SyntaxWarning" | tee $OUT/log.txt

@@ -118,7 +118,9 @@ __device__ void quant_lut(const uint4* __restrict__ x, long long nfull, const ui
         for (int it = 0; it < QUANT_ITER; ++it) {
             const long long b = g0 + it * nwarps * 8 + (lane >> 2);
             #pragma unroll
-            for (int c = 0; c < NC; ++c) w[it][c] = b < nfull ? x[b * (4 * NC) + j + 4 * c] : make_uint4(0u, 0u, 0u, 0u);
+            for (int c = 0; c < NC; ++c)
+                w[it][c] = b < nfull ? (QUANT_LDCS ? __ldcs(x + b * (4 * NC) + j + 4 * c) : x[b * (4 * NC) + j + 4 * c])
+                                     : make_uint4(0u, 0u, 0u, 0u);
         }
         #pragma unroll
         for (int it = 0; it < QUANT_ITER; ++it) {
