@@ -62,14 +62,15 @@ def host_breakdown(reps: int = 300):
     xb = CupyBF16(cp.zeros(1 << 16, dtype=cp.uint16))
     flat = xb.bits
     _, mids, order, lut = cb._fused.tables("nf4")
-    ws = K.Workspace(cp)
+    flag = K.Flag(cp)
+    empty = cb._fused.empty
     steps = {
         "cp.empty": lambda: cp.empty(1 << 15, dtype=cp.uint8),
-        "Workspace (cp.zeros + views)": lambda: K.Workspace(cp),
-        "flag read": ws.flag,
-        "K.quantize, no flag read": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
-                                                       check=False),
-        "K.quantize": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut),
+        "Flag (pinned)": lambda: K.Flag(cp),
+        "Workspace (cp.zeros)": lambda: K.Workspace(cb._fused.zeros),
+        "flag read (stream sync)": lambda: flag.raise_if_set("x"),
+        "K.quantize (launch only)": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
+                                                       empty=empty, flag=flag),
         "cb.quantize_4bit": lambda: cb.quantize_4bit(xb, 64, "nf4"),
         "cb.quantize_4bit +dq": lambda: cb.quantize_4bit(xb, 64, "nf4", True),
     }

@@ -122,41 +122,54 @@ def using(mod: Module):
         _override.pop()
 
 
-class Workspace:
-    """One zeroed device buffer per call, passed to kernels as raw pointers (CuPy views cost microseconds
-    each): the absmax sums (277 uint64), then the non-finite flag, the finished-CTA counter and the
-    double-quantization offset (uint32 words). One memset; the flag comes back through pinned memory."""
+def ptr(a) -> np.uint64:
+    """Device address of a CuPy array or a torch tensor."""
+    return np.uint64(a.data.ptr if hasattr(a.data, "ptr") else a.data_ptr())
+
+
+class Flag:
+    """The non-finite flag: an int in pinned host memory that kernels set to 1 (under unified addressing
+    pinned memory is mapped, so nothing is copied back or zeroed on the device)."""
 
     def __init__(self, cp):
         self.cp = cp
-        self.buf = cp.zeros(N_BINS + 2, dtype=cp.uint64)
-        base = self.buf.data.ptr
-        self.sums = np.uint64(base)
-        self.bad, self.done, self.offset = (np.uint64(base + 8 * N_BINS + 4 * k) for k in range(3))
+        self.mem = cp.cuda.alloc_pinned_memory(4)
+        self.value = np.frombuffer(self.mem, dtype=np.int32, count=1)
+        self.value[0] = 0
+        self.ptr = np.uint64(self.mem.ptr)
 
-    def flag(self) -> int:
-        """The non-finite flag (waits for the kernels queued so far on the current stream)."""
-        cp = self.cp
-        host = cp.cuda.alloc_pinned_memory(4)
-        stream = cp.cuda.get_current_stream()
-        cp.cuda.runtime.memcpyAsync(host.ptr, int(self.bad), 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
-        stream.synchronize()
-        return int(np.frombuffer(host, dtype=np.int32, count=1)[0])
-
-    def check(self, message: str):
-        if self.flag():
+    def raise_if_set(self, message: str):
+        """Waits for the kernels queued so far on the current stream, then raises if any set the flag."""
+        self.cp.cuda.get_current_stream().synchronize()
+        if self.value[0]:
             raise ValueError(message)
+
+
+class Workspace:
+    """Zeroed device memory of the fused double quantization, from the caller's framework (`zeros`): the
+    absmax sums (277 uint64), then the finished-CTA counter and the offset (uint32 words)."""
+
+    def __init__(self, zeros):
+        self.buf = zeros(N_BINS + 2, "uint64")
+        base = int(ptr(self.buf))
+        self.sums = np.uint64(base)
+        self.done, self.offset = np.uint64(base + 8 * N_BINS), np.uint64(base + 8 * N_BINS + 4)
 
 
 class DeviceScalar:
     """A float32 scalar left on the device (the fused double quantization's offset, in a Workspace):
     kernels read it in place (`ptr`); float(), numpy conversion and .item() copy it to the host."""
 
-    def __init__(self, ws: Workspace):
-        self.ws, self.ptr = ws, ws.offset
+    def __init__(self, ws: Workspace, cp):
+        self.ws, self.ptr, self.cp = ws, ws.offset, cp
 
     def item(self) -> float:
-        return float(self.ws.buf[N_BINS + 1:].view(self.ws.cp.float32)[0].get())
+        cp = self.cp
+        host = cp.cuda.alloc_pinned_memory(4)
+        stream = cp.cuda.get_current_stream()
+        cp.cuda.runtime.memcpyAsync(host.ptr, int(self.ptr), 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+        stream.synchronize()
+        return float(np.frombuffer(host, dtype=np.float32, count=1)[0])
 
     def __float__(self) -> float:
         return self.item()
@@ -169,82 +182,81 @@ class DeviceScalar:
 
 
 NONFINITE = "x contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)"
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
-def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, zero_code: int = 0,
-             offset=None, check: bool = True, table=None, sums: bool = False, ws=None):
-    """Codes (uint8, n or ceil(n/2) packed) and absmax (float32) of the flat cupy array x, and the
-    Workspace. offset: a DeviceScalar subtracted first. table: (entries, bits), a codebook's
-    cuda_lut.BucketTable with its entries on the device, for the block-64 kernel. sums: also the exact
-    absmax sums and the double-quantization offset (ws.offset). check=False leaves the non-finite flag
-    unread. ws: a Workspace to reuse."""
-    import cupy as cp
-
-    mod = module(x.device.id)
+def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
+             offset=None, table=None, ws=None, flag=None, device: int = 0):
+    """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
+    caller's framework) of the flat values at x (an array or its address). offset: a DeviceScalar
+    subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device, for the
+    block-64 kernel. ws: a Workspace: also the exact absmax sums and the double-quantization offset
+    (ws.offset). flag: the Flag the kernels set on non-finite input (read by the caller)."""
+    mod = module(device)
+    xp = int(x) if isinstance(x, (int, np.integer)) else int(ptr(x))
     nblocks = -(-n // blocksize)
-    out = cp.empty((n + 1) // 2 if pack else n, dtype=cp.uint8)
-    absmax = cp.empty(nblocks, dtype=cp.float32)
-    ws = ws or Workspace(cp)
+    out = empty((n + 1) // 2 if pack else n, "uint8")
+    absmax = empty(nblocks, "float32")
+    outp, absp = int(ptr(out)), int(ptr(absmax))
     null = np.uint64(0)
+    bad = flag.ptr if flag is not None else null
     done = 0
     fast = (table is not None and pack and blocksize == 64 and offset is None and n >= 64
-            and x.data.ptr % 16 == 0 and nblocks < 2**31)
+            and xp % 16 == 0 and nblocks < 2**31)
     if fast:
         done = n // 64  # full blocks by quant_lut, the tail (if any) by the general kernel first
     if done < nblocks:
         start = done * blocksize
         p = 16 if mids.size <= 15 else 256
+        warps = mod.knobs["WARPS_PER_CTA"]
         mod(f"quant_f{FORMATS[fmt]}_p{int(pack)}_s{p}")(
-            (-(-(nblocks - done) // mod.knobs["WARPS_PER_CTA"]),), (32 * mod.knobs["WARPS_PER_CTA"],),
-            (x[start:], np.int64(n - start), np.int32(blocksize), mids, order, np.int32(mids.size),
-             offset.ptr if offset is not None else null, np.uint8(zero_code),
-             out[start // 2 if pack else start:], absmax[done:], ws.bad))
-        if sums and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
-            mod("exponent_sums")((1,), (32,), (absmax[done:], np.int64(nblocks - done), ws.sums))
+            (-(-(nblocks - done) // warps),), (32 * warps,),
+            (np.uint64(xp + start * ITEMSIZE[fmt]), np.int64(n - start), np.int32(blocksize), mids, order,
+             np.int32(mids.size), offset.ptr if offset is not None else null, np.uint8(zero_code),
+             np.uint64(outp + (start // 2 if pack else start)), np.uint64(absp + 4 * done), bad))
+        if ws is not None and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
+            mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), ws.sums))
     if fast:
         warps = mod.knobs["WARPS_PER_CTA"]
         ctas = min(mod.sms * mod.knobs["CTAS_PER_SM"], -(-done // (8 * warps)))
         entries, bits = table
         k = 1 << bits
-        mod(f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}")(
+        mod(f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}")(
             (ctas,), (32 * warps,),
-            (x, np.int64(done), entries, np.int32(k), np.int32(23 - bits), np.uint32(k - 1),
-             out, absmax, ws.bad, ws.sums, ws.done, ws.offset, np.int64(nblocks)),
-            shared_mem=8 * k + (8 * N_BINS if sums else 0))
-    elif sums:
-        mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (absmax, np.int64(nblocks), ws.sums))
+            (np.uint64(xp), np.int64(done), entries, np.int32(k), np.int32(23 - bits), np.uint32(k - 1),
+             np.uint64(outp), np.uint64(absp), bad, ws.sums if ws else null, ws.done if ws else null,
+             ws.offset if ws else null, np.int64(nblocks)),
+            shared_mem=8 * k + (8 * N_BINS if ws is not None else 0))
+    elif ws is not None:
+        mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), ws.sums))
         mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), ws.offset))
-    if check:
-        ws.check(NONFINITE)
-    return out, absmax, ws
+    return out, absmax
 
 
-def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, absmax=None, qabsmax=None,
-               absmax2=None, dyn=None, offset=0.0, blocksize2: int = 256):
-    """float values (cupy; bfloat16 as uint16 bits) of n codes, plain or double-quantized absmax
-    (offset a float or a DeviceScalar)."""
-    import cupy as cp
-
-    mod = module(codes.device.id)
-    out = cp.empty(n, dtype=cp.float32 if out_fmt == "float32" else cp.uint16)
+def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *, empty, flag, absmax=None,
+               qabsmax=None, absmax2=None, dyn=None, offset=0.0, blocksize2: int = 256, device: int = 0):
+    """float values (`empty` of the caller's framework; bfloat16 and float16 as uint16 bits) of n codes,
+    plain or double-quantized absmax (offset a float or a DeviceScalar); flag set where an absmax is not
+    finite (read by the caller)."""
+    mod = module(device)
+    out = empty(n, "float32" if out_fmt == "float32" else "uint16")
+    cptr = int(ptr(codes))
     threads = (n + 1) // 2 if pack else n
     name = f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}"
-    if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and codes.data.ptr % 4 == 0:
+    if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and cptr % 4 == 0:
         threads, name = -(-(n // 8) // mod.knobs["DQ_WORDS"]), f"dequant8_f{FORMATS[out_fmt]}"
         threads = min(threads, mod.sms * mod.knobs["CTAS_PER_SM"] * 256)  # persistent grid
     null = np.uint64(0)
     on_device = isinstance(offset, DeviceScalar)
-    ws = Workspace(cp)
+    scales = (null if a is None else ptr(a) for a in (absmax, qabsmax, absmax2, dyn))
     mod(name)((-(-threads // 256),), (256,),
-              (codes, np.int64(n), np.int32(blocksize), table,
-               absmax if absmax is not None else null, qabsmax if qabsmax is not None else null,
-               absmax2 if absmax2 is not None else null, dyn if dyn is not None else null,
+              (np.uint64(cptr), np.int64(n), np.int32(blocksize), table, *scales,
                np.float32(0.0 if on_device else offset), offset.ptr if on_device else null,
-               np.int32(blocksize2), out, ws.bad))
-    if ws.flag():
-        raise ValueError("absmax (after double dequantization) is not finite: it overflows float32 "
-                         "(docs/double-quant.md)")
+               np.int32(blocksize2), ptr(out), flag.ptr))
     return out
+
+
+NONFINITE_SCALE = "absmax (after double dequantization) is not finite: it overflows float32 (docs/double-quant.md)"
 
 
 def groupwise(W32, bits: int, group_size: int, profile: str):

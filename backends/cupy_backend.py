@@ -67,35 +67,71 @@ class _Tables:
         return self.cache[key]
 
 
+def _size(a) -> int:
+    return a.numel() if callable(getattr(a, "numel", None)) else a.size
+
+
+def _dtype(a) -> str:
+    return str(a.dtype).replace("torch.", "")
+
+
+def check_state(q: FourBit, n: int, blocksize: int):
+    """The kernels read raw addresses: every array of the state must have the layout n implies."""
+    nb = -(-n // blocksize)
+    want = {"packed": ((n + 1) // 2, "uint8")}
+    if q.qabsmax is None:
+        want["absmax"] = (nb, "float32")
+    else:
+        want.update(qabsmax=(nb, "uint8"), absmax2=(-(-nb // DQ_BLOCKSIZE), "float32"))
+    for name, (size, dtype) in want.items():
+        a = getattr(q, name)
+        if a is None or _size(a) != size or _dtype(a) != dtype:
+            got = "None" if a is None else f"{_size(a)} x {_dtype(a)}"
+            raise ValueError(f"{name} must hold {size} x {dtype} for {n} values in blocks of {blocksize}, got {got}")
+
+
 class Fused4bit:
-    """quantize_4bit / dequantize_4bit (with fused double quantization) on flat cupy arrays."""
+    """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
+    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's); inputs are
+    arrays of it (contiguous) or addresses."""
 
-    def __init__(self, cp):
-        self.cp, self.tables = cp, _Tables(cp)
+    def __init__(self, cp, empty, zeros):
+        self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp), empty, zeros
 
-    def quantize(self, flat, fmt, blocksize, quant_type, double_quant):
+    def quantize(self, x, n, fmt, blocksize, quant_type, double_quant):
         """One host round-trip (the non-finite flag), after every kernel is queued; with double_quant the
         offset (the exact mean of the absmax) is computed and used on the device and stays there."""
+        cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
-        packed, absmax, ws = K.quantize(flat, fmt, flat.size, blocksize, mids, order, True, zero_code(quant_type),
-                                        table=lut, sums=double_quant, check=not double_quant)
+        flag, dev = K.Flag(cp), cp.cuda.Device().id
+        ws = K.Workspace(self.zeros) if double_quant else None
+        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, empty=self.empty,
+                                    zero_code=zero_code(quant_type), table=lut, ws=ws, flag=flag, device=dev)
         if not double_quant:
+            flag.raise_if_set(K.NONFINITE)
             return FourBit(packed, absmax)
-        offset = K.DeviceScalar(ws)
+        offset = K.DeviceScalar(ws, cp)
         _, dmids, dorder, _ = self.tables("dynamic")
-        # finite absmax minus their finite mean cannot overflow: the second kernel's flag is not needed
-        qabsmax, absmax2, _ = K.quantize(absmax, "float32", absmax.size, DQ_BLOCKSIZE, dmids, dorder, False,
-                                         offset=offset, check=False, ws=ws)
-        ws.check(K.NONFINITE)
+        # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
+        qabsmax, absmax2 = K.quantize(absmax, "float32", -(-n // blocksize), DQ_BLOCKSIZE, dmids, dorder, False,
+                                      empty=self.empty, offset=offset, device=dev)
+        flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, absmax2, offset)
 
     def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):
+        check_state(q, n, blocksize)
+        cp = self.cp
+        flag = K.Flag(cp)
+        kw = {"empty": self.empty, "flag": flag, "device": cp.cuda.Device().id}
         table = self.tables(quant_type)[0]
         if q.qabsmax is None:
-            return K.dequantize(q.packed, n, blocksize, table, out_dtype, True, absmax=q.absmax)
-        return K.dequantize(q.packed, n, blocksize, table, out_dtype, True, qabsmax=q.qabsmax,
-                            absmax2=q.absmax2, dyn=self.tables("dynamic")[0], offset=q.offset,
-                            blocksize2=DQ_BLOCKSIZE)
+            out = K.dequantize(q.packed, n, blocksize, table, out_dtype, True, absmax=q.absmax, **kw)
+        else:
+            out = K.dequantize(q.packed, n, blocksize, table, out_dtype, True, qabsmax=q.qabsmax,
+                               absmax2=q.absmax2, dyn=self.tables("dynamic")[0], offset=q.offset,
+                               blocksize2=DQ_BLOCKSIZE, **kw)
+        flag.raise_if_set(K.NONFINITE_SCALE)
+        return out
 
 
 class CupyBackend(BackendBase):
@@ -107,7 +143,8 @@ class CupyBackend(BackendBase):
         index = int(device.split(":")[1]) if device and ":" in device else 0
         self.cp, self.device = cp, f"cuda:{index}"
         self._dev = cp.cuda.Device(index)
-        self._fused = Fused4bit(cp)
+        self._fused = Fused4bit(cp, lambda size, dtype: cp.empty(size, dtype=dtype),
+                                lambda size, dtype: cp.zeros(size, dtype=dtype))
 
     # ---- conversion ----
     def from_numpy(self, a):
@@ -140,8 +177,12 @@ class CupyBackend(BackendBase):
     def quantize_blockwise(self, x, codebook, blocksize):
         blocksize = _checks.positive_int(blocksize, "blocksize")
         flat, fmt, shape = self._flat_input(x)
-        _, mids, order, _ = self._fused.tables(codebook)
-        codes, absmax, _ = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False)
+        with self._dev:
+            _, mids, order, _ = self._fused.tables(codebook)
+            flag = K.Flag(self.cp)
+            codes, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False, empty=self._fused.empty,
+                                       flag=flag, device=self._dev.id)
+            flag.raise_if_set(K.NONFINITE)
         return codes.reshape(shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
@@ -154,8 +195,12 @@ class CupyBackend(BackendBase):
             raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
         if n and int(codes.max()) >= table.size:
             raise ValueError(f"codes holds {int(codes.max())}, out of range for the {table.size}-entry codebook")
-        out = K.dequantize(self.cp.ascontiguousarray(codes.reshape(-1)), n, blocksize, table, out_dtype, False,
-                           absmax=absmax)
+        with self._dev:
+            flag = K.Flag(self.cp)
+            out = K.dequantize(self.cp.ascontiguousarray(codes.reshape(-1)), n, blocksize, table, out_dtype, False,
+                               absmax=self.cp.ascontiguousarray(absmax), empty=self._fused.empty, flag=flag,
+                               device=self._dev.id)
+            flag.raise_if_set(K.NONFINITE_SCALE)
         return self._wrap(out.reshape(codes.shape), out_dtype)
 
     def _wrap(self, out, out_dtype):
@@ -193,7 +238,7 @@ class CupyBackend(BackendBase):
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         flat, fmt, _ = self._flat_input(x)
         with self._dev:
-            return self._fused.quantize(flat, fmt, blocksize, quant_type, double_quant)
+            return self._fused.quantize(flat, flat.size, fmt, blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
@@ -234,43 +279,40 @@ class CupyBackend(BackendBase):
 
 
 class TorchBridge:
-    """The fused kernels on torch CUDA tensors, through DLPack (no copy), on torch's current stream."""
+    """The fused kernels on torch CUDA tensors: torch allocates, the kernels get raw addresses (no DLPack
+    conversion: it costs more than the kernel at 4096 x 4096), launched on torch's current stream."""
 
     def __init__(self, device_index: int):
         import torch
 
         self.cp, self.torch = _cupy(), torch
-        self.fused = Fused4bit(self.cp)
+        device = torch.device("cuda", device_index)
+        dt = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
+        self.fused = Fused4bit(self.cp, lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
+                               lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device))
         self.index = device_index
-
-    def _to_cupy(self, t):
-        torch = self.torch
-        if t.dtype in (torch.bfloat16, torch.float16):
-            return self.cp.from_dlpack(t.contiguous().view(torch.int16)).view(self.cp.uint16)
-        return self.cp.from_dlpack(t.contiguous())
-
-    def _to_torch(self, a, dtype=None):
-        t = self.torch.from_dlpack(a.view(self.cp.int16) if a.dtype == self.cp.uint16 else a)
-        return t.view(dtype) if dtype is not None else t
+        self._streams = {}
 
     def _stream(self):
-        return self.cp.cuda.ExternalStream(self.torch.cuda.current_stream().cuda_stream)
+        handle = self.torch.cuda.current_stream(self.index).cuda_stream
+        if handle not in self._streams:
+            self._streams[handle] = self.cp.cuda.ExternalStream(handle, self.index)
+        return self._streams[handle]
 
     def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-        fmt = str(x.dtype).replace("torch.", "")
+        if x.device.type != "cuda" or x.device.index not in (None, self.index):
+            raise ValueError(f"x is on {x.device}; this backend runs on cuda:{self.index}")
+        x = x.contiguous()
         with self.cp.cuda.Device(self.index), self._stream():
-            q = self.fused.quantize(self._to_cupy(x.reshape(-1)), fmt, blocksize, quant_type, double_quant)
-        conv = lambda a: None if a is None else self._to_torch(a)
-        return FourBit(conv(q.packed), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
+            return self.fused.quantize(x, x.numel(), _dtype(x), blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         n = int(np.prod(shape, dtype=np.int64))
-        conv = lambda a: None if a is None else self._to_cupy(a)
-        cq = FourBit(conv(q.packed.reshape(-1)), conv(q.absmax), conv(q.qabsmax), conv(q.absmax2), q.offset)
+        cq = FourBit(*(None if a is None else a.reshape(-1).contiguous()
+                       for a in (q.packed, q.absmax, q.qabsmax, q.absmax2)), q.offset)
         with self.cp.cuda.Device(self.index), self._stream():
             out = self.fused.dequantize(cq, n, blocksize, quant_type, out_dtype)
-        dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
-        return self._to_torch(out, dtype).reshape(tuple(shape))
+        return (out if out_dtype == "float32" else out.view(getattr(self.torch, out_dtype))).reshape(tuple(shape))

@@ -40,7 +40,7 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
         finite &= isfinite(v);
         m = fmaxf(m, fabsf(v));
     }
-    if (!__all_sync(FULL, finite) && lane == 0) atomicOr(bad, 1);
+    if (!__all_sync(FULL, finite) && lane == 0) { if (bad) *(volatile int*)bad = 1; }
     for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
     bool tail = len < B;
     float d = fmaxf(m, FLOOR);
@@ -164,7 +164,7 @@ __device__ void quant_lut(const uint4* __restrict__ x, long long nfull, const ui
             }
         }
     }
-    if (!__all_sync(FULL, finite) && lane == 0) atomicOr(bad, 1);
+    if (!__all_sync(FULL, finite) && lane == 0) { if (bad) *(volatile int*)bad = 1; }
     if (SUMS) {
         __shared__ bool last;
         if (acc) atomicAdd(&bins[base + 148], acc);
