@@ -66,7 +66,8 @@ def host_breakdown(reps: int = 300):
     empty = cb._fused.empty
     steps = {
         "cp.empty": lambda: cp.empty(1 << 15, dtype=cp.uint8),
-        "Flag (pinned)": lambda: K.Flag(cp),
+        "Flag (pinned, new)": lambda: K.Flag(cp),
+        "Flag.get (reused)": lambda: K.Flag.get(cp),
         "Workspace (cp.zeros)": lambda: K.Workspace(cb._fused.zeros),
         "flag read (stream sync)": lambda: flag.raise_if_set("x"),
         "K.quantize (launch only)": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
@@ -105,6 +106,65 @@ def host_breakdown(reps: int = 300):
     pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 
+def kernel_breakdown(size="28672x8192", reps=20):
+    """Device time of each kernel of the fused quantize (CUDA events around its launch alone)."""
+    import statistics
+    import time
+
+    import cupy as cp
+    import numpy as np
+
+    from backends import cuda_kernels as K
+    from backends.cupy_backend import CupyBackend
+
+    cb = CupyBackend("cuda")
+    r, c = map(int, size.split("x"))
+    n = r * c
+    flat = (cp.random.default_rng(0).standard_normal(n, dtype=cp.float32).view(cp.uint32) >> 16).astype(cp.uint16)
+    _, mids, order, lut = cb._fused.tables("nf4")
+    _, dmids, dorder, _ = cb._fused.tables("dynamic")
+    empty, zeros, flag = cb._fused.empty, cb._fused.zeros, K.Flag.get(cp)
+    ws = K.Workspace(zeros)
+    _, absmax = K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, ws=ws, flag=flag)
+    offset = K.DeviceScalar(ws, cp)
+
+    def t(fn):
+        fn()
+        ts = []
+        for _ in range(reps):
+            a, b = cp.cuda.Event(), cp.cuda.Event()
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            ts.append(cp.cuda.get_elapsed_time(a, b) * 1e3)
+        return statistics.median(ts)
+
+    steps = {
+        "quant_lut": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, flag=flag),
+        "quant_lut + sums + offset": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty,
+                                                        table=lut, ws=K.Workspace(zeros), flag=flag),
+        "Workspace (zeros)": lambda: K.Workspace(zeros),
+        "second level (quant_dq256)": lambda: K.quantize(absmax, "float32", absmax.size, 256, dmids, dorder, False,
+                                                         empty=empty, offset=offset),
+    }
+    print(f"== kernels at {size}: device us (events around the launch)", flush=True)
+    for name, fn in steps.items():
+        print(f"{name:32s} {t(fn):8.1f}", flush=True)
+    mod = K.module(0)
+    for name, fn in {"launch dq_offset (3 args)": lambda: mod("dq_offset")((1,), (32,), (ws.sums, np.int64(5), ws.offset)),
+                     "launch quant_lut (13 args, 64 values)": lambda: K.quantize(
+                         flat[:64], "bfloat16", 64, 64, mids, order, True, empty=empty, table=lut, flag=flag)}.items():
+        fn()
+        cp.cuda.Device().synchronize()
+        t0 = time.perf_counter()
+        for _ in range(300):
+            fn()
+        cp.cuda.Device().synchronize()
+        print(f"{name:40s} host {(time.perf_counter() - t0) / 300 * 1e6:6.1f} us", flush=True)
+
+
 if __name__ == "__main__":
     host_breakdown()
+    kernel_breakdown()
     main()

@@ -11,9 +11,8 @@ import argparse
 import statistics
 
 CONFIGS = [
-    {},
-    {"QUANT_ITER": 1}, {"QUANT_ITER": 4}, {"QUANT_LDCS": 1}, {"CTAS_PER_SM": 4, "WARPS_PER_CTA": 16},
-    {"CTAS_PER_SM": 16}, {"DQ_WORDS": 8}, {"DQ_WORDS": 2}, {"DQ_STREAM": 1}, {"LUT_DIAG": 1},
+    {}, {"DQ_VEC": 1}, {"DQ_VEC": 1, "CTAS_PER_SM": 4}, {"DQ_VEC": 1, "CTAS_PER_SM": 16}, {"DQ_WORDS": 1},
+    {"CTAS_PER_SM": 16}, {"QUANT_ITER": 4},
 ]
 
 
@@ -67,7 +66,7 @@ def main(argv=None):
     print(f"device copy {cm:.0f} GB/s (rounds: {' '.join(f'{v:.0f}' for v in copy)})")
     for i, cfg in enumerate(CONFIGS):
         q, qdq, d = (statistics.median(res[i][k]) for k in ("q", "qdq", "d"))
-        print(f"{str(cfg or 'defaults'):42s} quantize {q:5.0f} GB/s ({q / cm:4.0%})  +dq {qdq:5.0f} "
+        print(f"{cfg or 'defaults'!s:42s} quantize {q:5.0f} GB/s ({q / cm:4.0%})  +dq {qdq:5.0f} "
               f"(time +{q / qdq - 1:4.0%})  dequantize {d:5.0f} ({d / cm:4.0%})  same bytes: {digests[i] == digests[0]}",
               flush=True)
     del np

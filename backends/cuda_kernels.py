@@ -8,6 +8,7 @@ and --ftz=false (subnormals kept). Formats: 0 float32, 1 float16, 2 bfloat16 (as
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -24,6 +25,7 @@ KNOBS = {
     "QUANT_LDCS": 0,  # 1: quant_lut reads its input with streaming (evict-first) loads
     "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
+    "DQ_VEC": 0,  # 1: dequant32 (16 bytes of codes per thread) where the layout allows
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
@@ -60,6 +62,11 @@ def _wrappers() -> str:
             f"const float* table, const float* absmax, const unsigned char* qabsmax, const float* absmax2, "
             f"const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {{ "
             f"dequant8<{fmt}>(packed, n, B, table, absmax, qabsmax, absmax2, dyn, offset, offset_p, B2, out, bad); }}")
+        out.append(
+            f'extern "C" __global__ void dequant32_f{fmt}(const uint4* packed, long long n, int B, '
+            f"const float* table, const float* absmax, const unsigned char* qabsmax, const float* absmax2, "
+            f"const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {{ "
+            f"dequant32<{fmt}>(packed, n, B, table, absmax, qabsmax, absmax2, dyn, offset, offset_p, B2, out, bad); }}")
     return "\n".join(out)
 
 
@@ -129,7 +136,18 @@ def ptr(a) -> np.uint64:
 
 class Flag:
     """The non-finite flag: an int in pinned host memory that kernels set to 1 (under unified addressing
-    pinned memory is mapped, so nothing is copied back or zeroed on the device)."""
+    pinned memory is mapped, so nothing is copied back or zeroed on the device). One per thread, reset by
+    `get` (a call waits for its kernels before it returns, so calls of one thread never share it)."""
+
+    _local = threading.local()
+
+    @classmethod
+    def get(cls, cp) -> Flag:
+        flag = getattr(cls._local, "flag", None)
+        if flag is None:
+            flag = cls._local.flag = cls(cp)
+        flag.value[0] = 0
+        return flag
 
     def __init__(self, cp):
         self.cp = cp
@@ -203,6 +221,10 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     done = 0
     fast = (table is not None and pack and blocksize == 64 and offset is None and n >= 64
             and xp % 16 == 0 and nblocks < 2**31)
+    if offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0:
+        mod("quant_dq256")((-(-nblocks // 8),), (256,), (np.uint64(xp), np.int64(n), mids, order, np.int32(mids.size),
+                                                           offset.ptr, np.uint64(outp), np.uint64(absp)))
+        return out, absmax
     if fast:
         done = n // 64  # full blocks by quant_lut, the tail (if any) by the general kernel first
     if done < nblocks:
@@ -243,7 +265,10 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
     cptr = int(ptr(codes))
     threads = (n + 1) // 2 if pack else n
     name = f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}"
-    if pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and cptr % 4 == 0:
+    if (mod.knobs["DQ_VEC"] and pack and n % 32 == 0 and blocksize >= 32 and blocksize & (blocksize - 1) == 0
+            and cptr % 16 == 0):
+        threads, name = min(n // 32, mod.sms * mod.knobs["CTAS_PER_SM"] * 256), f"dequant32_f{FORMATS[out_fmt]}"
+    elif pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and cptr % 4 == 0:
         threads, name = -(-(n // 8) // mod.knobs["DQ_WORDS"]), f"dequant8_f{FORMATS[out_fmt]}"
         threads = min(threads, mod.sms * mod.knobs["CTAS_PER_SM"] * 256)  # persistent grid
     null = np.uint64(0)

@@ -103,7 +103,7 @@ class Fused4bit:
         offset (the exact mean of the absmax) is computed and used on the device and stays there."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
-        flag, dev = K.Flag(cp), cp.cuda.Device().id
+        flag, dev = K.Flag.get(cp), cp.cuda.Device().id
         ws = K.Workspace(self.zeros) if double_quant else None
         packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, empty=self.empty,
                                     zero_code=zero_code(quant_type), table=lut, ws=ws, flag=flag, device=dev)
@@ -121,7 +121,7 @@ class Fused4bit:
     def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):
         check_state(q, n, blocksize)
         cp = self.cp
-        flag = K.Flag(cp)
+        flag = K.Flag.get(cp)
         kw = {"empty": self.empty, "flag": flag, "device": cp.cuda.Device().id}
         table = self.tables(quant_type)[0]
         if q.qabsmax is None:
@@ -179,7 +179,7 @@ class CupyBackend(BackendBase):
         flat, fmt, shape = self._flat_input(x)
         with self._dev:
             _, mids, order, _ = self._fused.tables(codebook)
-            flag = K.Flag(self.cp)
+            flag = K.Flag.get(self.cp)
             codes, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False, empty=self._fused.empty,
                                        flag=flag, device=self._dev.id)
             flag.raise_if_set(K.NONFINITE)
@@ -196,7 +196,7 @@ class CupyBackend(BackendBase):
         if n and int(codes.max()) >= table.size:
             raise ValueError(f"codes holds {int(codes.max())}, out of range for the {table.size}-entry codebook")
         with self._dev:
-            flag = K.Flag(self.cp)
+            flag = K.Flag.get(self.cp)
             out = K.dequantize(self.cp.ascontiguousarray(codes.reshape(-1)), n, blocksize, table, out_dtype, False,
                                absmax=self.cp.ascontiguousarray(absmax), empty=self._fused.empty, flag=flag,
                                device=self._dev.id)

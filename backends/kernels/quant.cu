@@ -65,6 +65,55 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
     }
 }
 
+// The second level of double quantization (qref/double_quant.py): float32 absmax minus the offset (a device
+// scalar), blocks of 256, unpacked codes of up to 256 (the dynamic map). One warp per block, 8 consecutive
+// values per lane (two 16-byte loads, one 8-byte store); the tail block as in quant_blocks.
+__device__ void quant_dq(const float* __restrict__ x, long long n, const float* mids_g, const unsigned char* order_g,
+                         int nm, const float* offset_p, unsigned char* __restrict__ out, float* __restrict__ absmax) {
+    __shared__ float mids[256];
+    __shared__ unsigned char order[256];
+    for (int j = threadIdx.x; j < 256; j += blockDim.x) {
+        mids[j] = j < nm ? mids_g[j] : __int_as_float(0x7f800000);
+        order[j] = j <= nm ? order_g[j] : 0;
+    }
+    __syncthreads();
+    const float offset = *offset_p;
+    const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (w >= (n + 255) / 256) return;
+    const long long start = w * 256;
+    const int len = (int)min(256LL, n - start);
+    const bool tail = len < 256;
+    float v[8];
+    if (!tail) {
+        const float4 a = ((const float4*)(x + start))[2 * lane], b = ((const float4*)(x + start))[2 * lane + 1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else {
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? x[start + 8 * lane + k] : offset;
+    }
+    float m = 0.0f;
+    #pragma unroll
+    for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
+    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
+    const float d = fmaxf(m, FLOOR), r = 1.0f / d;
+    if (lane == 0) absmax[w] = tail ? d : m;
+    unsigned char c[8];
+    #pragma unroll
+    for (int k = 0; k < 8; ++k) c[k] = nearest<256>(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), mids, order);
+    if (!tail) {
+        ((uint2*)(out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | (unsigned int)c[3] << 24,
+                                                    c[4] | c[5] << 8 | c[6] << 16 | (unsigned int)c[7] << 24);
+    } else {
+        for (int k = 0; k < 8; ++k) if (8 * lane + k < len) out[start + 8 * lane + k] = c[k];
+    }
+}
+
+extern "C" __global__ void quant_dq256(const float* x, long long n, const float* mids, const unsigned char* order,
+                                       int nm, const float* offset_p, unsigned char* out, float* absmax) {
+    quant_dq(x, n, mids, order, nm, offset_p, out, absmax);
+}
+
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
 // code of s: lut[(bits(s + 6) >> shift) & mask] = (midpoint or +inf, lo | hi << 8); s > midpoint ? hi : lo.
 __device__ __forceinline__ unsigned int lut_code(float s, const uint2* lut, int shift, unsigned int mask) {
