@@ -68,7 +68,7 @@ def host_breakdown(reps: int = 300):
         "cp.empty": lambda: cp.empty(1 << 15, dtype=cp.uint8),
         "Flag (pinned, new)": lambda: K.Flag(cp),
         "Flag.get (reused)": lambda: K.Flag.get(cp),
-        "Workspace (cp.zeros)": lambda: K.Workspace(cb._fused.zeros),
+        "Workspace.get (memset)": lambda: K.Workspace.get(cp, cb._fused.zeros, 0),
         "flag read (stream sync)": lambda: flag.raise_if_set("x"),
         "K.quantize (launch only)": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
                                                        empty=empty, flag=flag),
@@ -124,9 +124,12 @@ def kernel_breakdown(size="28672x8192", reps=20):
     _, mids, order, lut = cb._fused.tables("nf4")
     _, dmids, dorder, _ = cb._fused.tables("dynamic")
     empty, zeros, flag = cb._fused.empty, cb._fused.zeros, K.Flag.get(cp)
-    ws = K.Workspace(zeros)
-    _, absmax = K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, ws=ws, flag=flag)
-    offset = K.DeviceScalar(ws, cp)
+    second = empty(-(-n // 64 // 256) + 1, "float32")
+    at = int(K.ptr(second)) + 4 * (second.size - 1)
+    ws = K.Workspace.get(cp, zeros, 0)
+    _, absmax = K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, ws=ws,
+                           offset_out=at, flag=flag)
+    offset = K.DeviceScalar(second, at, cp)
 
     def t(fn):
         fn()
@@ -143,8 +146,9 @@ def kernel_breakdown(size="28672x8192", reps=20):
     steps = {
         "quant_lut": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, flag=flag),
         "quant_lut + sums + offset": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty,
-                                                        table=lut, ws=K.Workspace(zeros), flag=flag),
-        "Workspace (zeros)": lambda: K.Workspace(zeros),
+                                                        table=lut, ws=K.Workspace.get(cp, zeros, 0), offset_out=at,
+                                                        flag=flag),
+        "Workspace.get (memset)": lambda: K.Workspace.get(cp, zeros, 0),
         "second level (quant_dq256)": lambda: K.quantize(absmax, "float32", absmax.size, 256, dmids, dorder, False,
                                                          empty=empty, offset=offset),
     }
@@ -152,7 +156,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
     for name, fn in steps.items():
         print(f"{name:32s} {t(fn):8.1f}", flush=True)
     mod = K.module(0)
-    for name, fn in {"launch dq_offset (3 args)": lambda: mod("dq_offset")((1,), (32,), (ws.sums, np.int64(5), ws.offset)),
+    for name, fn in {"launch dq_offset (3 args)": lambda: mod("dq_offset")((1,), (32,), (ws.sums, np.int64(5), np.uint64(at))),
                      "launch quant_lut (13 args, 64 values)": lambda: K.quantize(
                          flat[:64], "bfloat16", 64, 64, mids, order, True, empty=empty, table=lut, flag=flag)}.items():
         fn()

@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [
-    {}, {"DQ_VEC": 1}, {"DQ_VEC": 1, "CTAS_PER_SM": 4}, {"DQ_VEC": 1, "CTAS_PER_SM": 16}, {"DQ_WORDS": 1},
-    {"CTAS_PER_SM": 16}, {"QUANT_ITER": 4},
-]
+CONFIGS = [{}, {"DQ_WORDS": 1}, {"DQ_WORDS": 2}, {"CTAS_PER_SM": 4}, {"QUANT_ITER": 1}]
 
 
 def main(argv=None):

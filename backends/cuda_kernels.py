@@ -7,7 +7,9 @@ and --ftz=false (subnormals kept). Formats: 0 float32, 1 float16, 2 bfloat16 (as
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import struct
 import threading
 from contextlib import contextmanager
 from functools import cache
@@ -51,22 +53,13 @@ def _wrappers() -> str:
                 f"dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, absmax, qabsmax, absmax2, dyn, "
                 f"offset, offset_p, B2, out, bad); }}")
         for sums in (False, True):
+            out.append(f'extern "C" __global__ void quant_lut_f{fmt}_s{int(sums)}(const LutArgs a) '
+                       f"{{ quant_lut<{fmt}, {str(sums).lower()}>(a); }}")
+        for kind, ptype in (("dequant8", "unsigned int"), ("dequant32", "uint4")):
             out.append(
-                f'extern "C" __global__ void quant_lut_f{fmt}_s{int(sums)}(const uint4* x, long long nfull, '
-                f"const uint2* lut, int lut_size, int shift, unsigned int mask, unsigned char* out, float* absmax, "
-                f"int* bad, unsigned long long* sums, unsigned int* done, float* offset, long long n_absmax) {{ "
-                f"quant_lut<{fmt}, {str(sums).lower()}>(x, nfull, lut, lut_size, shift, mask, out, absmax, bad, "
-                f"sums, done, offset, n_absmax); }}")
-        out.append(
-            f'extern "C" __global__ void dequant8_f{fmt}(const unsigned int* packed, long long n, int B, '
-            f"const float* table, const float* absmax, const unsigned char* qabsmax, const float* absmax2, "
-            f"const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {{ "
-            f"dequant8<{fmt}>(packed, n, B, table, absmax, qabsmax, absmax2, dyn, offset, offset_p, B2, out, bad); }}")
-        out.append(
-            f'extern "C" __global__ void dequant32_f{fmt}(const uint4* packed, long long n, int B, '
-            f"const float* table, const float* absmax, const unsigned char* qabsmax, const float* absmax2, "
-            f"const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {{ "
-            f"dequant32<{fmt}>(packed, n, B, table, absmax, qabsmax, absmax2, dyn, offset, offset_p, B2, out, bad); }}")
+                f'extern "C" __global__ void {kind}_f{fmt}(const DequantArgs a) {{ {kind}<{fmt}>((const {ptype}*)'
+                f"a.packed, a.n, a.B, a.table, a.absmax, a.qabsmax, a.absmax2, a.dyn, a.offset, a.offset_p, a.B2, "
+                f"a.out, a.bad); }}")
     return "\n".join(out)
 
 
@@ -103,6 +96,17 @@ class Module:
         if name not in self._functions:
             self._functions[name] = self.mod.get_function(name)
         return self._functions[name]
+
+    def launch(self, name: str, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
+        """Launch `name` with one by-value struct parameter packed from `values` (ints, floats), on the
+        current CuPy stream, through the driver (no per-parameter conversion)."""
+        import cupy as cp
+
+        raw = ctypes.create_string_buffer(layout.pack(*(int(v) if isinstance(v, np.integer) else v for v in values)),
+                                          layout.size)
+        params = (ctypes.c_void_p * 1)(ctypes.addressof(raw))
+        cp.cuda.driver.launchKernel(self(name).ptr, grid, 1, 1, block, 1, 1, shared,
+                                    cp.cuda.get_current_stream().ptr, ctypes.addressof(params), 0)
 
 
 @cache
@@ -164,22 +168,34 @@ class Flag:
 
 
 class Workspace:
-    """Zeroed device memory of the fused double quantization, from the caller's framework (`zeros`): the
-    absmax sums (277 uint64), then the finished-CTA counter and the offset (uint32 words)."""
+    """The absmax sums (277 uint64) and the finished-CTA counter of the fused double quantization: device
+    memory of the caller's framework (`zeros`), one per thread (a call waits for its kernels before it
+    returns), cleared by one memset on the current stream at each use."""
+
+    _local = threading.local()
+
+    @classmethod
+    def get(cls, cp, zeros, key) -> Workspace:
+        cache = cls._local.__dict__.setdefault("cache", {})
+        if key not in cache:
+            cache[key] = cls(zeros)
+        ws = cache[key]
+        cp.cuda.runtime.memsetAsync(int(ws.sums), 0, 8 * N_BINS + 8, cp.cuda.get_current_stream().ptr)
+        return ws
 
     def __init__(self, zeros):
-        self.buf = zeros(N_BINS + 2, "uint64")
+        self.buf = zeros(N_BINS + 1, "uint64")
         base = int(ptr(self.buf))
-        self.sums = np.uint64(base)
-        self.done, self.offset = np.uint64(base + 8 * N_BINS), np.uint64(base + 8 * N_BINS + 4)
+        self.sums, self.done = np.uint64(base), np.uint64(base + 8 * N_BINS)
 
 
 class DeviceScalar:
-    """A float32 scalar left on the device (the fused double quantization's offset, in a Workspace):
-    kernels read it in place (`ptr`); float(), numpy conversion and .item() copy it to the host."""
+    """A float32 scalar left on the device (the fused double quantization's offset, stored after the
+    second-level absmax): kernels read it in place (`ptr`); float(), numpy conversion and .item() copy it to
+    the host. `owner` keeps its memory alive."""
 
-    def __init__(self, ws: Workspace, cp):
-        self.ws, self.ptr, self.cp = ws, ws.offset, cp
+    def __init__(self, owner, address: int, cp):
+        self.owner, self.ptr, self.cp = owner, np.uint64(address), cp
 
     def item(self) -> float:
         cp = self.cp
@@ -199,22 +215,31 @@ class DeviceScalar:
         return f"DeviceScalar({self.item()!r})"
 
 
+# By-value parameter structs of the hot kernels (layouts of LutArgs, DqArgs, DequantArgs in kernels/*.cu,
+# natural alignment, pads explicit): one parameter instead of 8-13, each of which costs CuPy's launcher
+# about a microsecond.
+LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQq")
+DQ_ARGS = struct.Struct("<QqQQi4xQQQ")
+DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
+
+
 NONFINITE = "x contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)"
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
-             offset=None, table=None, ws=None, flag=None, device: int = 0):
+             offset=None, table=None, ws=None, offset_out: int = 0, flag=None, absmax=None, device: int = 0):
     """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
-    caller's framework) of the flat values at x (an array or its address). offset: a DeviceScalar
-    subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device, for the
-    block-64 kernel. ws: a Workspace: also the exact absmax sums and the double-quantization offset
-    (ws.offset). flag: the Flag the kernels set on non-finite input (read by the caller)."""
+    caller's framework unless given) of the flat values at x (an array or its address). offset: a
+    DeviceScalar subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device,
+    for the block-64 kernel. ws (a Workspace) with offset_out (an address): also the exact mean of the
+    absmax, the double-quantization offset, written there. flag: the Flag the kernels set on non-finite
+    input (read by the caller)."""
     mod = module(device)
     xp = int(x) if isinstance(x, (int, np.integer)) else int(ptr(x))
     nblocks = -(-n // blocksize)
     out = empty((n + 1) // 2 if pack else n, "uint8")
-    absmax = empty(nblocks, "float32")
+    absmax = empty(nblocks, "float32") if absmax is None else absmax
     outp, absp = int(ptr(out)), int(ptr(absmax))
     null = np.uint64(0)
     bad = flag.ptr if flag is not None else null
@@ -222,8 +247,8 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     fast = (table is not None and pack and blocksize == 64 and offset is None and n >= 64
             and xp % 16 == 0 and nblocks < 2**31)
     if offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0:
-        mod("quant_dq256")((-(-nblocks // 8),), (256,), (np.uint64(xp), np.int64(n), mids, order, np.int32(mids.size),
-                                                           offset.ptr, np.uint64(outp), np.uint64(absp)))
+        mod.launch("quant_dq256", -(-nblocks // 8), 256, DQ_ARGS,
+                   (xp, n, ptr(mids), ptr(order), mids.size, offset.ptr, outp, absp))
         return out, absmax
     if fast:
         done = n // 64  # full blocks by quant_lut, the tail (if any) by the general kernel first
@@ -243,15 +268,13 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
         ctas = min(mod.sms * mod.knobs["CTAS_PER_SM"], -(-done // (8 * warps)))
         entries, bits = table
         k = 1 << bits
-        mod(f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}")(
-            (ctas,), (32 * warps,),
-            (np.uint64(xp), np.int64(done), entries, np.int32(k), np.int32(23 - bits), np.uint32(k - 1),
-             np.uint64(outp), np.uint64(absp), bad, ws.sums if ws else null, ws.done if ws else null,
-             ws.offset if ws else null, np.int64(nblocks)),
-            shared_mem=8 * k + (8 * N_BINS if ws is not None else 0))
+        mod.launch(f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}", ctas, 32 * warps, LUT_ARGS,
+                   (xp, done, ptr(entries), k, 23 - bits, k - 1, outp, absp, bad, ws.sums if ws else 0,
+                    ws.done if ws else 0, offset_out, nblocks),
+                   shared=8 * k + (8 * N_BINS if ws is not None else 0))
     elif ws is not None:
         mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), ws.sums))
-        mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), ws.offset))
+        mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), np.uint64(offset_out)))
     return out, absmax
 
 
@@ -263,21 +286,24 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
     mod = module(device)
     out = empty(n, "float32" if out_fmt == "float32" else "uint16")
     cptr = int(ptr(codes))
-    threads = (n + 1) // 2 if pack else n
-    name = f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}"
-    if (mod.knobs["DQ_VEC"] and pack and n % 32 == 0 and blocksize >= 32 and blocksize & (blocksize - 1) == 0
-            and cptr % 16 == 0):
-        threads, name = min(n // 32, mod.sms * mod.knobs["CTAS_PER_SM"] * 256), f"dequant32_f{FORMATS[out_fmt]}"
-    elif pack and n % 8 == 0 and blocksize % 8 == 0 and blocksize & (blocksize - 1) == 0 and cptr % 4 == 0:
-        threads, name = -(-(n // 8) // mod.knobs["DQ_WORDS"]), f"dequant8_f{FORMATS[out_fmt]}"
-        threads = min(threads, mod.sms * mod.knobs["CTAS_PER_SM"] * 256)  # persistent grid
-    null = np.uint64(0)
     on_device = isinstance(offset, DeviceScalar)
-    scales = (null if a is None else ptr(a) for a in (absmax, qabsmax, absmax2, dyn))
-    mod(name)((-(-threads // 256),), (256,),
-              (np.uint64(cptr), np.int64(n), np.int32(blocksize), table, *scales,
-               np.float32(0.0 if on_device else offset), offset.ptr if on_device else null,
-               np.int32(blocksize2), ptr(out), flag.ptr))
+    scales = [0 if a is None else ptr(a) for a in (absmax, qabsmax, absmax2, dyn)]
+    args = (cptr, n, blocksize, ptr(table), *scales, 0.0 if on_device else float(offset),
+            offset.ptr if on_device else 0, blocksize2, ptr(out), flag.ptr)
+    power2 = blocksize & (blocksize - 1) == 0
+    if mod.knobs["DQ_VEC"] and pack and n % 32 == 0 and blocksize >= 32 and power2 and cptr % 16 == 0:
+        threads = min(n // 32, mod.sms * mod.knobs["CTAS_PER_SM"] * 256)  # persistent grid
+        mod.launch(f"dequant32_f{FORMATS[out_fmt]}", -(-threads // 256), 256, DEQUANT_ARGS, args)
+    elif pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
+        threads = min(-(-(n // 8) // mod.knobs["DQ_WORDS"]), mod.sms * mod.knobs["CTAS_PER_SM"] * 256)
+        mod.launch(f"dequant8_f{FORMATS[out_fmt]}", -(-threads // 256), 256, DEQUANT_ARGS, args)
+    else:
+        threads = (n + 1) // 2 if pack else n
+        null = np.uint64(0)
+        mod(f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}")(
+            (-(-threads // 256),), (256,),
+            (np.uint64(cptr), np.int64(n), np.int32(blocksize), table, *(np.uint64(a) for a in scales),
+             np.float32(args[8]), offset.ptr if on_device else null, np.int32(blocksize2), ptr(out), flag.ptr))
     return out
 
 

@@ -99,24 +99,32 @@ class Fused4bit:
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp), empty, zeros
 
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant):
-        """One host round-trip (the non-finite flag), after every kernel is queued; with double_quant the
-        offset (the exact mean of the absmax) is computed and used on the device and stays there."""
+        """One host round-trip (the non-finite flag), after every kernel is queued. With double_quant the
+        offset (the exact mean of the absmax) is computed on the device, used there, and kept after the
+        second-level absmax (one allocation): FourBit.offset is a DeviceScalar over it."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
         flag, dev = K.Flag.get(cp), cp.cuda.Device().id
-        ws = K.Workspace(self.zeros) if double_quant else None
-        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, empty=self.empty,
-                                    zero_code=zero_code(quant_type), table=lut, ws=ws, flag=flag, device=dev)
+        kw = {"empty": self.empty, "device": dev}
         if not double_quant:
+            packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
+                                        table=lut, flag=flag, **kw)
             flag.raise_if_set(K.NONFINITE)
             return FourBit(packed, absmax)
-        offset = K.DeviceScalar(ws, cp)
+        nb = -(-n // blocksize)
+        nb2 = -(-nb // DQ_BLOCKSIZE)
+        second = self.empty(nb2 + 1, "float32")  # absmax2, then the offset
+        at = int(K.ptr(second)) + 4 * nb2
+        ws = K.Workspace.get(cp, self.zeros, dev)
+        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
+                                    table=lut, ws=ws, offset_out=at, flag=flag, **kw)
+        offset = K.DeviceScalar(second, at, cp)
         _, dmids, dorder, _ = self.tables("dynamic")
         # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
-        qabsmax, absmax2 = K.quantize(absmax, "float32", -(-n // blocksize), DQ_BLOCKSIZE, dmids, dorder, False,
-                                      empty=self.empty, offset=offset, device=dev)
+        qabsmax, _ = K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False, offset=offset,
+                                absmax=second, **kw)
         flag.raise_if_set(K.NONFINITE)
-        return FourBit(packed, None, qabsmax, absmax2, offset)
+        return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
     def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):
         check_state(q, n, blocksize)

@@ -39,6 +39,12 @@ __device__ void dequant_blocks(const unsigned char* codes, long long n, int B, c
 #define STORE_CS(p, v) (*(p) = (v))
 #endif
 
+struct DequantArgs {  // one by-value kernel parameter (dequant8, dequant32)
+    const void* packed; long long n; int B; const float* table; const float* absmax; const unsigned char* qabsmax;
+    const float* absmax2; const float* dyn; float offset; const float* offset_p; int B2; void* out; int* bad;
+};
+static_assert(sizeof(DequantArgs) == 104, "DequantArgs: layout of backends/cuda_kernels.DEQUANT_ARGS");
+
 // Packed codes, n % 8 == 0, B a power of two >= 8: a persistent grid; each thread takes DQ_WORDS 32-bit
 // words a step (each coalesced across the CTA), all loaded before any is used; 8 outputs per word in one
 // 16-byte (32 for float32) store.

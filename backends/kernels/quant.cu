@@ -109,9 +109,12 @@ __device__ void quant_dq(const float* __restrict__ x, long long n, const float* 
     }
 }
 
-extern "C" __global__ void quant_dq256(const float* x, long long n, const float* mids, const unsigned char* order,
-                                       int nm, const float* offset_p, unsigned char* out, float* absmax) {
-    quant_dq(x, n, mids, order, nm, offset_p, out, absmax);
+struct DqArgs { const float* x; long long n; const float* mids; const unsigned char* order; int nm;
+                const float* offset_p; unsigned char* out; float* absmax; };
+static_assert(sizeof(DqArgs) == 64, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
+
+extern "C" __global__ void quant_dq256(const DqArgs a) {
+    quant_dq(a.x, a.n, a.mids, a.order, a.nm, a.offset_p, a.out, a.absmax);
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
@@ -126,17 +129,18 @@ __device__ __forceinline__ unsigned int lut_code(float s, const uint2* lut, int 
 
 #define NOBASE (-100000)
 
-// Exact integer sums of the absmax (qref.double_quant.exponent_sums, generalised: bins[i] counts units of
-// 2^(i - 172)). Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value it
-// sees (m24 << 8 < 2^32, so no sum can overflow below 2^31 blocks); others go to the CTA's shared bins.
+// Exact integer sums of the absmax (bins[i] counts units of 2^(i - 172), as qref.double_quant's exponent
+// sums): m = v 2^(e - 150), e its biased exponent (1 for subnormals), v its 24-bit significand, so m adds
+// v to bins[e + 22]. Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value
+// it sees (v << 8 < 2^32: no sum overflows below 2^31 blocks); others go to the CTA's shared bins.
 __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins) {
-    int e;
-    float f = frexpf(m, &e);
-    unsigned long long v = (unsigned long long)(f * 16777216.0f);  // the 24-bit significand, exactly
-    if (base == NOBASE) base = max(e - 4, -148);
-    int sh = e - base;
+    const unsigned int u = __float_as_uint(m);
+    const int ef = (int)(u >> 23), e = max(ef, 1);
+    const unsigned long long v = (u & 0x7FFFFFu) | (ef ? 0x800000u : 0u);
+    if (base == NOBASE) base = e - 4;
+    const int sh = e - base;
     if (sh >= 0 && sh <= 8) acc += v << sh;
-    else atomicAdd(&bins[e + 148], v);
+    else atomicAdd(&bins[e + 22], v);
 }
 
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
@@ -145,14 +149,26 @@ __device__ void offset_warp(const unsigned long long* sums, long long n, float* 
 // load instruction of a warp reads whole 32-byte sectors. absmax by an integer max of |bits| (NaN above
 // inf: one comparison flags both). A persistent grid walks groups of 8 blocks. SUMS: also the exact
 // sums of the absmax and, in the CTA that finishes last, the double-quantization offset from them.
+struct LutArgs {  // one by-value kernel parameter: a launch costs about a microsecond per parameter
+    const uint4* x; long long nfull; const uint2* lut; int lut_size, shift; unsigned int mask;
+    unsigned char* out; float* absmax; int* bad; unsigned long long* sums; unsigned int* done; float* offset;
+    long long n_absmax;
+};
+static_assert(sizeof(LutArgs) == 96, "LutArgs: layout of backends/cuda_kernels.LUT_ARGS");
+
 template <int FMT, bool SUMS>
-__device__ void quant_lut(const uint4* __restrict__ x, long long nfull, const uint2* lut_g, int lut_size, int shift,
-                          unsigned int mask, unsigned char* out, float* absmax, int* bad,
-                          unsigned long long* sums, unsigned int* done, float* offset, long long n_absmax) {
+__device__ void quant_lut(const LutArgs a) {
+    const uint4* __restrict__ x = a.x;
+    const long long nfull = a.nfull;
+    const int shift = a.shift;
+    const unsigned int mask = a.mask;
+    unsigned char* __restrict__ out = a.out;
+    float* __restrict__ absmax = a.absmax;
     extern __shared__ uint2 lut[];  // lut_size entries, then (SUMS) 277 bins
     constexpr int NC = FMT == 0 ? 4 : 2;  // 16-byte chunks per lane and block
+    const int lut_size = a.lut_size;
     unsigned long long* bins = (unsigned long long*)(lut + lut_size);
-    for (int k = threadIdx.x; k < lut_size; k += blockDim.x) lut[k] = lut_g[k];
+    for (int k = threadIdx.x; k < lut_size; k += blockDim.x) lut[k] = a.lut[k];
     if (SUMS) for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
     __syncthreads();
     const int lane = threadIdx.x & 31, j = lane & 3;
@@ -213,17 +229,17 @@ __device__ void quant_lut(const uint4* __restrict__ x, long long nfull, const ui
             }
         }
     }
-    if (!__all_sync(FULL, finite) && lane == 0) { if (bad) *(volatile int*)bad = 1; }
+    if (!__all_sync(FULL, finite) && lane == 0) { if (a.bad) *(volatile int*)a.bad = 1; }
     if (SUMS) {
         __shared__ bool last;
-        if (acc) atomicAdd(&bins[base + 148], acc);
+        if (acc) atomicAdd(&bins[base + 22], acc);
         __syncthreads();
         for (int k = threadIdx.x; k < 277; k += blockDim.x)
-            if (bins[k]) atomicAdd(&sums[k], bins[k]);
+            if (bins[k]) atomicAdd(&a.sums[k], bins[k]);
         __threadfence();
         __syncthreads();
-        if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+        if (threadIdx.x == 0) last = atomicAdd(a.done, 1u) == gridDim.x - 1;
         __syncthreads();
-        if (last && threadIdx.x < 32) { __threadfence(); offset_warp(sums, n_absmax, offset); }
+        if (last && threadIdx.x < 32) { __threadfence(); offset_warp(a.sums, a.n_absmax, a.offset); }
     }
 }
