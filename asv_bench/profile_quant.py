@@ -101,9 +101,15 @@ def host_breakdown(reps: int = 300):
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(reps):
-        cb.quantize_4bit(xb, 64, "nf4")
+        cb.quantize_4bit(xb, 64, "nf4", True)
     prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(14)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(16)
+    from cupy.cuda import driver
+
+    mod = K.module(0)
+    for name in ("quant_lut_f2_s0", "quant_lut_f2_s1", "quant_dq256", "dequant8_f2"):
+        regs = driver.funcGetAttribute(4, mod(name).ptr)  # CU_FUNC_ATTRIBUTE_NUM_REGS
+        print(f"{name}: {regs} registers per thread", flush=True)
 
 
 def kernel_breakdown(size="28672x8192", reps=20):

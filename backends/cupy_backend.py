@@ -52,19 +52,20 @@ class CupyBF16:
 
 class _Tables:
     """Codebook values, midpoints, order and bucket table (backends/cuda_lut.py: (entries, bits) or None)
-    on the current device, from qref.codebooks."""
+    on one device, from qref.codebooks."""
 
-    def __init__(self, cp):
-        self.cp, self.cache = cp, {}
+    def __init__(self, cp, device_id: int):
+        self.cp, self.device_id, self.cache = cp, device_id, {}
 
     def __call__(self, name):
-        key = (name, self.cp.cuda.Device().id)
-        if key not in self.cache:
+        if name not in self.cache:
             cb = get_codebook(name)
             lut = cuda_lut.build(cb.midpoints, cb.order)
-            self.cache[key] = (*(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))),
-                               None if lut is None else (self.cp.asarray(lut.entries), lut.bits))
-        return self.cache[key]
+            with self.cp.cuda.Device(self.device_id):
+                self.cache[name] = (*(self.cp.asarray(a) for a in (cb.values, cb.midpoints,
+                                                                    cb.order.astype(np.uint8))),
+                                    None if lut is None else (self.cp.asarray(lut.entries), lut.bits))
+        return self.cache[name]
 
 
 def _size(a) -> int:
@@ -95,8 +96,9 @@ class Fused4bit:
     `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's); inputs are
     arrays of it (contiguous) or addresses."""
 
-    def __init__(self, cp, empty, zeros):
-        self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp), empty, zeros
+    def __init__(self, cp, empty, zeros, device_id: int):
+        self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
+        self.device_id = device_id
 
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant):
         """One host round-trip (the non-finite flag), after every kernel is queued. With double_quant the
@@ -104,7 +106,7 @@ class Fused4bit:
         second-level absmax (one allocation): FourBit.offset is a DeviceScalar over it."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
-        flag, dev = K.Flag.get(cp), cp.cuda.Device().id
+        flag, dev = K.Flag.get(cp), self.device_id
         kw = {"empty": self.empty, "device": dev}
         if not double_quant:
             packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
@@ -130,7 +132,7 @@ class Fused4bit:
         check_state(q, n, blocksize)
         cp = self.cp
         flag = K.Flag.get(cp)
-        kw = {"empty": self.empty, "flag": flag, "device": cp.cuda.Device().id}
+        kw = {"empty": self.empty, "flag": flag, "device": self.device_id}
         table = self.tables(quant_type)[0]
         if q.qabsmax is None:
             out = K.dequantize(q.packed, n, blocksize, table, out_dtype, True, absmax=q.absmax, **kw)
@@ -152,7 +154,7 @@ class CupyBackend(BackendBase):
         self.cp, self.device = cp, f"cuda:{index}"
         self._dev = cp.cuda.Device(index)
         self._fused = Fused4bit(cp, lambda size, dtype: cp.empty(size, dtype=dtype),
-                                lambda size, dtype: cp.zeros(size, dtype=dtype))
+                                lambda size, dtype: cp.zeros(size, dtype=dtype), index)
 
     # ---- conversion ----
     def from_numpy(self, a):
@@ -241,10 +243,19 @@ class CupyBackend(BackendBase):
         return K.groupwise(W32, bits, group_size, profile)
 
     # ---- fused 4-bit ----
+    _FORMATS = {"float32": "float32", "float16": "float16", "uint16": "bfloat16"}
+
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-        flat, fmt, _ = self._flat_input(x)
+        arr = x.bits if isinstance(x, CupyBF16) else x
+        if (isinstance(arr, self.cp.ndarray) and arr.size and arr.flags.c_contiguous
+                and (arr.dtype.name == "uint16") == isinstance(x, CupyBF16) and arr.dtype.name in self._FORMATS):
+            flat, fmt = arr, self._FORMATS[arr.dtype.name]  # already flat in memory: no reshape, no copy
+        else:
+            flat, fmt, _ = self._flat_input(x)
+        if self.cp.cuda.runtime.getDevice() == self._dev.id:
+            return self._fused.quantize(flat, flat.size, fmt, blocksize, quant_type, double_quant)
         with self._dev:
             return self._fused.quantize(flat, flat.size, fmt, blocksize, quant_type, double_quant)
 
@@ -297,7 +308,7 @@ class TorchBridge:
         device = torch.device("cuda", device_index)
         dt = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
         self.fused = Fused4bit(self.cp, lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
-                               lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device))
+                               lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device), device_index)
         self.index = device_index
         self._streams = {}
 
