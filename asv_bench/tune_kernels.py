@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"DQ_WORDS": 2, "CTAS_PER_SM": 4}, {"QUANT_ITER": 1}]
+CONFIGS = [{}, {"QUANT_MIN_CTAS": 6}, {"QUANT_MIN_CTAS": 8}, {"QUANT_MIN_CTAS": 8, "QUANT_ITER": 1}]
 
 
 def main(argv=None):

@@ -25,6 +25,7 @@ KNOBS = {
     "CTAS_PER_SM": 8,  # persistent grids of quant_lut and dequant8
     "QUANT_ITER": 2,  # groups of 8 blocks loaded together in quant_lut
     "QUANT_LDCS": 0,  # 1: quant_lut reads its input with streaming (evict-first) loads
+    "QUANT_MIN_CTAS": 1,  # __launch_bounds__ minimum resident CTAs per SM of quant_lut (caps its registers)
     "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
     "DQ_VEC": 0,  # 1: dequant32 (16 bytes of codes per thread) where the layout allows
@@ -53,8 +54,8 @@ def _wrappers() -> str:
                 f"dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, absmax, qabsmax, absmax2, dyn, "
                 f"offset, offset_p, B2, out, bad); }}")
         for sums in (False, True):
-            out.append(f'extern "C" __global__ void quant_lut_f{fmt}_s{int(sums)}(const LutArgs a) '
-                       f"{{ quant_lut<{fmt}, {str(sums).lower()}>(a); }}")
+            out.append(f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+                       f"quant_lut_f{fmt}_s{int(sums)}(const LutArgs a) {{ quant_lut<{fmt}, {str(sums).lower()}>(a); }}")
         for kind, ptype in (("dequant8", "unsigned int"), ("dequant32", "uint4")):
             out.append(
                 f'extern "C" __global__ void {kind}_f{fmt}(const DequantArgs a) {{ {kind}<{fmt}>((const {ptype}*)'
@@ -91,6 +92,8 @@ class Module:
             self.mod.load(ptx if isinstance(ptx, bytes) else ptx.encode())
             self.sms = dev.attributes["MultiProcessorCount"]
         self._functions = {}
+        self._local = threading.local()
+        self._cp, self._driver = cp, cp.cuda.driver
 
     def __call__(self, name):
         if name not in self._functions:
@@ -98,15 +101,17 @@ class Module:
         return self._functions[name]
 
     def launch(self, name: str, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
-        """Launch `name` with one by-value struct parameter packed from `values` (ints, floats), on the
-        current CuPy stream, through the driver (no per-parameter conversion)."""
-        import cupy as cp
-
-        raw = ctypes.create_string_buffer(layout.pack(*(int(v) if isinstance(v, np.integer) else v for v in values)),
-                                          layout.size)
-        params = (ctypes.c_void_p * 1)(ctypes.addressof(raw))
-        cp.cuda.driver.launchKernel(self(name).ptr, grid, 1, 1, block, 1, 1, shared,
-                                    cp.cuda.get_current_stream().ptr, ctypes.addressof(params), 0)
+        """Launch `name` with one by-value struct parameter packed from `values` (integers, floats), on the
+        current CuPy stream, through the driver (no per-parameter conversion). The driver copies the
+        parameter at launch, so one buffer per thread serves every launch."""
+        local = self._local
+        if not hasattr(local, "buf"):
+            local.buf = ctypes.create_string_buffer(256)
+            local.params = (ctypes.c_void_p * 1)(ctypes.addressof(local.buf))
+            local.params_at = ctypes.addressof(local.params)
+        layout.pack_into(local.buf, 0, *values)
+        self._driver.launchKernel(self(name).ptr, grid, 1, 1, block, 1, 1, shared,
+                                  self._cp.cuda.get_current_stream().ptr, local.params_at, 0)
 
 
 @cache

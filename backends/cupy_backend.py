@@ -153,8 +153,9 @@ class CupyBackend(BackendBase):
         index = int(device.split(":")[1]) if device and ":" in device else 0
         self.cp, self.device = cp, f"cuda:{index}"
         self._dev = cp.cuda.Device(index)
-        self._fused = Fused4bit(cp, lambda size, dtype: cp.empty(size, dtype=dtype),
-                                lambda size, dtype: cp.zeros(size, dtype=dtype), index)
+        dt = {k: np.dtype(k) for k in ("uint8", "uint16", "float32", "uint64")}
+        self._fused = Fused4bit(cp, lambda size, dtype: cp.empty(size, dtype=dt[dtype]),
+                                lambda size, dtype: cp.zeros(size, dtype=dt[dtype]), index)
 
     # ---- conversion ----
     def from_numpy(self, a):
@@ -243,15 +244,16 @@ class CupyBackend(BackendBase):
         return K.groupwise(W32, bits, group_size, profile)
 
     # ---- fused 4-bit ----
-    _FORMATS = {"float32": "float32", "float16": "float16", "uint16": "bfloat16"}
+    _FORMATS = {np.dtype("float32"): "float32", np.dtype("float16"): "float16", np.dtype("uint16"): "bfloat16"}
 
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         arr = x.bits if isinstance(x, CupyBF16) else x
-        if (isinstance(arr, self.cp.ndarray) and arr.size and arr.flags.c_contiguous
-                and (arr.dtype.name == "uint16") == isinstance(x, CupyBF16) and arr.dtype.name in self._FORMATS):
-            flat, fmt = arr, self._FORMATS[arr.dtype.name]  # already flat in memory: no reshape, no copy
+        fmt = self._FORMATS.get(getattr(arr, "dtype", None))
+        if (fmt is not None and isinstance(arr, self.cp.ndarray) and arr.size and arr.flags.c_contiguous
+                and (fmt == "bfloat16") == isinstance(x, CupyBF16)):
+            flat = arr  # already flat in memory: no reshape, no copy
         else:
             flat, fmt, _ = self._flat_input(x)
         if self.cp.cuda.runtime.getDevice() == self._dev.id:

@@ -89,15 +89,17 @@ __device__ float total_to_offset(const unsigned long long* limb, long long n) {
 // Called by one whole warp: the nonzero bins found by ballot, added by lane 0.
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
     const int lane = threadIdx.x & 31;
-    unsigned long long limb[6] = {0, 0, 0, 0, 0, 0};
-    for (int base = 0; base < 277; base += 32) {
-        unsigned long long v = base + lane < 277 ? __ldcg(sums + base + lane) : 0ull;
-        unsigned int nz = __ballot_sync(FULL, v != 0ull);
+    unsigned long long limb[6] = {0, 0, 0, 0, 0, 0}, v[9];
+    #pragma unroll
+    for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;  // all loads first
+    #pragma unroll
+    for (int r = 0; r < 9; ++r) {
+        unsigned int nz = __ballot_sync(FULL, v[r] != 0ull);
         while (nz) {
             int src = __ffs(nz) - 1;
             nz &= nz - 1;
-            unsigned long long s = __shfl_sync(FULL, v, src);
-            int i = base + src, sh = i & 63;
+            unsigned long long s = __shfl_sync(FULL, v[r], src);
+            int i = 32 * r + src, sh = i & 63;
             if (lane == 0) {
                 limb_add(limb, i >> 6, s << sh);
                 if (sh) limb_add(limb, (i >> 6) + 1, s >> (64 - sh));

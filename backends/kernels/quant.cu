@@ -157,7 +157,7 @@ struct LutArgs {  // one by-value kernel parameter: a launch costs about a micro
 static_assert(sizeof(LutArgs) == 96, "LutArgs: layout of backends/cuda_kernels.LUT_ARGS");
 
 template <int FMT, bool SUMS>
-__device__ void quant_lut(const LutArgs a) {
+__device__ __forceinline__ void quant_lut(const LutArgs a) {
     const uint4* __restrict__ x = a.x;
     const long long nfull = a.nfull;
     const int shift = a.shift;
