@@ -165,9 +165,13 @@ class Flag:
         self.value[0] = 0
         self.ptr = np.uint64(self.mem.ptr)
 
-    def raise_if_set(self, message: str):
-        """Waits for the kernels queued so far on the current stream, then raises if any set the flag."""
+    def wait(self):
+        """Waits for the kernels queued so far on the current stream."""
         self.cp.cuda.get_current_stream().synchronize()
+
+    def raise_if_set(self, message: str):
+        """Waits, then raises if any kernel set the flag."""
+        self.wait()
         if self.value[0]:
             raise ValueError(message)
 
@@ -175,7 +179,8 @@ class Flag:
 class Workspace:
     """The absmax sums (277 uint64) and the finished-CTA counter of the fused double quantization: device
     memory of the caller's framework (`zeros`), one per thread (a call waits for its kernels before it
-    returns), cleared by one memset on the current stream at each use."""
+    returns). The kernel that reads the sums leaves them zero; a call that did not finish (`clean` still
+    False) gets one memset first."""
 
     _local = threading.local()
 
@@ -185,13 +190,16 @@ class Workspace:
         if key not in cache:
             cache[key] = cls(zeros)
         ws = cache[key]
-        cp.cuda.runtime.memsetAsync(int(ws.sums), 0, 8 * N_BINS + 8, cp.cuda.get_current_stream().ptr)
+        if not ws.clean:
+            cp.cuda.runtime.memsetAsync(int(ws.sums), 0, 8 * N_BINS + 8, cp.cuda.get_current_stream().ptr)
+        ws.clean = False  # until the caller has waited for the kernels that clear it
         return ws
 
     def __init__(self, zeros):
         self.buf = zeros(N_BINS + 1, "uint64")
         base = int(ptr(self.buf))
         self.sums, self.done = np.uint64(base), np.uint64(base + 8 * N_BINS)
+        self.clean = True
 
 
 class DeviceScalar:
@@ -224,7 +232,7 @@ class DeviceScalar:
 # natural alignment, pads explicit): one parameter instead of 8-13, each of which costs CuPy's launcher
 # about a microsecond.
 LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQq")
-DQ_ARGS = struct.Struct("<QqQQi4xQQQ")
+DQ_ARGS = struct.Struct("<QqQiiiiQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
 
 
@@ -237,7 +245,8 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
     caller's framework unless given) of the flat values at x (an array or its address). offset: a
     DeviceScalar subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device,
-    for the block-64 kernel. ws (a Workspace) with offset_out (an address): also the exact mean of the
+    for the block-64 kernel, or (entries, size, shift, low, high), a LogBucketTable, for the second level
+    of double quantization. ws (a Workspace) with offset_out (an address): also the exact mean of the
     absmax, the double-quantization offset, written there. flag: the Flag the kernels set on non-finite
     input (read by the caller)."""
     mod = module(device)
@@ -249,11 +258,13 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     null = np.uint64(0)
     bad = flag.ptr if flag is not None else null
     done = 0
-    fast = (table is not None and pack and blocksize == 64 and offset is None and n >= 64
+    fast = (table is not None and len(table) == 2 and pack and blocksize == 64 and offset is None and n >= 64
             and xp % 16 == 0 and nblocks < 2**31)
-    if offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0:
+    if (offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0
+            and isinstance(table, tuple) and len(table) == 5):
+        entries, size, shift, low, high = table  # a cuda_lut.LogBucketTable on the device
         mod.launch("quant_dq256", -(-nblocks // 8), 256, DQ_ARGS,
-                   (xp, n, ptr(mids), ptr(order), mids.size, offset.ptr, outp, absp))
+                   (xp, n, ptr(entries), size, shift, low, high, offset.ptr, outp, absp), shared=8 * size)
         return out, absmax
     if fast:
         done = n // 64  # full blocks by quant_lut, the tail (if any) by the general kernel first
@@ -354,9 +365,12 @@ def exponent_sums(values) -> np.ndarray:
 
 
 def device_offset(sums, n: int):
-    """The double-quantization offset computed on the device from cupy uint64 sums (tests)."""
+    """The double-quantization offset computed on the device from 277 uint64 sums (tests)."""
     import cupy as cp
 
+    work = cp.zeros(N_BINS + 1, dtype=cp.uint64)  # the kernel clears the sums and the counter word after them
+    work[:N_BINS] = sums
     out = cp.zeros(1, dtype=cp.float32)
-    module(sums.device.id)("dq_offset")((1,), (32,), (sums, np.int64(n), out))
+    module(work.device.id)("dq_offset")((1,), (32,), (work, np.int64(n), out))
+    assert not work.any(), "dq_offset leaves its workspace zero"
     return np.float32(out.get()[0])

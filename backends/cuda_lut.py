@@ -74,3 +74,68 @@ def lookup(table: BucketTable, s: np.ndarray) -> np.ndarray:
     e = table.entries[bucket(s, table.bits)]
     above = s > e[..., 0].view(np.float32)
     return np.where(above, e[..., 1] >> np.uint32(8), e[..., 1] & np.uint32(0xFF)).astype(np.uint8)
+
+
+# ---- Log-scale buckets: codebooks whose midpoints crowd near 0 (the 8-bit dynamic map) ----
+# g(s) = (bits(|s|) >> shift) clamped to [low, high], mirrored for s < 0 (s = -0 is not below 0, so it
+# shares +0's bucket): monotone in s, one binade split into 2^(23 - shift) buckets. Used by the second
+# level of double quantization, where s is clamped to [-1, 1] first.
+
+
+@dataclass(frozen=True)
+class LogBucketTable:
+    """entries[k] as in BucketTable; index = (r - 1 - kc) for s < 0, (r + kc) otherwise, kc the clamped key."""
+
+    entries: np.ndarray  # uint32, shape (2 * r, 2)
+    shift: int
+    low: int
+    high: int
+
+    @property
+    def r(self) -> int:
+        return self.high - self.low + 1
+
+
+def log_bucket(s: np.ndarray, shift: int, low: int, high: int) -> np.ndarray:
+    """The kernel's index of float32 s."""
+    s = np.asarray(s, dtype=np.float32)
+    k = (np.abs(s).view(np.uint32) >> np.uint32(shift)).astype(np.int64)
+    kc = np.clip(k, low, high) - low
+    r = high - low + 1
+    return np.where(s < 0, r - 1 - kc, r + kc)
+
+
+def build_log(midpoints: np.ndarray, order: np.ndarray, max_entries: int = 4096) -> LogBucketTable | None:
+    """The smallest log-scale table separating the midpoints (clamped s in [-1, 1]), or None."""
+    mids = np.asarray(midpoints, dtype=np.float32)
+    order = np.asarray(order, dtype=np.uint32)
+    nonzero = np.abs(mids[mids != 0])
+    if nonzero.size == 0 or not (np.all(mids >= -1) and np.all(mids < 1)):
+        return None
+    for mbits in range(2, 9):
+        shift = 23 - mbits
+        high = int(np.float32(1).view(np.uint32)) >> shift
+        low = int(nonzero.min().view(np.uint32)) >> shift
+        r = high - low + 1
+        if 2 * r > max_entries:
+            return None
+        b = log_bucket(mids, shift, low, high)
+        k = np.arange(2 * r)
+        first = np.searchsorted(b, k, side="left")
+        count = np.searchsorted(b, k, side="right") - first
+        shared = count > 0
+        if np.any(mids[first[shared]] != mids[first[shared] + count[shared] - 1]):
+            continue
+        mid = np.where(shared, mids[np.minimum(first, mids.size - 1)], np.float32(np.inf)).astype(np.float32)
+        lo, hi = order[first], order[first + count]
+        entries = np.stack([mid.view(np.uint32), lo | (hi << np.uint32(8))], axis=1).astype(np.uint32)
+        return LogBucketTable(np.ascontiguousarray(entries), shift, low, high)
+    return None
+
+
+def lookup_log(table: LogBucketTable, s: np.ndarray) -> np.ndarray:
+    """The kernel's code for clamped scaled values s: an emulation for tests."""
+    s = np.clip(np.asarray(s, dtype=np.float32), np.float32(-1), np.float32(1))
+    e = table.entries[log_bucket(s, table.shift, table.low, table.high)]
+    above = s > e[..., 0].view(np.float32)
+    return np.where(above, e[..., 1] >> np.uint32(8), e[..., 1] & np.uint32(0xFF)).astype(np.uint8)

@@ -51,8 +51,8 @@ class CupyBF16:
 
 
 class _Tables:
-    """Codebook values, midpoints, order and bucket table (backends/cuda_lut.py: (entries, bits) or None)
-    on one device, from qref.codebooks."""
+    """Codebook values, midpoints, order and bucket table (backends/cuda_lut.py: (entries, bits), else a
+    log-scale one (entries, size, shift, low, high), else None) on one device, from qref.codebooks."""
 
     def __init__(self, cp, device_id: int):
         self.cp, self.device_id, self.cache = cp, device_id, {}
@@ -60,11 +60,17 @@ class _Tables:
     def __call__(self, name):
         if name not in self.cache:
             cb = get_codebook(name)
-            lut = cuda_lut.build(cb.midpoints, cb.order)
+            lut, log = cuda_lut.build(cb.midpoints, cb.order), None
+            if lut is None:
+                log = cuda_lut.build_log(cb.midpoints, cb.order)
             with self.cp.cuda.Device(self.device_id):
+                table = None
+                if lut is not None:
+                    table = (self.cp.asarray(lut.entries), lut.bits)
+                elif log is not None:
+                    table = (self.cp.asarray(log.entries), log.entries.shape[0], log.shift, log.low, log.high)
                 self.cache[name] = (*(self.cp.asarray(a) for a in (cb.values, cb.midpoints,
-                                                                    cb.order.astype(np.uint8))),
-                                    None if lut is None else (self.cp.asarray(lut.entries), lut.bits))
+                                                                    cb.order.astype(np.uint8))), table)
         return self.cache[name]
 
 
@@ -121,10 +127,12 @@ class Fused4bit:
         packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
                                     table=lut, ws=ws, offset_out=at, flag=flag, **kw)
         offset = K.DeviceScalar(second, at, cp)
-        _, dmids, dorder, _ = self.tables("dynamic")
+        _, dmids, dorder, dlut = self.tables("dynamic")
         # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
         qabsmax, _ = K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False, offset=offset,
-                                absmax=second, **kw)
+                                table=dlut, absmax=second, **kw)
+        flag.wait()
+        ws.clean = True
         flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 

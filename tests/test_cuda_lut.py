@@ -65,3 +65,22 @@ def test_a_wrong_table_is_caught():
     bent = cuda_lut.BucketTable(entries, table.bits)
     s = hard_scaled(cb)
     assert np.any(cuda_lut.lookup(bent, s) != reference_code(cb, s))
+
+
+@pytest.mark.parametrize("name", ["dynamic", "nf4", "nf8", "int8"])
+def test_log_table_equals_reference_count(name):
+    """The second level of double quantization looks the 8-bit dynamic map up in log-scale buckets."""
+    cb = get_codebook(name)
+    table = cuda_lut.build_log(cb.midpoints, cb.order)
+    if table is None:
+        pytest.skip(f"{name}: midpoints not separable in 4096 log buckets")
+    s = hard_scaled(cb)
+    got, want = cuda_lut.lookup_log(table, s), reference_code(cb, s)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{name}: s={s[bad[:5]]} got {got[bad[:5]]} want {want[bad[:5]]}"
+
+
+def test_dynamic_map_has_a_log_table():
+    t = cuda_lut.build_log(get_codebook("dynamic").midpoints, get_codebook("dynamic").order)
+    assert t is not None and t.entries.shape[0] <= 4096
+    print(t.shift, t.low, t.high, t.entries.shape)

@@ -107,6 +107,8 @@ __device__ void offset_warp(const unsigned long long* sums, long long n, float* 
         }
     }
     if (lane == 0) *offset = total_to_offset(limb, n);
+    // leave the sums and the finished-CTA counter (the word after them) zero for the next call
+    for (int k = lane; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
 }
 
 extern "C" __global__ void dq_offset(const unsigned long long* sums, long long n, float* offset) {

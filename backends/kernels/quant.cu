@@ -66,18 +66,28 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
 }
 
 // The second level of double quantization (qref/double_quant.py): float32 absmax minus the offset (a device
-// scalar), blocks of 256, unpacked codes of up to 256 (the dynamic map). One warp per block, 8 consecutive
-// values per lane (two 16-byte loads, one 8-byte store); the tail block as in quant_blocks.
-__device__ void quant_dq(const float* __restrict__ x, long long n, const float* mids_g, const unsigned char* order_g,
-                         int nm, const float* offset_p, unsigned char* __restrict__ out, float* __restrict__ absmax) {
-    __shared__ float mids[256];
-    __shared__ unsigned char order[256];
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) {
-        mids[j] = j < nm ? mids_g[j] : __int_as_float(0x7f800000);
-        order[j] = j <= nm ? order_g[j] : 0;
-    }
+// scalar), blocks of 256, unpacked codes of a codebook with a log-scale bucket table (backends/cuda_lut.py,
+// build_log: the 8-bit dynamic map): clamped s, key = bits(|s|) >> shift clamped to [low, high], mirrored
+// below 0; code = s > midpoint ? hi : lo. One warp per block, 8 consecutive values per lane (two 16-byte
+// loads, one 8-byte store); the tail block as in quant_blocks.
+struct DqArgs { const float* x; long long n; const uint2* lut; int lut_size, shift, low, high;
+                const float* offset_p; unsigned char* out; float* absmax; };
+static_assert(sizeof(DqArgs) == 64, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
+
+__device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int shift, int low, int high) {
+    const int kc = min(max((int)(__float_as_uint(fabsf(s)) >> shift), low), high) - low;
+    const int r = high - low + 1;
+    const uint2 e = lut[s < 0.0f ? r - 1 - kc : r + kc];
+    return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 0xFFu;
+}
+
+extern "C" __global__ void quant_dq256(const DqArgs a) {
+    extern __shared__ uint2 lut[];
+    for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut[k] = a.lut[k];
     __syncthreads();
-    const float offset = *offset_p;
+    const float* __restrict__ x = a.x;
+    const long long n = a.n;
+    const float offset = *a.offset_p;
     const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (w >= (n + 255) / 256) return;
@@ -86,8 +96,8 @@ __device__ void quant_dq(const float* __restrict__ x, long long n, const float* 
     const bool tail = len < 256;
     float v[8];
     if (!tail) {
-        const float4 a = ((const float4*)(x + start))[2 * lane], b = ((const float4*)(x + start))[2 * lane + 1];
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+        const float4 p = ((const float4*)(x + start))[2 * lane], q = ((const float4*)(x + start))[2 * lane + 1];
+        v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
     } else {
         #pragma unroll
         for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? x[start + 8 * lane + k] : offset;
@@ -97,24 +107,17 @@ __device__ void quant_dq(const float* __restrict__ x, long long n, const float* 
     for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
     for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
     const float d = fmaxf(m, FLOOR), r = 1.0f / d;
-    if (lane == 0) absmax[w] = tail ? d : m;
-    unsigned char c[8];
+    if (lane == 0) a.absmax[w] = tail ? d : m;
+    unsigned int c[8];
     #pragma unroll
-    for (int k = 0; k < 8; ++k) c[k] = nearest<256>(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), mids, order);
+    for (int k = 0; k < 8; ++k)
+        c[k] = log_code(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, a.shift, a.low, a.high);
     if (!tail) {
-        ((uint2*)(out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | (unsigned int)c[3] << 24,
-                                                    c[4] | c[5] << 8 | c[6] << 16 | (unsigned int)c[7] << 24);
+        ((uint2*)(a.out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
+                                                      c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
     } else {
-        for (int k = 0; k < 8; ++k) if (8 * lane + k < len) out[start + 8 * lane + k] = c[k];
+        for (int k = 0; k < 8; ++k) if (8 * lane + k < len) a.out[start + 8 * lane + k] = (unsigned char)c[k];
     }
-}
-
-struct DqArgs { const float* x; long long n; const float* mids; const unsigned char* order; int nm;
-                const float* offset_p; unsigned char* out; float* absmax; };
-static_assert(sizeof(DqArgs) == 64, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
-
-extern "C" __global__ void quant_dq256(const DqArgs a) {
-    quant_dq(a.x, a.n, a.mids, a.order, a.nm, a.offset_p, a.out, a.absmax);
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
