@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"QUANT_MIN_CTAS": 6}, {"QUANT_MIN_CTAS": 8}, {"QUANT_MIN_CTAS": 8, "QUANT_ITER": 1}]
+CONFIGS = [{}, {"QUANT_ITER": 3}, {"CTAS_PER_SM": 4}]
 
 
 def main(argv=None):
