@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"QUANT_ITER": 3}, {"CTAS_PER_SM": 4}]
+CONFIGS = [{}, {"CTAS_PER_SM": 16}, {"QUANT_MIN_CTAS": 4}, {"DQ_WORDS": 2}]
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 #: (Module(device, **knobs)); the environment (QREF_<NAME>) overrides a default for a whole process.
 KNOBS = {
     "WARPS_PER_CTA": 8,  # warps per CTA of every blockwise kernel
-    "CTAS_PER_SM": 8,  # persistent grids of quant_lut and dequant8
+    "CTAS_PER_SM": 8,  # persistent grids: 8 = as many CTAs as fit at once (occupancy), 16 = twice that, ...
     "QUANT_ITER": 2,  # groups of 8 blocks loaded together in quant_lut
     "QUANT_LDCS": 0,  # 1: quant_lut reads its input with streaming (evict-first) loads
     "QUANT_MIN_CTAS": 1,  # __launch_bounds__ minimum resident CTAs per SM of quant_lut (caps its registers)
@@ -93,12 +93,22 @@ class Module:
             self.sms = dev.attributes["MultiProcessorCount"]
         self._functions = {}
         self._local = threading.local()
+        self._resident = {}
         self._cp, self._driver = cp, cp.cuda.driver
 
     def __call__(self, name):
         if name not in self._functions:
             self._functions[name] = self.mod.get_function(name)
         return self._functions[name]
+
+    def resident(self, name: str, block: int, shared: int = 0) -> int:
+        """CTAs of `name` the device holds at once (the occupancy calculator), times CTAS_PER_SM / 8 when that
+        knob is set to other than 8: the size of a persistent grid."""
+        key = (name, block, shared)
+        if key not in self._resident:
+            per_sm = self._driver.occupancyMaxActiveBlocksPerMultiprocessor(self(name).ptr, block, shared)
+            self._resident[key] = max(1, per_sm * self.sms * self.knobs["CTAS_PER_SM"] // 8)
+        return self._resident[key]
 
     def launch(self, name: str, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
         """Launch `name` with one by-value struct parameter packed from `values` (integers, floats), on the
@@ -263,7 +273,7 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     if (offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0
             and isinstance(table, tuple) and len(table) == 5):
         entries, size, shift, low, high = table  # a cuda_lut.LogBucketTable on the device
-        mod.launch("quant_dq256", -(-nblocks // 8), 256, DQ_ARGS,
+        mod.launch("quant_dq256", min(-(-nblocks // 8), mod.resident("quant_dq256", 256, 8 * size)), 256, DQ_ARGS,
                    (xp, n, ptr(entries), size, shift, low, high, offset.ptr, outp, absp), shared=8 * size)
         return out, absmax
     if fast:
@@ -281,13 +291,14 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
             mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), ws.sums))
     if fast:
         warps = mod.knobs["WARPS_PER_CTA"]
-        ctas = min(mod.sms * mod.knobs["CTAS_PER_SM"], -(-done // (8 * warps)))
         entries, bits = table
         k = 1 << bits
-        mod.launch(f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}", ctas, 32 * warps, LUT_ARGS,
+        name = f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}"
+        shared = 8 * k + (8 * N_BINS if ws is not None else 0)
+        ctas = min(mod.resident(name, 32 * warps, shared), -(-done // (8 * warps)))
+        mod.launch(name, ctas, 32 * warps, LUT_ARGS,
                    (xp, done, ptr(entries), k, 23 - bits, k - 1, outp, absp, bad, ws.sums if ws else 0,
-                    ws.done if ws else 0, offset_out, nblocks),
-                   shared=8 * k + (8 * N_BINS if ws is not None else 0))
+                    ws.done if ws else 0, offset_out, nblocks), shared=shared)
     elif ws is not None:
         mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), ws.sums))
         mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), np.uint64(offset_out)))
@@ -308,11 +319,12 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
             offset.ptr if on_device else 0, blocksize2, ptr(out), flag.ptr)
     power2 = blocksize & (blocksize - 1) == 0
     if mod.knobs["DQ_VEC"] and pack and n % 32 == 0 and blocksize >= 32 and power2 and cptr % 16 == 0:
-        threads = min(n // 32, mod.sms * mod.knobs["CTAS_PER_SM"] * 256)  # persistent grid
-        mod.launch(f"dequant32_f{FORMATS[out_fmt]}", -(-threads // 256), 256, DEQUANT_ARGS, args)
+        name = f"dequant32_f{FORMATS[out_fmt]}"  # a persistent grid
+        mod.launch(name, min(-(-n // (32 * 256)), mod.resident(name, 256)), 256, DEQUANT_ARGS, args)
     elif pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
-        threads = min(-(-(n // 8) // mod.knobs["DQ_WORDS"]), mod.sms * mod.knobs["CTAS_PER_SM"] * 256)
-        mod.launch(f"dequant8_f{FORMATS[out_fmt]}", -(-threads // 256), 256, DEQUANT_ARGS, args)
+        name = f"dequant8_f{FORMATS[out_fmt]}"
+        mod.launch(name, min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), mod.resident(name, 256)), 256,
+                   DEQUANT_ARGS, args)
     else:
         threads = (n + 1) // 2 if pack else n
         null = np.uint64(0)

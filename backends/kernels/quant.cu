@@ -86,37 +86,39 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
     for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut[k] = a.lut[k];
     __syncthreads();
     const float* __restrict__ x = a.x;
-    const long long n = a.n;
+    const long long n = a.n, nblocks = (n + 255) / 256;
     const float offset = *a.offset_p;
-    const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
-    if (w >= (n + 255) / 256) return;
-    const long long start = w * 256;
-    const int len = (int)min(256LL, n - start);
-    const bool tail = len < 256;
-    float v[8];
-    if (!tail) {
-        const float4 p = ((const float4*)(x + start))[2 * lane], q = ((const float4*)(x + start))[2 * lane + 1];
-        v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
-    } else {
+    // a persistent grid: each CTA loads the table once and walks blocks
+    for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
+         w += ((long long)gridDim.x * blockDim.x) >> 5) {
+        const long long start = w * 256;
+        const int len = (int)min(256LL, n - start);
+        const bool tail = len < 256;
+        float v[8];
+        if (!tail) {
+            const float4 p = ((const float4*)(x + start))[2 * lane], q = ((const float4*)(x + start))[2 * lane + 1];
+            v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
+        } else {
+            #pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? x[start + 8 * lane + k] : offset;
+        }
+        float m = 0.0f;
         #pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? x[start + 8 * lane + k] : offset;
-    }
-    float m = 0.0f;
-    #pragma unroll
-    for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
-    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
-    const float d = fmaxf(m, FLOOR), r = 1.0f / d;
-    if (lane == 0) a.absmax[w] = tail ? d : m;
-    unsigned int c[8];
-    #pragma unroll
-    for (int k = 0; k < 8; ++k)
-        c[k] = log_code(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, a.shift, a.low, a.high);
-    if (!tail) {
-        ((uint2*)(a.out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
-                                                      c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
-    } else {
-        for (int k = 0; k < 8; ++k) if (8 * lane + k < len) a.out[start + 8 * lane + k] = (unsigned char)c[k];
+        for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
+        for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
+        const float d = fmaxf(m, FLOOR), r = 1.0f / d;
+        if (lane == 0) a.absmax[w] = tail ? d : m;
+        unsigned int c[8];
+        #pragma unroll
+        for (int k = 0; k < 8; ++k)
+            c[k] = log_code(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, a.shift, a.low, a.high);
+        if (!tail) {
+            ((uint2*)(a.out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
+                                                          c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
+        } else {
+            for (int k = 0; k < 8; ++k) if (8 * lane + k < len) a.out[start + 8 * lane + k] = (unsigned char)c[k];
+        }
     }
 }
 
