@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"CTAS_PER_SM": 16}, {"QUANT_MIN_CTAS": 4}, {"DQ_WORDS": 2}]
+CONFIGS = [{}, {"SUMS_DIAG": 1}, {"SUMS_DIAG": 2}, {"DQ_GRID": 0}, {"CTAS_PER_SM": 16}]
 
 
 def main(argv=None):

@@ -230,12 +230,12 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
             }
             if (j == 0 && valid) {
                 absmax[b] = m;
-                if (SUMS && m != 0.0f) sum_absmax(m, base, acc, bins);
+                if (SUMS && SUMS_DIAG != 1 && m != 0.0f) sum_absmax(m, base, acc, bins);
             }
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0) { if (a.bad) *(volatile int*)a.bad = 1; }
-    if (SUMS) {
+    if (SUMS && SUMS_DIAG != 2) {
         __shared__ bool last;
         if (acc) atomicAdd(&bins[base + 22], acc);
         __syncthreads();
