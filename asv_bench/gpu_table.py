@@ -139,10 +139,15 @@ def main(argv=None) -> int:
         rows, cols = map(int, size.split("x"))
         x = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16, generator=gen)
         n = x.numel()
-        copy_ms = cuda_time_ms(lambda: x.clone())
+        copy_ms = cuda_time_ms(lambda x=x: x.clone())
         copy_gbs = 4 * n / copy_ms / 1e6
         results["rows"].append({"impl": "device copy", "size": size, "op": "copy", "ms": copy_ms, "GB/s": copy_gbs,
                                 "of_copy": 1.0})
+        out = torch.empty_like(x)
+        write_ms = cuda_time_ms(lambda out=out: out.zero_())  # the write-only ceiling, for dequantize's context
+        results["rows"].append({"impl": "device write (zero_)", "size": size, "op": "write", "ms": write_ms,
+                                "GB/s": 2 * n / write_ms / 1e6, "of_copy": 2 * n / write_ms / 1e6 / copy_gbs})
+        del out
         for name, ops in impls(x, torch).items():
             for op, fn in ops.items():
                 ms = cuda_time_ms(fn)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"SUMS_DIAG": 1}, {"SUMS_DIAG": 2}, {"DQ_GRID": 0}, {"CTAS_PER_SM": 16}]
+CONFIGS = [{}, {"CTAS_PER_SM": 16}, {"QUANT_ITER": 1}, {"DQ_WORDS": 1}, {"LUT_DIAG": 1}, {"SUMS_DIAG": 1}]
 
 
 def main(argv=None):

@@ -189,10 +189,10 @@ class Flag:
 
 
 class Workspace:
-    """The absmax sums (277 uint64) and the finished-CTA counter of the fused double quantization: device
-    memory of the caller's framework (`zeros`), one per thread (a call waits for its kernels before it
-    returns). The kernel that reads the sums leaves them zero; a call that did not finish (`clean` still
-    False) gets one memset first."""
+    """The absmax sums (277 uint64), the finished-CTA counter and the offset of the fused double
+    quantization: device memory of the caller's framework (`zeros`), one per thread (a call waits for its
+    kernels before it returns). The kernel that reads the sums leaves them and the counter zero; a call
+    that did not finish (`clean` still False) gets one memset first."""
 
     _local = threading.local()
 
@@ -208,9 +208,10 @@ class Workspace:
         return ws
 
     def __init__(self, zeros):
-        self.buf = zeros(N_BINS + 1, "uint64")
+        self.buf = zeros(N_BINS + 2, "uint64")
         base = int(ptr(self.buf))
         self.sums, self.done = np.uint64(base), np.uint64(base + 8 * N_BINS)
+        self.offset = np.uint64(base + 8 * N_BINS + 8)
         self.clean = True
 
 
@@ -244,7 +245,7 @@ class DeviceScalar:
 # natural alignment, pads explicit): one parameter instead of 8-13, each of which costs CuPy's launcher
 # about a microsecond.
 LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQq")
-DQ_ARGS = struct.Struct("<QqQiiiiQQQ")
+DQ_ARGS = struct.Struct("<QqQiiiiQQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
 
 
@@ -253,13 +254,15 @@ ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
-             offset=None, table=None, ws=None, offset_out: int = 0, flag=None, absmax=None, device: int = 0):
+             offset=None, table=None, ws=None, offset_out: int = 0, offset_copy: int = 0, flag=None, absmax=None,
+             device: int = 0):
     """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
     caller's framework unless given) of the flat values at x (an array or its address). offset: a
     DeviceScalar subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device,
     for the block-64 kernel, or (entries, size, shift, low, high), a LogBucketTable, for the second level
     of double quantization. ws (a Workspace) with offset_out (an address): also the exact mean of the
-    absmax, the double-quantization offset, written there. flag: the Flag the kernels set on non-finite
+    absmax, the double-quantization offset, written there. offset_copy: where the second level keeps a
+    copy of its offset (an address, or 0). flag: the Flag the kernels set on non-finite
     input (read by the caller)."""
     mod = module(device)
     xp = int(x) if isinstance(x, (int, np.integer)) else int(ptr(x))
@@ -276,7 +279,8 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
             and isinstance(table, tuple) and len(table) == 5):
         entries, size, shift, low, high = table  # a cuda_lut.LogBucketTable on the device
         mod.launch("quant_dq256", min(-(-nblocks // 8), mod.resident("quant_dq256", 256, 8 * size)), 256, DQ_ARGS,
-                   (xp, n, ptr(entries), size, shift, low, high, offset.ptr, outp, absp), shared=8 * size)
+                   (xp, n, ptr(entries), size, shift, low, high, offset.ptr, outp, absp, offset_copy),
+                   shared=8 * size)
         return out, absmax
     if fast:
         done = n // 64  # full blocks by quant_lut, the tail (if any) by the general kernel first
@@ -289,6 +293,10 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
             (np.uint64(xp + start * ITEMSIZE[fmt]), np.int64(n - start), np.int32(blocksize), mids, order,
              np.int32(mids.size), offset.ptr if offset is not None else null, np.uint8(zero_code),
              np.uint64(outp + (start // 2 if pack else start)), np.uint64(absp + 4 * done), bad))
+        if offset is not None and offset_copy:
+            cp = mod._cp
+            cp.cuda.runtime.memcpyAsync(int(offset_copy), int(offset.ptr), 4, cp.cuda.runtime.memcpyDeviceToDevice,
+                                        cp.cuda.get_current_stream().ptr)
         if ws is not None and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
             mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), ws.sums))
     if fast:

@@ -121,16 +121,18 @@ class Fused4bit:
             return FourBit(packed, absmax)
         nb = -(-n // blocksize)
         nb2 = -(-nb // DQ_BLOCKSIZE)
-        second = self.empty(nb2 + 1, "float32")  # absmax2, then the offset
-        at = int(K.ptr(second)) + 4 * nb2
         ws = K.Workspace.get(cp, self.zeros, dev)
         packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
-                                    table=lut, ws=ws, offset_out=at, flag=flag, **kw)
-        offset = K.DeviceScalar(second, at, cp)
+                                    table=lut, ws=ws, offset_out=ws.offset, flag=flag, **kw)
+        # allocated after the first launch (it runs meanwhile): absmax2, then the offset kept with it
+        second = self.empty(nb2 + 1, "float32")
+        at = int(K.ptr(second)) + 4 * nb2
         _, dmids, dorder, dlut = self.tables("dynamic")
         # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
-        qabsmax, _ = K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False, offset=offset,
-                                table=dlut, absmax=second, **kw)
+        qabsmax, _ = K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False,
+                                offset=K.DeviceScalar(ws, ws.offset, cp), offset_copy=at, table=dlut,
+                                absmax=second, **kw)
+        offset = K.DeviceScalar(second, at, cp)
         flag.wait()
         ws.clean = True
         flag.raise_if_set(K.NONFINITE)

@@ -71,8 +71,8 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
 // below 0; code = s > midpoint ? hi : lo. One warp per block, 8 consecutive values per lane (two 16-byte
 // loads, one 8-byte store); the tail block as in quant_blocks.
 struct DqArgs { const float* x; long long n; const uint2* lut; int lut_size, shift, low, high;
-                const float* offset_p; unsigned char* out; float* absmax; };
-static_assert(sizeof(DqArgs) == 64, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
+                const float* offset_p; unsigned char* out; float* absmax; float* offset_copy; };
+static_assert(sizeof(DqArgs) == 72, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
 
 __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int shift, int low, int high) {
     const int kc = min(max((int)(__float_as_uint(fabsf(s)) >> shift), low), high) - low;
@@ -88,6 +88,7 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
     const float* __restrict__ x = a.x;
     const long long n = a.n, nblocks = (n + 255) / 256;
     const float offset = *a.offset_p;
+    if (blockIdx.x == 0 && threadIdx.x == 0 && a.offset_copy) *a.offset_copy = offset;  // kept with the result
     const int lane = threadIdx.x & 31;
     // a persistent grid: each CTA loads the table once and walks blocks
     for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;

@@ -1,0 +1,26 @@
+#!/bin/bash
+# The speed issue's evidence in one device call: the CUDA kernel tests and the conformance suite on both
+# CUDA backends, the golden vectors through them, the GPU table (asv_bench/gpu_table.py: qref, bitsandbytes,
+# torchao, copy and write ceilings, exactness of the timed kernels at 4096^2 and 28672x8192), the
+# side-by-side knob comparison (asv_bench/tune_kernels.py) and the per-call host/device profile.
+# Usage on the lent GPU: bash scripts/gpu_perf.sh   (carry .gpusite: recipe in scripts/gpu_run.sh)
+set -u
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.gpusite:$PWD
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT
+{
+  nvidia-smi -L
+  python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 || echo "editable install failed"
+  echo "== kernel tests"
+  timeout 200 python3 -m pytest tests/test_cuda_kernels.py -q -p no:cacheprovider -o addopts= 2>&1 | tail -2
+  for b in torch:cuda cupy; do
+    echo "== conformance suite, backend $b, hypothesis profile ci"
+    timeout 150 python3 -m pytest --pyargs conformance --backend $b -q -p no:cacheprovider -o addopts= 2>&1 \
+      | grep -E "passed|failed|Mismatch:|Falsifying|case=|Error" | head -20
+  done
+  python3 -m qref.cli vectors export /tmp/vectors > /dev/null
+  for b in torch:cuda cupy; do echo "== vectors, $b"; timeout 60 python3 -m qref.cli vectors check /tmp/vectors --backend $b 2>&1 | tail -1; done
+  echo "== GPU table"
+  timeout 300 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
+  echo "== tune"; timeout 150 python3 asv_bench/tune_kernels.py 2>&1 | grep -v Warning
+  echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$" | grep -v "function calls\|Ordered by\|List reduced\|ncalls\|/"
+} 2>&1 | grep -v "SyntaxWarning" | tee $OUT/log.txt
