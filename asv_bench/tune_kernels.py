@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"CTAS_PER_SM": 16}, {"QUANT_ITER": 1}, {"DQ_WORDS": 1}, {"LUT_DIAG": 1}, {"SUMS_DIAG": 1}]
+CONFIGS = [{}, {"CTAS_PER_SM": 16}, {"DQ_GRID": 2}, {"DQ_GRID": 2, "DQ_WORDS": 1}, {"DQ_GRID": 2, "DQ_WORDS": 2},
+           {"CTAS_PER_SM": 32}]
 
 
 def main(argv=None):

@@ -31,7 +31,8 @@ KNOBS = {
     "DQ_VEC": 0,  # 1: dequant32 (16 bytes of codes per thread) where the layout allows
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
-    "DQ_GRID": 1,  # dequant8's persistent grid: 1 = CTAS_PER_SM x SMs CTAs, 0 = the occupancy calculator's
+    "DQ_GRID": 1,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
+    # 2 = one step per thread, every word covered (not persistent)
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
@@ -333,7 +334,7 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
         mod.launch(name, min(-(-n // (32 * 256)), mod.resident(name, 256)), 256, DEQUANT_ARGS, args)
     elif pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
         name = f"dequant8_f{FORMATS[out_fmt]}"
-        grid = mod.resident(name, 256) if mod.knobs["DQ_GRID"] == 0 else mod.sms * mod.knobs["CTAS_PER_SM"]
+        grid = {0: mod.resident(name, 256), 1: mod.sms * mod.knobs["CTAS_PER_SM"]}.get(mod.knobs["DQ_GRID"], 2**31 - 1)
         mod.launch(name, min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), grid), 256, DEQUANT_ARGS, args)
     else:
         threads = (n + 1) // 2 if pack else n

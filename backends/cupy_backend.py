@@ -78,8 +78,15 @@ def _size(a) -> int:
     return a.numel() if callable(getattr(a, "numel", None)) else a.size
 
 
+_DTYPE_NAMES: dict = {}
+
+
 def _dtype(a) -> str:
-    return str(a.dtype).replace("torch.", "")
+    """'uint8', 'float32', ... of a CuPy array or torch tensor (str() of a dtype costs microseconds: cached)."""
+    name = _DTYPE_NAMES.get(a.dtype)
+    if name is None:
+        name = _DTYPE_NAMES[a.dtype] = str(a.dtype).replace("torch.", "")
+    return name
 
 
 def check_state(q: FourBit, n: int, blocksize: int):
@@ -273,12 +280,16 @@ class CupyBackend(BackendBase):
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
+        shape = tuple(shape)
         n = int(np.prod(shape, dtype=np.int64))
         if q.packed.size != (n + 1) // 2:
-            raise ValueError(f"packed holds {q.packed.size} bytes; shape {tuple(shape)} needs {(n + 1) // 2}")
-        with self._dev:
+            raise ValueError(f"packed holds {q.packed.size} bytes; shape {shape} needs {(n + 1) // 2}")
+        if self.cp.cuda.runtime.getDevice() == self._dev.id:
             out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
-        return self._wrap(out.reshape(tuple(shape)), out_dtype)
+        else:
+            with self._dev:
+                out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
+        return self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype)
 
     # ---- linear algebra ----
     def astype(self, a, dtype):
