@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"CTAS_PER_SM": 16}, {"DQ_GRID": 2}, {"DQ_GRID": 2, "DQ_WORDS": 1}, {"DQ_GRID": 2, "DQ_WORDS": 2},
-           {"CTAS_PER_SM": 32}]
+CONFIGS = [{}, {"DQ_GRID": 1}, {"CTAS_PER_SM": 16}, {"QUANT_ITER": 1}, {"LUT_DIAG": 1}, {"SUMS_DIAG": 1}]
 
 
 def main(argv=None):
