@@ -28,7 +28,6 @@ KNOBS = {
     "QUANT_MIN_CTAS": 1,  # __launch_bounds__ minimum resident CTAs per SM of quant_lut (caps its registers)
     "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
-    "DQ_VEC": 0,  # 1: dequant32 (16 bytes of codes per thread) where the layout allows
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
@@ -59,11 +58,10 @@ def _wrappers() -> str:
         for sums in (False, True):
             out.append(f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
                        f"quant_lut_f{fmt}_s{int(sums)}(const LutArgs a) {{ quant_lut<{fmt}, {str(sums).lower()}>(a); }}")
-        for kind, ptype in (("dequant8", "unsigned int"), ("dequant32", "uint4")):
-            out.append(
-                f'extern "C" __global__ void {kind}_f{fmt}(const DequantArgs a) {{ {kind}<{fmt}>((const {ptype}*)'
-                f"a.packed, a.n, a.B, a.table, a.absmax, a.qabsmax, a.absmax2, a.dyn, a.offset, a.offset_p, a.B2, "
-                f"a.out, a.bad); }}")
+        out.append(
+            f'extern "C" __global__ void dequant8_f{fmt}(const DequantArgs a) {{ dequant8<{fmt}>((const unsigned int*)'
+            f"a.packed, a.n, a.B, a.table, a.absmax, a.qabsmax, a.absmax2, a.dyn, a.offset, a.offset_p, a.B2, "
+            f"a.out, a.bad); }}")
     return "\n".join(out)
 
 
@@ -329,10 +327,7 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
     args = (cptr, n, blocksize, ptr(table), *scales, 0.0 if on_device else float(offset),
             offset.ptr if on_device else 0, blocksize2, ptr(out), flag.ptr)
     power2 = blocksize & (blocksize - 1) == 0
-    if mod.knobs["DQ_VEC"] and pack and n % 32 == 0 and blocksize >= 32 and power2 and cptr % 16 == 0:
-        name = f"dequant32_f{FORMATS[out_fmt]}"  # a persistent grid
-        mod.launch(name, min(-(-n // (32 * 256)), mod.resident(name, 256)), 256, DEQUANT_ARGS, args)
-    elif pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
+    if pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
         name = f"dequant8_f{FORMATS[out_fmt]}"
         grid = {0: mod.resident(name, 256), 1: mod.sms * mod.knobs["CTAS_PER_SM"]}.get(mod.knobs["DQ_GRID"], 2**31 - 1)
         mod.launch(name, min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), grid), 256, DEQUANT_ARGS, args)

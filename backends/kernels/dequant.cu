@@ -39,13 +39,14 @@ __device__ void dequant_blocks(const unsigned char* codes, long long n, int B, c
 #define STORE_CS(p, v) (*(p) = (v))
 #endif
 
-struct DequantArgs {  // one by-value kernel parameter (dequant8, dequant32)
+struct DequantArgs {  // one by-value kernel parameter (dequant8)
     const void* packed; long long n; int B; const float* table; const float* absmax; const unsigned char* qabsmax;
     const float* absmax2; const float* dyn; float offset; const float* offset_p; int B2; void* out; int* bad;
 };
 static_assert(sizeof(DequantArgs) == 104, "DequantArgs: layout of backends/cuda_kernels.DEQUANT_ARGS");
 
-// Packed codes, n % 8 == 0, B a power of two >= 8: a persistent grid; each thread takes DQ_WORDS 32-bit
+// Packed codes, n % 8 == 0, B a power of two >= 8: a grid-stride loop (by default one step per thread,
+// DQ_GRID in backends/cuda_kernels.py); each thread takes DQ_WORDS 32-bit
 // words a step (each coalesced across the CTA), all loaded before any is used; 8 outputs per word in one
 // 16-byte (32 for float32) store.
 template <int OUT>
@@ -88,47 +89,6 @@ __device__ void dequant8(const unsigned int* __restrict__ packed, long long n, i
             } else {
                 STORE_CS((uint4*)out + t, make_uint4(pack2<OUT>(v[0], v[1]), pack2<OUT>(v[2], v[3]),
                                                      pack2<OUT>(v[4], v[5]), pack2<OUT>(v[6], v[7])));
-            }
-        }
-    }
-    if (!finite) { if (bad) *(volatile int*)bad = 1; }
-}
-
-// Packed codes, n % 32 == 0, B a power of two >= 32, 16-byte aligned: one 16-byte load of 32 codes per
-// thread and step (one block's absmax), 64 bytes of 16-bit output (128 of float32) stored contiguously.
-template <int OUT>
-__device__ void dequant32(const uint4* __restrict__ packed, long long n, int B, const float* table_g,
-                          const float* __restrict__ absmax, const unsigned char* __restrict__ qabsmax,
-                          const float* __restrict__ absmax2, const float* __restrict__ dyn, float offset,
-                          const float* offset_p, int B2, void* __restrict__ out, int* bad) {
-    __shared__ float table[16];
-    if (threadIdx.x < 16) table[threadIdx.x] = table_g[threadIdx.x];
-    __syncthreads();
-    if (offset_p) offset = *offset_p;
-    const int lb = __ffs(B) - 1;
-    const long long nvec = n >> 5;
-    bool finite = true;
-    for (long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x; t < nvec; t += (long long)gridDim.x * blockDim.x) {
-        const uint4 q = packed[t];
-        const float a = block_scale((32 * t) >> lb, absmax, qabsmax, absmax2, dyn, offset, B2);
-        finite &= isfinite(a);
-        const unsigned int words[4] = {q.x, q.y, q.z, q.w};
-        #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            float v[8];
-            #pragma unroll
-            for (int b = 0; b < 4; ++b) {
-                const unsigned int byte = (words[k] >> (8 * b)) & 0xFFu;
-                v[2 * b] = table[byte >> 4] * a;
-                v[2 * b + 1] = table[byte & 15u] * a;
-            }
-            if (OUT == 0) {
-                float4* o = (float4*)out + 8 * t + 2 * k;
-                o[0] = make_float4(v[0], v[1], v[2], v[3]);
-                o[1] = make_float4(v[4], v[5], v[6], v[7]);
-            } else {
-                ((uint4*)out)[4 * t + k] = make_uint4(pack2<OUT>(v[0], v[1]), pack2<OUT>(v[2], v[3]),
-                                                      pack2<OUT>(v[4], v[5]), pack2<OUT>(v[6], v[7]));
             }
         }
     }
