@@ -199,6 +199,8 @@ class CupyBackend(BackendBase):
             raise TypeError(f"{name} must be a float32/float16 cupy array or CupyBF16, got {type(x).__name__}")
         if flat.size == 0:
             raise ValueError(f"{name} is empty; quantization needs at least one element")
+        if flat.device.id != self._dev.id:
+            raise ValueError(f"{name} is on cuda:{flat.device.id}; this backend runs on {self.device}")
         return cp.ascontiguousarray(flat), fmt, x.shape
 
     # ---- bit-exact primitives ----
@@ -269,7 +271,7 @@ class CupyBackend(BackendBase):
         arr = x.bits if isinstance(x, CupyBF16) else x
         fmt = self._FORMATS.get(getattr(arr, "dtype", None))
         if (fmt is not None and isinstance(arr, self.cp.ndarray) and arr.size and arr.flags.c_contiguous
-                and (fmt == "bfloat16") == isinstance(x, CupyBF16)):
+                and (fmt == "bfloat16") == isinstance(x, CupyBF16) and arr.device.id == self._dev.id):
             flat = arr  # already flat in memory: no reshape, no copy
         else:
             flat, fmt, _ = self._flat_input(x)
@@ -284,12 +286,21 @@ class CupyBackend(BackendBase):
         n = int(np.prod(shape, dtype=np.int64))
         if q.packed.size != (n + 1) // 2:
             raise ValueError(f"packed holds {q.packed.size} bytes; shape {shape} needs {(n + 1) // 2}")
+        q = FourBit(*(None if a is None else self._ready(name, a) for name, a in
+                      zip(("packed", "absmax", "qabsmax", "absmax2"), (q.packed, q.absmax, q.qabsmax, q.absmax2))),
+                    q.offset)
         if self.cp.cuda.runtime.getDevice() == self._dev.id:
             out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
         else:
             with self._dev:
                 out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
         return self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype)
+
+    def _ready(self, name, a):
+        """The kernels read raw addresses: a cupy array on this device, C-contiguous."""
+        if not isinstance(a, self.cp.ndarray) or a.device.id != self._dev.id:
+            raise ValueError(f"{name} must be a cupy array on {self.device}")
+        return a if a.flags.c_contiguous else self.cp.ascontiguousarray(a)
 
     # ---- linear algebra ----
     def astype(self, a, dtype):
@@ -333,28 +344,37 @@ class TorchBridge:
         self.fused = Fused4bit(self.cp, lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
                                lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device), device_index)
         self.index = device_index
+        self._device = self.cp.cuda.Device(device_index)
         self._streams = {}
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # a Stream object costs microseconds
+        self._handle = (lambda: raw(device_index)) if raw else (
+            lambda: torch.cuda.current_stream(device_index).cuda_stream)
 
     def _stream(self):
-        handle = self.torch.cuda.current_stream(self.index).cuda_stream
+        handle = self._handle()
         if handle not in self._streams:
             self._streams[handle] = self.cp.cuda.ExternalStream(handle, self.index)
         return self._streams[handle]
 
+    def _on_device(self, name, a):
+        if not a.is_cuda or a.get_device() != self.index:
+            raise ValueError(f"{name} is on {a.device}; this backend runs on cuda:{self.index}")
+        return a if a.is_contiguous() else a.contiguous()
+
     def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-        if x.device.type != "cuda" or x.device.index not in (None, self.index):
-            raise ValueError(f"x is on {x.device}; this backend runs on cuda:{self.index}")
-        x = x.contiguous()
-        with self.cp.cuda.Device(self.index), self._stream():
+        x = self._on_device("x", x)
+        with self._device, self._stream():
             return self.fused.quantize(x, x.numel(), _dtype(x), blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         n = int(np.prod(shape, dtype=np.int64))
-        cq = FourBit(*(None if a is None else a.reshape(-1).contiguous()
-                       for a in (q.packed, q.absmax, q.qabsmax, q.absmax2)), q.offset)
-        with self.cp.cuda.Device(self.index), self._stream():
+        # raw addresses: each array on this device and contiguous (check_state checks sizes and dtypes)
+        cq = FourBit(*(None if a is None else self._on_device(name, a) for name, a in
+                       zip(("packed", "absmax", "qabsmax", "absmax2"), (q.packed, q.absmax, q.qabsmax, q.absmax2))),
+                     q.offset)
+        with self._device, self._stream():
             out = self.fused.dequantize(cq, n, blocksize, quant_type, out_dtype)
         return (out if out_dtype == "float32" else out.view(getattr(self.torch, out_dtype))).reshape(tuple(shape))

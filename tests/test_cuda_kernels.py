@@ -124,3 +124,25 @@ def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb):
     q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
     assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
     assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+
+
+def test_strided_state_is_read_as_its_values(cb):
+    """The kernels read raw addresses: a non-contiguous view of a valid state gives the same values."""
+    x = weights(64 * 40, "float32", 5)
+    q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4")
+    wide = cp.zeros((q.packed.size, 2), dtype=cp.uint8)
+    wide[:, 0] = q.packed
+    strided = type(q)(wide[:, 0], q.absmax)
+    assert not strided.packed.flags.c_contiguous
+    assert cp.array_equal(cb.dequantize_4bit(strided, (x.size,), 64, "nf4"), cb.dequantize_4bit(q, (x.size,), 64, "nf4"))
+
+
+def test_torch_state_on_the_host_is_refused():
+    torch = pytest.importorskip("torch")
+    from backends.torch_backend import TorchBackend
+
+    tb = TorchBackend("cuda")
+    q = tb.quantize_4bit(torch.randn(64 * 8, device="cuda"), 64, "nf4")
+    host = type(q)(q.packed.cpu(), q.absmax)
+    with pytest.raises(ValueError, match="packed is on cpu"):
+        tb.dequantize_4bit(host, (64 * 8,), 64, "nf4", "float32")
