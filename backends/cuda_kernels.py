@@ -55,9 +55,11 @@ def _wrappers() -> str:
                 f"const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {{ "
                 f"dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, absmax, qabsmax, absmax2, dyn, "
                 f"offset, offset_p, B2, out, bad); }}")
-        for sums in (False, True):
+        for sums in (0, 1):
             out.append(f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
-                       f"quant_lut_f{fmt}_s{int(sums)}(const LutArgs a) {{ quant_lut<{fmt}, {str(sums).lower()}>(a); }}")
+                       f"quant_lut_f{fmt}_s{sums}(const LutArgs a) {{ quant_lut<{fmt}, {sums}>(a); }}")
+        out.append(f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+                   f"quant_lut_dq_f{fmt}(const FusedArgs f) {{ quant_lut_dq<{fmt}>(f); }}")
         out.append(
             f'extern "C" __global__ void dequant8_f{fmt}(const DequantArgs a) {{ dequant8<{fmt}>((const unsigned int*)'
             f"a.packed, a.n, a.B, a.table, a.absmax, a.qabsmax, a.absmax2, a.dyn, a.offset, a.offset_p, a.B2, "
@@ -111,18 +113,46 @@ class Module:
             self._resident[key] = max(1, per_sm * self.sms * self.knobs["CTAS_PER_SM"] // 8)
         return self._resident[key]
 
-    def launch(self, name: str, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
-        """Launch `name` with one by-value struct parameter packed from `values` (integers, floats), on the
-        current CuPy stream, through the driver (no per-parameter conversion). The driver copies the
-        parameter at launch, so one buffer per thread serves every launch."""
+    def _params(self, layout: struct.Struct, values) -> int:
         local = self._local
         if not hasattr(local, "buf"):
             local.buf = ctypes.create_string_buffer(256)
             local.params = (ctypes.c_void_p * 1)(ctypes.addressof(local.buf))
             local.params_at = ctypes.addressof(local.params)
         layout.pack_into(local.buf, 0, *values)
+        return local.params_at
+
+    def launch(self, name: str, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
+        """Launch `name` with one by-value struct parameter packed from `values` (integers, floats), on the
+        current CuPy stream, through the driver (no per-parameter conversion). The driver copies the
+        parameter at launch, so one buffer per thread serves every launch."""
+        params = self._params(layout, values)
         self._driver.launchKernel(self(name).ptr, grid, 1, 1, block, 1, 1, shared,
-                                  self._cp.cuda.get_current_stream().ptr, local.params_at, 0)
+                                  self._cp.cuda.get_current_stream().ptr, params, 0)
+
+    def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
+        """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
+        resident at once, which the grid barrier needs) of as many CTAs as fit; False if refused."""
+        per_sm = self._driver.occupancyMaxActiveBlocksPerMultiprocessor(self(name).ptr, block, shared)
+        if per_sm < 1 or _libcuda() is None:
+            return False
+        params = self._params(layout, values)
+        res = _libcuda().cuLaunchCooperativeKernel(
+            ctypes.c_void_p(self(name).ptr), per_sm * self.sms, 1, 1, block, 1, 1, shared,
+            ctypes.c_void_p(self._cp.cuda.get_current_stream().ptr), ctypes.c_void_p(params))
+        return res == 0
+
+
+@cache
+def _libcuda():
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    lib.cuLaunchCooperativeKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
+                                              ctypes.c_void_p]
+    lib.cuLaunchCooperativeKernel.restype = ctypes.c_int
+    return lib
 
 
 @cache
@@ -188,11 +218,13 @@ class Flag:
 
 
 class Workspace:
-    """The absmax sums (277 uint64), the finished-CTA counter and the offset of the fused double
-    quantization: device memory of the caller's framework (`zeros`), one per thread (a call waits for its
-    kernels before it returns). The kernel that reads the sums leaves them and the counter zero; a call
-    that did not finish (`clean` still False) gets one memset first."""
+    """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
+    (a call waits for its kernels before it returns): two halves, each the absmax sums (277 uint64), the
+    finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
+    half (`use`): the two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the
+    other. A call that did not finish (`done` not called) makes the next one clear everything first."""
 
+    HALF = N_BINS + 2
     _local = threading.local()
 
     @classmethod
@@ -201,17 +233,34 @@ class Workspace:
         if key not in cache:
             cache[key] = cls(zeros)
         ws = cache[key]
-        if not ws.clean:
-            cp.cuda.runtime.memsetAsync(int(ws.sums), 0, 8 * N_BINS + 8, cp.cuda.get_current_stream().ptr)
-        ws.clean = False  # until the caller has waited for the kernels that clear it
+        stream = cp.cuda.get_current_stream().ptr
+        if not ws.finished:
+            cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
+            ws.clean = {0, 1}
+        h = 1 - ws.half if (1 - ws.half) in ws.clean else ws.half
+        if h not in ws.clean:
+            cp.cuda.runtime.memsetAsync(ws.base + 8 * cls.HALF * h, 0, 8 * cls.HALF, stream)
+        ws.use(h)
+        ws.finished, ws.fused = False, False
         return ws
 
     def __init__(self, zeros):
-        self.buf = zeros(N_BINS + 2, "uint64")
-        base = int(ptr(self.buf))
-        self.sums, self.done = np.uint64(base), np.uint64(base + 8 * N_BINS)
-        self.offset = np.uint64(base + 8 * N_BINS + 8)
-        self.clean = True
+        self.buf = zeros(2 * self.HALF + 1, "uint64")
+        self.base = int(ptr(self.buf))
+        self.bar = np.uint64(self.base + 16 * self.HALF)
+        self.clean, self.finished = {0, 1}, True
+        self.use(0)
+
+    def use(self, h: int):
+        self.half = h
+        at = self.base + 8 * self.HALF * h
+        self.sums, self.done, self.offset = np.uint64(at), np.uint64(at + 8 * N_BINS), np.uint64(at + 8 * N_BINS + 8)
+        self.other = np.uint64(self.base + 8 * self.HALF * (1 - h))
+
+    def finish(self):
+        """After the caller waited for the kernels."""
+        self.clean = {1 - self.half} if self.fused else self.clean | {self.half}
+        self.finished = True
 
 
 class DeviceScalar:
@@ -245,6 +294,7 @@ class DeviceScalar:
 # about a microsecond.
 LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQq")
 DQ_ARGS = struct.Struct("<QqQiiiiQQQQ")
+FUSED_ARGS = struct.Struct(LUT_ARGS.format + "QiiiiQQQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
 
 
@@ -254,19 +304,21 @@ ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
              offset=None, table=None, ws=None, offset_out: int = 0, offset_copy: int = 0, flag=None, absmax=None,
-             device: int = 0):
+             out=None, second=None, device: int = 0):
     """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
     caller's framework unless given) of the flat values at x (an array or its address). offset: a
     DeviceScalar subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device,
     for the block-64 kernel, or (entries, size, shift, low, high), a LogBucketTable, for the second level
     of double quantization. ws (a Workspace) with offset_out (an address): also the exact mean of the
     absmax, the double-quantization offset, written there. offset_copy: where the second level keeps a
-    copy of its offset (an address, or 0). flag: the Flag the kernels set on non-finite
+    copy of its offset (an address, or 0). second: (log table, qabsmax, absmax2 array, offset address) for
+    the fused double quantization: one cooperative launch does both levels (ws.fused tells whether it
+    ran; if the driver refuses it, the first level runs alone as with ws). out: the codes' array. flag: the Flag the kernels set on non-finite
     input (read by the caller)."""
     mod = module(device)
     xp = int(x) if isinstance(x, (int, np.integer)) else int(ptr(x))
     nblocks = -(-n // blocksize)
-    out = empty((n + 1) // 2 if pack else n, "uint8")
+    out = empty((n + 1) // 2 if pack else n, "uint8") if out is None else out
     absmax = empty(nblocks, "float32") if absmax is None else absmax
     outp, absp = int(ptr(out)), int(ptr(absmax))
     null = np.uint64(0)
@@ -305,9 +357,17 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
         name = f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}"
         shared = 8 * k + (8 * N_BINS if ws is not None else 0)
         ctas = min(mod.resident(name, 32 * warps, shared), -(-done // (8 * warps)))
-        mod.launch(name, ctas, 32 * warps, LUT_ARGS,
-                   (xp, done, ptr(entries), k, 23 - bits, k - 1, outp, absp, bad, ws.sums if ws else 0,
-                    ws.done if ws else 0, offset_out, nblocks), shared=shared)
+        values = (xp, done, ptr(entries), k, 23 - bits, k - 1, outp, absp, bad, ws.sums if ws else 0,
+                  ws.done if ws else 0, offset_out, nblocks)
+        if ws is not None and second is not None:
+            (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
+            ws.fused = mod.launch_cooperative(
+                f"quant_lut_dq_f{FORMATS[fmt]}", 32 * warps, FUSED_ARGS,
+                (*values, ptr(lut2), size2, shift2, low2, high2, ptr(qabs), ptr(abs2), at, ws.bar, ws.other),
+                shared=shared + 8 * size2)
+            if ws.fused:
+                return out, absmax
+        mod.launch(name, ctas, 32 * warps, LUT_ARGS, values, shared=shared)
     elif ws is not None:
         mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), ws.sums))
         mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), np.uint64(offset_out)))

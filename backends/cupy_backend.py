@@ -116,7 +116,8 @@ class Fused4bit:
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant):
         """One host round-trip (the non-finite flag), after every kernel is queued. With double_quant the
         offset (the exact mean of the absmax) is computed on the device, used there, and kept after the
-        second-level absmax (one allocation): FourBit.offset is a DeviceScalar over it."""
+        second-level absmax (one allocation): FourBit.offset is a DeviceScalar over it. Both levels run in
+        one cooperative launch where the driver allows it (K.quantize's `second`), else in two kernels."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
         flag, dev = K.Flag.get(cp), self.device_id
@@ -128,20 +129,22 @@ class Fused4bit:
             return FourBit(packed, absmax)
         nb = -(-n // blocksize)
         nb2 = -(-nb // DQ_BLOCKSIZE)
-        ws = K.Workspace.get(cp, self.zeros, dev)
-        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
-                                    table=lut, ws=ws, offset_out=ws.offset, flag=flag, **kw)
-        # allocated after the first launch (it runs meanwhile): absmax2, then the offset kept with it
-        second = self.empty(nb2 + 1, "float32")
-        at = int(K.ptr(second)) + 4 * nb2
         _, dmids, dorder, dlut = self.tables("dynamic")
-        # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
-        qabsmax, _ = K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False,
-                                offset=K.DeviceScalar(ws, ws.offset, cp), offset_copy=at, table=dlut,
-                                absmax=second, **kw)
+        ws = K.Workspace.get(cp, self.zeros, dev)
+        second = self.empty(nb2 + 1, "float32")  # absmax2, then the offset kept with it
+        at = int(K.ptr(second)) + 4 * nb2
+        qabsmax = self.empty(nb, "uint8")
+        fused = (dlut, qabsmax, second, at) if dlut is not None and len(dlut) == 5 else None
+        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
+                                    table=lut, ws=ws, offset_out=ws.offset, second=fused, flag=flag, **kw)
+        if not ws.fused:  # the second level by its own kernel, the offset from the first one's last CTA
+            # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
+            K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False,
+                       offset=K.DeviceScalar(ws, ws.offset, cp), offset_copy=at, table=dlut, absmax=second,
+                       out=qabsmax, **kw)
         offset = K.DeviceScalar(second, at, cp)
         flag.wait()
-        ws.clean = True
+        ws.finish()
         flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 

@@ -86,8 +86,8 @@ __device__ float total_to_offset(const unsigned long long* limb, long long n) {
     return __double2float_rn(total / (double)n);
 }
 
-// Called by one whole warp: the nonzero bins found by ballot, added by lane 0.
-__device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
+// Called by one whole warp: the nonzero bins found by ballot, added by lane 0, which returns the offset.
+__device__ float offset_value_warp(const unsigned long long* sums, long long n) {
     const int lane = threadIdx.x & 31;
     unsigned long long limb[6] = {0, 0, 0, 0, 0, 0}, v[9];
     #pragma unroll
@@ -106,9 +106,14 @@ __device__ void offset_warp(const unsigned long long* sums, long long n, float* 
             }
         }
     }
-    if (lane == 0) *offset = total_to_offset(limb, n);
-    // leave the sums and the finished-CTA counter (the word after them) zero for the next call
-    for (int k = lane; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
+    return lane == 0 ? total_to_offset(limb, n) : 0.0f;
+}
+
+// The offset written by lane 0; the sums and the finished-CTA counter (the word after them) left zero.
+__device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
+    const float v = offset_value_warp(sums, n);
+    if ((threadIdx.x & 31) == 0) *offset = v;
+    for (int k = threadIdx.x & 31; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
 }
 
 extern "C" __global__ void dq_offset(const unsigned long long* sums, long long n, float* offset) {

@@ -81,46 +81,51 @@ __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int 
     return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 0xFFu;
 }
 
+// One block of 256 absmax (warp w), the offset given; absmax read through L2 (other CTAs may have just
+// written them, in the fused kernel).
+__device__ __forceinline__ void dq_block(const float* x, long long n, long long w, int lane, float offset,
+                                         const uint2* lut, int shift, int low, int high, unsigned char* out,
+                                         float* absmax) {
+    const long long start = w * 256;
+    const int len = (int)min(256LL, n - start);
+    const bool tail = len < 256;
+    float v[8];
+    if (!tail) {
+        const float4 p = __ldcg((const float4*)(x + start) + 2 * lane), q = __ldcg((const float4*)(x + start) + 2 * lane + 1);
+        v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
+    } else {
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? __ldcg(x + start + 8 * lane + k) : offset;
+    }
+    float m = 0.0f;
+    #pragma unroll
+    for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
+    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
+    const float d = fmaxf(m, FLOOR), r = 1.0f / d;
+    if (lane == 0) absmax[w] = tail ? d : m;
+    unsigned int c[8];
+    #pragma unroll
+    for (int k = 0; k < 8; ++k)
+        c[k] = log_code(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, shift, low, high);
+    if (!tail) {
+        ((uint2*)(out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
+                                                    c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
+    } else {
+        for (int k = 0; k < 8; ++k) if (8 * lane + k < len) out[start + 8 * lane + k] = (unsigned char)c[k];
+    }
+}
+
 extern "C" __global__ void quant_dq256(const DqArgs a) {
     extern __shared__ uint2 lut[];
     for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut[k] = a.lut[k];
     __syncthreads();
-    const float* __restrict__ x = a.x;
-    const long long n = a.n, nblocks = (n + 255) / 256;
     const float offset = *a.offset_p;
     if (blockIdx.x == 0 && threadIdx.x == 0 && a.offset_copy) *a.offset_copy = offset;  // kept with the result
-    const int lane = threadIdx.x & 31;
+    const long long nblocks = (a.n + 255) / 256;
     // a persistent grid: each CTA loads the table once and walks blocks
     for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
-         w += ((long long)gridDim.x * blockDim.x) >> 5) {
-        const long long start = w * 256;
-        const int len = (int)min(256LL, n - start);
-        const bool tail = len < 256;
-        float v[8];
-        if (!tail) {
-            const float4 p = ((const float4*)(x + start))[2 * lane], q = ((const float4*)(x + start))[2 * lane + 1];
-            v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
-        } else {
-            #pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? x[start + 8 * lane + k] : offset;
-        }
-        float m = 0.0f;
-        #pragma unroll
-        for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
-        for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
-        const float d = fmaxf(m, FLOOR), r = 1.0f / d;
-        if (lane == 0) a.absmax[w] = tail ? d : m;
-        unsigned int c[8];
-        #pragma unroll
-        for (int k = 0; k < 8; ++k)
-            c[k] = log_code(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, a.shift, a.low, a.high);
-        if (!tail) {
-            ((uint2*)(a.out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
-                                                          c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
-        } else {
-            for (int k = 0; k < 8; ++k) if (8 * lane + k < len) a.out[start + 8 * lane + k] = (unsigned char)c[k];
-        }
-    }
+         w += ((long long)gridDim.x * blockDim.x) >> 5)
+        dq_block(a.x, a.n, w, threadIdx.x & 31, offset, lut, a.shift, a.low, a.high, a.out, a.absmax);
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
@@ -162,8 +167,9 @@ struct LutArgs {  // one by-value kernel parameter: a launch costs about a micro
 };
 static_assert(sizeof(LutArgs) == 96, "LutArgs: layout of backends/cuda_kernels.LUT_ARGS");
 
-template <int FMT, bool SUMS>
+template <int FMT, int MODE>  // MODE 0: codes and absmax; 1: also the sums and the offset (last CTA); 2: the sums only
 __device__ __forceinline__ void quant_lut(const LutArgs a) {
+    constexpr bool SUMS = MODE != 0;
     const uint4* __restrict__ x = a.x;
     const long long nfull = a.nfull;
     const int shift = a.shift;
@@ -242,10 +248,64 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
         __syncthreads();
         for (int k = threadIdx.x; k < 277; k += blockDim.x)
             if (bins[k]) atomicAdd(&a.sums[k], bins[k]);
+        if (MODE == 2) return;  // the fused kernel's grid barrier orders the sums before anyone reads them
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) last = atomicAdd(a.done, 1u) == gridDim.x - 1;
         __syncthreads();
         if (last && threadIdx.x < 32) { __threadfence(); offset_warp(a.sums, a.n_absmax, a.offset); }
     }
+}
+
+// ---- Fused double quantization: one cooperative launch (every CTA resident) ----
+// Phase 1 is quant_lut with the sums; after a grid barrier every CTA computes the same offset from the
+// sums, then the grid quantizes absmax - offset (blocks of 256, the log-scale table) and CTA 0 clears the
+// other half of the double-buffered sums for the next call.
+struct FusedArgs {
+    LutArgs q; const uint2* lut2; int lut2_size, shift2, low2, high2;
+    unsigned char* qabsmax; float* absmax2; float* offset_copy; unsigned int* bar; unsigned long long* clear;
+};
+static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_kernels.FUSED_ARGS");
+
+__device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
+
+// bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation
+__device__ void grid_sync(unsigned int* bar) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        volatile unsigned int* gen = bar + 1;
+        const unsigned int g = *gen;
+        __threadfence();
+        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+            *(volatile unsigned int*)bar = 0;
+            __threadfence();
+            atomicAdd(bar + 1, 1u);
+        } else {
+            while (*gen == g) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+template <int FMT>
+__device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
+    extern __shared__ uint2 lut[];
+    uint2* lut2 = lut + f.q.lut_size + 277;  // after quant_lut's table and bins
+    quant_lut<FMT, 2>(f.q);
+    for (int k = threadIdx.x; k < f.lut2_size; k += blockDim.x) lut2[k] = f.lut2[k];
+    grid_sync(f.bar);
+    __shared__ float offset;
+    if (threadIdx.x < 32) {
+        const float v = offset_value_warp(f.q.sums, f.q.n_absmax);
+        if (threadIdx.x == 0) offset = v;
+    }
+    if (blockIdx.x == 0)
+        for (int k = threadIdx.x; k < 278; k += blockDim.x) f.clear[k] = 0ull;
+    __syncthreads();
+    if (blockIdx.x == 0 && threadIdx.x == 0) *f.offset_copy = offset;
+    const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
+    for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
+         w += ((long long)gridDim.x * blockDim.x) >> 5)
+        dq_block(f.q.absmax, n, w, threadIdx.x & 31, offset, lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
 }
