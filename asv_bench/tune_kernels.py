@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-CONFIGS = [{}, {"DQ_GRID": 1}, {"CTAS_PER_SM": 16}, {"QUANT_ITER": 1}, {"LUT_DIAG": 1}, {"SUMS_DIAG": 1}]
+CONFIGS = [{}, {"DQ_FUSED": 1}, {"CTAS_PER_SM": 16}]
 
 
 def main(argv=None):

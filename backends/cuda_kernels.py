@@ -30,6 +30,7 @@ KNOBS = {
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
+    "DQ_FUSED": 0,  # 1: double quantization in one cooperative launch (grid barrier) instead of two kernels
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
     # 2 = one step per thread, every word covered (not persistent)
 }
@@ -359,12 +360,12 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
         ctas = min(mod.resident(name, 32 * warps, shared), -(-done // (8 * warps)))
         values = (xp, done, ptr(entries), k, 23 - bits, k - 1, outp, absp, bad, ws.sums if ws else 0,
                   ws.done if ws else 0, offset_out, nblocks)
-        if ws is not None and second is not None:
+        if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
             ws.fused = mod.launch_cooperative(
                 f"quant_lut_dq_f{FORMATS[fmt]}", 32 * warps, FUSED_ARGS,
                 (*values, ptr(lut2), size2, shift2, low2, high2, ptr(qabs), ptr(abs2), at, ws.bar, ws.other),
-                shared=shared + 8 * size2)
+                shared=shared)
             if ws.fused:
                 return out, absmax
         mod.launch(name, ctas, 32 * warps, LUT_ARGS, values, shared=shared)

@@ -19,6 +19,6 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
     done
   fi
   if [ -z "${SKIP_PROFILE:-}" ]; then echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$"; fi
-  if [ -z "${SKIP_TUNE:-}" ]; then echo "== tune"; timeout 200 python3 asv_bench/tune_kernels.py 2>&1 | grep -v Warning; fi
+  if [ -z "${SKIP_TUNE:-}" ]; then for sz in ${TUNE_SIZES:-28672x8192}; do echo "== tune $sz"; timeout 200 python3 asv_bench/tune_kernels.py --size $sz 2>&1 | grep -v Warning; done; fi
   if [ -n "${TABLE:-}" ]; then echo "== GPU table"; timeout 200 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes $TABLE 2>&1 | grep -v Warning; fi
 } 2>&1 | grep -v "SyntaxWarning" | tee $OUT/log.txt

@@ -149,8 +149,9 @@ def test_torch_state_on_the_host_is_refused():
 
 
 def test_double_quant_paths_interleaved(cb, monkeypatch):
-    """The fused (cooperative) launch, the two-kernel path it falls back to, and the general kernel
-    (unaligned input) share one double-buffered workspace: interleaved, each keeps the reference's bits."""
+    """The fused (cooperative) launch, the two-kernel path (the default, and the fallback when the driver
+    refuses the cooperative launch) and the general kernel (unaligned input) share one double-buffered
+    workspace: interleaved, each keeps the reference's bits."""
     from backends import cuda_kernels as K
 
     ref = NumpyBackend()
@@ -158,16 +159,19 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
     want = [ref.quantize_4bit(x, 64, "nf4", True) for x in xs]
     unaligned = np.concatenate([np.zeros(1, np.float32), weights(64 * 300, "float32", 9)])
     want_u = ref.quantize_4bit(unaligned[1:], 64, "nf4", True)
+    fused = K.Module(0, DQ_FUSED=1)
 
     def check(q, r):
         assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
         assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax) and np.array_equal(cb.to_numpy(q.packed), r.packed)
 
-    for refuse in (False, True, False):
+    for mod, refuse in ((fused, False), (None, False), (fused, True), (fused, False)):
         if refuse:
             monkeypatch.setattr(K.Module, "launch_cooperative", lambda *a, **k: False)
         else:
             monkeypatch.undo()
-        for x, r in zip(xs, want):
-            check(cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True), r)
-        check(cb.quantize_4bit(cb.from_numpy(unaligned)[1:], 64, "nf4", True), want_u)
+        with K.using(mod or K.module(0)):
+            for x, r in zip(xs, want):
+                q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
+                check(q, r)
+            check(cb.quantize_4bit(cb.from_numpy(unaligned)[1:], 64, "nf4", True), want_u)

@@ -74,15 +74,18 @@ struct DqArgs { const float* x; long long n; const uint2* lut; int lut_size, shi
                 const float* offset_p; unsigned char* out; float* absmax; float* offset_copy; };
 static_assert(sizeof(DqArgs) == 72, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
 
+template <bool GLOBAL>  // the table in shared memory, or read in place through the read-only cache
 __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int shift, int low, int high) {
     const int kc = min(max((int)(__float_as_uint(fabsf(s)) >> shift), low), high) - low;
     const int r = high - low + 1;
-    const uint2 e = lut[s < 0.0f ? r - 1 - kc : r + kc];
+    const int at = s < 0.0f ? r - 1 - kc : r + kc;
+    const uint2 e = GLOBAL ? __ldg(lut + at) : lut[at];
     return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 0xFFu;
 }
 
 // One block of 256 absmax (warp w), the offset given; absmax read through L2 (other CTAs may have just
 // written them, in the fused kernel).
+template <bool GLOBAL>
 __device__ __forceinline__ void dq_block(const float* x, long long n, long long w, int lane, float offset,
                                          const uint2* lut, int shift, int low, int high, unsigned char* out,
                                          float* absmax) {
@@ -106,7 +109,7 @@ __device__ __forceinline__ void dq_block(const float* x, long long n, long long 
     unsigned int c[8];
     #pragma unroll
     for (int k = 0; k < 8; ++k)
-        c[k] = log_code(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, shift, low, high);
+        c[k] = log_code<GLOBAL>(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, shift, low, high);
     if (!tail) {
         ((uint2*)(out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
                                                     c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
@@ -125,7 +128,7 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
     // a persistent grid: each CTA loads the table once and walks blocks
     for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
          w += ((long long)gridDim.x * blockDim.x) >> 5)
-        dq_block(a.x, a.n, w, threadIdx.x & 31, offset, lut, a.shift, a.low, a.high, a.out, a.absmax);
+        dq_block<false>(a.x, a.n, w, threadIdx.x & 31, offset, lut, a.shift, a.low, a.high, a.out, a.absmax);
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
@@ -290,10 +293,7 @@ __device__ void grid_sync(unsigned int* bar) {
 
 template <int FMT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
-    extern __shared__ uint2 lut[];
-    uint2* lut2 = lut + f.q.lut_size + 277;  // after quant_lut's table and bins
     quant_lut<FMT, 2>(f.q);
-    for (int k = threadIdx.x; k < f.lut2_size; k += blockDim.x) lut2[k] = f.lut2[k];
     grid_sync(f.bar);
     __shared__ float offset;
     if (threadIdx.x < 32) {
@@ -307,5 +307,6 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
     for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
          w += ((long long)gridDim.x * blockDim.x) >> 5)
-        dq_block(f.q.absmax, n, w, threadIdx.x & 31, offset, lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
+        dq_block<true>(f.q.absmax, n, w, threadIdx.x & 31, offset, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax,
+                       f.absmax2);
 }
