@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from event_timing import median_ms  # asv_bench/, the script's folder
+
 
 def main(argv=None):
     import cupy as cp
@@ -114,7 +116,6 @@ def host_breakdown(reps: int = 300):
 
 def kernel_breakdown(size="28672x8192", reps=20):
     """Device time of each kernel of the fused quantize (CUDA events around its launch alone)."""
-    import statistics
     import time
 
     import cupy as cp
@@ -138,16 +139,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
     offset = K.DeviceScalar(second, at, cp)
 
     def t(fn):
-        fn()
-        ts = []
-        for _ in range(reps):
-            a, b = cp.cuda.Event(), cp.cuda.Event()
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(cp.cuda.get_elapsed_time(a, b) * 1e3)
-        return statistics.median(ts)
+        return median_ms(fn, reps) * 1e3
 
     steps = {
         "quant_lut": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, flag=flag),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from event_timing import median_ms  # asv_bench/, the script's folder
+
 CONFIGS = [{}, {"DQ_FUSED": 1}, {"CTAS_PER_SM": 16}]
 
 
@@ -31,17 +33,7 @@ def main(argv=None):
     cb = CupyBackend("cuda")
     mods = [K.Module(0, **cfg) for cfg in CONFIGS]
 
-    def t(fn, reps=10):
-        fn()
-        ts = []
-        for _ in range(reps):
-            a, b = cp.cuda.Event(), cp.cuda.Event()
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(cp.cuda.get_elapsed_time(a, b))
-        return statistics.median(ts)
+    t = median_ms
 
     moved = 2 * n + n // 2 + 4 * (n // 64)
     dst = cp.empty_like(bits)

@@ -4,6 +4,7 @@
 # torchao, copy and write ceilings, exactness of the timed kernels at 4096^2 and 28672x8192), the
 # side-by-side knob comparison (asv_bench/tune_kernels.py) and the per-call host/device profile.
 # Usage on the lent GPU: bash scripts/gpu_perf.sh   (carry .gpusite: recipe in scripts/gpu_run.sh)
+# Development loop: SKIP_CONFORMANCE=1 SKIP_VECTORS=1 SKIP_TABLE=1 SKIP_PROFILE=1 TUNE_SIZES="28672x8192 4096x4096"
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.gpusite:$PWD
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
@@ -12,15 +13,25 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
   python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 || echo "editable install failed"
   echo "== kernel tests"
   timeout 200 python3 -m pytest tests/test_cuda_kernels.py -q -p no:cacheprovider -o addopts= 2>&1 | tail -2
-  for b in torch:cuda cupy; do
-    echo "== conformance suite, backend $b, hypothesis profile ci"
-    timeout 150 python3 -m pytest --pyargs conformance --backend $b -q -p no:cacheprovider -o addopts= 2>&1 \
-      | grep -E "passed|failed|Mismatch:|Falsifying|case=|Error" | head -20
-  done
-  python3 -m qref.cli vectors export /tmp/vectors > /dev/null
-  for b in torch:cuda cupy; do echo "== vectors, $b"; timeout 60 python3 -m qref.cli vectors check /tmp/vectors --backend $b 2>&1 | tail -1; done
-  echo "== GPU table"
-  timeout 300 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
-  echo "== tune"; timeout 150 python3 asv_bench/tune_kernels.py 2>&1 | grep -v Warning
-  echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$" | grep -v "function calls\|Ordered by\|List reduced\|ncalls\|/"
+  if [ -z "${SKIP_CONFORMANCE:-}" ]; then
+    for b in torch:cuda cupy; do
+      echo "== conformance suite, backend $b, hypothesis profile ci"
+      timeout 150 python3 -m pytest --pyargs conformance --backend $b -q -p no:cacheprovider -o addopts= 2>&1 \
+        | grep -E "passed|failed|Mismatch:|Falsifying|case=|Error" | head -20
+    done
+  fi
+  if [ -z "${SKIP_VECTORS:-}" ]; then
+    python3 -m qref.cli vectors export /tmp/vectors > /dev/null
+    for b in torch:cuda cupy; do echo "== vectors, $b"; timeout 60 python3 -m qref.cli vectors check /tmp/vectors --backend $b 2>&1 | tail -1; done
+  fi
+  if [ -z "${SKIP_TABLE:-}" ]; then
+    echo "== GPU table"
+    timeout 300 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
+  fi
+  if [ -z "${SKIP_TUNE:-}" ]; then
+    for sz in ${TUNE_SIZES:-28672x8192}; do echo "== tune $sz"; timeout 150 python3 asv_bench/tune_kernels.py --size $sz 2>&1 | grep -v Warning; done
+  fi
+  if [ -z "${SKIP_PROFILE:-}" ]; then
+    echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$" | grep -v "function calls\|Ordered by\|List reduced\|ncalls\|/"
+  fi
 } 2>&1 | grep -v "SyntaxWarning" | tee $OUT/log.txt
