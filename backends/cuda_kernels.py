@@ -17,6 +17,8 @@ from importlib import resources
 
 import numpy as np
 
+from .cuda_memory import N_BINS, DeviceScalar, Flag, Workspace, ptr  # noqa: F401 (used by the backends)
+
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 #: Launch shapes and compile-time switches; asv_bench/tune_kernels.py compares others side by side
 #: (Module(device, **knobs)); the environment (QREF_<NAME>) overrides a default for a whole process.
@@ -37,7 +39,6 @@ KNOBS = {
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
-N_BINS = 277  # qref.double_quant.FREXP_EXPONENTS.size
 
 
 def _wrappers() -> str:
@@ -178,116 +179,6 @@ def using(mod: Module):
         yield mod
     finally:
         _override.pop()
-
-
-def ptr(a) -> np.uint64:
-    """Device address of a CuPy array or a torch tensor."""
-    return np.uint64(a.data.ptr if hasattr(a.data, "ptr") else a.data_ptr())
-
-
-class Flag:
-    """The non-finite flag: an int in pinned host memory that kernels set to 1 (under unified addressing
-    pinned memory is mapped, so nothing is copied back or zeroed on the device). One per thread, reset by
-    `get` (a call waits for its kernels before it returns, so calls of one thread never share it)."""
-
-    _local = threading.local()
-
-    @classmethod
-    def get(cls, cp) -> Flag:
-        flag = getattr(cls._local, "flag", None)
-        if flag is None:
-            flag = cls._local.flag = cls(cp)
-        flag.value[0] = 0
-        return flag
-
-    def __init__(self, cp):
-        self.cp = cp
-        self.mem = cp.cuda.alloc_pinned_memory(4)
-        self.value = np.frombuffer(self.mem, dtype=np.int32, count=1)
-        self.value[0] = 0
-        self.ptr = np.uint64(self.mem.ptr)
-
-    def wait(self):
-        """Waits for the kernels queued so far on the current stream."""
-        self.cp.cuda.get_current_stream().synchronize()
-
-    def raise_if_set(self, message: str):
-        """Waits, then raises if any kernel set the flag."""
-        self.wait()
-        if self.value[0]:
-            raise ValueError(message)
-
-
-class Workspace:
-    """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
-    (a call waits for its kernels before it returns): two halves, each the absmax sums (277 uint64), the
-    finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
-    half (`use`): the two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the
-    other. A call that did not finish (`done` not called) makes the next one clear everything first."""
-
-    HALF = N_BINS + 2
-    _local = threading.local()
-
-    @classmethod
-    def get(cls, cp, zeros, key) -> Workspace:
-        cache = cls._local.__dict__.setdefault("cache", {})
-        if key not in cache:
-            cache[key] = cls(zeros)
-        ws = cache[key]
-        stream = cp.cuda.get_current_stream().ptr
-        if not ws.finished:
-            cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
-            ws.clean = {0, 1}
-        h = 1 - ws.half if (1 - ws.half) in ws.clean else ws.half
-        if h not in ws.clean:
-            cp.cuda.runtime.memsetAsync(ws.base + 8 * cls.HALF * h, 0, 8 * cls.HALF, stream)
-        ws.use(h)
-        ws.finished, ws.fused = False, False
-        return ws
-
-    def __init__(self, zeros):
-        self.buf = zeros(2 * self.HALF + 1, "uint64")
-        self.base = int(ptr(self.buf))
-        self.bar = np.uint64(self.base + 16 * self.HALF)
-        self.clean, self.finished = {0, 1}, True
-        self.use(0)
-
-    def use(self, h: int):
-        self.half = h
-        at = self.base + 8 * self.HALF * h
-        self.sums, self.done, self.offset = np.uint64(at), np.uint64(at + 8 * N_BINS), np.uint64(at + 8 * N_BINS + 8)
-        self.other = np.uint64(self.base + 8 * self.HALF * (1 - h))
-
-    def finish(self):
-        """After the caller waited for the kernels."""
-        self.clean = {1 - self.half} if self.fused else self.clean | {self.half}
-        self.finished = True
-
-
-class DeviceScalar:
-    """A float32 scalar left on the device (the fused double quantization's offset, stored after the
-    second-level absmax): kernels read it in place (`ptr`); float(), numpy conversion and .item() copy it to
-    the host. `owner` keeps its memory alive."""
-
-    def __init__(self, owner, address: int, cp):
-        self.owner, self.ptr, self.cp = owner, np.uint64(address), cp
-
-    def item(self) -> float:
-        cp = self.cp
-        host = cp.cuda.alloc_pinned_memory(4)
-        stream = cp.cuda.get_current_stream()
-        cp.cuda.runtime.memcpyAsync(host.ptr, int(self.ptr), 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
-        stream.synchronize()
-        return float(np.frombuffer(host, dtype=np.float32, count=1)[0])
-
-    def __float__(self) -> float:
-        return self.item()
-
-    def __array__(self, dtype=None, copy=None):
-        return np.asarray(np.float32(self.item()), dtype=dtype)
-
-    def __repr__(self):
-        return f"DeviceScalar({self.item()!r})"
 
 
 # By-value parameter structs of the hot kernels (layouts of LutArgs, DqArgs, DequantArgs in kernels/*.cu,
