@@ -5,8 +5,8 @@ arithmetic, reciprocal multiply on full blocks and true division on the tail, ab
 1e-38, nearest code = number of float32 midpoints strictly below the scaled value (torch.bucketize,
 right=False), round half to even (torch.round). The exact mean of double quantization comes from
 integer sums per frexp exponent (qref.double_quant.exponent_sums). On CUDA, where CuPy is
-importable, the 4-bit ops run the fused kernels of backends/cuda_kernels.py on the same memory
-(DLPack, no copy); without CuPy they run as torch ops.
+importable, the 4-bit ops run the fused kernels of backends/cuda_kernels.py on torch's memory (torch
+allocates, the kernels get raw addresses, on torch's current stream); without CuPy they run as torch ops.
 """
 from __future__ import annotations
 
