@@ -1,9 +1,11 @@
 """The GPU table of docs/performance.md in one call: NF4 block-64 quantize / dequantize of bf16 weights
 on qref's backends, bitsandbytes and torchao, as GB/s (bytes read + written) and as a fraction of the
 device copy bandwidth measured in the same run; plus bit-exactness of the timed kernels against the
-NumPy reference at the benchmark sizes.
+NumPy reference at the benchmark sizes. With --rounds R every implementation, the copy and the write
+ceiling are timed in R interleaved rounds and each row keeps the median over the rounds (a lent GPU
+drifts by 5-15% within a call), with the rounds' values in the JSON.
 
-    python asv_bench/gpu_table.py --out results.json [--sizes 4096x4096 28672x8192]
+    python asv_bench/gpu_table.py --out results.json [--sizes 4096x4096 28672x8192] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -132,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", nargs="*", default=["1024x1024", "2048x2048", "4096x4096", "8192x8192",
                                                    "16384x8192", "28672x8192"])
     ap.add_argument("--exact-sizes", nargs="*", default=["4096x4096", "28672x8192"])
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each row keeps their median")
+    ap.add_argument("--reps", type=int, default=20, help="timed calls per round (median)")
     args = ap.parse_args(argv)
     gen = torch.Generator(device="cuda").manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": [], "exact": []}
@@ -139,22 +143,25 @@ def main(argv=None) -> int:
         rows, cols = map(int, size.split("x"))
         x = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16, generator=gen)
         n = x.numel()
-        copy_ms = cuda_time_ms(lambda x=x: x.clone())
-        copy_gbs = 4 * n / copy_ms / 1e6
-        results["rows"].append({"impl": "device copy", "size": size, "op": "copy", "ms": copy_ms, "GB/s": copy_gbs,
-                                "of_copy": 1.0})
         out = torch.empty_like(x)
-        write_ms = cuda_time_ms(lambda out=out: out.zero_())  # the write-only ceiling, for dequantize's context
-        results["rows"].append({"impl": "device write (zero_)", "size": size, "op": "write", "ms": write_ms,
-                                "GB/s": 2 * n / write_ms / 1e6, "of_copy": 2 * n / write_ms / 1e6 / copy_gbs})
-        del out
+        timed = {("device copy", "copy"): (lambda x=x: x.clone(), 4 * n),
+                 ("device write (zero_)", "write"): (lambda out=out: out.zero_(), 2 * n)}
         for name, ops in impls(x, torch).items():
             for op, fn in ops.items():
-                ms = cuda_time_ms(fn)
-                gbs = traffic(n, op, "dq" in name) / ms / 1e6
-                results["rows"].append({"impl": name, "size": size, "op": op, "ms": ms, "GB/s": gbs,
-                                        "of_copy": gbs / copy_gbs})
-                print(f"{size:>11} {op:>10} {name:<40} {ms:9.3f} ms {gbs:8.1f} GB/s {gbs / copy_gbs:6.1%}", flush=True)
+                timed[name, op] = (fn, traffic(n, op, "dq" in name))
+        rounds = {key: [] for key in timed}
+        for _ in range(args.rounds):
+            for key, (fn, _) in timed.items():
+                rounds[key].append(cuda_time_ms(fn, reps=args.reps))
+        copy_gbs = 4 * n / statistics.median(rounds["device copy", "copy"]) / 1e6
+        for (name, op), (_, moved) in timed.items():
+            ms = statistics.median(rounds[name, op])
+            gbs = moved / ms / 1e6
+            results["rows"].append({"impl": name, "size": size, "op": op, "ms": ms, "GB/s": gbs,
+                                    "of_copy": gbs / copy_gbs, "rounds_ms": rounds[name, op]})
+            print(f"{size:>11} {op:>10} {name:<40} {ms:9.3f} ms {gbs:8.1f} GB/s {gbs / copy_gbs:6.1%}"
+                  f"   rounds: {' '.join(f'{v:.3f}' for v in rounds[name, op])}", flush=True)
+        del out
         if size in args.exact_sizes:
             results["exact"] += exactness(x, torch)
         del x

@@ -26,7 +26,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
   fi
   if [ -z "${SKIP_TABLE:-}" ]; then
     echo "== GPU table"
-    timeout 300 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
+    timeout 420 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --rounds ${ROUNDS:-3} --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
   fi
   if [ -z "${SKIP_TUNE:-}" ]; then
     for sz in ${TUNE_SIZES:-28672x8192}; do echo "== tune $sz"; timeout 150 python3 asv_bench/tune_kernels.py --size $sz 2>&1 | grep -v Warning; done
