@@ -205,8 +205,8 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     absmax, the double-quantization offset, written there. offset_copy: where the second level keeps a
     copy of its offset (an address, or 0). second: (log table, qabsmax, absmax2 array, offset address) for
     the fused double quantization: one cooperative launch does both levels (ws.fused tells whether it
-    ran; if the driver refuses it, the first level runs alone as with ws). out: the codes' array. flag: the Flag the kernels set on non-finite
-    input (read by the caller)."""
+    ran; if the driver refuses it, the first level runs alone as with ws). out: the codes' array. flag:
+    the Flag the kernels set on non-finite input (read by the caller)."""
     mod = module(device)
     xp = int(x) if isinstance(x, (int, np.integer)) else int(ptr(x))
     nblocks = -(-n // blocksize)
