@@ -25,6 +25,11 @@ def first(key: tuple[str, str]) -> str:
     return _FIRST.get(key, "")
 
 
+def cases() -> int:
+    """Cases recorded so far, over every op and profile."""
+    return sum(c["cases"] for c in _COUNTS.values())
+
+
 def counts() -> dict[tuple[str, str], dict[str, int]]:
     return {k: dict(v) for k, v in _COUNTS.items()}
 

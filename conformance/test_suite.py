@@ -1,14 +1,23 @@
 """The conformance suite: `pytest --pyargs conformance --backend NAME[:DEVICE]` (docs/writing-a-backend.md).
 
 Each test draws hard inputs (conformance.strategies) and holds the backend to the reference through
-conformance.checks; a failure shows hypothesis' shrunk input and the first differing element.
+conformance.checks (which raise tally.Mismatch); a failure shows hypothesis' shrunk input and the first
+differing element. `held` also asserts that the check compared something: a check that returns without
+recording a case cannot pass silently.
 """
 import numpy as np
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from . import battery, checks
+from . import battery, checks, tally
 from . import strategies as qs
+
+
+def held(check, *args):
+    """Run one check of conformance.checks; it raises on a mismatch and must have recorded a case."""
+    before = tally.cases()
+    check(*args)
+    assert tally.cases() > before, f"checks.{check.__name__} compared nothing"
 
 # Pinned examples: the battery's cases for the two rarest decision points, so that every run (even
 # a 40-example CI run) visits values on the midpoints and values where x * (1/a) != x / a.
@@ -29,12 +38,12 @@ def blockwise_case(draw, codebooks=st.sampled_from(("nf4", "fp4", "nf2", "nf3", 
 @example((_TIES, "nf4", 64))
 @example((np.concatenate([_RVD, _RVD]), "nf4", 64))
 def test_quantize_blockwise(backend, reference, case):
-    checks.quantize_blockwise(backend, reference, *case)
+    held(checks.quantize_blockwise, backend, reference, *case)
 
 
 @given(blockwise_case(codebooks=CODEBOOKS_8BIT, blocksizes=st.sampled_from((64, 256, 4096))))
 def test_quantize_blockwise_8bit(backend, reference, case):
-    checks.quantize_blockwise(backend, reference, *case)
+    held(checks.quantize_blockwise, backend, reference, *case)
 
 
 @st.composite
@@ -48,13 +57,13 @@ def fourbit_case(draw):
 @example((_TIES, "nf4", 64, False, "float32"))
 @example((np.concatenate([_RVD, _RVD]), "nf4", 64, True, "float32"))
 def test_quantize_4bit(backend, reference, case):
-    checks.quantize_4bit(backend, reference, *case)
+    held(checks.quantize_4bit, backend, reference, *case)
 
 
 @given(st.integers(1, 301).flatmap(lambda n: st.lists(st.integers(0, 15), min_size=n, max_size=n)),
        st.integers(0, 15))
 def test_nibbles(backend, reference, codes, pad):
-    checks.nibbles(backend, reference, np.array(codes, dtype=np.uint8), pad)
+    held(checks.nibbles, backend, reference, np.array(codes, dtype=np.uint8), pad)
 
 
 @given(st.sampled_from(("normal", "huge", "tiny", "mixed")), st.integers(1, 5000), st.integers(0, 2**32 - 1))
@@ -62,7 +71,7 @@ def test_mean_offset(backend, reference, kind, n, seed):
     rng = np.random.default_rng(seed)
     scale = {"normal": 1.0, "huge": 3e38, "tiny": 1e-39, "mixed": 10.0 ** rng.integers(-40, 38, n)}[kind]
     absmax = np.minimum(np.abs(rng.standard_normal(n)) * scale, 3.4e38).astype(np.float32)
-    checks.mean_offset(backend, reference, absmax)
+    held(checks.mean_offset, backend, reference, absmax)
 
 
 @st.composite
@@ -73,19 +82,19 @@ def groupwise_case(draw):
 
 @given(groupwise_case())
 def test_groupwise(backend, reference, case):
-    checks.groupwise(backend, reference, *case)
+    held(checks.groupwise, backend, reference, *case)
 
 
 @given(groupwise_case(), st.integers(1, 4), st.sampled_from(("average", "sum", "peft")), st.integers(0, 2**32 - 1))
 def test_qalora(backend, reference, case, rank, pooling, seed):
     W, bits, g, profile = case
     rank = min(rank, W.shape[0], W.shape[1] // g)
-    checks.qalora(backend, reference, W, bits, g, profile, rank, pooling, seed)
+    held(checks.qalora, backend, reference, W, bits, g, profile, rank, pooling, seed)
 
 
 @given(qs.matrices())
 def test_svd_factors(backend, reference, case):
-    checks.svd_factors(backend, reference, *case)
+    held(checks.svd_factors, backend, reference, *case)
 
 
 @given(st.integers(1, 8), st.sampled_from((2, 3, 4)), st.integers(0, 2**32 - 1))
@@ -93,7 +102,7 @@ def test_initialisers(backend, reference, rank, bits, seed):
     rng = np.random.default_rng(seed)
     W = rng.standard_normal((48, 64)) * 0.02
     X = rng.standard_normal((96, 64))
-    checks.initialisers(backend, reference, W, rank, bits, X)
+    held(checks.initialisers, backend, reference, W, rank, bits, X)
 
 
 @given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**32 - 1))
@@ -103,4 +112,4 @@ def test_allocation(backend, reference, m, k, seed):
     costs = rng.uniform(0, 1, (m, k))
     sizes = rng.integers(1, 100, m).astype(float)
     budget = float(rng.uniform(bits.min(axis=1).max(), bits.max() + 0.5))
-    checks.allocation(backend, costs, bits, sizes, budget)
+    held(checks.allocation, backend, costs, bits, sizes, budget)
