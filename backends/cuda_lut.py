@@ -47,6 +47,26 @@ def bucket(s: np.ndarray, bits: int) -> np.ndarray:
     return (t.view(np.uint32) >> np.uint32(23 - bits)) & np.uint32((1 << bits) - 1)
 
 
+def _entries(b: np.ndarray, size: int, mids: np.ndarray, order: np.ndarray) -> np.ndarray | None:
+    """Table entries (midpoint or +inf, lo | hi << 8) of `size` buckets from the sorted midpoints' bucket
+    indices b, or None where two different midpoints share a bucket."""
+    k = np.arange(size)
+    first = np.searchsorted(b, k, side="left")  # #{j : f(m_j) < k}
+    count = np.searchsorted(b, k, side="right") - first
+    shared = count > 0
+    if np.any(mids[first[shared]] != mids[first[shared] + count[shared] - 1]):
+        return None
+    mid = np.where(shared, mids[np.minimum(first, mids.size - 1)], np.float32(np.inf)).astype(np.float32)
+    lo, hi = order[first], order[first + count]
+    return np.ascontiguousarray(np.stack([mid.view(np.uint32), lo | (hi << np.uint32(8))], axis=1).astype(np.uint32))
+
+
+def _code(entries: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The kernel's choice between an entry's two codes: hi where s is above its midpoint."""
+    above = s > entries[..., 0].view(np.float32)
+    return np.where(above, entries[..., 1] >> np.uint32(8), entries[..., 1] & np.uint32(0xFF)).astype(np.uint8)
+
+
 def build(midpoints: np.ndarray, order: np.ndarray) -> BucketTable | None:
     """The smallest table that separates the midpoints, or None (no fast path for this codebook)."""
     mids = np.asarray(midpoints, dtype=np.float32)
@@ -54,26 +74,16 @@ def build(midpoints: np.ndarray, order: np.ndarray) -> BucketTable | None:
     if mids.size == 0 or mids.size > 255 or not (np.all(mids > -1) and np.all(mids < 1)):
         return None
     for bits in range(MIN_BITS, MAX_BITS + 1):
-        b = bucket(mids, bits).astype(np.int64)
-        k = np.arange(1 << bits)
-        first = np.searchsorted(b, k, side="left")  # #{j : f(m_j) < k}
-        count = np.searchsorted(b, k, side="right") - first
-        shared = count > 0
-        if np.any(mids[first[shared]] != mids[first[shared] + count[shared] - 1]):
-            continue  # two different midpoints share a bucket: more bits
-        mid = np.where(shared, mids[np.minimum(first, mids.size - 1)], np.float32(np.inf)).astype(np.float32)
-        lo, hi = order[first], order[first + count]
-        entries = np.stack([mid.view(np.uint32), lo | (hi << np.uint32(8))], axis=1).astype(np.uint32)
-        return BucketTable(np.ascontiguousarray(entries), bits)
+        entries = _entries(bucket(mids, bits).astype(np.int64), 1 << bits, mids, order)
+        if entries is not None:  # else two different midpoints share a bucket: more bits
+            return BucketTable(entries, bits)
     return None
 
 
 def lookup(table: BucketTable, s: np.ndarray) -> np.ndarray:
     """The kernel's code for scaled values s (float32): an emulation for tests."""
     s = np.asarray(s, dtype=np.float32)
-    e = table.entries[bucket(s, table.bits)]
-    above = s > e[..., 0].view(np.float32)
-    return np.where(above, e[..., 1] >> np.uint32(8), e[..., 1] & np.uint32(0xFF)).astype(np.uint8)
+    return _code(table.entries[bucket(s, table.bits)], s)
 
 
 # ---- Log-scale buckets: codebooks whose midpoints crowd near 0 (the 8-bit dynamic map) ----
@@ -90,10 +100,6 @@ class LogBucketTable:
     shift: int
     low: int
     high: int
-
-    @property
-    def r(self) -> int:
-        return self.high - self.low + 1
 
 
 def log_bucket(s: np.ndarray, shift: int, low: int, high: int) -> np.ndarray:
@@ -119,23 +125,13 @@ def build_log(midpoints: np.ndarray, order: np.ndarray, max_entries: int = 4096)
         r = high - low + 1
         if 2 * r > max_entries:
             return None
-        b = log_bucket(mids, shift, low, high)
-        k = np.arange(2 * r)
-        first = np.searchsorted(b, k, side="left")
-        count = np.searchsorted(b, k, side="right") - first
-        shared = count > 0
-        if np.any(mids[first[shared]] != mids[first[shared] + count[shared] - 1]):
-            continue
-        mid = np.where(shared, mids[np.minimum(first, mids.size - 1)], np.float32(np.inf)).astype(np.float32)
-        lo, hi = order[first], order[first + count]
-        entries = np.stack([mid.view(np.uint32), lo | (hi << np.uint32(8))], axis=1).astype(np.uint32)
-        return LogBucketTable(np.ascontiguousarray(entries), shift, low, high)
+        entries = _entries(log_bucket(mids, shift, low, high), 2 * r, mids, order)
+        if entries is not None:
+            return LogBucketTable(entries, shift, low, high)
     return None
 
 
 def lookup_log(table: LogBucketTable, s: np.ndarray) -> np.ndarray:
     """The kernel's code for clamped scaled values s: an emulation for tests."""
     s = np.clip(np.asarray(s, dtype=np.float32), np.float32(-1), np.float32(1))
-    e = table.entries[log_bucket(s, table.shift, table.low, table.high)]
-    above = s > e[..., 0].view(np.float32)
-    return np.where(above, e[..., 1] >> np.uint32(8), e[..., 1] & np.uint32(0xFF)).astype(np.uint8)
+    return _code(table.entries[log_bucket(s, table.shift, table.low, table.high)], s)
