@@ -13,6 +13,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -150,7 +151,8 @@ def main(argv=None) -> int:
             for op, fn in ops.items():
                 timed[name, op] = (fn, traffic(n, op, "dq" in name))
         rounds = {key: [] for key in timed}
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
+            print(f"{size} round {i + 1} starts {time.strftime('%H:%M:%S')}", flush=True)
             for key, (fn, _) in timed.items():
                 rounds[key].append(cuda_time_ms(fn, reps=args.reps))
         copy_gbs = 4 * n / statistics.median(rounds["device copy", "copy"]) / 1e6

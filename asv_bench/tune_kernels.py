@@ -12,7 +12,7 @@ import statistics
 
 from event_timing import median_ms  # asv_bench/, the script's folder
 
-CONFIGS = [{}, {"DQ_FUSED": 1}, {"CTAS_PER_SM": 16}]
+CONFIGS = [{}, {"DQ2_SHARED": 1}, {"CTAS_PER_SM": 16}]
 
 
 def main(argv=None):

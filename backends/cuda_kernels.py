@@ -35,6 +35,8 @@ KNOBS = {
     "DQ_FUSED": 0,  # 1: double quantization in one cooperative launch (grid barrier) instead of two kernels
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
     # 2 = one step per thread, every word covered (not persistent)
+    "DQ2_SHARED": 0,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
+    # 1 = copied to shared memory by every CTA of a persistent grid
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
@@ -98,7 +100,8 @@ class Module:
             self.sms = dev.attributes["MultiProcessorCount"]
         self._functions = {}
         self._local = threading.local()
-        self._resident = {}
+        self._per_sm = {}
+        self._plans = {}
         self._cp, self._driver = cp, cp.cuda.driver
 
     def __call__(self, name):
@@ -106,14 +109,24 @@ class Module:
             self._functions[name] = self.mod.get_function(name)
         return self._functions[name]
 
-    def resident(self, name: str, block: int, shared: int = 0) -> int:
-        """CTAs of `name` the device holds at once (the occupancy calculator), times CTAS_PER_SM / 8 when that
-        knob is set to other than 8: the size of a persistent grid."""
+    def per_sm(self, name: str, block: int, shared: int = 0) -> int:
+        """CTAs of `name` one multiprocessor holds at once (the occupancy calculator, asked once)."""
         key = (name, block, shared)
-        if key not in self._resident:
-            per_sm = self._driver.occupancyMaxActiveBlocksPerMultiprocessor(self(name).ptr, block, shared)
-            self._resident[key] = max(1, per_sm * self.sms * self.knobs["CTAS_PER_SM"] // 8)
-        return self._resident[key]
+        if key not in self._per_sm:
+            self._per_sm[key] = self._driver.occupancyMaxActiveBlocksPerMultiprocessor(self(name).ptr, block, shared)
+        return self._per_sm[key]
+
+    def resident(self, name: str, block: int, shared: int = 0) -> int:
+        """CTAs of `name` the device holds at once, times CTAS_PER_SM / 8 when that knob is set to other than
+        8: the size of a persistent grid."""
+        return max(1, self.per_sm(name, block, shared) * self.sms * self.knobs["CTAS_PER_SM"] // 8)
+
+    def plan(self, kind, *key):
+        """kind(self, *key), made once per key: a launch fixed but for its addresses."""
+        plan = self._plans.get((kind, key))
+        if plan is None:
+            plan = self._plans[kind, key] = kind(self, *key)
+        return plan
 
     def _params(self, layout: struct.Struct, values) -> int:
         local = self._local
@@ -128,14 +141,16 @@ class Module:
         """Launch `name` with one by-value struct parameter packed from `values` (integers, floats), on the
         current CuPy stream, through the driver (no per-parameter conversion). The driver copies the
         parameter at launch, so one buffer per thread serves every launch."""
-        params = self._params(layout, values)
-        self._driver.launchKernel(self(name).ptr, grid, 1, 1, block, 1, 1, shared,
-                                  self._cp.cuda.get_current_stream().ptr, params, 0)
+        self.launch_ptr(self(name).ptr, grid, block, layout, values, shared)
+
+    def launch_ptr(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
+        self._driver.launchKernel(fn, grid, 1, 1, block, 1, 1, shared, self._cp.cuda.get_current_stream().ptr,
+                                  self._params(layout, values), 0)
 
     def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
         """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
         resident at once, which the grid barrier needs) of as many CTAs as fit; False if refused."""
-        per_sm = self._driver.occupancyMaxActiveBlocksPerMultiprocessor(self(name).ptr, block, shared)
+        per_sm = self.per_sm(name, block, shared)
         if per_sm < 1 or _libcuda() is None:
             return False
         params = self._params(layout, values)
@@ -194,19 +209,69 @@ NONFINITE = "x contains non-finite values; the reference rejects NaN and Inf (do
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
+class LutPlan:
+    """quant_lut over `nfull` full blocks of 64 values of `fmt` with a codebook's bucket table (entries,
+    bits), with (sums) or without the exact absmax sums: everything but the addresses (Module.plan)."""
+
+    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, sums: bool):
+        k, warps = 1 << bits, mod.knobs["WARPS_PER_CTA"]
+        name = f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}"
+        self.mod, self.fn, self.block = mod, mod(name).ptr, 32 * warps
+        self.shared = 8 * k + (8 * N_BINS if sums else 0)
+        self.grid = min(mod.resident(name, self.block, self.shared), -(-nfull // (8 * warps)))
+        self.head = (nfull, entries_at, k, 23 - bits, k - 1)
+
+    def launch(self, x: int, out: int, absmax: int, bad: int, sums: int = 0, done: int = 0, offset: int = 0,
+               n_absmax: int = 0):
+        """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and the offset of the
+        n_absmax absmax (this kernel's and any written before it) at offset."""
+        self.mod.launch_ptr(self.fn, self.grid, self.block, LUT_ARGS,
+                            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax), self.shared)
+
+
+class Dq2Plan:
+    """quant_dq256, the second level of double quantization, over n float32 absmax with a log-scale bucket
+    table (entries, size, shift, low, high) of the dynamic map: everything but the addresses."""
+
+    def __init__(self, mod: Module, n: int, entries_at: int, size: int, shift: int, low: int, high: int):
+        self.mod, self.fn = mod, mod("quant_dq256").ptr
+        self.shared = 8 * size if mod.knobs["DQ2_SHARED"] else 0
+        self.grid = -(-n // (8 * 256))  # one warp per block of 256
+        if self.shared:
+            self.grid = min(self.grid, mod.resident("quant_dq256", 256, self.shared))
+        self.head = (n, entries_at, size, shift, low, high)
+
+    def launch(self, x: int, offset: int, out: int, absmax: int, offset_copy: int = 0):
+        """codes at out, absmax at absmax of the values at x minus the device scalar at offset (kept at
+        offset_copy if not 0)."""
+        self.mod.launch_ptr(self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy),
+                            self.shared)
+
+
+def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool) -> LutPlan:
+    entries, bits = table
+    return mod.plan(LutPlan, fmt, nfull, int(ptr(entries)), bits, sums)
+
+
+def dq2_plan(mod: Module, n: int, table) -> Dq2Plan:
+    entries, *shape = table
+    return mod.plan(Dq2Plan, n, int(ptr(entries)), *shape)
+
+
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
              offset=None, table=None, ws=None, offset_out: int = 0, offset_copy: int = 0, flag=None, absmax=None,
              out=None, second=None, device: int = 0):
     """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
-    caller's framework unless given) of the flat values at x (an array or its address). offset: a
-    DeviceScalar subtracted first. table: (entries, bits), a codebook's cuda_lut.BucketTable on the device,
-    for the block-64 kernel, or (entries, size, shift, low, high), a LogBucketTable, for the second level
-    of double quantization. ws (a Workspace) with offset_out (an address): also the exact mean of the
-    absmax, the double-quantization offset, written there. offset_copy: where the second level keeps a
-    copy of its offset (an address, or 0). second: (log table, qabsmax, absmax2 array, offset address) for
-    the fused double quantization: one cooperative launch does both levels (ws.fused tells whether it
-    ran; if the driver refuses it, the first level runs alone as with ws). out: the codes' array. flag:
-    the Flag the kernels set on non-finite input (read by the caller)."""
+    caller's framework unless given) of the flat values at x (an array or its address), any block size and
+    alignment. offset: a DeviceScalar subtracted first. table: (entries, bits), a codebook's
+    cuda_lut.BucketTable on the device, for the block-64 kernel, or (entries, size, shift, low, high), a
+    LogBucketTable, for the second level of double quantization. ws (a Workspace) with offset_out (an
+    address): also the exact mean of the absmax, the double-quantization offset, written there.
+    offset_copy: where the second level keeps a copy of its offset (an address, or 0). second: (log table,
+    qabsmax, absmax2 array, offset address) for the fused double quantization: one cooperative launch does
+    both levels (ws.fused tells whether it ran; if the driver refuses it, the first level runs alone as
+    with ws). out: the codes' array. flag: the Flag the kernels set on non-finite input (read by the
+    caller)."""
     mod = module(device)
     xp = int(x) if isinstance(x, (int, np.integer)) else int(ptr(x))
     nblocks = -(-n // blocksize)
@@ -215,18 +280,13 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     outp, absp = int(ptr(out)), int(ptr(absmax))
     null = np.uint64(0)
     bad = flag.ptr if flag is not None else null
-    done = 0
-    fast = (table is not None and len(table) == 2 and pack and blocksize == 64 and offset is None and n >= 64
-            and xp % 16 == 0 and nblocks < 2**31)
     if (offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0
             and isinstance(table, tuple) and len(table) == 5):
-        entries, size, shift, low, high = table  # a cuda_lut.LogBucketTable on the device
-        mod.launch("quant_dq256", min(-(-nblocks // 8), mod.resident("quant_dq256", 256, 8 * size)), 256, DQ_ARGS,
-                   (xp, n, ptr(entries), size, shift, low, high, offset.ptr, outp, absp, offset_copy),
-                   shared=8 * size)
+        dq2_plan(mod, n, table).launch(xp, int(offset.ptr), outp, absp, offset_copy)
         return out, absmax
-    if fast:
-        done = n // 64  # full blocks by quant_lut, the tail (if any) by the general kernel first
+    fast = (table is not None and len(table) == 2 and pack and blocksize == 64 and offset is None and n >= 64
+            and xp % 16 == 0 and nblocks < 2**31)
+    done = n // 64 if fast else 0  # full blocks by quant_lut, the tail (if any) by the general kernel first
     if done < nblocks:
         start = done * blocksize
         p = 16 if mids.size <= 15 else 256
@@ -243,23 +303,17 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
         if ws is not None and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
             mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), ws.sums))
     if fast:
-        warps = mod.knobs["WARPS_PER_CTA"]
-        entries, bits = table
-        k = 1 << bits
-        name = f"quant_lut_f{FORMATS[fmt]}_s{int(ws is not None)}"
-        shared = 8 * k + (8 * N_BINS if ws is not None else 0)
-        ctas = min(mod.resident(name, 32 * warps, shared), -(-done // (8 * warps)))
-        values = (xp, done, ptr(entries), k, 23 - bits, k - 1, outp, absp, bad, ws.sums if ws else 0,
-                  ws.done if ws else 0, offset_out, nblocks)
+        plan = lut_plan(mod, fmt, done, table, ws is not None)
+        sums = (int(ws.sums), int(ws.done), int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
             ws.fused = mod.launch_cooperative(
-                f"quant_lut_dq_f{FORMATS[fmt]}", 32 * warps, FUSED_ARGS,
-                (*values, ptr(lut2), size2, shift2, low2, high2, ptr(qabs), ptr(abs2), at, ws.bar, ws.other),
-                shared=shared)
+                f"quant_lut_dq_f{FORMATS[fmt]}", plan.block, FUSED_ARGS,
+                (xp, *plan.head, outp, absp, int(bad), *sums, ptr(lut2), size2, shift2, low2, high2, ptr(qabs),
+                 ptr(abs2), at, ws.bar, ws.other), shared=plan.shared)
             if ws.fused:
                 return out, absmax
-        mod.launch(name, ctas, 32 * warps, LUT_ARGS, values, shared=shared)
+        plan.launch(xp, outp, absp, int(bad), *sums)
     elif ws is not None:
         mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), ws.sums))
         mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), np.uint64(offset_out)))
@@ -276,8 +330,8 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
     cptr = int(ptr(codes))
     on_device = isinstance(offset, DeviceScalar)
     scales = [0 if a is None else ptr(a) for a in (absmax, qabsmax, absmax2, dyn)]
-    args = (cptr, n, blocksize, ptr(table), *scales, 0.0 if on_device else float(offset),
-            offset.ptr if on_device else 0, blocksize2, ptr(out), flag.ptr)
+    value, at = (0.0, offset.ptr) if on_device else (float(offset), 0)
+    args = (cptr, n, blocksize, ptr(table), *scales, value, at, blocksize2, ptr(out), flag.ptr)
     power2 = blocksize & (blocksize - 1) == 0
     if pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
         name = f"dequant8_f{FORMATS[out_fmt]}"
@@ -285,11 +339,10 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
         mod.launch(name, min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), grid), 256, DEQUANT_ARGS, args)
     else:
         threads = (n + 1) // 2 if pack else n
-        null = np.uint64(0)
         mod(f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}")(
             (-(-threads // 256),), (256,),
             (np.uint64(cptr), np.int64(n), np.int32(blocksize), table, *(np.uint64(a) for a in scales),
-             np.float32(args[8]), offset.ptr if on_device else null, np.int32(blocksize2), ptr(out), flag.ptr))
+             np.float32(value), np.uint64(at), np.int32(blocksize2), ptr(out), flag.ptr))
     return out
 
 

@@ -80,6 +80,17 @@ class Workspace:
         self.bar = np.uint64(self.base + 16 * self.HALF)
         self.clean, self.finished = {0, 1}, True
         self.use(0)
+        self._zeros, self._scratch, self._scratch_at = zeros, None, 0
+
+    def scratch(self, nbytes: int) -> int:
+        """Address of nbytes of device memory kept for the next call of this thread (the first level's absmax,
+        which double quantization reads once and drops); grows by doubling."""
+        if self._scratch is None or 8 * self._scratch.shape[0] < nbytes:
+            self._scratch = None
+            size = 1 << max(12, (nbytes - 1).bit_length())
+            self._scratch = self._zeros(size // 8, "uint64")
+            self._scratch_at = int(ptr(self._scratch))
+        return self._scratch_at
 
     def use(self, h: int):
         self.half = h

@@ -104,20 +104,66 @@ def check_state(q: FourBit, n: int, blocksize: int):
             raise ValueError(f"{name} must hold {size} x {dtype} for {n} values in blocks of {blocksize}, got {got}")
 
 
+def _up16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
 class Fused4bit:
     """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
-    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's); inputs are
-    arrays of it (contiguous) or addresses."""
+    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's), `as_float32(a)`
+    views uint8 bytes as float32; inputs are arrays of it (contiguous) or addresses."""
 
-    def __init__(self, cp, empty, zeros, device_id: int):
+    def __init__(self, cp, empty, zeros, as_float32, device_id: int):
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
-        self.device_id = device_id
+        self.as_float32, self.device_id = as_float32, device_id
 
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant):
         """One host round-trip (the non-finite flag), after every kernel is queued. With double_quant the
         offset (the exact mean of the absmax) is computed on the device, used there, and kept after the
-        second-level absmax (one allocation): FourBit.offset is a DeviceScalar over it. Both levels run in
-        one cooperative launch where the driver allows it (K.quantize's `second`), else in two kernels."""
+        second-level absmax: FourBit.offset is a DeviceScalar over it."""
+        mod = K.module(self.device_id)
+        lut = self.tables(quant_type)[3]
+        xp = int(K.ptr(x))
+        if (blocksize == 64 and n % 64 == 0 and xp % 16 == 0 and lut is not None and len(lut) == 2
+                and not mod.knobs["DQ_FUSED"]):
+            return self._quantize64(mod, xp, n, fmt, lut, double_quant)
+        return self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
+
+    def _quantize64(self, mod, xp, n, fmt, lut, double_quant):
+        """Whole blocks of 64, 16-byte aligned input (the QLoRA case): one allocation, the returned arrays are
+        views of it (made while the kernels run); with double_quant the first level's absmax go to the
+        workspace's scratch memory and the offset is passed on the device."""
+        cp, nb, npk = self.cp, n // 64, n // 2
+        flag = K.Flag.get(cp)
+        plan = K.lut_plan(mod, fmt, nb, lut, double_quant)
+        at_codes = _up16(npk)
+        if not double_quant:
+            buf = self.empty(at_codes + 4 * nb, "uint8")
+            base = int(K.ptr(buf))
+            plan.launch(xp, base, base + at_codes, int(flag.ptr))
+            q = FourBit(buf[:npk], self.as_float32(buf[at_codes:]))
+            flag.raise_if_set(K.NONFINITE)
+            return q
+        nb2 = -(-nb // DQ_BLOCKSIZE)
+        at_abs2 = at_codes + _up16(nb)
+        ws = K.Workspace.get(cp, self.zeros, self.device_id)
+        absmax = ws.scratch(4 * nb)
+        buf = self.empty(at_abs2 + 4 * (nb2 + 1), "uint8")  # codes, qabsmax, absmax2 then the offset
+        base = int(K.ptr(buf))
+        plan.launch(xp, base, absmax, int(flag.ptr), int(ws.sums), int(ws.done), int(ws.offset), nb)
+        at = base + at_abs2 + 4 * nb2
+        K.dq2_plan(mod, nb, self.tables("dynamic")[3]).launch(absmax, int(ws.offset), base + at_codes,
+                                                              base + at_abs2, at)
+        second = self.as_float32(buf[at_abs2:])
+        q = FourBit(buf[:npk], None, buf[at_codes:at_codes + nb], second[:nb2], K.DeviceScalar(second, at, cp))
+        flag.wait()
+        ws.finish()
+        flag.raise_if_set(K.NONFINITE)
+        return q
+
+    def _quantize_any(self, x, n, fmt, blocksize, quant_type, double_quant):
+        """Any block size, tail and alignment; both levels in one cooperative launch where DQ_FUSED is set
+        and the driver allows it (K.quantize's `second`), else in two kernels."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
         flag, dev = K.Flag.get(cp), self.device_id
@@ -175,7 +221,8 @@ class CupyBackend(BackendBase):
         self._dev = cp.cuda.Device(index)
         dt = {k: np.dtype(k) for k in ("uint8", "uint16", "float32", "uint64")}
         self._fused = Fused4bit(cp, lambda size, dtype: cp.empty(size, dtype=dt[dtype]),
-                                lambda size, dtype: cp.zeros(size, dtype=dt[dtype]), index)
+                                lambda size, dtype: cp.zeros(size, dtype=dt[dtype]),
+                                lambda a: a.view(cp.float32), index)
 
     # ---- conversion ----
     def from_numpy(self, a):
@@ -189,22 +236,28 @@ class CupyBackend(BackendBase):
             return BFloat16Array(self.cp.asnumpy(a.bits))
         return self.cp.asnumpy(a)
 
+    _FORMATS = {np.dtype("float32"): "float32", np.dtype("float16"): "float16", np.dtype("uint16"): "bfloat16"}
+
     def _flat_input(self, x, name="x"):
-        """(flat array for the kernels, format, shape) after the reference's checks."""
-        cp = self.cp
-        if isinstance(x, CupyBF16):
-            flat, fmt = x.bits.reshape(-1), "bfloat16"
-        elif isinstance(x, cp.ndarray) and x.dtype.name in ("float32", "float16"):
-            flat, fmt = x.reshape(-1), x.dtype.name
-            if fmt == "float16":
-                flat = flat.view(cp.uint16)
-        else:
+        """(C-contiguous array for the kernels, which read its address and size, format, shape) after the
+        reference's checks; copies only an input that is not C-contiguous."""
+        arr = x.bits if isinstance(x, CupyBF16) else x
+        fmt = self._FORMATS.get(getattr(arr, "dtype", None))
+        if fmt is None or not isinstance(arr, self.cp.ndarray) or (fmt == "bfloat16") != isinstance(x, CupyBF16):
             raise TypeError(f"{name} must be a float32/float16 cupy array or CupyBF16, got {type(x).__name__}")
-        if flat.size == 0:
+        if arr.size == 0:
             raise ValueError(f"{name} is empty; quantization needs at least one element")
-        if flat.device.id != self._dev.id:
-            raise ValueError(f"{name} is on cuda:{flat.device.id}; this backend runs on {self.device}")
-        return cp.ascontiguousarray(flat), fmt, x.shape
+        if arr.device.id != self._dev.id:
+            raise ValueError(f"{name} is on cuda:{arr.device.id}; this backend runs on {self.device}")
+        return (arr if arr.flags.c_contiguous else self.cp.ascontiguousarray(arr)), fmt, x.shape
+
+    def _run(self, fn, *args):
+        """fn(*args) on this backend's device (no switch when it is already current: a switch costs
+        microseconds)."""
+        if self.cp.cuda.runtime.getDevice() == self._dev.id:
+            return fn(*args)
+        with self._dev:
+            return fn(*args)
 
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
@@ -266,22 +319,11 @@ class CupyBackend(BackendBase):
         return K.groupwise(W32, bits, group_size, profile)
 
     # ---- fused 4-bit ----
-    _FORMATS = {np.dtype("float32"): "float32", np.dtype("float16"): "float16", np.dtype("uint16"): "bfloat16"}
-
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-        arr = x.bits if isinstance(x, CupyBF16) else x
-        fmt = self._FORMATS.get(getattr(arr, "dtype", None))
-        if (fmt is not None and isinstance(arr, self.cp.ndarray) and arr.size and arr.flags.c_contiguous
-                and (fmt == "bfloat16") == isinstance(x, CupyBF16) and arr.device.id == self._dev.id):
-            flat = arr  # already flat in memory: no reshape, no copy
-        else:
-            flat, fmt, _ = self._flat_input(x)
-        if self.cp.cuda.runtime.getDevice() == self._dev.id:
-            return self._fused.quantize(flat, flat.size, fmt, blocksize, quant_type, double_quant)
-        with self._dev:
-            return self._fused.quantize(flat, flat.size, fmt, blocksize, quant_type, double_quant)
+        flat, fmt, _ = self._flat_input(x)
+        return self._run(self._fused.quantize, flat, flat.size, fmt, blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
@@ -292,11 +334,7 @@ class CupyBackend(BackendBase):
         q = FourBit(*(None if a is None else self._ready(name, a) for name, a in
                       zip(("packed", "absmax", "qabsmax", "absmax2"), (q.packed, q.absmax, q.qabsmax, q.absmax2))),
                     q.offset)
-        if self.cp.cuda.runtime.getDevice() == self._dev.id:
-            out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
-        else:
-            with self._dev:
-                out = self._fused.dequantize(q, n, blocksize, quant_type, out_dtype)
+        out = self._run(self._fused.dequantize, q, n, blocksize, quant_type, out_dtype)
         return self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype)
 
     def _ready(self, name, a):
@@ -345,7 +383,8 @@ class TorchBridge:
         device = torch.device("cuda", device_index)
         dt = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
         self.fused = Fused4bit(self.cp, lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
-                               lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device), device_index)
+                               lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device),
+                               lambda a: a.view(torch.float32), device_index)
         self.index = device_index
         self._device = self.cp.cuda.Device(device_index)
         self._streams = {}

@@ -24,9 +24,21 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
     python3 -m qref.cli vectors export /tmp/vectors > /dev/null
     for b in torch:cuda cupy; do echo "== vectors, $b"; timeout 60 python3 -m qref.cli vectors check /tmp/vectors --backend $b 2>&1 | tail -1; done
   fi
+  if [ -n "${NCU:-}" ]; then
+    echo "== Nsight Compute, 28672x8192"
+    timeout 240 ncu --clock-control none --kernel-name regex:"quant_lut|quant_dq256|dequant8" --section SpeedOfLight \
+      --section SchedulerStats --section WarpStateStats --section Occupancy python3 asv_bench/ncu_target.py 2>&1 \
+      | grep -v "^==PROF==\|Warning" | grep -E "^  [a-z_0-9]+|Duration|SM Frequency|DRAM Throughput|Memory Throughput|Compute \(SM\)|Issued Ipc|Issue Slots Busy|No Eligible|Active Warps Per|Achieved Occupancy|Theoretical Occupancy|Registers|Warp Cycles Per Issued|Eligible Warps"
+  fi
+  if [ -z "${SKIP_KTIMES:-}" ]; then
+    echo "== kernel times (CUPTI)"; timeout 200 python3 asv_bench/kernel_times.py 2>&1 | grep -v Warning
+  fi
   if [ -z "${SKIP_TABLE:-}" ]; then
-    echo "== GPU table"
+    echo "== GPU table (SM clock, power and clock-event reasons sampled every 100 ms into clocks.csv)"
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
+      --format=csv -lms 100 > $OUT/clocks.csv 2>&1 & SMI=$!
     timeout 420 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --rounds ${ROUNDS:-3} --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
+    kill $SMI; python3 docs/scripts/clocks_summary.py $OUT/clocks.csv
   fi
   if [ -z "${SKIP_TUNE:-}" ]; then
     for sz in ${TUNE_SIZES:-28672x8192}; do echo "== tune $sz"; timeout 150 python3 asv_bench/tune_kernels.py --size $sz 2>&1 | grep -v Warning; done

@@ -175,3 +175,43 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
                 q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
                 check(q, r)
             check(cb.quantize_4bit(cb.from_numpy(unaligned)[1:], 64, "nf4", True), want_u)
+
+
+def test_second_level_table_read_in_place_or_from_shared_memory(cb):
+    """quant_dq256 with its bucket table read through the read-only cache (default) and copied to shared
+    memory (DQ2_SHARED=1): the reference's bits either way, a tail block of absmax included."""
+    from backends import cuda_kernels as K
+
+    x = weights(64 * (256 * 37 + 5), "bfloat16", 11)
+    r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
+    for mod in (K.module(0), K.Module(0, DQ2_SHARED=1)):
+        with K.using(mod):
+            q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
+        assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+        assert np.array_equal(cb.to_numpy(q.absmax2).view(np.int32), r.absmax2.view(np.int32))
+
+
+def test_results_outlive_the_next_call(cb):
+    """The block-64 path returns views of one allocation and keeps the first level's absmax in reused
+    scratch memory: a result stays the reference's after later calls, a larger one (the scratch grows)
+    and a smaller one."""
+    ref = NumpyBackend()
+    xs = [weights(64 * k, "float16", k) for k in (8 * 50, 8 * 4000, 8 * 3)]
+    want = [ref.quantize_4bit(x, 64, "nf4", dq) for x in xs for dq in (False, True)]
+    got = [cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", dq) for x in xs for dq in (False, True)]
+    for q, r, x in zip(got, want, [x for x in xs for _ in range(2)]):
+        assert np.array_equal(cb.to_numpy(q.packed), r.packed)
+        assert q.packed.size == x.size // 2
+        if r.qabsmax is None:
+            assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
+        else:
+            assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax) and q.absmax2.size == r.absmax2.size
+            assert np.float32(q.offset) == np.float32(r.offset)
+
+
+def test_non_contiguous_input_is_read_as_its_values(cb):
+    x = weights(64 * 8 * 20 * 2, "float32", 4)
+    r = NumpyBackend().quantize_4bit(x[::2], 64, "nf4")
+    q = cb.quantize_4bit(cb.from_numpy(x)[::2], 64, "nf4")
+    assert np.array_equal(cb.to_numpy(q.packed), r.packed)
+    assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))

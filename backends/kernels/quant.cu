@@ -118,17 +118,21 @@ __device__ __forceinline__ void dq_block(const float* x, long long n, long long 
     }
 }
 
+// DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB), one warp per block;
+// 1: each CTA of a persistent grid first copies it to shared memory.
 extern "C" __global__ void quant_dq256(const DqArgs a) {
-    extern __shared__ uint2 lut[];
-    for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut[k] = a.lut[k];
-    __syncthreads();
+    extern __shared__ uint2 lut_s[];
+    if (DQ2_SHARED) {
+        for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut_s[k] = a.lut[k];
+        __syncthreads();
+    }
     const float offset = *a.offset_p;
     if (blockIdx.x == 0 && threadIdx.x == 0 && a.offset_copy) *a.offset_copy = offset;  // kept with the result
     const long long nblocks = (a.n + 255) / 256;
-    // a persistent grid: each CTA loads the table once and walks blocks
     for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
          w += ((long long)gridDim.x * blockDim.x) >> 5)
-        dq_block<false>(a.x, a.n, w, threadIdx.x & 31, offset, lut, a.shift, a.low, a.high, a.out, a.absmax);
+        dq_block<DQ2_SHARED == 0>(a.x, a.n, w, threadIdx.x & 31, offset, DQ2_SHARED ? lut_s : a.lut, a.shift,
+                                  a.low, a.high, a.out, a.absmax);
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
