@@ -100,18 +100,58 @@ def host_breakdown(reps: int = 300):
             fn()
         cp.cuda.Device().synchronize()
         print(f"{name:32s} {(time.perf_counter() - t) / reps * 1e6:8.1f}", flush=True)
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(reps):
-        cb.quantize_4bit(xb, 64, "nf4", True)
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(16)
+    mod = K.module(0)
+    print("== host time from the call to its first launch / to its return (us, median), 65536 values", flush=True)
+    for name in ("cb.quantize_4bit", "cb.quantize_4bit +dq", "cb.dequantize_4bit", "torch bridge quantize_4bit",
+                 "torch bridge quantize_4bit +dq", "torch bridge dequantize_4bit"):
+        first, back = until_launch(mod, steps[name], reps)
+        print(f"{name:32s} {first:8.1f} {back:8.1f}", flush=True)
+    for name in ("cb.quantize_4bit +dq", "torch bridge quantize_4bit"):
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(reps):
+            steps[name]()
+        prof.disable()
+        print(f"== cProfile: {name}")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(14)
     from cupy.cuda import driver
 
-    mod = K.module(0)
     for name in ("quant_lut_f2_s0", "quant_lut_f2_s1", "quant_dq256", "dequant8_f2"):
         regs = driver.funcGetAttribute(4, mod(name).ptr)  # CU_FUNC_ATTRIBUTE_NUM_REGS
         print(f"{name}: {regs} registers per thread", flush=True)
+
+
+def until_launch(mod, fn, reps: int) -> tuple[float, float]:
+    """Median host microseconds from the start of fn() to its first kernel launch through Module, and to its
+    return (the kernels' own time overlaps what follows the launch)."""
+    import statistics
+    import time
+
+    real = mod._driver
+    stamps = []
+
+    class Driver:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def launchKernel(*args):
+            stamps.append(time.perf_counter())
+            return real.launchKernel(*args)
+
+    mod._driver = Driver()
+    first, back = [], []
+    try:
+        for _ in range(reps):
+            stamps.clear()
+            t = time.perf_counter()
+            fn()
+            back.append(time.perf_counter() - t)
+            if stamps:
+                first.append(stamps[0] - t)
+    finally:
+        mod._driver = real
+    return statistics.median(first or [float("nan")]) * 1e6, statistics.median(back) * 1e6
 
 
 def kernel_breakdown(size="28672x8192", reps=20):
@@ -154,7 +194,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
     for name, fn in steps.items():
         print(f"{name:32s} {t(fn):8.1f}", flush=True)
     mod = K.module(0)
-    for name, fn in {"launch dq_offset (3 args)": lambda: mod("dq_offset")((1,), (32,), (ws.sums, np.int64(5), np.uint64(at))),
+    for name, fn in {"launch dq_offset (3 args)": lambda: mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(5), np.uint64(at))),
                      "launch quant_lut (13 args, 64 values)": lambda: K.quantize(
                          flat[:64], "bfloat16", 64, 64, mids, order, True, empty=empty, table=lut, flag=flag)}.items():
         fn()

@@ -11,7 +11,7 @@ import ctypes
 import os
 import struct
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import cache
 from importlib import resources
 
@@ -143,9 +143,12 @@ class Module:
         parameter at launch, so one buffer per thread serves every launch."""
         self.launch_ptr(self(name).ptr, grid, block, layout, values, shared)
 
-    def launch_ptr(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
-        self._driver.launchKernel(fn, grid, 1, 1, block, 1, 1, shared, self._cp.cuda.get_current_stream().ptr,
-                                  self._params(layout, values), 0)
+    def launch_ptr(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0,
+                   stream: int | None = None):
+        """launch's by function handle, on `stream` (a handle; None: CuPy's current stream)."""
+        if stream is None:
+            stream = self._cp.cuda.get_current_stream().ptr
+        self._driver.launchKernel(fn, grid, 1, 1, block, 1, 1, shared, stream, self._params(layout, values), 0)
 
     def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
         """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
@@ -222,11 +225,11 @@ class LutPlan:
         self.head = (nfull, entries_at, k, 23 - bits, k - 1)
 
     def launch(self, x: int, out: int, absmax: int, bad: int, sums: int = 0, done: int = 0, offset: int = 0,
-               n_absmax: int = 0):
+               n_absmax: int = 0, stream: int | None = None):
         """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and the offset of the
         n_absmax absmax (this kernel's and any written before it) at offset."""
         self.mod.launch_ptr(self.fn, self.grid, self.block, LUT_ARGS,
-                            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax), self.shared)
+                            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax), self.shared, stream)
 
 
 class Dq2Plan:
@@ -241,11 +244,26 @@ class Dq2Plan:
             self.grid = min(self.grid, mod.resident("quant_dq256", 256, self.shared))
         self.head = (n, entries_at, size, shift, low, high)
 
-    def launch(self, x: int, offset: int, out: int, absmax: int, offset_copy: int = 0):
+    def launch(self, x: int, offset: int, out: int, absmax: int, offset_copy: int = 0, stream: int | None = None):
         """codes at out, absmax at absmax of the values at x minus the device scalar at offset (kept at
         offset_copy if not 0)."""
         self.mod.launch_ptr(self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy),
-                            self.shared)
+                            self.shared, stream)
+
+
+class Dequant8Plan:
+    """dequant8 over n packed values (n % 8 == 0, block size a power of two >= 8) into out_fmt: its
+    function and grid (DQ_GRID)."""
+
+    def __init__(self, mod: Module, out_fmt: str, n: int, blocksize: int):
+        name = f"dequant8_f{FORMATS[out_fmt]}"
+        self.mod, self.fn = mod, mod(name).ptr
+        grid = {0: lambda: mod.resident(name, 256), 1: lambda: mod.sms * mod.knobs["CTAS_PER_SM"]}.get(
+            mod.knobs["DQ_GRID"], lambda: 2**31 - 1)()
+        self.grid = min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), grid)
+
+    def launch(self, values, stream: int | None = None):
+        self.mod.launch_ptr(self.fn, self.grid, 256, DEQUANT_ARGS, values, 0, stream)
 
 
 def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool) -> LutPlan:
@@ -256,6 +274,10 @@ def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool) -> LutPlan:
 def dq2_plan(mod: Module, n: int, table) -> Dq2Plan:
     entries, *shape = table
     return mod.plan(Dq2Plan, n, int(ptr(entries)), *shape)
+
+
+def dequant8_plan(mod: Module, out_fmt: str, n: int, blocksize: int) -> Dequant8Plan:
+    return mod.plan(Dequant8Plan, out_fmt, n, blocksize)
 
 
 def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
@@ -301,7 +323,7 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
             cp.cuda.runtime.memcpyAsync(int(offset_copy), int(offset.ptr), 4, cp.cuda.runtime.memcpyDeviceToDevice,
                                         cp.cuda.get_current_stream().ptr)
         if ws is not None and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
-            mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), ws.sums))
+            mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), np.uint64(ws.sums)))
     if fast:
         plan = lut_plan(mod, fmt, done, table, ws is not None)
         sums = (int(ws.sums), int(ws.done), int(offset_out), nblocks) if ws is not None else ()
@@ -315,30 +337,33 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
                 return out, absmax
         plan.launch(xp, outp, absp, int(bad), *sums)
     elif ws is not None:
-        mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), ws.sums))
-        mod("dq_offset")((1,), (32,), (ws.sums, np.int64(nblocks), np.uint64(offset_out)))
+        mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), np.uint64(ws.sums)))
+        mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(nblocks), np.uint64(offset_out)))
     return out, absmax
 
 
 def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *, empty, flag, absmax=None,
-               qabsmax=None, absmax2=None, dyn=None, offset=0.0, blocksize2: int = 256, device: int = 0):
+               qabsmax=None, absmax2=None, dyn=None, offset=0.0, blocksize2: int = 256, device: int = 0,
+               plan: Dequant8Plan | None = None, stream=None):
     """float values (`empty` of the caller's framework; bfloat16 and float16 as uint16 bits) of n codes,
     plain or double-quantized absmax (offset a float or a DeviceScalar); flag set where an absmax is not
-    finite (read by the caller)."""
+    finite (read by the caller). plan: dequant8's for these packed codes (else looked up), used when the
+    codes are 4-byte aligned; stream: a CuPy stream (None: the current one)."""
     mod = module(device)
     out = empty(n, "float32" if out_fmt == "float32" else "uint16")
     cptr = int(ptr(codes))
     on_device = isinstance(offset, DeviceScalar)
-    scales = [0 if a is None else ptr(a) for a in (absmax, qabsmax, absmax2, dyn)]
-    value, at = (0.0, offset.ptr) if on_device else (float(offset), 0)
-    args = (cptr, n, blocksize, ptr(table), *scales, value, at, blocksize2, ptr(out), flag.ptr)
+    scales = [0 if a is None else int(ptr(a)) for a in (absmax, qabsmax, absmax2, dyn)]
+    value, at = (0.0, int(offset.ptr)) if on_device else (float(offset), 0)
     power2 = blocksize & (blocksize - 1) == 0
-    if pack and n % 8 == 0 and blocksize % 8 == 0 and power2 and cptr % 4 == 0:
-        name = f"dequant8_f{FORMATS[out_fmt]}"
-        grid = {0: mod.resident(name, 256), 1: mod.sms * mod.knobs["CTAS_PER_SM"]}.get(mod.knobs["DQ_GRID"], 2**31 - 1)
-        mod.launch(name, min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), grid), 256, DEQUANT_ARGS, args)
-    else:
-        threads = (n + 1) // 2 if pack else n
+    if plan is None and pack and n % 8 == 0 and blocksize % 8 == 0 and power2:
+        plan = dequant8_plan(mod, out_fmt, n, blocksize)
+    if plan is not None and pack and cptr % 4 == 0:
+        plan.launch((cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, int(ptr(out)),
+                     int(flag.ptr)), None if stream is None else stream.ptr)
+        return out
+    threads = (n + 1) // 2 if pack else n
+    with stream if stream is not None else nullcontext():
         mod(f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}")(
             (-(-threads // 256),), (256,),
             (np.uint64(cptr), np.int64(n), np.int32(blocksize), table, *(np.uint64(a) for a in scales),

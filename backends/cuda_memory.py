@@ -9,9 +9,15 @@ import numpy as np
 N_BINS = 277  # qref.double_quant.FREXP_EXPONENTS.size
 
 
-def ptr(a) -> np.uint64:
-    """Device address of a CuPy array or a torch tensor."""
-    return np.uint64(a.data.ptr if hasattr(a.data, "ptr") else a.data_ptr())
+_ADDRESS: dict = {}
+
+
+def ptr(a) -> int:
+    """Device address of a CuPy array or a torch tensor (the accessor looked up once per type)."""
+    get = _ADDRESS.get(type(a))
+    if get is None:
+        get = _ADDRESS[type(a)] = (lambda t: t.data_ptr()) if hasattr(a, "data_ptr") else (lambda c: c.data.ptr)
+    return get(a)
 
 
 class Flag:
@@ -34,15 +40,18 @@ class Flag:
         self.mem = cp.cuda.alloc_pinned_memory(4)
         self.value = np.frombuffer(self.mem, dtype=np.int32, count=1)
         self.value[0] = 0
-        self.ptr = np.uint64(self.mem.ptr)
+        self.ptr = self.mem.ptr
 
-    def wait(self):
-        """Waits for the kernels queued so far on the current stream."""
-        self.cp.cuda.get_current_stream().synchronize()
+    def wait(self, stream: int | None = None):
+        """Waits for the kernels queued so far on `stream` (a handle; None: CuPy's current stream)."""
+        if stream is None:
+            self.cp.cuda.get_current_stream().synchronize()
+        else:
+            self.cp.cuda.runtime.streamSynchronize(stream)
 
-    def raise_if_set(self, message: str):
+    def raise_if_set(self, message: str, stream: int | None = None):
         """Waits, then raises if any kernel set the flag."""
-        self.wait()
+        self.wait(stream)
         if self.value[0]:
             raise ValueError(message)
 
@@ -58,12 +67,14 @@ class Workspace:
     _local = threading.local()
 
     @classmethod
-    def get(cls, cp, zeros, key) -> Workspace:
+    def get(cls, cp, zeros, key, stream: int | None = None) -> Workspace:
+        """This thread's workspace for `key` (a device), ready for a call on `stream` (None: CuPy's current)."""
         cache = cls._local.__dict__.setdefault("cache", {})
         if key not in cache:
             cache[key] = cls(zeros)
         ws = cache[key]
-        stream = cp.cuda.get_current_stream().ptr
+        if stream is None:
+            stream = cp.cuda.get_current_stream().ptr
         if not ws.finished:
             cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
             ws.clean = {0, 1}
@@ -95,8 +106,8 @@ class Workspace:
     def use(self, h: int):
         self.half = h
         at = self.base + 8 * self.HALF * h
-        self.sums, self.done, self.offset = np.uint64(at), np.uint64(at + 8 * N_BINS), np.uint64(at + 8 * N_BINS + 8)
-        self.other = np.uint64(self.base + 8 * self.HALF * (1 - h))
+        self.sums, self.done, self.offset = at, at + 8 * N_BINS, at + 8 * N_BINS + 8
+        self.other = self.base + 8 * self.HALF * (1 - h)
 
     def finish(self):
         """After the caller waited for the kernels."""

@@ -4,6 +4,7 @@ CuPy's NumPy-compatible ops with the reference's float32 arithmetic. bfloat16 ar
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,81 +90,121 @@ def _dtype(a) -> str:
     return name
 
 
-def check_state(q: FourBit, n: int, blocksize: int):
-    """The kernels read raw addresses: every array of the state must have the layout n implies."""
+def state_layout(n: int, blocksize: int, double_quant: bool) -> dict:
+    """name -> (size, dtype) of every array of a 4-bit state of n values: the kernels read raw addresses."""
     nb = -(-n // blocksize)
-    want = {"packed": ((n + 1) // 2, "uint8")}
-    if q.qabsmax is None:
-        want["absmax"] = (nb, "float32")
-    else:
-        want.update(qabsmax=(nb, "uint8"), absmax2=(-(-nb // DQ_BLOCKSIZE), "float32"))
-    for name, (size, dtype) in want.items():
+    if double_quant:
+        return {"packed": ((n + 1) // 2, "uint8"), "qabsmax": (nb, "uint8"),
+                "absmax2": (-(-nb // DQ_BLOCKSIZE), "float32")}
+    return {"packed": ((n + 1) // 2, "uint8"), "absmax": (nb, "float32")}
+
+
+def check_state(q: FourBit, layout: dict, n: int, blocksize: int):
+    for name, (size, dtype) in layout.items():
         a = getattr(q, name)
         if a is None or _size(a) != size or _dtype(a) != dtype:
             got = "None" if a is None else f"{_size(a)} x {_dtype(a)}"
             raise ValueError(f"{name} must hold {size} x {dtype} for {n} values in blocks of {blocksize}, got {got}")
 
 
+def _with_device(cp, device, fn, *args):
+    """fn(*args) with `device` (a CuPy Device) current; no switch when it already is (a switch costs
+    microseconds)."""
+    if cp.cuda.runtime.getDevice() == device.id:
+        return fn(*args)
+    with device:
+        return fn(*args)
+
+
 def _up16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+class _Quant64:
+    """The block-64 quantize of n values (n % 64 == 0) of one format and codebook, with or without double
+    quantization, on one Module: its launch plans and the layout of its one allocation (codes, then absmax,
+    or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape."""
+
+    def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool):
+        self.nb, self.npk = n // 64, n // 2
+        self.plan = K.lut_plan(mod, fmt, self.nb, lut, double_quant)
+        self.at_abs = _up16(self.npk)
+        self.dq2 = K.dq2_plan(mod, self.nb, dlut) if double_quant else None
+        self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
+        self.at_abs2 = self.at_abs + _up16(self.nb)
+        self.nbytes = self.at_abs2 + 4 * (self.nb2 + 1) if double_quant else self.at_abs + 4 * self.nb
+
+
+class _Dequant:
+    """What a dequantize of n values of one codebook, block size, state kind and output format needs besides
+    its arrays: the state's layout, the codebook table and the dynamic map on the device, dequant8's plan
+    (None where its conditions fail: the general kernel)."""
+
+    def __init__(self, mod, tables, n: int, blocksize: int, quant_type: str, out_dtype: str, double_quant: bool):
+        self.layout = state_layout(n, blocksize, double_quant)
+        self.table, self.dyn = tables(quant_type)[0], tables("dynamic")[0] if double_quant else None
+        power2 = blocksize & (blocksize - 1) == 0
+        self.plan = (K.dequant8_plan(mod, out_dtype, n, blocksize)
+                     if n % 8 == 0 and blocksize % 8 == 0 and power2 else None)
 
 
 class Fused4bit:
     """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
     `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's), `as_float32(a)`
-    views uint8 bytes as float32; inputs are arrays of it (contiguous) or addresses."""
+    views uint8 bytes as float32. Inputs are C-contiguous arrays of it on this device (the callers check);
+    `stream` is the CuPy stream (or an ExternalStream over torch's) the kernels run on. One host round-trip
+    per call (the non-finite flag), after every kernel is queued."""
 
     def __init__(self, cp, empty, zeros, as_float32, device_id: int):
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
         self.as_float32, self.device_id = as_float32, device_id
+        self._quant, self._dequant = {}, {}
 
-    def quantize(self, x, n, fmt, blocksize, quant_type, double_quant):
-        """One host round-trip (the non-finite flag), after every kernel is queued. With double_quant the
-        offset (the exact mean of the absmax) is computed on the device, used there, and kept after the
-        second-level absmax: FourBit.offset is a DeviceScalar over it."""
+    def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream):
+        """With double_quant the offset (the exact mean of the absmax) is computed on the device, used there,
+        and kept after the second-level absmax: FourBit.offset is a DeviceScalar over it."""
         mod = K.module(self.device_id)
-        lut = self.tables(quant_type)[3]
+        key = (mod, fmt, n, blocksize, quant_type, double_quant)
+        r = self._quant.get(key)
+        if r is None:
+            lut, dlut = self.tables(quant_type)[3], self.tables("dynamic")[3]
+            fast = (blocksize == 64 and n % 64 == 0 and lut is not None and len(lut) == 2 and len(dlut) == 5
+                    and not mod.knobs["DQ_FUSED"])
+            r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant) if fast else False
         xp = int(K.ptr(x))
-        if (blocksize == 64 and n % 64 == 0 and xp % 16 == 0 and lut is not None and len(lut) == 2
-                and not mod.knobs["DQ_FUSED"]):
-            return self._quantize64(mod, xp, n, fmt, lut, double_quant)
-        return self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
+        if r is False or xp % 16:
+            with stream:
+                return self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
+        return self._quantize64(r, xp, stream.ptr)
 
-    def _quantize64(self, mod, xp, n, fmt, lut, double_quant):
+    def _quantize64(self, r: _Quant64, xp: int, stream: int):
         """Whole blocks of 64, 16-byte aligned input (the QLoRA case): one allocation, the returned arrays are
-        views of it (made while the kernels run); with double_quant the first level's absmax go to the
-        workspace's scratch memory and the offset is passed on the device."""
-        cp, nb, npk = self.cp, n // 64, n // 2
+        views of it made while the kernels run; with double quantization the first level's absmax go to the
+        workspace's scratch memory and the offset stays on the device."""
+        cp = self.cp
         flag = K.Flag.get(cp)
-        plan = K.lut_plan(mod, fmt, nb, lut, double_quant)
-        at_codes = _up16(npk)
-        if not double_quant:
-            buf = self.empty(at_codes + 4 * nb, "uint8")
-            base = int(K.ptr(buf))
-            plan.launch(xp, base, base + at_codes, int(flag.ptr))
-            q = FourBit(buf[:npk], self.as_float32(buf[at_codes:]))
-            flag.raise_if_set(K.NONFINITE)
-            return q
-        nb2 = -(-nb // DQ_BLOCKSIZE)
-        at_abs2 = at_codes + _up16(nb)
-        ws = K.Workspace.get(cp, self.zeros, self.device_id)
-        absmax = ws.scratch(4 * nb)
-        buf = self.empty(at_abs2 + 4 * (nb2 + 1), "uint8")  # codes, qabsmax, absmax2 then the offset
+        buf = self.empty(r.nbytes, "uint8")
         base = int(K.ptr(buf))
-        plan.launch(xp, base, absmax, int(flag.ptr), int(ws.sums), int(ws.done), int(ws.offset), nb)
-        at = base + at_abs2 + 4 * nb2
-        K.dq2_plan(mod, nb, self.tables("dynamic")[3]).launch(absmax, int(ws.offset), base + at_codes,
-                                                              base + at_abs2, at)
-        second = self.as_float32(buf[at_abs2:])
-        q = FourBit(buf[:npk], None, buf[at_codes:at_codes + nb], second[:nb2], K.DeviceScalar(second, at, cp))
-        flag.wait()
+        if r.dq2 is None:
+            r.plan.launch(xp, base, base + r.at_abs, int(flag.ptr), stream=stream)
+            q = FourBit(buf[:r.npk], self.as_float32(buf[r.at_abs:]))
+            flag.raise_if_set(K.NONFINITE, stream)
+            return q
+        ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
+        absmax = ws.scratch(4 * r.nb)
+        at = base + r.at_abs2 + 4 * r.nb2
+        r.plan.launch(xp, base, absmax, int(flag.ptr), ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+        r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
+        second = self.as_float32(buf[r.at_abs2:])
+        q = FourBit(buf[:r.npk], None, buf[r.at_abs:r.at_abs + r.nb], second[:r.nb2], K.DeviceScalar(second, at, cp))
+        flag.wait(stream)
         ws.finish()
-        flag.raise_if_set(K.NONFINITE)
+        flag.raise_if_set(K.NONFINITE, stream)
         return q
 
     def _quantize_any(self, x, n, fmt, blocksize, quant_type, double_quant):
-        """Any block size, tail and alignment; both levels in one cooperative launch where DQ_FUSED is set
-        and the driver allows it (K.quantize's `second`), else in two kernels."""
+        """Any block size, tail and alignment, on CuPy's current stream; both levels in one cooperative
+        launch where DQ_FUSED is set and the driver allows it (K.quantize's `second`), else in two kernels."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
         flag, dev = K.Flag.get(cp), self.device_id
@@ -194,19 +235,21 @@ class Fused4bit:
         flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
-    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype):
-        check_state(q, n, blocksize)
-        cp = self.cp
-        flag = K.Flag.get(cp)
-        kw = {"empty": self.empty, "flag": flag, "device": self.device_id}
-        table = self.tables(quant_type)[0]
-        if q.qabsmax is None:
-            out = K.dequantize(q.packed, n, blocksize, table, out_dtype, True, absmax=q.absmax, **kw)
+    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream):
+        mod = K.module(self.device_id)
+        key = (mod, n, blocksize, quant_type, out_dtype, q.qabsmax is not None)
+        r = self._dequant.get(key)
+        if r is None:
+            r = self._dequant[key] = _Dequant(mod, self.tables, n, blocksize, quant_type, out_dtype, key[-1])
+        check_state(q, r.layout, n, blocksize)
+        flag = K.Flag.get(self.cp)
+        kw = {"empty": self.empty, "flag": flag, "plan": r.plan, "stream": stream}
+        if r.dyn is None:
+            out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, absmax=q.absmax, **kw)
         else:
-            out = K.dequantize(q.packed, n, blocksize, table, out_dtype, True, qabsmax=q.qabsmax,
-                               absmax2=q.absmax2, dyn=self.tables("dynamic")[0], offset=q.offset,
-                               blocksize2=DQ_BLOCKSIZE, **kw)
-        flag.raise_if_set(K.NONFINITE_SCALE)
+            out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, qabsmax=q.qabsmax,
+                               absmax2=q.absmax2, dyn=r.dyn, offset=q.offset, blocksize2=DQ_BLOCKSIZE, **kw)
+        flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
         return out
 
 
@@ -251,13 +294,6 @@ class CupyBackend(BackendBase):
             raise ValueError(f"{name} is on cuda:{arr.device.id}; this backend runs on {self.device}")
         return (arr if arr.flags.c_contiguous else self.cp.ascontiguousarray(arr)), fmt, x.shape
 
-    def _run(self, fn, *args):
-        """fn(*args) on this backend's device (no switch when it is already current: a switch costs
-        microseconds)."""
-        if self.cp.cuda.runtime.getDevice() == self._dev.id:
-            return fn(*args)
-        with self._dev:
-            return fn(*args)
 
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
@@ -323,22 +359,25 @@ class CupyBackend(BackendBase):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         flat, fmt, _ = self._flat_input(x)
-        return self._run(self._fused.quantize, flat, flat.size, fmt, blocksize, quant_type, double_quant)
+        return _with_device(self.cp, self._dev, self._fused.quantize, flat, flat.size, fmt, blocksize, quant_type,
+                            double_quant, self.cp.cuda.get_current_stream())
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         shape = tuple(shape)
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         if q.packed.size != (n + 1) // 2:
             raise ValueError(f"packed holds {q.packed.size} bytes; shape {shape} needs {(n + 1) // 2}")
-        q = FourBit(*(None if a is None else self._ready(name, a) for name, a in
-                      zip(("packed", "absmax", "qabsmax", "absmax2"), (q.packed, q.absmax, q.qabsmax, q.absmax2))),
-                    q.offset)
-        out = self._run(self._fused.dequantize, q, n, blocksize, quant_type, out_dtype)
+        q = FourBit(self._ready("packed", q.packed), self._ready("absmax", q.absmax),
+                    self._ready("qabsmax", q.qabsmax), self._ready("absmax2", q.absmax2), q.offset)
+        out = _with_device(self.cp, self._dev, self._fused.dequantize, q, n, blocksize, quant_type, out_dtype,
+                           self.cp.cuda.get_current_stream())
         return self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype)
 
     def _ready(self, name, a):
-        """The kernels read raw addresses: a cupy array on this device, C-contiguous."""
+        """The kernels read raw addresses: a cupy array on this device, C-contiguous (None stays None)."""
+        if a is None:
+            return None
         if not isinstance(a, self.cp.ndarray) or a.device.id != self._dev.id:
             raise ValueError(f"{name} must be a cupy array on {self.device}")
         return a if a.flags.c_contiguous else self.cp.ascontiguousarray(a)
@@ -399,6 +438,9 @@ class TorchBridge:
         return self._streams[handle]
 
     def _on_device(self, name, a):
+        """The kernels read raw addresses: a tensor on this device, contiguous (None stays None)."""
+        if a is None:
+            return None
         if not a.is_cuda or a.get_device() != self.index:
             raise ValueError(f"{name} is on {a.device}; this backend runs on cuda:{self.index}")
         return a if a.is_contiguous() else a.contiguous()
@@ -407,16 +449,15 @@ class TorchBridge:
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         x = self._on_device("x", x)
-        with self._device, self._stream():
-            return self.fused.quantize(x, x.numel(), _dtype(x), blocksize, quant_type, double_quant)
+        return _with_device(self.cp, self._device, self.fused.quantize, x, x.numel(), _dtype(x), blocksize,
+                            quant_type, double_quant, self._stream())
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
         _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
-        n = int(np.prod(shape, dtype=np.int64))
+        n = math.prod(shape)
         # raw addresses: each array on this device and contiguous (check_state checks sizes and dtypes)
-        cq = FourBit(*(None if a is None else self._on_device(name, a) for name, a in
-                       zip(("packed", "absmax", "qabsmax", "absmax2"), (q.packed, q.absmax, q.qabsmax, q.absmax2))),
-                     q.offset)
-        with self._device, self._stream():
-            out = self.fused.dequantize(cq, n, blocksize, quant_type, out_dtype)
+        cq = FourBit(self._on_device("packed", q.packed), self._on_device("absmax", q.absmax),
+                     self._on_device("qabsmax", q.qabsmax), self._on_device("absmax2", q.absmax2), q.offset)
+        out = _with_device(self.cp, self._device, self.fused.dequantize, cq, n, blocksize, quant_type, out_dtype,
+                           self._stream())
         return (out if out_dtype == "float32" else out.view(getattr(self.torch, out_dtype))).reshape(tuple(shape))

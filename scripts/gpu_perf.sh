@@ -44,6 +44,6 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
     for sz in ${TUNE_SIZES:-28672x8192}; do echo "== tune $sz"; timeout 150 python3 asv_bench/tune_kernels.py --size $sz 2>&1 | grep -v Warning; done
   fi
   if [ -z "${SKIP_PROFILE:-}" ]; then
-    echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$" | grep -v "function calls\|Ordered by\|List reduced\|ncalls\|/"
+    echo "== profile"; timeout 120 python3 asv_bench/profile_quant.py 2>&1 | grep -v Warning | grep -v "^ *$" | grep -v "function calls\|Ordered by\|List reduced" | sed "s#/[^ ]*/site-packages/##; s#$PWD/##"
   fi
 } 2>&1 | grep -v "SyntaxWarning" | tee $OUT/log.txt
