@@ -3,7 +3,9 @@ on qref's backends, bitsandbytes and torchao, as GB/s (bytes read + written) and
 device copy bandwidth measured in the same run; plus bit-exactness of the timed kernels against the
 NumPy reference at the benchmark sizes. With --rounds R every implementation, the copy and the write
 ceiling are timed in R interleaved rounds and each row keeps the median over the rounds (a lent GPU
-drifts by 5-15% within a call), with the rounds' values in the JSON.
+drifts by 5-15% within a call), with the rounds' values in the JSON. Each row also has its kernels' own
+device time (`kernel_ms`: the GPU's activity records through torch.profiler, summed over every kernel and
+copy the call queues, no host time), so the whole-call figures and the kernels' can be told apart.
 
     python asv_bench/gpu_table.py --out results.json [--sizes 4096x4096 28672x8192] [--rounds 3]
 """
@@ -16,6 +18,7 @@ import sys
 import time
 
 import numpy as np
+from kernel_times import kernel_us  # asv_bench/, the script's folder
 
 
 def cuda_time_ms(fn, reps: int = 20) -> float:
@@ -137,6 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--exact-sizes", nargs="*", default=["4096x4096", "28672x8192"])
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each row keeps their median")
     ap.add_argument("--reps", type=int, default=20, help="timed calls per round (median)")
+    ap.add_argument("--kernel-reps", type=int, default=10, help="calls whose kernels' device time is averaged")
     args = ap.parse_args(argv)
     gen = torch.Generator(device="cuda").manual_seed(0)
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": [], "exact": []}
@@ -155,14 +159,18 @@ def main(argv=None) -> int:
             print(f"{size} round {i + 1} starts {time.strftime('%H:%M:%S')}", flush=True)
             for key, (fn, _) in timed.items():
                 rounds[key].append(cuda_time_ms(fn, reps=args.reps))
+        kernels = {key: sum(kernel_us(fn, args.kernel_reps).values()) / 1e3 for key, (fn, _) in timed.items()}
         copy_gbs = 4 * n / statistics.median(rounds["device copy", "copy"]) / 1e6
+        copy_kernel_gbs = 4 * n / kernels["device copy", "copy"] / 1e6
         for (name, op), (_, moved) in timed.items():
-            ms = statistics.median(rounds[name, op])
-            gbs = moved / ms / 1e6
+            ms, kms = statistics.median(rounds[name, op]), kernels[name, op]
+            gbs, kgbs = moved / ms / 1e6, moved / kms / 1e6
             results["rows"].append({"impl": name, "size": size, "op": op, "ms": ms, "GB/s": gbs,
-                                    "of_copy": gbs / copy_gbs, "rounds_ms": rounds[name, op]})
+                                    "of_copy": gbs / copy_gbs, "rounds_ms": rounds[name, op], "kernel_ms": kms,
+                                    "kernel_GB/s": kgbs, "kernel_of_copy": kgbs / copy_kernel_gbs})
             print(f"{size:>11} {op:>10} {name:<40} {ms:9.3f} ms {gbs:8.1f} GB/s {gbs / copy_gbs:6.1%}"
-                  f"   rounds: {' '.join(f'{v:.3f}' for v in rounds[name, op])}", flush=True)
+                  f"   rounds: {' '.join(f'{v:.3f}' for v in rounds[name, op])}"
+                  f"   kernels {kms:8.3f} ms {kgbs / copy_kernel_gbs:6.1%}", flush=True)
         del out
         if size in args.exact_sizes:
             results["exact"] += exactness(x, torch)

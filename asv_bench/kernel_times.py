@@ -14,7 +14,7 @@ CONFIGS = [{}, {"DQ2_SHARED": 1}, {"SUMS_DIAG": 2}, {"SUMS_DIAG": 1}]
 
 
 def kernel_us(fn, reps: int) -> dict[str, float]:
-    """Kernel name -> mean device microseconds per call of fn (reps calls after one warm-up)."""
+    """Kernel (or copy, fill) name -> mean device microseconds per call of fn (reps calls after one warm-up)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 

@@ -235,7 +235,8 @@ class Fused4bit:
         flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
-    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream):
+    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream, finish=None):
+        """finish(out): the caller's view of the output (shape, dtype), made while the kernel runs."""
         mod = K.module(self.device_id)
         key = (mod, n, blocksize, quant_type, out_dtype, q.qabsmax is not None)
         r = self._dequant.get(key)
@@ -249,6 +250,8 @@ class Fused4bit:
         else:
             out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, qabsmax=q.qabsmax,
                                absmax2=q.absmax2, dyn=r.dyn, offset=q.offset, blocksize2=DQ_BLOCKSIZE, **kw)
+        if finish is not None:
+            out = finish(out)
         flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
         return out
 
@@ -290,8 +293,8 @@ class CupyBackend(BackendBase):
             raise TypeError(f"{name} must be a float32/float16 cupy array or CupyBF16, got {type(x).__name__}")
         if arr.size == 0:
             raise ValueError(f"{name} is empty; quantization needs at least one element")
-        if arr.device.id != self._dev.id:
-            raise ValueError(f"{name} is on cuda:{arr.device.id}; this backend runs on {self.device}")
+        if arr.data.device_id != self._dev.id:
+            raise ValueError(f"{name} is on cuda:{arr.data.device_id}; this backend runs on {self.device}")
         return (arr if arr.flags.c_contiguous else self.cp.ascontiguousarray(arr)), fmt, x.shape
 
 
@@ -370,15 +373,15 @@ class CupyBackend(BackendBase):
             raise ValueError(f"packed holds {q.packed.size} bytes; shape {shape} needs {(n + 1) // 2}")
         q = FourBit(self._ready("packed", q.packed), self._ready("absmax", q.absmax),
                     self._ready("qabsmax", q.qabsmax), self._ready("absmax2", q.absmax2), q.offset)
-        out = _with_device(self.cp, self._dev, self._fused.dequantize, q, n, blocksize, quant_type, out_dtype,
-                           self.cp.cuda.get_current_stream())
-        return self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype)
+        return _with_device(self.cp, self._dev, self._fused.dequantize, q, n, blocksize, quant_type, out_dtype,
+                            self.cp.cuda.get_current_stream(),
+                            lambda out: self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype))
 
     def _ready(self, name, a):
         """The kernels read raw addresses: a cupy array on this device, C-contiguous (None stays None)."""
         if a is None:
             return None
-        if not isinstance(a, self.cp.ndarray) or a.device.id != self._dev.id:
+        if not isinstance(a, self.cp.ndarray) or a.data.device_id != self._dev.id:
             raise ValueError(f"{name} must be a cupy array on {self.device}")
         return a if a.flags.c_contiguous else self.cp.ascontiguousarray(a)
 
@@ -458,6 +461,7 @@ class TorchBridge:
         # raw addresses: each array on this device and contiguous (check_state checks sizes and dtypes)
         cq = FourBit(self._on_device("packed", q.packed), self._on_device("absmax", q.absmax),
                      self._on_device("qabsmax", q.qabsmax), self._on_device("absmax2", q.absmax2), q.offset)
-        out = _with_device(self.cp, self._device, self.fused.dequantize, cq, n, blocksize, quant_type, out_dtype,
-                           self._stream())
-        return (out if out_dtype == "float32" else out.view(getattr(self.torch, out_dtype))).reshape(tuple(shape))
+        shape = tuple(shape)
+        dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
+        return _with_device(self.cp, self._device, self.fused.dequantize, cq, n, blocksize, quant_type, out_dtype,
+                            self._stream(), lambda out: (out if dtype is None else out.view(dtype)).reshape(shape))

@@ -1,8 +1,10 @@
 #!/bin/bash
 # The speed issue's evidence in one device call: the CUDA kernel tests and the conformance suite on both
 # CUDA backends, the golden vectors through them, the GPU table (asv_bench/gpu_table.py: qref, bitsandbytes,
-# torchao, copy and write ceilings, exactness of the timed kernels at 4096^2 and 28672x8192), the
-# side-by-side knob comparison (asv_bench/tune_kernels.py) and the per-call host/device profile.
+# torchao, copy and write ceilings, whole calls and their kernels' device time, exactness of the timed kernels at
+# 4096^2 and 28672x8192) with the SM clock sampled, where a call's time goes (asv_bench/call_anatomy.py), the
+# side-by-side knob comparison (asv_bench/tune_kernels.py) and the per-call host/device profile; on request
+# (NCU=1) Nsight Compute's view of the hot kernels, and per-kernel times under other knobs (kernel_times.py).
 # Usage on the lent GPU: bash scripts/gpu_perf.sh   (carry .gpusite: recipe in scripts/gpu_run.sh)
 # Development loop: SKIP_CONFORMANCE=1 SKIP_VECTORS=1 SKIP_TABLE=1 SKIP_PROFILE=1 TUNE_SIZES="28672x8192 4096x4096"
 set -u
@@ -30,7 +32,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
       --section SchedulerStats --section WarpStateStats --section Occupancy python3 asv_bench/ncu_target.py 2>&1 \
       | grep -v "^==PROF==\|Warning" | grep -E "^  [a-z_0-9]+|Duration|SM Frequency|DRAM Throughput|Memory Throughput|Compute \(SM\)|Issued Ipc|Issue Slots Busy|No Eligible|Active Warps Per|Achieved Occupancy|Theoretical Occupancy|Registers|Warp Cycles Per Issued|Eligible Warps"
   fi
-  if [ -z "${SKIP_KTIMES:-}" ]; then
+  if [ -n "${KTIMES:-}" ]; then
     echo "== kernel times (CUPTI)"; timeout 200 python3 asv_bench/kernel_times.py 2>&1 | grep -v Warning
   fi
   if [ -z "${SKIP_TABLE:-}" ]; then
@@ -39,6 +41,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
       --format=csv -lms 100 > $OUT/clocks.csv 2>&1 & SMI=$!
     timeout 420 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --rounds ${ROUNDS:-3} --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
     kill $SMI; python3 docs/scripts/clocks_summary.py $OUT/clocks.csv
+  fi
+  if [ -z "${SKIP_ANATOMY:-}" ]; then
+    echo "== call anatomy"; timeout 120 python3 asv_bench/call_anatomy.py 2>&1 | grep -v "Warn\|_warn_once"
   fi
   if [ -z "${SKIP_TUNE:-}" ]; then
     for sz in ${TUNE_SIZES:-28672x8192}; do echo "== tune $sz"; timeout 150 python3 asv_bench/tune_kernels.py --size $sz 2>&1 | grep -v Warning; done

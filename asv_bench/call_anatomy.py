@@ -1,0 +1,101 @@
+"""Where the time of one whole call goes, on the device's own clock: CUDA events recorded before the call
+(a), right after each of its kernel launches (inside the call: they fire when that kernel ends) and after
+it returns (b). a -> last launch event = host time before the launch + the kernels; last launch event -> b =
+the wait for the kernels, the host's return and the recording of b. Next to the GPU table's whole-call
+figure (the same a -> b without the events inside).
+
+    python asv_bench/call_anatomy.py [--sizes 4096x4096 28672x8192] [--reps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+
+def anatomy(mod, fn, reps: int):
+    import cupy as cp
+
+    real = mod._driver
+    marks = []
+
+    class Driver:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def launchKernel(*args):
+            out = real.launchKernel(*args)
+            ev = cp.cuda.Event()
+            ev.record(cp.cuda.ExternalStream(args[8]))
+            marks.append(ev)
+            return out
+
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    rows = []
+    mod._driver = Driver()
+    prof = profile(activities=[ProfilerActivity.CUDA])
+    try:
+        prof.__enter__()
+        for _ in range(reps):
+            marks.clear()
+            a, b = cp.cuda.Event(), cp.cuda.Event()
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            last = marks[-1] if marks else b
+            rows.append((cp.cuda.get_elapsed_time(a, b), cp.cuda.get_elapsed_time(a, last),
+                         cp.cuda.get_elapsed_time(last, b)))
+    finally:
+        mod._driver = real
+        prof.__exit__(None, None, None)
+    kernels = sum(e.device_time_total for e in prof.events()
+                  if str(getattr(e, "device_type", "")).endswith("CUDA") and e.device_time_total > 0) / reps
+    return [statistics.median(r[i] for r in rows) * 1e3 for i in range(3)] + [kernels]
+
+
+def main(argv=None):
+    import cupy as cp
+    import torch
+
+    from backends import cuda_kernels as K
+    from backends.cupy_backend import CupyBackend, CupyBF16
+    from backends.torch_backend import TorchBackend
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args(argv)
+    cb, tb = CupyBackend("cuda"), TorchBackend("cuda")
+    mod = K.module(0)
+    for size in args.sizes:
+        r, c = map(int, size.split("x"))
+        x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
+        xb = CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+        calls = {}
+        for dq in (False, True):
+            s = " +dq" if dq else ""
+            q, qt = cb.quantize_4bit(xb, 64, "nf4", dq), tb.quantize_4bit(x, 64, "nf4", dq)
+            calls[f"cupy quantize{s}"] = lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq)
+            calls[f"cupy dequantize{s}"] = lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")
+            calls[f"torch:cuda quantize{s}"] = lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq)
+            calls[f"torch:cuda dequantize{s}"] = lambda qt=qt: tb.dequantize_4bit(qt, x.shape, 64, "nf4", "bfloat16")
+        calls["copy (clone)"] = lambda: x.clone()
+        try:
+            import bitsandbytes.functional as F
+
+            p, st = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
+            calls["bnb dequantize"] = lambda: F.dequantize_4bit(p, st)
+        except Exception:  # noqa: BLE001
+            pass
+        print(f"== {size}: us (median of {args.reps}): whole call | call start -> last kernel's end | "
+              "last kernel's end -> call's end | kernels (CUPTI, mean)", flush=True)
+        for name, fn in calls.items():
+            whole, until, after, kernels = anatomy(mod, fn, args.reps)
+            print(f"{name:28s} {whole:8.1f} | {until:8.1f} | {after:8.1f} | {kernels:8.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
