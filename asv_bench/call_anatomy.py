@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from kernel_times import kernel_us  # asv_bench/, the script's folder
+
 
 def anatomy(mod, fn, reps: int):
     import cupy as cp
@@ -30,14 +32,10 @@ def anatomy(mod, fn, reps: int):
             marks.append(ev)
             return out
 
-    from torch.profiler import ProfilerActivity, profile
-
     fn()
     rows = []
     mod._driver = Driver()
-    prof = profile(activities=[ProfilerActivity.CUDA])
     try:
-        prof.__enter__()
         for _ in range(reps):
             marks.clear()
             a, b = cp.cuda.Event(), cp.cuda.Event()
@@ -50,10 +48,7 @@ def anatomy(mod, fn, reps: int):
                          cp.cuda.get_elapsed_time(last, b)))
     finally:
         mod._driver = real
-        prof.__exit__(None, None, None)
-    kernels = sum(e.device_time_total for e in prof.events()
-                  if str(getattr(e, "device_type", "")).endswith("CUDA") and e.device_time_total > 0) / reps
-    return [statistics.median(r[i] for r in rows) * 1e3 for i in range(3)] + [kernels]
+    return [statistics.median(r[i] for r in rows) * 1e3 for i in range(3)]
 
 
 def main(argv=None):
@@ -70,6 +65,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cb, tb = CupyBackend("cuda"), TorchBackend("cuda")
     mod = K.module(0)
+    measured = []
     for size in args.sizes:
         r, c = map(int, size.split("x"))
         x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
@@ -78,23 +74,26 @@ def main(argv=None):
         for dq in (False, True):
             s = " +dq" if dq else ""
             q, qt = cb.quantize_4bit(xb, 64, "nf4", dq), tb.quantize_4bit(x, 64, "nf4", dq)
-            calls[f"cupy quantize{s}"] = lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq)
-            calls[f"cupy dequantize{s}"] = lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")
-            calls[f"torch:cuda quantize{s}"] = lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq)
-            calls[f"torch:cuda dequantize{s}"] = lambda qt=qt: tb.dequantize_4bit(qt, x.shape, 64, "nf4", "bfloat16")
-        calls["copy (clone)"] = lambda: x.clone()
+            calls[f"cupy quantize{s}"] = lambda dq=dq, xb=xb: cb.quantize_4bit(xb, 64, "nf4", dq)
+            calls[f"cupy dequantize{s}"] = lambda q=q, x=x: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")
+            calls[f"torch:cuda quantize{s}"] = lambda dq=dq, x=x: tb.quantize_4bit(x, 64, "nf4", dq)
+            calls[f"torch:cuda dequantize{s}"] = lambda qt=qt, x=x: tb.dequantize_4bit(qt, x.shape, 64, "nf4",
+                                                                                    "bfloat16")
+        calls["copy (clone)"] = lambda x=x: x.clone()
         try:
             import bitsandbytes.functional as F
 
             p, st = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
-            calls["bnb dequantize"] = lambda: F.dequantize_4bit(p, st)
+            calls["bnb dequantize"] = lambda p=p, st=st: F.dequantize_4bit(p, st)
         except Exception:  # noqa: BLE001
             pass
+        measured.append((size, calls, {name: anatomy(mod, fn, args.reps) for name, fn in calls.items()}))
+    for size, calls, rows in measured:  # the kernels' own time last: a started profiler slows later launches
         print(f"== {size}: us (median of {args.reps}): whole call | call start -> last kernel's end | "
               "last kernel's end -> call's end | kernels (CUPTI, mean)", flush=True)
         for name, fn in calls.items():
-            whole, until, after, kernels = anatomy(mod, fn, args.reps)
-            print(f"{name:28s} {whole:8.1f} | {until:8.1f} | {after:8.1f} | {kernels:8.1f}", flush=True)
+            kernels = sum(kernel_us(fn, args.reps).values())
+            print(f"{name:28s} " + " | ".join(f"{v:8.1f}" for v in (*rows[name], kernels)), flush=True)
 
 
 if __name__ == "__main__":
