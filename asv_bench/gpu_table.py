@@ -19,23 +19,8 @@ import sys
 import time
 
 import numpy as np
-from kernel_times import kernel_us  # asv_bench/, the script's folder
-
-
-def cuda_time_ms(fn, reps: int = 20) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    return statistics.median(times)
+from event_timing import median_ms  # asv_bench/, the script's folder
+from kernel_times import kernel_us
 
 
 def traffic(n: int, op: str, dq: bool) -> int:
@@ -160,7 +145,7 @@ def main(argv=None) -> int:
         for i in range(args.rounds):
             print(f"{size} round {i + 1} starts {time.strftime('%H:%M:%S')}", flush=True)
             for key, (fn, _) in timed.items():
-                rounds[key].append(cuda_time_ms(fn, reps=args.reps))
+                rounds[key].append(median_ms(fn, reps=args.reps, warmup=3))
         if size in args.exact_sizes:
             results["exact"] += exactness(x, torch)
         measured.append((size, n, timed, rounds))

@@ -39,7 +39,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p $OUT
     echo "== GPU table (SM clock, power and clock-event reasons sampled every 100 ms into clocks.csv)"
     nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active \
       --format=csv -lms 100 > $OUT/clocks.csv 2>&1 & SMI=$!
-    timeout 420 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --rounds ${ROUNDS:-3} --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
+    timeout 420 python3 asv_bench/gpu_table.py --out $OUT/gpu_table.json --rounds ${ROUNDS:-5} --sizes ${SIZES:-1024x1024 4096x4096 8192x8192 28672x8192} 2>&1 | grep -v Warning
     kill $SMI; python3 docs/scripts/clocks_summary.py $OUT/clocks.csv
   fi
   if [ -z "${SKIP_ANATOMY:-}" ]; then
