@@ -4,10 +4,12 @@ configuration, bitsandbytes and the copy. Says which kernel a call's time is in 
 inside it, where tune_kernels.py and the GPU table time whole calls.
 
     python asv_bench/kernel_times.py [--sizes 4096x4096 28672x8192] [--reps 20]
+        [--configs '[{}, {"DQ_WORDS": 8}]'] [--ops quantize dequantize]
 """
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 
 CONFIGS = [{}, {"DQ2_SHARED": 1}, {"SUMS_DIAG": 2}, {"SUMS_DIAG": 1}]
@@ -46,9 +48,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--configs", type=json.loads, default=CONFIGS, help="knob sets (JSON list of objects)")
+    ap.add_argument("--ops", nargs="*", default=["quantize", "dequantize"])
     args = ap.parse_args(argv)
     cb = CupyBackend("cuda")
-    mods = [K.Module(0, **cfg) for cfg in CONFIGS]
+    mods = [K.Module(0, **cfg) for cfg in args.configs]
     try:
         import bitsandbytes.functional as F
     except Exception:  # noqa: BLE001
@@ -59,14 +63,15 @@ def main(argv=None):
         xb = CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
         print(f"== {size}: device us per call, by kernel", flush=True)
         show("copy (clone)", kernel_us(lambda: x.clone(), args.reps))
-        for cfg, mod in zip(CONFIGS, mods):
+        for cfg, mod in zip(args.configs, mods):
             with K.using(mod):
                 for dq in (False, True):
                     q = cb.quantize_4bit(xb, 64, "nf4", dq)
-                    show(f"quantize{' +dq' if dq else ''} {cfg or ''}",
-                         kernel_us(lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq), args.reps))
-                    if not cfg:
-                        show(f"dequantize{' +dq' if dq else ''}",
+                    if "quantize" in args.ops:
+                        show(f"quantize{' +dq' if dq else ''} {cfg or ''}",
+                             kernel_us(lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq), args.reps))
+                    if "dequantize" in args.ops and (not cfg or "quantize" not in args.ops):
+                        show(f"dequantize{' +dq' if dq else ''} {cfg or ''}",
                              kernel_us(lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16"), args.reps))
         if F is not None:
             for dq in (False, True):
