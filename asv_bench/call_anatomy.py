@@ -11,31 +11,23 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from kernel_times import kernel_us  # asv_bench/, the script's folder
+from gpu_common import bf16_weight, bitsandbytes_functional, on_launch  # asv_bench/, the script's folder
+from kernel_times import kernel_us
 
 
 def anatomy(mod, fn, reps: int):
     import cupy as cp
 
-    real = mod._driver
     marks = []
 
-    class Driver:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        @staticmethod
-        def launchKernel(*args):
-            out = real.launchKernel(*args)
-            ev = cp.cuda.Event()
-            ev.record(cp.cuda.ExternalStream(args[8]))
-            marks.append(ev)
-            return out
+    def mark(args):
+        ev = cp.cuda.Event()
+        ev.record(cp.cuda.ExternalStream(args[8]))
+        marks.append(ev)
 
     fn()
     rows = []
-    mod._driver = Driver()
-    try:
+    with on_launch(mod, mark):
         for _ in range(reps):
             marks.clear()
             a, b = cp.cuda.Event(), cp.cuda.Event()
@@ -46,17 +38,13 @@ def anatomy(mod, fn, reps: int):
             last = marks[-1] if marks else b
             rows.append((cp.cuda.get_elapsed_time(a, b), cp.cuda.get_elapsed_time(a, last),
                          cp.cuda.get_elapsed_time(last, b)))
-    finally:
-        mod._driver = real
     return [statistics.median(r[i] for r in rows) * 1e3 for i in range(3)]
 
 
 def main(argv=None):
-    import cupy as cp
-    import torch
 
     from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend, CupyBF16
+    from backends.cupy_backend import CupyBackend
     from backends.torch_backend import TorchBackend
 
     ap = argparse.ArgumentParser()
@@ -67,9 +55,7 @@ def main(argv=None):
     mod = K.module(0)
     measured = []
     for size in args.sizes:
-        r, c = map(int, size.split("x"))
-        x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
-        xb = CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+        x, xb = bf16_weight(size)
         calls = {}
         for dq in (False, True):
             s = " +dq" if dq else ""
@@ -80,13 +66,10 @@ def main(argv=None):
             calls[f"torch:cuda dequantize{s}"] = lambda qt=qt, x=x: tb.dequantize_4bit(qt, x.shape, 64, "nf4",
                                                                                     "bfloat16")
         calls["copy (clone)"] = lambda x=x: x.clone()
-        try:
-            import bitsandbytes.functional as F
-
+        F = bitsandbytes_functional()
+        if F is not None:
             p, st = F.quantize_4bit(x, blocksize=64, quant_type="nf4")
             calls["bnb dequantize"] = lambda p=p, st=st: F.dequantize_4bit(p, st)
-        except Exception:  # noqa: BLE001
-            pass
         measured.append((size, calls, {name: anatomy(mod, fn, args.reps) for name, fn in calls.items()}))
     for size, calls, rows in measured:  # the kernels' own time last: a started profiler slows later launches
         print(f"== {size}: us (median of {args.reps}): whole call | call start -> last kernel's end | "

@@ -19,7 +19,7 @@ import sys
 import time
 
 import numpy as np
-from event_timing import median_ms  # asv_bench/, the script's folder
+from gpu_common import median_ms  # asv_bench/, the script's folder
 from kernel_times import kernel_us
 
 

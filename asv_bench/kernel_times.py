@@ -12,6 +12,8 @@ import argparse
 import json
 from collections import defaultdict
 
+from gpu_common import bf16_weight, bitsandbytes_functional  # asv_bench/, the script's folder
+
 CONFIGS = [{}, {"DQ2_SHARED": 1}, {"SUMS_DIAG": 2}, {"SUMS_DIAG": 1}]
 
 
@@ -39,11 +41,9 @@ def show(label: str, times: dict[str, float]):
 
 
 def main(argv=None):
-    import cupy as cp
-    import torch
 
     from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend, CupyBF16
+    from backends.cupy_backend import CupyBackend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])
@@ -53,14 +53,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cb = CupyBackend("cuda")
     mods = [K.Module(0, **cfg) for cfg in args.configs]
-    try:
-        import bitsandbytes.functional as F
-    except Exception:  # noqa: BLE001
-        F = None
+    F = bitsandbytes_functional()
     for size in args.sizes:
-        r, c = map(int, size.split("x"))
-        x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
-        xb = CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+        x, xb = bf16_weight(size)
         print(f"== {size}: device us per call, by kernel", flush=True)
         show("copy (clone)", kernel_us(lambda: x.clone(), args.reps))
         for cfg, mod in zip(args.configs, mods):

@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import argparse
 
-from event_timing import median_ms  # asv_bench/, the script's folder
+from gpu_common import bf16_weight, bitsandbytes_functional, median_ms, on_launch  # asv_bench/, the script's folder
 
 
 def main(argv=None):
-    import cupy as cp
     import torch
     from cupyx.profiler import benchmark
 
-    from backends.cupy_backend import CupyBackend, CupyBF16
+    from backends.cupy_backend import CupyBackend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])
     args = ap.parse_args(argv)
     cb = CupyBackend("cuda")
-    try:
-        import bitsandbytes.functional as F
-    except Exception:  # noqa: BLE001
-        F = None
+    F = bitsandbytes_functional()
     for size in args.sizes:
-        r, c = map(int, size.split("x"))
-        x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
-        xb = CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+        x, xb = bf16_weight(size)
         n = x.numel()
         out = torch.empty_like(x)
         rows = {"copy (clone)": lambda: x.clone(), "write only (zero_)": lambda: out.zero_(),
@@ -122,26 +116,14 @@ def host_breakdown(reps: int = 300):
 
 
 def until_launch(mod, fn, reps: int) -> tuple[float, float]:
-    """Median host microseconds from the start of fn() to its first kernel launch through Module, and to its
-    return (the kernels' own time overlaps what follows the launch)."""
+    """Median host microseconds from the start of fn() to the return of its first kernel launch through
+    Module, and to its own return (the kernels' time overlaps what follows the launch)."""
     import statistics
     import time
 
-    real = mod._driver
     stamps = []
-
-    class Driver:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        @staticmethod
-        def launchKernel(*args):
-            stamps.append(time.perf_counter())
-            return real.launchKernel(*args)
-
-    mod._driver = Driver()
     first, back = [], []
-    try:
+    with on_launch(mod, lambda args: stamps.append(time.perf_counter())):
         for _ in range(reps):
             stamps.clear()
             t = time.perf_counter()
@@ -149,8 +131,6 @@ def until_launch(mod, fn, reps: int) -> tuple[float, float]:
             back.append(time.perf_counter() - t)
             if stamps:
                 first.append(stamps[0] - t)
-    finally:
-        mod._driver = real
     return statistics.median(first or [float("nan")]) * 1e6, statistics.median(back) * 1e6
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from event_timing import median_ms  # asv_bench/, the script's folder
+from gpu_common import median_ms  # asv_bench/, the script's folder
 
 CONFIGS = [{}, {"DQ2_SHARED": 1}, {"CTAS_PER_SM": 16}]
 

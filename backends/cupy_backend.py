@@ -1,4 +1,5 @@
-"""CuPy backend (CUDA): blockwise quantization by the kernels of backends/cuda_kernels.py, the rest by
+"""CuPy backend (CUDA): blockwise quantization by the kernels of backends/cuda_kernels.py (the fused 4-bit
+calls through backends/fused4bit.py, shared with the PyTorch backend on CUDA), the rest by
 CuPy's NumPy-compatible ops with the reference's float32 arithmetic. bfloat16 arrays travel as
 `CupyBF16` (their uint16 bits), since CuPy has no bfloat16 dtype.
 """
@@ -10,15 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from qref import _checks
-from qref.backend import BackendBase, FourBit, check_groupwise_args, zero_code
-from qref.codebooks import get_codebook
-from qref.double_quant import DQ_BLOCKSIZE
+from qref.backend import BackendBase, FourBit, check_groupwise_args
 from qref.dtypes import FLOAT_FORMATS, BFloat16Array
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
 from . import cuda_kernels as K
-from . import cuda_lut
+from .fused4bit import Fused4bit, dtype_name, with_device
 
 
 def _cupy():
@@ -49,211 +48,6 @@ class CupyBF16:
 
     def to_float32(self):
         return (self.bits.astype("uint32") << 16).view("float32")
-
-
-class _Tables:
-    """Codebook values, midpoints, order and bucket table (backends/cuda_lut.py: (entries, bits), else a
-    log-scale one (entries, size, shift, low, high), else None) on one device, from qref.codebooks."""
-
-    def __init__(self, cp, device_id: int):
-        self.cp, self.device_id, self.cache = cp, device_id, {}
-
-    def __call__(self, name):
-        if name not in self.cache:
-            cb = get_codebook(name)
-            lut, log = cuda_lut.build(cb.midpoints, cb.order), None
-            if lut is None:
-                log = cuda_lut.build_log(cb.midpoints, cb.order)
-            with self.cp.cuda.Device(self.device_id):
-                table = None
-                if lut is not None:
-                    table = (self.cp.asarray(lut.entries), lut.bits)
-                elif log is not None:
-                    table = (self.cp.asarray(log.entries), log.entries.shape[0], log.shift, log.low, log.high)
-                self.cache[name] = (*(self.cp.asarray(a) for a in (cb.values, cb.midpoints,
-                                                                    cb.order.astype(np.uint8))), table)
-        return self.cache[name]
-
-
-def _size(a) -> int:
-    return a.numel() if callable(getattr(a, "numel", None)) else a.size
-
-
-_DTYPE_NAMES: dict = {}
-
-
-def _dtype(a) -> str:
-    """'uint8', 'float32', ... of a CuPy array or torch tensor (str() of a dtype costs microseconds: cached)."""
-    name = _DTYPE_NAMES.get(a.dtype)
-    if name is None:
-        name = _DTYPE_NAMES[a.dtype] = str(a.dtype).replace("torch.", "")
-    return name
-
-
-def state_layout(n: int, blocksize: int, double_quant: bool) -> dict:
-    """name -> (size, dtype) of every array of a 4-bit state of n values: the kernels read raw addresses."""
-    nb = -(-n // blocksize)
-    if double_quant:
-        return {"packed": ((n + 1) // 2, "uint8"), "qabsmax": (nb, "uint8"),
-                "absmax2": (-(-nb // DQ_BLOCKSIZE), "float32")}
-    return {"packed": ((n + 1) // 2, "uint8"), "absmax": (nb, "float32")}
-
-
-def check_state(q: FourBit, layout: dict, n: int, blocksize: int):
-    for name, (size, dtype) in layout.items():
-        a = getattr(q, name)
-        if a is None or _size(a) != size or _dtype(a) != dtype:
-            got = "None" if a is None else f"{_size(a)} x {_dtype(a)}"
-            raise ValueError(f"{name} must hold {size} x {dtype} for {n} values in blocks of {blocksize}, got {got}")
-
-
-def _with_device(cp, device, fn, *args):
-    """fn(*args) with `device` (a CuPy Device) current; no switch when it already is (a switch costs
-    microseconds)."""
-    if cp.cuda.runtime.getDevice() == device.id:
-        return fn(*args)
-    with device:
-        return fn(*args)
-
-
-def _up16(n: int) -> int:
-    return -(-n // 16) * 16
-
-
-class _Quant64:
-    """The block-64 quantize of n values (n % 64 == 0) of one format and codebook, with or without double
-    quantization, on one Module: its launch plans and the layout of its one allocation (codes, then absmax,
-    or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape."""
-
-    def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool):
-        self.nb, self.npk = n // 64, n // 2
-        self.plan = K.lut_plan(mod, fmt, self.nb, lut, double_quant)
-        self.at_abs = _up16(self.npk)
-        self.dq2 = K.dq2_plan(mod, self.nb, dlut) if double_quant else None
-        self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
-        self.at_abs2 = self.at_abs + _up16(self.nb)
-        self.nbytes = self.at_abs2 + 4 * (self.nb2 + 1) if double_quant else self.at_abs + 4 * self.nb
-
-
-class _Dequant:
-    """What a dequantize of n values of one codebook, block size, state kind and output format needs besides
-    its arrays: the state's layout, the codebook table and the dynamic map on the device, dequant8's plan
-    (None where its conditions fail: the general kernel)."""
-
-    def __init__(self, mod, tables, n: int, blocksize: int, quant_type: str, out_dtype: str, double_quant: bool):
-        self.layout = state_layout(n, blocksize, double_quant)
-        self.table, self.dyn = tables(quant_type)[0], tables("dynamic")[0] if double_quant else None
-        power2 = blocksize & (blocksize - 1) == 0
-        self.plan = (K.dequant8_plan(mod, out_dtype, n, blocksize)
-                     if n % 8 == 0 and blocksize % 8 == 0 and power2 else None)
-
-
-class Fused4bit:
-    """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
-    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's), `as_float32(a)`
-    views uint8 bytes as float32. Inputs are C-contiguous arrays of it on this device (the callers check);
-    `stream` is the CuPy stream (or an ExternalStream over torch's) the kernels run on. One host round-trip
-    per call (the non-finite flag), after every kernel is queued."""
-
-    def __init__(self, cp, empty, zeros, as_float32, device_id: int):
-        self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
-        self.as_float32, self.device_id = as_float32, device_id
-        self._quant, self._dequant = {}, {}
-
-    def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream):
-        """With double_quant the offset (the exact mean of the absmax) is computed on the device, used there,
-        and kept after the second-level absmax: FourBit.offset is a DeviceScalar over it."""
-        mod = K.module(self.device_id)
-        key = (mod, fmt, n, blocksize, quant_type, double_quant)
-        r = self._quant.get(key)
-        if r is None:
-            lut, dlut = self.tables(quant_type)[3], self.tables("dynamic")[3]
-            fast = (blocksize == 64 and n % 64 == 0 and lut is not None and len(lut) == 2 and len(dlut) == 5
-                    and not mod.knobs["DQ_FUSED"])
-            r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant) if fast else False
-        xp = int(K.ptr(x))
-        if r is False or xp % 16:
-            with stream:
-                return self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
-        return self._quantize64(r, xp, stream.ptr)
-
-    def _quantize64(self, r: _Quant64, xp: int, stream: int):
-        """Whole blocks of 64, 16-byte aligned input (the QLoRA case): one allocation, the returned arrays are
-        views of it made while the kernels run; with double quantization the first level's absmax go to the
-        workspace's scratch memory and the offset stays on the device."""
-        cp = self.cp
-        flag = K.Flag.get(cp)
-        buf = self.empty(r.nbytes, "uint8")
-        base = int(K.ptr(buf))
-        if r.dq2 is None:
-            r.plan.launch(xp, base, base + r.at_abs, int(flag.ptr), stream=stream)
-            q = FourBit(buf[:r.npk], self.as_float32(buf[r.at_abs:]))
-            flag.raise_if_set(K.NONFINITE, stream)
-            return q
-        ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
-        absmax = ws.scratch(4 * r.nb)
-        at = base + r.at_abs2 + 4 * r.nb2
-        r.plan.launch(xp, base, absmax, int(flag.ptr), ws.sums, ws.done, ws.offset, r.nb, stream=stream)
-        r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
-        second = self.as_float32(buf[r.at_abs2:])
-        q = FourBit(buf[:r.npk], None, buf[r.at_abs:r.at_abs + r.nb], second[:r.nb2], K.DeviceScalar(second, at, cp))
-        flag.wait(stream)
-        ws.finish()
-        flag.raise_if_set(K.NONFINITE, stream)
-        return q
-
-    def _quantize_any(self, x, n, fmt, blocksize, quant_type, double_quant):
-        """Any block size, tail and alignment, on CuPy's current stream; both levels in one cooperative
-        launch where DQ_FUSED is set and the driver allows it (K.quantize's `second`), else in two kernels."""
-        cp = self.cp
-        _, mids, order, lut = self.tables(quant_type)
-        flag, dev = K.Flag.get(cp), self.device_id
-        kw = {"empty": self.empty, "device": dev}
-        if not double_quant:
-            packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
-                                        table=lut, flag=flag, **kw)
-            flag.raise_if_set(K.NONFINITE)
-            return FourBit(packed, absmax)
-        nb = -(-n // blocksize)
-        nb2 = -(-nb // DQ_BLOCKSIZE)
-        _, dmids, dorder, dlut = self.tables("dynamic")
-        ws = K.Workspace.get(cp, self.zeros, dev)
-        second = self.empty(nb2 + 1, "float32")  # absmax2, then the offset kept with it
-        at = int(K.ptr(second)) + 4 * nb2
-        qabsmax = self.empty(nb, "uint8")
-        fused = (dlut, qabsmax, second, at) if dlut is not None and len(dlut) == 5 else None
-        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
-                                    table=lut, ws=ws, offset_out=ws.offset, second=fused, flag=flag, **kw)
-        if not ws.fused:  # the second level by its own kernel, the offset from the first one's last CTA
-            # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
-            K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False,
-                       offset=K.DeviceScalar(ws, ws.offset, cp), offset_copy=at, table=dlut, absmax=second,
-                       out=qabsmax, **kw)
-        offset = K.DeviceScalar(second, at, cp)
-        flag.wait()
-        ws.finish()
-        flag.raise_if_set(K.NONFINITE)
-        return FourBit(packed, None, qabsmax, second[:nb2], offset)
-
-    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream, finish=None):
-        """finish(out): the caller's view of the output (shape, dtype), made while the kernel runs."""
-        mod = K.module(self.device_id)
-        key = (mod, n, blocksize, quant_type, out_dtype, q.qabsmax is not None)
-        r = self._dequant.get(key)
-        if r is None:
-            r = self._dequant[key] = _Dequant(mod, self.tables, n, blocksize, quant_type, out_dtype, key[-1])
-        check_state(q, r.layout, n, blocksize)
-        flag = K.Flag.get(self.cp)
-        kw = {"empty": self.empty, "flag": flag, "plan": r.plan, "stream": stream}
-        if r.dyn is None:
-            out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, absmax=q.absmax, **kw)
-        else:
-            out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, qabsmax=q.qabsmax,
-                               absmax2=q.absmax2, dyn=r.dyn, offset=q.offset, blocksize2=DQ_BLOCKSIZE, **kw)
-        if finish is not None:
-            out = finish(out)
-        flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
-        return out
 
 
 class CupyBackend(BackendBase):
@@ -362,7 +156,7 @@ class CupyBackend(BackendBase):
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         flat, fmt, _ = self._flat_input(x)
-        return _with_device(self.cp, self._dev, self._fused.quantize, flat, flat.size, fmt, blocksize, quant_type,
+        return with_device(self.cp, self._dev, self._fused.quantize, flat, flat.size, fmt, blocksize, quant_type,
                             double_quant, self.cp.cuda.get_current_stream())
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
@@ -373,7 +167,7 @@ class CupyBackend(BackendBase):
             raise ValueError(f"packed holds {q.packed.size} bytes; shape {shape} needs {(n + 1) // 2}")
         q = FourBit(self._ready("packed", q.packed), self._ready("absmax", q.absmax),
                     self._ready("qabsmax", q.qabsmax), self._ready("absmax2", q.absmax2), q.offset)
-        return _with_device(self.cp, self._dev, self._fused.dequantize, q, n, blocksize, quant_type, out_dtype,
+        return with_device(self.cp, self._dev, self._fused.dequantize, q, n, blocksize, quant_type, out_dtype,
                             self.cp.cuda.get_current_stream(),
                             lambda out: self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype))
 
@@ -452,7 +246,7 @@ class TorchBridge:
         _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         x = self._on_device("x", x)
-        return _with_device(self.cp, self._device, self.fused.quantize, x, x.numel(), _dtype(x), blocksize,
+        return with_device(self.cp, self._device, self.fused.quantize, x, x.numel(), dtype_name(x), blocksize,
                             quant_type, double_quant, self._stream())
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
@@ -463,5 +257,5 @@ class TorchBridge:
                      self._on_device("qabsmax", q.qabsmax), self._on_device("absmax2", q.absmax2), q.offset)
         shape = tuple(shape)
         dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
-        return _with_device(self.cp, self._device, self.fused.dequantize, cq, n, blocksize, quant_type, out_dtype,
+        return with_device(self.cp, self._device, self.fused.dequantize, cq, n, blocksize, quant_type, out_dtype,
                             self._stream(), lambda out: (out if dtype is None else out.view(dtype)).reshape(shape))

@@ -1,0 +1,68 @@
+"""Shared by the GPU scripts of asv_bench/ (the table, tuning, profiling, kernel times, call anatomy):
+whole-call timing by CUDA events, a hook on qref's kernel launches, the bf16 test weight and
+bitsandbytes where it is installed."""
+import statistics
+from contextlib import contextmanager
+
+
+def median_ms(fn, reps: int = 10, warmup: int = 1) -> float:
+    """Median device time of a call, by CUDA events around it on CuPy's current stream (the legacy default
+    stream, torch's too unless a caller changes it): the call's Python, launches and any wait included,
+    after `warmup` calls."""
+    import cupy as cp
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop))
+    return statistics.median(times)
+
+
+@contextmanager
+def on_launch(mod, hook):
+    """Inside the block every kernel launch of `mod` (a backends.cuda_kernels.Module) through the driver
+    calls hook(args) right after it (args: cuLaunchKernel's, the stream handle at args[8])."""
+    real = mod._driver
+
+    class Driver:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def launchKernel(*args):
+            out = real.launchKernel(*args)
+            hook(args)
+            return out
+
+    mod._driver = Driver()
+    try:
+        yield
+    finally:
+        mod._driver = real
+
+
+def bf16_weight(size: str):
+    """(torch bf16 tensor of normals, the same memory as a CupyBF16) of a 'ROWSxCOLS' size, seed 0."""
+    import cupy as cp
+    import torch
+
+    from backends.cupy_backend import CupyBF16
+
+    r, c = map(int, size.split("x"))
+    x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
+    return x, CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+
+
+def bitsandbytes_functional():
+    """bitsandbytes.functional, or None where it is not installed or does not load."""
+    try:
+        import bitsandbytes.functional as F
+    except Exception:  # noqa: BLE001
+        return None
+    return F
