@@ -1,0 +1,101 @@
+"""The host side of the fused 4-bit calls, without a GPU: the layout of the one allocation a block-64
+quantize makes (every array the kernels write 16-byte aligned, inside the buffer, not overlapping), the
+launch plans' grids, the state checks, and the workspace's scratch memory."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backends import cuda_kernels as K
+from backends.cuda_memory import Workspace
+from backends.fused4bit import _Quant64, check_state, state_layout
+from qref.backend import FourBit
+from qref.double_quant import DQ_BLOCKSIZE
+
+SMS, PER_SM = 132, 3
+
+
+class FakeModule:
+    """Stands in for a compiled Module: function handles, occupancy, plans."""
+
+    sms = SMS
+    plan = K.Module.plan
+
+    def __init__(self, **knobs):
+        self.knobs = {**K.KNOBS, **knobs}
+        self._plans = {}
+
+    def __call__(self, name):
+        return SimpleNamespace(ptr=1)
+
+    def resident(self, name, block, shared=0):
+        return PER_SM * self.sms
+
+
+NF4_TABLE = (SimpleNamespace(data=SimpleNamespace(ptr=4096)), 6)
+LOG_TABLE = (SimpleNamespace(data=SimpleNamespace(ptr=8192)), 2800, 17, 6729, 8128)
+
+
+@given(nb=st.integers(1, 3_000_000), dq=st.booleans(), shared=st.sampled_from([0, 1]))
+def test_one_allocation_holds_every_array_aligned_and_apart(nb, dq, shared):
+    mod = FakeModule(DQ2_SHARED=shared)
+    r = _Quant64(mod, "bfloat16", 64 * nb, NF4_TABLE, LOG_TABLE, dq)
+    if dq:  # codes, qabsmax, absmax2 + the offset
+        regions = [(0, r.npk), (r.at_abs, r.at_abs + r.nb), (r.at_abs2, r.at_abs2 + 4 * (r.nb2 + 1))]
+        assert r.nb2 == -(-nb // DQ_BLOCKSIZE)
+    else:  # codes, absmax
+        regions = [(0, r.npk), (r.at_abs, r.at_abs + 4 * r.nb)]
+    assert r.npk == 32 * nb and r.nb == nb
+    assert all(start % 16 == 0 for start, _ in regions)
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(regions, regions[1:]))
+    assert regions[-1][1] == r.nbytes
+    warps = mod.knobs["WARPS_PER_CTA"]
+    assert 1 <= r.plan.grid <= PER_SM * SMS and r.plan.grid <= -(-nb // (8 * warps))
+    assert r.plan.head[0] == nb
+    if dq:
+        assert r.dq2.grid >= 1 and (shared or 8 * r.dq2.grid >= r.nb2)  # one warp per block of 256
+        assert r.dq2.shared == (8 * 2800 if shared else 0)
+    else:
+        assert r.dq2 is None
+
+
+def test_plans_are_made_once_per_key():
+    mod = FakeModule()
+    a = _Quant64(mod, "float16", 64 * 1000, NF4_TABLE, LOG_TABLE, True)
+    b = _Quant64(mod, "float16", 64 * 1000, NF4_TABLE, LOG_TABLE, True)
+    c = _Quant64(mod, "float16", 64 * 1001, NF4_TABLE, LOG_TABLE, True)
+    assert a.plan is b.plan and a.dq2 is b.dq2 and a.plan is not c.plan
+
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_state_checks_name_the_wrong_array(dq):
+    n, bs = 64 * 300 + 6, 64
+    layout = state_layout(n, bs, dq)
+    arrays = {name: np.zeros(size, dtype) for name, (size, dtype) in layout.items()}
+    good = FourBit(arrays["packed"], arrays.get("absmax"), arrays.get("qabsmax"), arrays.get("absmax2"))
+    check_state(good, layout, n, bs)
+    for name, (size, dtype) in layout.items():
+        for bad in (np.zeros(size + 1, dtype), np.zeros(size, "float64"), None):
+            q = FourBit(**{**good.__dict__, name: bad})
+            with pytest.raises(ValueError, match=name):
+                check_state(q, layout, n, bs)
+
+
+class FakeArray:
+    allocated = []
+
+    def __init__(self, size, dtype):
+        self.shape = (size,)
+        self.data = SimpleNamespace(ptr=1 << 20 + len(FakeArray.allocated))
+        FakeArray.allocated.append(size * np.dtype(dtype).itemsize)
+
+
+def test_scratch_grows_only_when_too_small():
+    ws = Workspace(FakeArray)
+    first = ws.scratch(100)
+    assert ws.scratch(100) == first and ws.scratch(4096) == first  # at least 4096 bytes from the start
+    grown = ws.scratch(4097)
+    assert grown != first and FakeArray.allocated[-1] >= 4097
+    assert ws.scratch(10) == grown and ws.scratch(8192) == grown
