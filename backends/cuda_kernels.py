@@ -37,6 +37,7 @@ KNOBS = {
     # 2 = one step per thread, every word covered (not persistent)
     "DQ2_SHARED": 0,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
     # 1 = copied to shared memory by every CTA of a persistent grid
+    "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
@@ -239,7 +240,7 @@ class Dq2Plan:
     def __init__(self, mod: Module, n: int, entries_at: int, size: int, shift: int, low: int, high: int):
         self.mod, self.fn = mod, mod("quant_dq256").ptr
         self.shared = 8 * size if mod.knobs["DQ2_SHARED"] else 0
-        self.grid = -(-n // (8 * 256))  # one warp per block of 256
+        self.grid = -(-n // (8 * 256 * mod.knobs["DQ2_BLOCKS"]))  # DQ2_BLOCKS blocks of 256 per warp
         if self.shared:
             self.grid = min(self.grid, mod.resident("quant_dq256", 256, self.shared))
         self.head = (n, entries_at, size, shift, low, high)

@@ -40,7 +40,9 @@ class _Tables:
 
 
 def _size(a) -> int:
-    return a.numel() if callable(getattr(a, "numel", None)) else a.size
+    """Element count of a CuPy/NumPy array (`size`, an int) or a torch tensor (`size` a method: numel())."""
+    size = a.size
+    return size if type(size) is int else a.numel()
 
 
 _DTYPE_NAMES: dict = {}

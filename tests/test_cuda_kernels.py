@@ -179,12 +179,14 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
 
 def test_second_level_table_read_in_place_or_from_shared_memory(cb):
     """quant_dq256 with its bucket table read through the read-only cache (default) and copied to shared
-    memory (DQ2_SHARED=1): the reference's bits either way, a tail block of absmax included."""
+    memory (DQ2_SHARED=1), one or several blocks loaded per warp (DQ2_BLOCKS): the reference's bits every
+    way, a tail block of absmax included."""
     from backends import cuda_kernels as K
 
     x = weights(64 * (256 * 37 + 5), "bfloat16", 11)
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
-    for mod in (K.module(0), K.Module(0, DQ2_SHARED=1)):
+    for mod in (K.module(0), K.Module(0, DQ2_SHARED=1), K.Module(0, DQ2_BLOCKS=3),
+                K.Module(0, DQ2_BLOCKS=2, DQ2_SHARED=1)):
         with K.using(mod):
             q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
         assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)

@@ -38,9 +38,9 @@ NF4_TABLE = (SimpleNamespace(data=SimpleNamespace(ptr=4096)), 6)
 LOG_TABLE = (SimpleNamespace(data=SimpleNamespace(ptr=8192)), 2800, 17, 6729, 8128)
 
 
-@given(nb=st.integers(1, 3_000_000), dq=st.booleans(), shared=st.sampled_from([0, 1]))
-def test_one_allocation_holds_every_array_aligned_and_apart(nb, dq, shared):
-    mod = FakeModule(DQ2_SHARED=shared)
+@given(nb=st.integers(1, 3_000_000), dq=st.booleans(), shared=st.sampled_from([0, 1]), per_warp=st.integers(1, 4))
+def test_one_allocation_holds_every_array_aligned_and_apart(nb, dq, shared, per_warp):
+    mod = FakeModule(DQ2_SHARED=shared, DQ2_BLOCKS=per_warp)
     r = _Quant64(mod, "bfloat16", 64 * nb, NF4_TABLE, LOG_TABLE, dq)
     if dq:  # codes, qabsmax, absmax2 + the offset
         regions = [(0, r.npk), (r.at_abs, r.at_abs + r.nb), (r.at_abs2, r.at_abs2 + 4 * (r.nb2 + 1))]
@@ -55,7 +55,7 @@ def test_one_allocation_holds_every_array_aligned_and_apart(nb, dq, shared):
     assert 1 <= r.plan.grid <= PER_SM * SMS and r.plan.grid <= -(-nb // (8 * warps))
     assert r.plan.head[0] == nb
     if dq:
-        assert r.dq2.grid >= 1 and (shared or 8 * r.dq2.grid >= r.nb2)  # one warp per block of 256
+        assert r.dq2.grid >= 1 and (shared or 8 * per_warp * r.dq2.grid >= r.nb2)  # per_warp blocks a warp
         assert r.dq2.shared == (8 * 2800 if shared else 0)
     else:
         assert r.dq2 is None

@@ -83,23 +83,27 @@ __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int 
     return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 0xFFu;
 }
 
-// One block of 256 absmax (warp w), the offset given; absmax read through L2 (other CTAs may have just
-// written them, in the fused kernel).
-template <bool GLOBAL>
-__device__ __forceinline__ void dq_block(const float* x, long long n, long long w, int lane, float offset,
-                                         const uint2* lut, int shift, int low, int high, unsigned char* out,
-                                         float* absmax) {
+// One block of 256 absmax (warp w), the offset given, in two steps so that a warp can have several blocks'
+// loads in flight: dq_load reads lane's 8 values (through L2: other CTAs may have just written them, in the
+// fused kernel; past the end: the offset, which counts as 0), dq_store quantizes and writes them.
+__device__ __forceinline__ void dq_load(const float* x, long long n, long long w, int lane, float offset, float v[8]) {
     const long long start = w * 256;
     const int len = (int)min(256LL, n - start);
-    const bool tail = len < 256;
-    float v[8];
-    if (!tail) {
+    if (len == 256) {
         const float4 p = __ldcg((const float4*)(x + start) + 2 * lane), q = __ldcg((const float4*)(x + start) + 2 * lane + 1);
         v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
     } else {
         #pragma unroll
         for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? __ldcg(x + start + 8 * lane + k) : offset;
     }
+}
+
+template <bool GLOBAL>
+__device__ __forceinline__ void dq_store(long long n, long long w, int lane, float offset, float v[8], const uint2* lut,
+                                         int shift, int low, int high, unsigned char* out, float* absmax) {
+    const long long start = w * 256;
+    const int len = (int)min(256LL, n - start);
+    const bool tail = len < 256;
     float m = 0.0f;
     #pragma unroll
     for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
@@ -118,8 +122,18 @@ __device__ __forceinline__ void dq_block(const float* x, long long n, long long 
     }
 }
 
-// DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB), one warp per block;
-// 1: each CTA of a persistent grid first copies it to shared memory.
+template <bool GLOBAL>
+__device__ __forceinline__ void dq_block(const float* x, long long n, long long w, int lane, float offset,
+                                         const uint2* lut, int shift, int low, int high, unsigned char* out,
+                                         float* absmax) {
+    float v[8];
+    dq_load(x, n, w, lane, offset, v);
+    dq_store<GLOBAL>(n, w, lane, offset, v, lut, shift, low, high, out, absmax);
+}
+
+// DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a
+// persistent grid first copies it to shared memory. Each warp loads DQ2_BLOCKS blocks (nwarps apart) before
+// it quantizes them.
 extern "C" __global__ void quant_dq256(const DqArgs a) {
     extern __shared__ uint2 lut_s[];
     if (DQ2_SHARED) {
@@ -128,11 +142,20 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
     }
     const float offset = *a.offset_p;
     if (blockIdx.x == 0 && threadIdx.x == 0 && a.offset_copy) *a.offset_copy = offset;  // kept with the result
-    const long long nblocks = (a.n + 255) / 256;
-    for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
-         w += ((long long)gridDim.x * blockDim.x) >> 5)
-        dq_block<DQ2_SHARED == 0>(a.x, a.n, w, threadIdx.x & 31, offset, DQ2_SHARED ? lut_s : a.lut, a.shift,
-                                  a.low, a.high, a.out, a.absmax);
+    const long long nblocks = (a.n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    for (long long w0 = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w0 < nblocks;
+         w0 += DQ2_BLOCKS * nwarps) {
+        float v[DQ2_BLOCKS][8];
+        #pragma unroll
+        for (int k = 0; k < DQ2_BLOCKS; ++k)
+            if (w0 + k * nwarps < nblocks) dq_load(a.x, a.n, w0 + k * nwarps, lane, offset, v[k]);
+        #pragma unroll
+        for (int k = 0; k < DQ2_BLOCKS; ++k)
+            if (w0 + k * nwarps < nblocks)
+                dq_store<DQ2_SHARED == 0>(a.n, w0 + k * nwarps, lane, offset, v[k], DQ2_SHARED ? lut_s : a.lut,
+                                          a.shift, a.low, a.high, a.out, a.absmax);
+    }
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
