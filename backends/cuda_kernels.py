@@ -126,6 +126,8 @@ class Module:
         """kind(self, *key), made once per key: a launch fixed but for its addresses."""
         plan = self._plans.get((kind, key))
         if plan is None:
+            if len(self._plans) > 4096:  # a caller of many shapes keeps bounded memory
+                self._plans.clear()
             plan = self._plans[kind, key] = kind(self, *key)
         return plan
 

@@ -66,6 +66,7 @@ def state_layout(n: int, blocksize: int, double_quant: bool) -> dict:
 
 
 def check_state(q: FourBit, layout: dict, n: int, blocksize: int):
+    """Raises, naming the array, where q does not have the layout (state_layout) the kernels will read."""
     for name, (size, dtype) in layout.items():
         a = getattr(q, name)
         if a is None or _size(a) != size or dtype_name(a) != dtype:
@@ -80,6 +81,12 @@ def with_device(cp, device, fn, *args):
         return fn(*args)
     with device:
         return fn(*args)
+
+
+def bounded(cache: dict, most: int = 4096):
+    """Per-shape caches are emptied past `most` entries (a caller of many shapes keeps bounded memory)."""
+    if len(cache) > most:
+        cache.clear()
 
 
 def _up16(n: int) -> int:
@@ -134,9 +141,10 @@ class Fused4bit:
         r = self._quant.get(key)
         if r is None:
             lut, dlut = self.tables(quant_type)[3], self.tables("dynamic")[3]
-            fast = (blocksize == 64 and n % 64 == 0 and lut is not None and len(lut) == 2 and len(dlut) == 5
-                    and not mod.knobs["DQ_FUSED"])
+            fast = (blocksize == 64 and n % 64 == 0 and n // 64 < 2**31 and lut is not None and len(lut) == 2
+                    and len(dlut) == 5 and not mod.knobs["DQ_FUSED"])
             r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant) if fast else False
+            bounded(self._quant)
         xp = int(K.ptr(x))
         if r is False or xp % 16:
             with stream:
@@ -208,6 +216,7 @@ class Fused4bit:
         r = self._dequant.get(key)
         if r is None:
             r = self._dequant[key] = _Dequant(mod, self.tables, n, blocksize, quant_type, out_dtype, key[-1])
+            bounded(self._dequant)
         check_state(q, r.layout, n, blocksize)
         flag = K.Flag.get(self.cp)
         kw = {"empty": self.empty, "flag": flag, "plan": r.plan, "stream": stream}

@@ -99,3 +99,10 @@ def test_scratch_grows_only_when_too_small():
     grown = ws.scratch(4097)
     assert grown != first and FakeArray.allocated[-1] >= 4097
     assert ws.scratch(10) == grown and ws.scratch(8192) == grown
+
+
+def test_plan_cache_stays_bounded():
+    mod = FakeModule()
+    for nb in range(1, 5000):
+        _Quant64(mod, "float32", 64 * nb, NF4_TABLE, LOG_TABLE, False)
+    assert 0 < len(mod._plans) <= 4097
