@@ -47,16 +47,23 @@ def on_launch(mod, hook):
         mod._driver = real
 
 
-def bf16_weight(size: str):
-    """(torch bf16 tensor of normals, the same memory as a CupyBF16) of a 'ROWSxCOLS' size, seed 0."""
+def as_cupy_bf16(x):
+    """The memory of a torch bfloat16 CUDA tensor as a CupyBF16 (no copy)."""
     import cupy as cp
     import torch
 
     from backends.cupy_backend import CupyBF16
 
+    return CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+
+
+def bf16_weight(size: str):
+    """(torch bf16 tensor of normals, the same memory as a CupyBF16) of a 'ROWSxCOLS' size, seed 0."""
+    import torch
+
     r, c = map(int, size.split("x"))
     x = torch.randn(r, c, device="cuda", dtype=torch.bfloat16, generator=torch.Generator("cuda").manual_seed(0))
-    return x, CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
+    return x, as_cupy_bf16(x)
 
 
 def bitsandbytes_functional():

@@ -19,7 +19,7 @@ import sys
 import time
 
 import numpy as np
-from gpu_common import median_ms  # asv_bench/, the script's folder
+from gpu_common import as_cupy_bf16, median_ms  # asv_bench/, the script's folder
 from kernel_times import kernel_us
 
 
@@ -40,13 +40,7 @@ def impls(x, torch):
     plain = TorchBackend("cuda")
     plain._fused = None
     cb = CupyBackend("cuda")
-    xc = cb.from_numpy  # noqa: F841 (cupy view below)
-    import cupy as cp
-
-    x_cupy = cp.from_dlpack(x.view(torch.int16)).view(cp.uint16)
-    from backends.cupy_backend import CupyBF16
-
-    xb = CupyBF16(x_cupy)
+    xb = as_cupy_bf16(x)
     for dq in (False, True):
         sfx = " +dq" if dq else ""
         q = cb.quantize_4bit(xb, 64, "nf4", dq)

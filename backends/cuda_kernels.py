@@ -140,15 +140,11 @@ class Module:
         layout.pack_into(local.buf, 0, *values)
         return local.params_at
 
-    def launch(self, name: str, grid: int, block: int, layout: struct.Struct, values, shared: int = 0):
-        """Launch `name` with one by-value struct parameter packed from `values` (integers, floats), on the
-        current CuPy stream, through the driver (no per-parameter conversion). The driver copies the
-        parameter at launch, so one buffer per thread serves every launch."""
-        self.launch_ptr(self(name).ptr, grid, block, layout, values, shared)
-
-    def launch_ptr(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0,
-                   stream: int | None = None):
-        """launch's by function handle, on `stream` (a handle; None: CuPy's current stream)."""
+    def launch(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0,
+               stream: int | None = None):
+        """Launch function handle `fn` with one by-value struct parameter packed from `values` (integers,
+        floats) through the driver (no per-parameter conversion), on `stream` (a handle; None: CuPy's current
+        stream). The driver copies the parameter at launch, so one buffer per thread serves every launch."""
         if stream is None:
             stream = self._cp.cuda.get_current_stream().ptr
         self._driver.launchKernel(fn, grid, 1, 1, block, 1, 1, shared, stream, self._params(layout, values), 0)
@@ -231,7 +227,7 @@ class LutPlan:
                n_absmax: int = 0, stream: int | None = None):
         """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and the offset of the
         n_absmax absmax (this kernel's and any written before it) at offset."""
-        self.mod.launch_ptr(self.fn, self.grid, self.block, LUT_ARGS,
+        self.mod.launch(self.fn, self.grid, self.block, LUT_ARGS,
                             (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax), self.shared, stream)
 
 
@@ -250,7 +246,7 @@ class Dq2Plan:
     def launch(self, x: int, offset: int, out: int, absmax: int, offset_copy: int = 0, stream: int | None = None):
         """codes at out, absmax at absmax of the values at x minus the device scalar at offset (kept at
         offset_copy if not 0)."""
-        self.mod.launch_ptr(self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy),
+        self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy),
                             self.shared, stream)
 
 
@@ -261,12 +257,12 @@ class Dequant8Plan:
     def __init__(self, mod: Module, out_fmt: str, n: int, blocksize: int):
         name = f"dequant8_f{FORMATS[out_fmt]}"
         self.mod, self.fn = mod, mod(name).ptr
-        grid = {0: lambda: mod.resident(name, 256), 1: lambda: mod.sms * mod.knobs["CTAS_PER_SM"]}.get(
-            mod.knobs["DQ_GRID"], lambda: 2**31 - 1)()
-        self.grid = min(-(-(n // 8) // (256 * mod.knobs["DQ_WORDS"])), grid)
+        steps = -(-(n // 8) // (256 * mod.knobs["DQ_WORDS"]))  # CTAs for one step per thread (DQ_GRID 2)
+        persistent = {0: lambda: mod.resident(name, 256), 1: lambda: mod.sms * mod.knobs["CTAS_PER_SM"]}
+        self.grid = min(steps, persistent[mod.knobs["DQ_GRID"]]()) if mod.knobs["DQ_GRID"] in persistent else steps
 
     def launch(self, values, stream: int | None = None):
-        self.mod.launch_ptr(self.fn, self.grid, 256, DEQUANT_ARGS, values, 0, stream)
+        self.mod.launch(self.fn, self.grid, 256, DEQUANT_ARGS, values, 0, stream)
 
 
 def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool) -> LutPlan:
@@ -279,7 +275,11 @@ def dq2_plan(mod: Module, n: int, table) -> Dq2Plan:
     return mod.plan(Dq2Plan, n, int(ptr(entries)), *shape)
 
 
-def dequant8_plan(mod: Module, out_fmt: str, n: int, blocksize: int) -> Dequant8Plan:
+def dequant8_plan(mod: Module, out_fmt: str, n: int, blocksize: int) -> Dequant8Plan | None:
+    """dequant8's plan for packed codes, None where its conditions (n % 8 == 0, block size a power of two
+    >= 8) fail: the general kernel."""
+    if n % 8 or blocksize % 8 or blocksize & (blocksize - 1):
+        return None
     return mod.plan(Dequant8Plan, out_fmt, n, blocksize)
 
 
@@ -303,11 +303,10 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     out = empty((n + 1) // 2 if pack else n, "uint8") if out is None else out
     absmax = empty(nblocks, "float32") if absmax is None else absmax
     outp, absp = int(ptr(out)), int(ptr(absmax))
-    null = np.uint64(0)
-    bad = flag.ptr if flag is not None else null
+    bad = flag.ptr if flag is not None else 0
     if (offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0
             and isinstance(table, tuple) and len(table) == 5):
-        dq2_plan(mod, n, table).launch(xp, int(offset.ptr), outp, absp, offset_copy)
+        dq2_plan(mod, n, table).launch(xp, offset.ptr, outp, absp, offset_copy)
         return out, absmax
     fast = (table is not None and len(table) == 2 and pack and blocksize == 64 and offset is None and n >= 64
             and xp % 16 == 0 and nblocks < 2**31)
@@ -319,26 +318,26 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
         mod(f"quant_f{FORMATS[fmt]}_p{int(pack)}_s{p}")(
             (-(-(nblocks - done) // warps),), (32 * warps,),
             (np.uint64(xp + start * ITEMSIZE[fmt]), np.int64(n - start), np.int32(blocksize), mids, order,
-             np.int32(mids.size), offset.ptr if offset is not None else null, np.uint8(zero_code),
+             np.int32(mids.size), offset.ptr if offset is not None else 0, np.uint8(zero_code),
              np.uint64(outp + (start // 2 if pack else start)), np.uint64(absp + 4 * done), bad))
         if offset is not None and offset_copy:
             cp = mod._cp
-            cp.cuda.runtime.memcpyAsync(int(offset_copy), int(offset.ptr), 4, cp.cuda.runtime.memcpyDeviceToDevice,
+            cp.cuda.runtime.memcpyAsync(int(offset_copy), offset.ptr, 4, cp.cuda.runtime.memcpyDeviceToDevice,
                                         cp.cuda.get_current_stream().ptr)
         if ws is not None and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
             mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), np.uint64(ws.sums)))
     if fast:
         plan = lut_plan(mod, fmt, done, table, ws is not None)
-        sums = (int(ws.sums), int(ws.done), int(offset_out), nblocks) if ws is not None else ()
+        sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
             ws.fused = mod.launch_cooperative(
                 f"quant_lut_dq_f{FORMATS[fmt]}", plan.block, FUSED_ARGS,
-                (xp, *plan.head, outp, absp, int(bad), *sums, ptr(lut2), size2, shift2, low2, high2, ptr(qabs),
+                (xp, *plan.head, outp, absp, bad, *sums, ptr(lut2), size2, shift2, low2, high2, ptr(qabs),
                  ptr(abs2), at, ws.bar, ws.other), shared=plan.shared)
             if ws.fused:
                 return out, absmax
-        plan.launch(xp, outp, absp, int(bad), *sums)
+        plan.launch(xp, outp, absp, bad, *sums)
     elif ws is not None:
         mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), np.uint64(ws.sums)))
         mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(nblocks), np.uint64(offset_out)))
@@ -357,13 +356,12 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
     cptr = int(ptr(codes))
     on_device = isinstance(offset, DeviceScalar)
     scales = [0 if a is None else int(ptr(a)) for a in (absmax, qabsmax, absmax2, dyn)]
-    value, at = (0.0, int(offset.ptr)) if on_device else (float(offset), 0)
-    power2 = blocksize & (blocksize - 1) == 0
-    if plan is None and pack and n % 8 == 0 and blocksize % 8 == 0 and power2:
+    value, at = (0.0, offset.ptr) if on_device else (float(offset), 0)
+    if plan is None and pack:
         plan = dequant8_plan(mod, out_fmt, n, blocksize)
     if plan is not None and pack and cptr % 4 == 0:
         plan.launch((cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, int(ptr(out)),
-                     int(flag.ptr)), None if stream is None else stream.ptr)
+                     flag.ptr), None if stream is None else stream.ptr)
         return out
     threads = (n + 1) // 2 if pack else n
     with stream if stream is not None else nullcontext():

@@ -88,7 +88,7 @@ class Workspace:
     def __init__(self, zeros):
         self.buf = zeros(2 * self.HALF + 1, "uint64")
         self.base = int(ptr(self.buf))
-        self.bar = np.uint64(self.base + 16 * self.HALF)
+        self.bar = self.base + 16 * self.HALF
         self.clean, self.finished = {0, 1}, True
         self.use(0)
         self._zeros, self._scratch, self._scratch_at = zeros, None, 0
@@ -121,13 +121,13 @@ class DeviceScalar:
     the host. `owner` keeps its memory alive."""
 
     def __init__(self, owner, address: int, cp):
-        self.owner, self.ptr, self.cp = owner, np.uint64(address), cp
+        self.owner, self.ptr, self.cp = owner, int(address), cp
 
     def item(self) -> float:
         cp = self.cp
         host = cp.cuda.alloc_pinned_memory(4)
         stream = cp.cuda.get_current_stream()
-        cp.cuda.runtime.memcpyAsync(host.ptr, int(self.ptr), 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
+        cp.cuda.runtime.memcpyAsync(host.ptr, self.ptr, 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
         stream.synchronize()
         return float(np.frombuffer(host, dtype=np.float32, count=1)[0])
 

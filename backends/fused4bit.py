@@ -116,9 +116,7 @@ class _Dequant:
     def __init__(self, mod, tables, n: int, blocksize: int, quant_type: str, out_dtype: str, double_quant: bool):
         self.layout = state_layout(n, blocksize, double_quant)
         self.table, self.dyn = tables(quant_type)[0], tables("dynamic")[0] if double_quant else None
-        power2 = blocksize & (blocksize - 1) == 0
-        self.plan = (K.dequant8_plan(mod, out_dtype, n, blocksize)
-                     if n % 8 == 0 and blocksize % 8 == 0 and power2 else None)
+        self.plan = K.dequant8_plan(mod, out_dtype, n, blocksize)
 
 
 class Fused4bit:
@@ -160,14 +158,14 @@ class Fused4bit:
         buf = self.empty(r.nbytes, "uint8")
         base = int(K.ptr(buf))
         if r.dq2 is None:
-            r.plan.launch(xp, base, base + r.at_abs, int(flag.ptr), stream=stream)
+            r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
             q = FourBit(buf[:r.npk], self.as_float32(buf[r.at_abs:]))
             flag.raise_if_set(K.NONFINITE, stream)
             return q
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
         absmax = ws.scratch(4 * r.nb)
         at = base + r.at_abs2 + 4 * r.nb2
-        r.plan.launch(xp, base, absmax, int(flag.ptr), ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+        r.plan.launch(xp, base, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
         r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
         second = self.as_float32(buf[r.at_abs2:])
         q = FourBit(buf[:r.npk], None, buf[r.at_abs:r.at_abs + r.nb], second[:r.nb2], K.DeviceScalar(second, at, cp))

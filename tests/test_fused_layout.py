@@ -106,3 +106,10 @@ def test_plan_cache_stays_bounded():
     for nb in range(1, 5000):
         _Quant64(mod, "float32", 64 * nb, NF4_TABLE, LOG_TABLE, False)
     assert 0 < len(mod._plans) <= 4097
+
+
+def test_dequant8_plan_only_where_its_conditions_hold():
+    mod = FakeModule()
+    assert K.dequant8_plan(mod, "bfloat16", 64 * 10, 64) is not None
+    for n, blocksize in ((64 * 10 + 4, 64), (48 * 10, 48), (64 * 10, 4)):  # n % 8, not a power of two, < 8
+        assert K.dequant8_plan(mod, "bfloat16", n, blocksize) is None
