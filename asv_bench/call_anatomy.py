@@ -43,9 +43,9 @@ def anatomy(mod, fn, reps: int):
 
 def main(argv=None):
 
-    from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend
-    from backends.torch_backend import TorchBackend
+    from qref.backends import cuda_kernels as K
+    from qref.backends.cupy_backend import CupyBackend
+    from qref.backends.torch_backend import TorchBackend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])

@@ -52,7 +52,7 @@ def as_cupy_bf16(x):
     import cupy as cp
     import torch
 
-    from backends.cupy_backend import CupyBF16
+    from qref.backends.cupy_backend import CupyBF16
 
     return CupyBF16(cp.from_dlpack(x.view(torch.int16)).view(cp.uint16))
 

@@ -32,8 +32,8 @@ def traffic(n: int, op: str, dq: bool) -> int:
 
 def impls(x, torch):
     """name -> {op: callable} for every implementation available here."""
-    from backends.cupy_backend import CupyBackend
-    from backends.torch_backend import TorchBackend
+    from qref.backends.cupy_backend import CupyBackend
+    from qref.backends.torch_backend import TorchBackend
 
     out = {}
     tb = TorchBackend("cuda")
@@ -81,8 +81,8 @@ def exactness(x, torch) -> list[dict]:
     """The timed qref kernels vs the NumPy reference at this size: packed bytes, absmax, dq state,
     dequantized bf16 bits."""
     import qref
-    from backends.cupy_backend import CupyBackend
-    from backends.torch_backend import TorchBackend
+    from qref.backends.cupy_backend import CupyBackend
+    from qref.backends.torch_backend import TorchBackend
     from qref.dtypes import BFloat16Array
 
     ref_in = BFloat16Array(x.view(torch.int16).cpu().numpy().view(np.uint16))

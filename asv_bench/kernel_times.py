@@ -42,8 +42,8 @@ def show(label: str, times: dict[str, float]):
 
 def main(argv=None):
 
-    from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend
+    from qref.backends import cuda_kernels as K
+    from qref.backends.cupy_backend import CupyBackend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])

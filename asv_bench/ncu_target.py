@@ -9,7 +9,7 @@ import sys
 
 import cupy as cp
 
-from backends.cupy_backend import CupyBackend, CupyBF16
+from qref.backends.cupy_backend import CupyBackend, CupyBF16
 
 r, c = map(int, (sys.argv[1] if len(sys.argv) > 1 else "28672x8192").split("x"))
 bits = (cp.random.default_rng(0).standard_normal(r * c, dtype=cp.float32).view(cp.uint32) >> 16).astype(cp.uint16)

@@ -12,7 +12,7 @@ def main(argv=None):
     import torch
     from cupyx.profiler import benchmark
 
-    from backends.cupy_backend import CupyBackend
+    from qref.backends.cupy_backend import CupyBackend
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="*", default=["4096x4096", "28672x8192"])
@@ -51,8 +51,8 @@ def host_breakdown(reps: int = 300):
 
     import cupy as cp
 
-    from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend, CupyBF16
+    from qref.backends import cuda_kernels as K
+    from qref.backends.cupy_backend import CupyBackend, CupyBF16
 
     cb = CupyBackend("cuda")
     xb = CupyBF16(cp.zeros(1 << 16, dtype=cp.uint16))
@@ -73,7 +73,7 @@ def host_breakdown(reps: int = 300):
     }
     import torch
 
-    from backends.torch_backend import TorchBackend
+    from qref.backends.torch_backend import TorchBackend
 
     tb = TorchBackend("cuda")
     xt = torch.zeros(1 << 16, dtype=torch.bfloat16, device="cuda")
@@ -141,8 +141,8 @@ def kernel_breakdown(size="28672x8192", reps=20):
     import cupy as cp
     import numpy as np
 
-    from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend
+    from qref.backends import cuda_kernels as K
+    from qref.backends.cupy_backend import CupyBackend
 
     cb = CupyBackend("cuda")
     r, c = map(int, size.split("x"))

@@ -19,8 +19,8 @@ def main(argv=None):
     import cupy as cp
     import numpy as np
 
-    from backends import cuda_kernels as K
-    from backends.cupy_backend import CupyBackend, CupyBF16
+    from qref.backends import cuda_kernels as K
+    from qref.backends.cupy_backend import CupyBackend, CupyBF16
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)

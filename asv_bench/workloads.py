@@ -23,7 +23,7 @@ def make(impl: str, op: str, n: int = 4096):
         if op == "quantize":
             return lambda: qref.quantize_4bit(x, 64, "nf4")
         return lambda: qref.dequantize_4bit(packed, state)
-    from conformance.peers import bitsandbytes as bnb
+    from qref.conformance.peers import bitsandbytes as bnb
 
     ok, why = bnb.available()
     if not ok:

@@ -1,6 +1,6 @@
 """hypothesis strategies that hunt the decision points of the reference; importable by third parties.
 
-    from conformance import strategies as qs
+    from qref.conformance import strategies as qs
     @given(qs.hard_inputs("nf4", 64))  ...
 
 Every strategy returns NumPy data (bfloat16 as qref.BFloat16Array); convert with a backend's

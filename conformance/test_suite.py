@@ -1,4 +1,4 @@
-"""The conformance suite: `pytest --pyargs conformance --backend NAME[:DEVICE]` (docs/writing-a-backend.md).
+"""The conformance suite: `pytest --pyargs qref.conformance --qref-backend NAME[:DEVICE]` (docs/writing-a-backend.md).
 
 Each test draws hard inputs (conformance.strategies) and holds the backend to the reference through
 conformance.checks (which raise tally.Mismatch); a failure shows hypothesis' shrunk input and the first
@@ -6,11 +6,25 @@ differing element. `held` also asserts that the check compared something: a chec
 recording a case cannot pass silently.
 """
 import numpy as np
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from . import battery, checks, tally
-from . import strategies as qs
+from qref.conformance import battery, checks, hsettings, tally
+from qref.conformance import strategies as qs
+
+# Imports are absolute: in a source checkout pytest may import this file as `conformance.test_suite`.
+SETTINGS = hsettings.current()  # this suite's own settings; the global hypothesis profile is untouched
+
+
+@pytest.fixture
+def backend(qref_backend):
+    return qref_backend
+
+
+@pytest.fixture
+def reference(qref_reference):
+    return qref_reference
 
 
 def held(check, *args):
@@ -34,6 +48,7 @@ def blockwise_case(draw, codebooks=st.sampled_from(("nf4", "fp4", "nf2", "nf3", 
     return draw(qs.hard_inputs(cb, bs)), cb, bs
 
 
+@SETTINGS
 @given(blockwise_case())
 @example((_TIES, "nf4", 64))
 @example((np.concatenate([_RVD, _RVD]), "nf4", 64))
@@ -41,6 +56,7 @@ def test_quantize_blockwise(backend, reference, case):
     held(checks.quantize_blockwise, backend, reference, *case)
 
 
+@SETTINGS
 @given(blockwise_case(codebooks=CODEBOOKS_8BIT, blocksizes=st.sampled_from((64, 256, 4096))))
 def test_quantize_blockwise_8bit(backend, reference, case):
     held(checks.quantize_blockwise, backend, reference, *case)
@@ -53,6 +69,7 @@ def fourbit_case(draw):
     return draw(qs.hard_inputs(qt, bs, max_blocks)), qt, bs, draw(st.booleans()), draw(qs.formats)
 
 
+@SETTINGS
 @given(fourbit_case())
 @example((_TIES, "nf4", 64, False, "float32"))
 @example((np.concatenate([_RVD, _RVD]), "nf4", 64, True, "float32"))
@@ -60,12 +77,14 @@ def test_quantize_4bit(backend, reference, case):
     held(checks.quantize_4bit, backend, reference, *case)
 
 
+@SETTINGS
 @given(st.integers(1, 301).flatmap(lambda n: st.lists(st.integers(0, 15), min_size=n, max_size=n)),
        st.integers(0, 15))
 def test_nibbles(backend, reference, codes, pad):
     held(checks.nibbles, backend, reference, np.array(codes, dtype=np.uint8), pad)
 
 
+@SETTINGS
 @given(st.sampled_from(("normal", "huge", "tiny", "mixed")), st.integers(1, 5000), st.integers(0, 2**32 - 1))
 def test_mean_offset(backend, reference, kind, n, seed):
     rng = np.random.default_rng(seed)
@@ -80,11 +99,13 @@ def groupwise_case(draw):
     return draw(qs.group_weights(g, bits)), bits, g, draw(qs.groupwise_profiles)
 
 
+@SETTINGS
 @given(groupwise_case())
 def test_groupwise(backend, reference, case):
     held(checks.groupwise, backend, reference, *case)
 
 
+@SETTINGS
 @given(groupwise_case(), st.integers(1, 4), st.sampled_from(("average", "sum", "peft")), st.integers(0, 2**32 - 1))
 def test_qalora(backend, reference, case, rank, pooling, seed):
     W, bits, g, profile = case
@@ -92,11 +113,13 @@ def test_qalora(backend, reference, case, rank, pooling, seed):
     held(checks.qalora, backend, reference, W, bits, g, profile, rank, pooling, seed)
 
 
+@SETTINGS
 @given(qs.matrices())
 def test_svd_factors(backend, reference, case):
     held(checks.svd_factors, backend, reference, *case)
 
 
+@SETTINGS
 @given(st.integers(1, 8), st.sampled_from((2, 3, 4)), st.integers(0, 2**32 - 1))
 def test_initialisers(backend, reference, rank, bits, seed):
     rng = np.random.default_rng(seed)
@@ -105,6 +128,7 @@ def test_initialisers(backend, reference, rank, bits, seed):
     held(checks.initialisers, backend, reference, W, rank, bits, X)
 
 
+@SETTINGS
 @given(st.integers(1, 4), st.integers(1, 3), st.integers(0, 2**32 - 1))
 def test_allocation(backend, reference, m, k, seed):
     rng = np.random.default_rng(seed)

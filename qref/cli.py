@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     check.add_argument("--no-backends", action="store_true", help="peer libraries only")
     conform = sub.add_parser("conform", help="the hypothesis conformance suite against one backend")
     conform.add_argument("backend", help="NAME[:DEVICE], e.g. torch:cuda")
-    conform.add_argument("--profile", default=None, help="hypothesis profile: ci (default), gpu or dev")
+    conform.add_argument("--profile", default=None, choices=("ci", "gpu", "dev"), help="hypothesis profile: ci (default), gpu or dev")
     conform.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     validate = sub.add_parser("validate", help="installed libraries vs their qref profiles, with minimal examples")
     validate.add_argument("libraries", nargs="*", help="bitsandbytes, torchao, peft, auto-gptq (default: all)")
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     vcheck = vsub.add_parser("check", help="replay the vector files in DIR through a backend")
     vcheck.add_argument("directory")
     vcheck.add_argument("--backend", default="numpy", help="NAME[:DEVICE] (default: numpy, the reference)")
-    sub.add_parser("experiment", help="the trained-model experiment (experiments/run.py; args after it)",
+    sub.add_parser("experiment", help="the trained-model experiment (from a source checkout; args after it)",
                    add_help=False)
     init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
     init.add_argument("src")
@@ -43,8 +43,12 @@ def main(argv=None) -> int:
     init.add_argument("--iters", type=int, default=5)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["experiment"]:
-        from experiments.run import main as experiment_main
-
+        try:
+            from experiments.run import main as experiment_main
+        except ImportError:
+            print("qref experiment: the experiment runs from a source checkout of qref "
+                  "(python -m experiments.run); it is not part of the installed package", file=sys.stderr)
+            return 2
         return experiment_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "init":
@@ -55,34 +59,31 @@ def main(argv=None) -> int:
         print(summary(reports))
         return 0
     if args.command == "check":
-        from conformance.check import (
+        from qref.conformance.check import (
             run,  # the peers need torch; the reference itself does not
         )
 
         return run(args.peers or None, quick=args.quick, backends=[] if args.no_backends else args.backends)
     if args.command == "vectors":
         if args.action == "export":
-            from conformance.vectors import export
+            from qref.conformance.vectors import export
 
             for path in export(args.directory):
                 print(path)
             return 0
-        from conformance.vectors_check import check as check_vectors
+        from qref.conformance.vectors_check import check as check_vectors
 
         return check_vectors(args.directory, args.backend)
     if args.command == "validate":
-        from conformance.validate import main as validate_main
+        from qref.conformance.validate import main as validate_main
 
         return validate_main(args.libraries or None, args.quick, args.json_path, args.devices)
     if args.command == "conform":
-        import os
-
         import pytest
 
-        if args.profile:
-            os.environ["HYPOTHESIS_PROFILE"] = args.profile
-        return int(pytest.main(["--pyargs", "conformance", "--backend", args.backend, "-q", "-p", "no:cacheprovider",
-                                "-o", "addopts=", *args.pytest_args]))
+        profile = ["--qref-profile", args.profile] if args.profile else []
+        return int(pytest.main(["--pyargs", "qref.conformance", "--qref-backend", args.backend, *profile, "-q",
+                                "-p", "no:cacheprovider", "-o", "addopts=", *args.pytest_args]))
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

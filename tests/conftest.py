@@ -1,18 +1,26 @@
-"""Shared test setup: hypothesis profiles and the bitsandbytes skip marker.
+"""Shared setup of qref's own tests (this folder only; not installed): hypothesis profiles and the
+peer-library skip fixtures.
 
-HYPOTHESIS_PROFILE=ci (default: few examples, no deadline) or dev (thorough).
+HYPOTHESIS_PROFILE=ci (default: 40 derandomized examples, no database) or dev (thorough). The
+conformance suite (qref.conformance) carries its own settings, chosen by --qref-profile.
 """
-import pytest
+import os
 
-# The profiles (ci: 40 examples, no example database; gpu: 200; dev: 1000) are registered and
-# loaded by the conformance plugin (conformance/plugin.py), which pytest loads by entry point.
+import pytest
+from hypothesis import settings
+
+from qref.conformance.hsettings import PROFILES
+
+for _name, _settings in PROFILES.items():
+    settings.register_profile(f"qref-{_name}", _settings)
+settings.load_profile(f"qref-{os.environ.get('HYPOTHESIS_PROFILE', 'ci')}")
 
 
 def peer_or_skip(name: str):
     """The adapter module conformance.peers.<name>, or a skip naming why the library is unavailable."""
     import importlib
 
-    peer = importlib.import_module(f"conformance.peers.{name}")
+    peer = importlib.import_module(f"qref.conformance.peers.{name}")
     ok, info = peer.available()
     if not ok:
         pytest.skip(info)

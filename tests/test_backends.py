@@ -66,7 +66,7 @@ def test_torch_backend_matches_reference_on_a_bf16_weight():
 
 
 def test_qref_conform_cli_runs_the_suite(capsys):
-    from conformance import tally
+    from qref.conformance import tally
     from qref.cli import main
 
     tally.reset()

@@ -11,13 +11,13 @@ pytestmark = [pytest.mark.peer,
 
 @pytest.fixture(scope="module")
 def bnb_cuda(bnb):
-    from conformance.peers import bitsandbytes as b
+    from qref.conformance.peers import bitsandbytes as b
 
     return b
 
 
 def test_report_has_no_unexplained_divergence(bnb_cuda):
-    from conformance.check import check_bitsandbytes
+    from qref.conformance.check import check_bitsandbytes
 
     rows = check_bitsandbytes(blocksizes=(32, 64), device="cuda")
     assert all(r.mismatches == 0 for r in rows), [(r.op, r.first) for r in rows if r.mismatches]

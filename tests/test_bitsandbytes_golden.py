@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qref
-from conformance import strategies as qs
-from conformance.battery import as_format
-from conformance.check import check_bitsandbytes
+from qref.conformance import strategies as qs
+from qref.conformance.battery import as_format
+from qref.conformance.check import check_bitsandbytes
 from qref.blockwise import block_absmax, scale_blocks
 from qref.dtypes import bitwise_equal
 
@@ -84,12 +84,15 @@ def test_divergence_offset_is_torch_float32_mean(bnb):
 
 
 def test_divergence_fp4_code_8_dequantizes_to_negative_zero_on_cpu(bnb):
+    """FP4 code 8 is -0 in bitsandbytes' table. Its CPU dequantize gives -0.0 on some builds and CPUs
+    (the signed-zero divergence) and +0.0 on others; anything else is a new divergence."""
     packed = qref.pack_nibbles(np.array([8, 0] * 16, np.uint8))
     state = qref.QuantState("fp4", np.ones(1, np.float32), 32, qref.get_codebook("fp4").values, "float32", (32,))
     theirs = bnb.dequantize_4bit(packed, bnb.state_from_qref(state))
     ours = qref.dequantize_4bit(packed, state)
     assert np.all(ours == 0) and not np.signbit(ours).any()
-    assert np.signbit(theirs[0::2]).all() and not np.signbit(theirs[1::2]).any()
+    assert np.all(theirs == 0) and not np.signbit(theirs[1::2]).any()
+    assert np.signbit(theirs[0::2]).all() or not np.signbit(theirs).any()
 
 
 def test_divergence_nan_and_inf_are_silently_propagated_by_bitsandbytes(bnb):
@@ -121,9 +124,9 @@ def _fourbit_case(draw):
 def test_hard_inputs_both_directions(bnb, case):
     """The conformance strategies' hard inputs through bitsandbytes (CPU) and the reference: bytes and
     absmax bit for bit; their bytes dequantized by qref and qref's by them, up to the sign of zero (6)."""
-    from conformance import divergences
-    from conformance.peers import bitsandbytes as b
-    from conformance.report import Row
+    from qref.conformance import divergences
+    from qref.conformance.peers import bitsandbytes as b
+    from qref.conformance.report import Row
 
     x, qt, bs = case
     packed, state = qref.quantize_4bit(x, bs, qt)

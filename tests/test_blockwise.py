@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import qref
-from conformance.battery import reciprocal_vs_division
-from conformance.strategies import blocksizes, float_arrays, quant_types
+from qref.conformance.battery import reciprocal_vs_division
+from qref.conformance.strategies import blocksizes, float_arrays, quant_types
 from qref.blockwise import ABSMAX_FLOOR, block_absmax, scale_blocks
 from qref.dtypes import BFloat16Array
 

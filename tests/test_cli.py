@@ -27,8 +27,8 @@ def test_console_script_is_installed():
 def test_report_rows_count_unexplained_differences():
     import numpy as np
 
-    from conformance import divergences
-    from conformance.report import Row
+    from qref.conformance import divergences
+    from qref.conformance.report import Row
 
     row = Row("op", "cfg")
     row.add("same", np.array([1.0, 0.0], np.float32), np.array([1.0, 0.0], np.float32))

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not _GPU, reason="needs a CUDA device and CuPy")
 
 @pytest.fixture(scope="module")
 def cb():
-    from backends.cupy_backend import CupyBackend
+    from qref.backends.cupy_backend import CupyBackend
 
     return CupyBackend("cuda")
 
@@ -96,7 +96,7 @@ def random_sums(rng):
 
 
 def test_device_offset_equals_reference():
-    from backends import cuda_kernels as K
+    from qref.backends import cuda_kernels as K
 
     rng = np.random.default_rng(0)
     cases = [(np.zeros(277, np.uint64), 5)]
@@ -139,7 +139,7 @@ def test_strided_state_is_read_as_its_values(cb):
 
 def test_torch_state_on_the_host_is_refused():
     torch = pytest.importorskip("torch")
-    from backends.torch_backend import TorchBackend
+    from qref.backends.torch_backend import TorchBackend
 
     tb = TorchBackend("cuda")
     q = tb.quantize_4bit(torch.randn(64 * 8, device="cuda"), 64, "nf4")
@@ -152,7 +152,7 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
     """The fused (cooperative) launch, the two-kernel path (the default, and the fallback when the driver
     refuses the cooperative launch) and the general kernel (unaligned input) share one double-buffered
     workspace: interleaved, each keeps the reference's bits."""
-    from backends import cuda_kernels as K
+    from qref.backends import cuda_kernels as K
 
     ref = NumpyBackend()
     xs = [weights(64 * 8 * 97 + 64 * k, "bfloat16", k) for k in range(3)]
@@ -181,7 +181,7 @@ def test_second_level_table_read_in_place_or_from_shared_memory(cb):
     """quant_dq256 with its bucket table read through the read-only cache (default) and copied to shared
     memory (DQ2_SHARED=1), one or several blocks loaded per warp (DQ2_BLOCKS): the reference's bits every
     way, a tail block of absmax included."""
-    from backends import cuda_kernels as K
+    from qref.backends import cuda_kernels as K
 
     x = weights(64 * (256 * 37 + 5), "bfloat16", 11)
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)

@@ -3,7 +3,7 @@ scaled value a finite input can produce; it is NumPy, so this runs without a GPU
 import numpy as np
 import pytest
 
-from backends import cuda_lut
+from qref.backends import cuda_lut
 from qref.codebooks import get_codebook
 
 FOUR_BIT = ("nf4", "fp4", "nf4-symmetric", "int4", "int4-asymmetric", "nf3", "nf2", "int2", "int3")

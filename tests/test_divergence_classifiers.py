@@ -4,7 +4,7 @@ example, and none explains a wrong code."""
 import numpy as np
 
 import qref
-from conformance import divergences as d
+from qref.conformance import divergences as d
 
 F32 = np.float32
 

@@ -3,7 +3,7 @@ registered in-process, the suite runs against them (pytest, in-process), and mus
 import numpy as np
 import pytest
 
-from conformance import tally
+from qref.conformance import tally
 from qref import blockwise, packing
 from qref.codebooks import get_codebook
 from qref.numpy_backend import NumpyBackend
@@ -94,7 +94,7 @@ def test_suite_reports_fault(fault, test, op):
     register(name, fault)
     tally.reset()
     try:
-        status = pytest.main(["--pyargs", "conformance", "--backend", name, "-k", test, "-x", "-q",
+        status = pytest.main(["--pyargs", "qref.conformance", "--qref-backend", name, "-k", test, "-x", "-q",
                               "-p", "no:cacheprovider", "--no-header", "-o", "addopts="])
     finally:
         unregister(name)
@@ -106,7 +106,7 @@ def test_suite_reports_fault(fault, test, op):
 
 def test_reference_passes_its_own_suite():
     tally.reset()
-    status = pytest.main(["--pyargs", "conformance", "--backend", "numpy", "-q", "-p", "no:cacheprovider",
+    status = pytest.main(["--pyargs", "qref.conformance", "--qref-backend", "numpy", "-q", "-p", "no:cacheprovider",
                           "--no-header", "-o", "addopts=", "-k", "nibbles or groupwise or mean_offset"])
     counts = tally.counts()
     tally.reset()

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backends import cuda_kernels as K
-from backends.cuda_memory import Workspace
-from backends.fused4bit import _Quant64, check_state, state_layout
+from qref.backends import cuda_kernels as K
+from qref.backends.cuda_memory import Workspace
+from qref.backends.fused4bit import _Quant64, check_state, state_layout
 from qref.backend import FourBit
 from qref.double_quant import DQ_BLOCKSIZE
 

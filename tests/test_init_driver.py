@@ -4,7 +4,7 @@ import io
 import numpy as np
 import pytest
 
-from conformance.synthetic import llm_like_weight
+from qref.conformance.synthetic import llm_like_weight
 from qref import get_codebook, unpack_nibbles
 from qref.cli import main
 from qref.init_driver import initialise_checkpoint

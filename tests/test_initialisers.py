@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conformance.synthetic import calibration_inputs, diagonal_fisher, llm_like_weight
+from qref.conformance.synthetic import calibration_inputs, diagonal_fisher, llm_like_weight
 from qref import get_codebook, loftq, lqlora, quailora
 from qref.lowrank import nf_quantize, weighted_svd_factors
 

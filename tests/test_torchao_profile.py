@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 
 import qref
-from conformance import strategies as qs
-from conformance.check_torchao import check_torchao
-from conformance.report import as_bits, values
+from qref.conformance import strategies as qs
+from qref.conformance.check_torchao import check_torchao
+from qref.conformance.report import as_bits, values
 from qref.packing import unpack_nibbles
 from qref.profiles import torchao_nf4 as tao
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.peer
 
 @pytest.fixture(scope="module")
 def ta():
-    from conformance.peers import torchao
+    from qref.conformance.peers import torchao
 
     ok, why = torchao.available()
     if not ok:

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from conformance import check_peft, validate
-from conformance.peers import peft as peft_peer
+from qref.conformance import check_peft, validate
+from qref.conformance.peers import peft as peft_peer
 from qref.dtypes import cast_float32, format_of
 from qref.profiles import peft_loftq as pl
 
@@ -53,7 +53,7 @@ def test_peft_check_catches_faults(monkeypatch, fault, op):
 def test_peft_profile_first_iterate_is_bitsandbytes_nf4(bnb):
     """Q_1 of the profile is bitsandbytes' own quantize/dequantize of the float32 weight (its CPU path,
     which anchors.md and the GPU run show equal to its CUDA path without double quantization)."""
-    from conformance.peers import bitsandbytes as b
+    from qref.conformance.peers import bitsandbytes as b
 
     W = (np.random.default_rng(3).standard_normal((64, 192)) * 0.02).astype(np.float32)
     packed, state = b.quantize_4bit(W, 64, "nf4")

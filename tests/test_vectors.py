@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conformance import vectors, vectors_check
+from qref.conformance import vectors, vectors_check
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from conformance.synthetic import calibration_inputs, llm_like_weight
+from qref.conformance.synthetic import calibration_inputs, llm_like_weight
 from qref import loftq, lqlora, quailora
 
 RANKS = (4, 8, 16, 32, 64)

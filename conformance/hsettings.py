@@ -1,0 +1,38 @@
+"""hypothesis settings of qref's own suite, applied test by test (never as a global profile).
+
+    ci  (default) 40 examples, derandomized, no example database: the same examples every run
+    gpu           200 examples
+    dev           1000 examples, random, with the database
+
+Chosen by `--qref-profile`, else the environment variable QREF_PROFILE, else `ci`. A foreign
+project's hypothesis tests in the same pytest session keep hypothesis' own defaults.
+"""
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+_COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck))
+PROFILES = {
+    "ci": settings(max_examples=40, database=None, derandomize=True, **_COMMON),
+    "gpu": settings(max_examples=200, database=None, derandomize=True, **_COMMON),
+    "dev": settings(max_examples=1000, **_COMMON),
+}
+
+_chosen: str | None = None
+
+
+def select(name: str | None) -> None:
+    """Pick the profile for the suite's tests collected after this call (the plugin calls it)."""
+    global _chosen
+    if name is not None and name not in PROFILES:
+        raise ValueError(f"unknown qref profile {name!r}; one of {', '.join(PROFILES)}")
+    _chosen = name
+
+
+def current() -> settings:
+    name = _chosen or os.environ.get("QREF_PROFILE") or "ci"
+    if name not in PROFILES:
+        raise ValueError(f"QREF_PROFILE={name!r}: one of {', '.join(PROFILES)}")
+    return PROFILES[name]
