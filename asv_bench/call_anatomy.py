@@ -6,6 +6,7 @@ figure (the same a -> b without the events inside).
 
     python asv_bench/call_anatomy.py [--sizes 4096x4096 28672x8192] [--reps 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def anatomy(mod, fn, reps: int):
             b.record()
             b.synchronize()
             last = marks[-1] if marks else b
-            rows.append((cp.cuda.get_elapsed_time(a, b), cp.cuda.get_elapsed_time(a, last),
-                         cp.cuda.get_elapsed_time(last, b)))
+            rows.append(
+                (cp.cuda.get_elapsed_time(a, b), cp.cuda.get_elapsed_time(a, last), cp.cuda.get_elapsed_time(last, b))
+            )
     return [statistics.median(r[i] for r in rows) * 1e3 for i in range(3)]
 
 
@@ -63,8 +65,9 @@ def main(argv=None):
             calls[f"cupy quantize{s}"] = lambda dq=dq, xb=xb: cb.quantize_4bit(xb, 64, "nf4", dq)
             calls[f"cupy dequantize{s}"] = lambda q=q, x=x: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")
             calls[f"torch:cuda quantize{s}"] = lambda dq=dq, x=x: tb.quantize_4bit(x, 64, "nf4", dq)
-            calls[f"torch:cuda dequantize{s}"] = lambda qt=qt, x=x: tb.dequantize_4bit(qt, x.shape, 64, "nf4",
-                                                                                    "bfloat16")
+            calls[f"torch:cuda dequantize{s}"] = lambda qt=qt, x=x: tb.dequantize_4bit(
+                qt, x.shape, 64, "nf4", "bfloat16"
+            )
         calls["copy (clone)"] = lambda x=x: x.clone()
         F = bitsandbytes_functional()
         if F is not None:
@@ -72,8 +75,11 @@ def main(argv=None):
             calls["bnb dequantize"] = lambda p=p, st=st: F.dequantize_4bit(p, st)
         measured.append((size, calls, {name: anatomy(mod, fn, args.reps) for name, fn in calls.items()}))
     for size, calls, rows in measured:  # the kernels' own time last: a started profiler slows later launches
-        print(f"== {size}: us (median of {args.reps}): whole call | call start -> last kernel's end | "
-              "last kernel's end -> call's end | kernels (CUPTI, mean)", flush=True)
+        print(
+            f"== {size}: us (median of {args.reps}): whole call | call start -> last kernel's end | "
+            "last kernel's end -> call's end | kernels (CUPTI, mean)",
+            flush=True,
+        )
         for name, fn in calls.items():
             kernels = sum(kernel_us(fn, args.reps).values())
             print(f"{name:28s} " + " | ".join(f"{v:8.1f}" for v in (*rows[name], kernels)), flush=True)

@@ -1,6 +1,7 @@
 """Shared by the GPU scripts of asv_bench/ (the table, tuning, profiling, kernel times, call anatomy):
 whole-call timing by CUDA events, a hook on qref's kernel launches, the bf16 test weight and
 bitsandbytes where it is installed."""
+
 import statistics
 from contextlib import contextmanager
 

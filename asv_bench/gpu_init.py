@@ -5,6 +5,7 @@ linear weights of LLaMA-7B's shapes (random LLM-like weights).
 
     python asv_bench/gpu_init.py --out gpu_init.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,11 +63,15 @@ def main(argv=None) -> int:
     if DEV == "cpu":
         torch.cuda.synchronize = lambda: None
     be = get_backend(f"torch:{DEV}")
-    r, res = args.rank, {"device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__, "rows": []}
+    r, res = (
+        args.rank,
+        {"device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu", "torch": torch.__version__, "rows": []},
+    )
     n = args.n
     W = llm_like(torch, (n, n), 0)
     X = torch.randn(2 * n, n, device=DEV, dtype=torch.float64) @ (
-        torch.eye(n, device=DEV, dtype=torch.float64) + 0.1 * torch.randn(n, n, device=DEV, dtype=torch.float64) / 64)
+        torch.eye(n, device=DEV, dtype=torch.float64) + 0.1 * torch.randn(n, n, device=DEV, dtype=torch.float64) / 64
+    )
     C = X.T @ X / X.shape[0]
     W64 = W.double()
     Q0 = be.nf_quantize(W)
@@ -89,9 +94,17 @@ def main(argv=None) -> int:
             obj, obj_exact = fast["objective"], exact["objective"]
         # LoftQ returns SVD_r(W - Q_T): certify it; LQ-LoRA's factors fit W - Q_{T-1} (not returned)
         gap = eckart_young_gap(torch, W64 - Q, B, A) if name.startswith("LoftQ") else None
-        row = {"method": name, "shape": [n, n], "rank": r, "ms": 1e3 * t_fast, "ms_full_svd": 1e3 * t_exact,
-               "objective": obj, "objective_full_svd": obj_exact, "relative_to_full_svd": obj / obj_exact - 1,
-               "eckart_young_gap": gap}
+        row = {
+            "method": name,
+            "shape": [n, n],
+            "rank": r,
+            "ms": 1e3 * t_fast,
+            "ms_full_svd": 1e3 * t_exact,
+            "objective": obj,
+            "objective_full_svd": obj_exact,
+            "relative_to_full_svd": obj / obj_exact - 1,
+            "eckart_young_gap": gap,
+        }
         res["rows"].append(row)
         print(json.dumps(row), flush=True)
     shapes = LLAMA_7B * args.layers
@@ -102,8 +115,14 @@ def main(argv=None) -> int:
         out = be.loftq(Wi, r, 5, svd="randomized")
         errs.append(float(out["error"]) / float(torch.linalg.norm(Wi)))
     torch.cuda.synchronize()
-    res["driver"] = {"weights": len(shapes), "shapes": "LLaMA-7B: 32 x (4 x 4096x4096, 2 x 11008x4096, 4096x11008)", "method": "LoftQ T=5, rank 64, randomized", "seconds": time.perf_counter() - t0,
-                     "relative_error_mean": statistics.mean(errs) if errs else None, "note": "includes generating each weight on the GPU"}
+    res["driver"] = {
+        "weights": len(shapes),
+        "shapes": "LLaMA-7B: 32 x (4 x 4096x4096, 2 x 11008x4096, 4096x11008)",
+        "method": "LoftQ T=5, rank 64, randomized",
+        "seconds": time.perf_counter() - t0,
+        "relative_error_mean": statistics.mean(errs) if errs else None,
+        "note": "includes generating each weight on the GPU",
+    }
     print(json.dumps(res["driver"]), flush=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)

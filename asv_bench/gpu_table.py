@@ -10,6 +10,7 @@ profiler runs only after every whole call is timed (once started, it slows later
 
     python asv_bench/gpu_table.py --out results.json [--sizes 4096x4096 28672x8192] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,15 +45,20 @@ def impls(x, torch):
     for dq in (False, True):
         sfx = " +dq" if dq else ""
         q = cb.quantize_4bit(xb, 64, "nf4", dq)
-        out[f"qref cupy{sfx}"] = {"quantize": lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq),
-                                  "dequantize": lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16")}
+        out[f"qref cupy{sfx}"] = {
+            "quantize": lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq),
+            "dequantize": lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16"),
+        }
         qt = tb.quantize_4bit(x, 64, "nf4", dq)
-        out[f"qref torch:cuda{sfx}"] = {"quantize": lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq),
-                                        "dequantize": lambda qt=qt: tb.dequantize_4bit(qt, x.shape, 64, "nf4", "bfloat16")}
+        out[f"qref torch:cuda{sfx}"] = {
+            "quantize": lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq),
+            "dequantize": lambda qt=qt: tb.dequantize_4bit(qt, x.shape, 64, "nf4", "bfloat16"),
+        }
         qp = plain.quantize_4bit(x, 64, "nf4", dq)
         out[f"qref torch:cuda, torch ops{sfx}"] = {
             "quantize": lambda dq=dq: plain.quantize_4bit(x, 64, "nf4", dq),
-            "dequantize": lambda qp=qp: plain.dequantize_4bit(qp, x.shape, 64, "nf4", "bfloat16")}
+            "dequantize": lambda qp=qp: plain.dequantize_4bit(qp, x.shape, 64, "nf4", "bfloat16"),
+        }
     try:
         import bitsandbytes.functional as F
 
@@ -60,7 +66,8 @@ def impls(x, torch):
             p, s = F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq)
             out[f"bitsandbytes {__import__('bitsandbytes').__version__}{' +dq' if dq else ''}"] = {
                 "quantize": lambda dq=dq: F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq),
-                "dequantize": lambda p=p, s=s: F.dequantize_4bit(p, s)}
+                "dequantize": lambda p=p, s=s: F.dequantize_4bit(p, s),
+            }
     except Exception as e:  # noqa: BLE001
         print(f"bitsandbytes unavailable: {e}", file=sys.stderr)
     try:
@@ -71,7 +78,9 @@ def impls(x, torch):
 
         t = to_nf4(x, 64, 256)
         out[f"torchao {__import__('torchao').__version__} (+dq, scaler block 256)"] = {
-            "quantize": lambda: to_nf4(x, 64, 256), "dequantize": lambda: t.to(torch.bfloat16)}
+            "quantize": lambda: to_nf4(x, 64, 256),
+            "dequantize": lambda: t.to(torch.bfloat16),
+        }
     except Exception as e:  # noqa: BLE001
         print(f"torchao unavailable: {e}", file=sys.stderr)
     return out
@@ -98,13 +107,23 @@ def exactness(x, torch) -> list[dict]:
             q = bk.quantize_4bit(bk.from_numpy(ref_in), 64, "nf4", dq)
             same = np.array_equal(bk.to_numpy(q.packed), r.packed)
             if dq:
-                same &= np.array_equal(bk.to_numpy(q.qabsmax), r.qabsmax) and np.array_equal(
-                    bk.to_numpy(q.absmax2), r.absmax2) and np.float32(q.offset) == np.float32(r.offset)
+                same &= (
+                    np.array_equal(bk.to_numpy(q.qabsmax), r.qabsmax)
+                    and np.array_equal(bk.to_numpy(q.absmax2), r.absmax2)
+                    and np.float32(q.offset) == np.float32(r.offset)
+                )
             else:
                 same &= np.array_equal(bk.to_numpy(q.absmax), r.absmax)
             out = bk.to_numpy(bk.dequantize_4bit(q, ref_in.shape, 64, "nf4", "bfloat16"))
-            rows.append({"backend": name, "dq": dq, "shape": list(ref_in.shape), "quantize_exact": bool(same),
-                         "dequantize_exact": bool(out == r_out)})
+            rows.append(
+                {
+                    "backend": name,
+                    "dq": dq,
+                    "shape": list(ref_in.shape),
+                    "quantize_exact": bool(same),
+                    "dequantize_exact": bool(out == r_out),
+                }
+            )
             print(rows[-1], flush=True)
     del qref
     return rows
@@ -115,8 +134,9 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu_table.json")
-    ap.add_argument("--sizes", nargs="*", default=["1024x1024", "2048x2048", "4096x4096", "8192x8192",
-                                                   "16384x8192", "28672x8192"])
+    ap.add_argument(
+        "--sizes", nargs="*", default=["1024x1024", "2048x2048", "4096x4096", "8192x8192", "16384x8192", "28672x8192"]
+    )
     ap.add_argument("--exact-sizes", nargs="*", default=["4096x4096", "28672x8192"])
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; each row keeps their median")
     ap.add_argument("--reps", type=int, default=20, help="timed calls per round (median)")
@@ -130,8 +150,10 @@ def main(argv=None) -> int:
         x = torch.randn(rows, cols, device="cuda", dtype=torch.bfloat16, generator=gen)
         n = x.numel()
         out = torch.empty_like(x)
-        timed = {("device copy", "copy"): (lambda x=x: x.clone(), 4 * n),
-                 ("device write (zero_)", "write"): (lambda out=out: out.zero_(), 2 * n)}
+        timed = {
+            ("device copy", "copy"): (lambda x=x: x.clone(), 4 * n),
+            ("device write (zero_)", "write"): (lambda out=out: out.zero_(), 2 * n),
+        }
         for name, ops in impls(x, torch).items():
             for op, fn in ops.items():
                 timed[name, op] = (fn, traffic(n, op, "dq" in name))
@@ -150,12 +172,26 @@ def main(argv=None) -> int:
         for (name, op), (_, moved) in timed.items():
             ms, kms = statistics.median(rounds[name, op]), kernels[name, op]
             gbs, kgbs = moved / ms / 1e6, moved / kms / 1e6
-            results["rows"].append({"impl": name, "size": size, "op": op, "ms": ms, "GB/s": gbs,
-                                    "of_copy": gbs / copy_gbs, "rounds_ms": rounds[name, op], "kernel_ms": kms,
-                                    "kernel_GB/s": kgbs, "kernel_of_copy": kgbs / copy_kernel_gbs})
-            print(f"{size:>11} {op:>10} {name:<40} {ms:9.3f} ms {gbs:8.1f} GB/s {gbs / copy_gbs:6.1%}"
-                  f"   rounds: {' '.join(f'{v:.3f}' for v in rounds[name, op])}"
-                  f"   kernels {kms:8.3f} ms {kgbs / copy_kernel_gbs:6.1%}", flush=True)
+            results["rows"].append(
+                {
+                    "impl": name,
+                    "size": size,
+                    "op": op,
+                    "ms": ms,
+                    "GB/s": gbs,
+                    "of_copy": gbs / copy_gbs,
+                    "rounds_ms": rounds[name, op],
+                    "kernel_ms": kms,
+                    "kernel_GB/s": kgbs,
+                    "kernel_of_copy": kgbs / copy_kernel_gbs,
+                }
+            )
+            print(
+                f"{size:>11} {op:>10} {name:<40} {ms:9.3f} ms {gbs:8.1f} GB/s {gbs / copy_gbs:6.1%}"
+                f"   rounds: {' '.join(f'{v:.3f}' for v in rounds[name, op])}"
+                f"   kernels {kms:8.3f} ms {kgbs / copy_kernel_gbs:6.1%}",
+                flush=True,
+            )
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
     return 0

@@ -6,6 +6,7 @@ inside it, where tune_kernels.py and the GPU table time whole calls.
     python asv_bench/kernel_times.py [--sizes 4096x4096 28672x8192] [--reps 20]
         [--configs '[{}, {"DQ_WORDS": 8}]'] [--ops quantize dequantize]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,18 +64,29 @@ def main(argv=None):
                 for dq in (False, True):
                     q = cb.quantize_4bit(xb, 64, "nf4", dq)
                     if "quantize" in args.ops:
-                        show(f"quantize{' +dq' if dq else ''} {cfg or ''}",
-                             kernel_us(lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq), args.reps))
+                        show(
+                            f"quantize{' +dq' if dq else ''} {cfg or ''}",
+                            kernel_us(lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq), args.reps),
+                        )
                     if "dequantize" in args.ops and (not cfg or "quantize" not in args.ops):
-                        show(f"dequantize{' +dq' if dq else ''} {cfg or ''}",
-                             kernel_us(lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16"), args.reps))
+                        show(
+                            f"dequantize{' +dq' if dq else ''} {cfg or ''}",
+                            kernel_us(lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4", "bfloat16"), args.reps),
+                        )
         if F is not None:
             for dq in (False, True):
                 p, s = F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq)
-                show(f"bnb quantize{' +dq' if dq else ''}", kernel_us(lambda dq=dq: F.quantize_4bit(
-                    x, blocksize=64, quant_type="nf4", compress_statistics=dq), args.reps))
-                show(f"bnb dequantize{' +dq' if dq else ''}",
-                     kernel_us(lambda p=p, s=s: F.dequantize_4bit(p, s), args.reps))
+                show(
+                    f"bnb quantize{' +dq' if dq else ''}",
+                    kernel_us(
+                        lambda dq=dq: F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq),
+                        args.reps,
+                    ),
+                )
+                show(
+                    f"bnb dequantize{' +dq' if dq else ''}",
+                    kernel_us(lambda p=p, s=s: F.dequantize_4bit(p, s), args.reps),
+                )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ CuPy backend: the launches Nsight Compute profiles (scripts/gpu_perf.sh, NCU=1):
         --section SpeedOfLight --section SchedulerStats --section WarpStateStats --section Occupancy \\
         python3 asv_bench/ncu_target.py [28672x8192]
 """
+
 import sys
 
 import cupy as cp

@@ -1,6 +1,7 @@
 """Where the time of one fused 4-bit call goes, on a GPU: host (Python, launches, the one flag read) and
 device time per call (cupyx.profiler.benchmark), for qref's CuPy backend and bitsandbytes, next to the
 device's copy and write-only ceilings. python asv_bench/profile_quant.py [--sizes 4096x4096 ...]"""
+
 from __future__ import annotations
 
 import argparse
@@ -23,23 +24,30 @@ def main(argv=None):
         x, xb = bf16_weight(size)
         n = x.numel()
         out = torch.empty_like(x)
-        rows = {"copy (clone)": lambda: x.clone(), "write only (zero_)": lambda: out.zero_(),
-                "read only (amax)": lambda: x.view(torch.int16).amax()}
+        rows = {
+            "copy (clone)": lambda: x.clone(),
+            "write only (zero_)": lambda: out.zero_(),
+            "read only (amax)": lambda: x.view(torch.int16).amax(),
+        }
         for dq in (False, True):
             q = cb.quantize_4bit(xb, 64, "nf4", dq)
             rows[f"qref quantize{' +dq' if dq else ''}"] = lambda dq=dq: cb.quantize_4bit(xb, 64, "nf4", dq)
-            rows[f"qref dequantize{' +dq' if dq else ''}"] = lambda q=q: cb.dequantize_4bit(q, x.shape, 64, "nf4",
-                                                                                              "bfloat16")
+            rows[f"qref dequantize{' +dq' if dq else ''}"] = lambda q=q: cb.dequantize_4bit(
+                q, x.shape, 64, "nf4", "bfloat16"
+            )
             if F is not None:
                 p, s = F.quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=dq)
                 rows[f"bnb quantize{' +dq' if dq else ''}"] = lambda dq=dq: F.quantize_4bit(
-                    x, blocksize=64, quant_type="nf4", compress_statistics=dq)
+                    x, blocksize=64, quant_type="nf4", compress_statistics=dq
+                )
                 rows[f"bnb dequantize{' +dq' if dq else ''}"] = lambda p=p, s=s: F.dequantize_4bit(p, s)
         print(f"== {size} ({n * 2 / 1e6:.0f} MB bf16): mean us per call, host / device", flush=True)
         for name, fn in rows.items():
             res = benchmark(fn, n_repeat=50, n_warmup=5)
-            print(f"{name:28s} host {res.cpu_times.mean() * 1e6:8.1f}  device {res.gpu_times.mean() * 1e6:8.1f}",
-                  flush=True)
+            print(
+                f"{name:28s} host {res.cpu_times.mean() * 1e6:8.1f}  device {res.gpu_times.mean() * 1e6:8.1f}",
+                flush=True,
+            )
 
 
 def host_breakdown(reps: int = 300):
@@ -66,8 +74,9 @@ def host_breakdown(reps: int = 300):
         "Flag.get (reused)": lambda: K.Flag.get(cp),
         "Workspace.get (memset)": lambda: K.Workspace.get(cp, cb._fused.zeros, 0),
         "flag read (stream sync)": lambda: flag.raise_if_set("x"),
-        "K.quantize (launch only)": lambda: K.quantize(flat, "bfloat16", flat.size, 64, mids, order, True, table=lut,
-                                                       empty=empty, flag=flag),
+        "K.quantize (launch only)": lambda: K.quantize(
+            flat, "bfloat16", flat.size, 64, mids, order, True, table=lut, empty=empty, flag=flag
+        ),
         "cb.quantize_4bit": lambda: cb.quantize_4bit(xb, 64, "nf4"),
         "cb.quantize_4bit +dq": lambda: cb.quantize_4bit(xb, 64, "nf4", True),
     }
@@ -96,8 +105,14 @@ def host_breakdown(reps: int = 300):
         print(f"{name:32s} {(time.perf_counter() - t) / reps * 1e6:8.1f}", flush=True)
     mod = K.module(0)
     print("== host time from the call to its first launch / to its return (us, median), 65536 values", flush=True)
-    for name in ("cb.quantize_4bit", "cb.quantize_4bit +dq", "cb.dequantize_4bit", "torch bridge quantize_4bit",
-                 "torch bridge quantize_4bit +dq", "torch bridge dequantize_4bit"):
+    for name in (
+        "cb.quantize_4bit",
+        "cb.quantize_4bit +dq",
+        "cb.dequantize_4bit",
+        "torch bridge quantize_4bit",
+        "torch bridge quantize_4bit +dq",
+        "torch bridge dequantize_4bit",
+    ):
         first, back = until_launch(mod, steps[name], reps)
         print(f"{name:32s} {first:8.1f} {back:8.1f}", flush=True)
     for name in ("cb.quantize_4bit +dq", "torch bridge quantize_4bit"):
@@ -154,8 +169,9 @@ def kernel_breakdown(size="28672x8192", reps=20):
     second = empty(-(-n // 64 // 256) + 1, "float32")
     at = int(K.ptr(second)) + 4 * (second.size - 1)
     ws = K.Workspace.get(cp, zeros, 0)
-    _, absmax = K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, ws=ws,
-                           offset_out=at, flag=flag)
+    _, absmax = K.quantize(
+        flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, ws=ws, offset_out=at, flag=flag
+    )
     offset = K.DeviceScalar(second, at, cp)
 
     def t(fn):
@@ -163,20 +179,37 @@ def kernel_breakdown(size="28672x8192", reps=20):
 
     steps = {
         "quant_lut": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, flag=flag),
-        "quant_lut + sums + offset": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty,
-                                                        table=lut, ws=K.Workspace.get(cp, zeros, 0), offset_out=at,
-                                                        flag=flag),
+        "quant_lut + sums + offset": lambda: K.quantize(
+            flat,
+            "bfloat16",
+            n,
+            64,
+            mids,
+            order,
+            True,
+            empty=empty,
+            table=lut,
+            ws=K.Workspace.get(cp, zeros, 0),
+            offset_out=at,
+            flag=flag,
+        ),
         "Workspace.get (memset)": lambda: K.Workspace.get(cp, zeros, 0),
-        "second level (quant_dq256)": lambda: K.quantize(absmax, "float32", absmax.size, 256, dmids, dorder, False,
-                                                         empty=empty, offset=offset),
+        "second level (quant_dq256)": lambda: K.quantize(
+            absmax, "float32", absmax.size, 256, dmids, dorder, False, empty=empty, offset=offset
+        ),
     }
     print(f"== kernels at {size}: device us (events around the launch)", flush=True)
     for name, fn in steps.items():
         print(f"{name:32s} {t(fn):8.1f}", flush=True)
     mod = K.module(0)
-    for name, fn in {"launch dq_offset (3 args)": lambda: mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(5), np.uint64(at))),
-                     "launch quant_lut (13 args, 64 values)": lambda: K.quantize(
-                         flat[:64], "bfloat16", 64, 64, mids, order, True, empty=empty, table=lut, flag=flag)}.items():
+    for name, fn in {
+        "launch dq_offset (3 args)": lambda: mod("dq_offset")(
+            (1,), (32,), (np.uint64(ws.sums), np.int64(5), np.uint64(at))
+        ),
+        "launch quant_lut (13 args, 64 values)": lambda: K.quantize(
+            flat[:64], "bfloat16", 64, 64, mids, order, True, empty=empty, table=lut, flag=flag
+        ),
+    }.items():
         fn()
         cp.cuda.Device().synchronize()
         t0 = time.perf_counter()

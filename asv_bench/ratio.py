@@ -1,7 +1,8 @@
 """Print qref's speed relative to bitsandbytes' CPU path, measured in one run (4096 x 4096 NF4, block 64).
 
-    python asv_bench/ratio.py        # targets: quantize >= 1.0, dequantize >= 0.5
+python asv_bench/ratio.py        # targets: quantize >= 1.0, dequantize >= 0.5
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@ configuration's bytes are checked against the first (diagnostic ones are expecte
 
     python asv_bench/tune_kernels.py [--rounds 5] [--size 28672x8192]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,15 @@ def main(argv=None):
                 q = cb.quantize_4bit(xb, 64, "nf4")
                 if rnd == 0:
                     out = cb.dequantize_4bit(q, (n,), 64, "nf4", "bfloat16")
-                    digests.append(hash((cp.asnumpy(q.packed).tobytes(), cp.asnumpy(q.absmax).tobytes(),
-                                         cp.asnumpy(out.bits).tobytes())))
+                    digests.append(
+                        hash(
+                            (
+                                cp.asnumpy(q.packed).tobytes(),
+                                cp.asnumpy(q.absmax).tobytes(),
+                                cp.asnumpy(out.bits).tobytes(),
+                            )
+                        )
+                    )
                 res[i]["q"].append(moved / t(lambda: cb.quantize_4bit(xb, 64, "nf4")) / 1e6)
                 res[i]["qdq"].append(moved / t(lambda: cb.quantize_4bit(xb, 64, "nf4", True)) / 1e6)
                 res[i]["d"].append(moved / t(lambda: cb.dequantize_4bit(q, (n,), 64, "nf4", "bfloat16")) / 1e6)
@@ -55,9 +63,11 @@ def main(argv=None):
     print(f"device copy {cm:.0f} GB/s (rounds: {' '.join(f'{v:.0f}' for v in copy)})")
     for i, cfg in enumerate(CONFIGS):
         q, qdq, d = (statistics.median(res[i][k]) for k in ("q", "qdq", "d"))
-        print(f"{cfg or 'defaults'!s:42s} quantize {q:5.0f} GB/s ({q / cm:4.0%})  +dq {qdq:5.0f} "
-              f"(time +{q / qdq - 1:4.0%})  dequantize {d:5.0f} ({d / cm:4.0%})  same bytes: {digests[i] == digests[0]}",
-              flush=True)
+        print(
+            f"{cfg or 'defaults'!s:42s} quantize {q:5.0f} GB/s ({q / cm:4.0%})  +dq {qdq:5.0f} "
+            f"(time +{q / qdq - 1:4.0%})  dequantize {d:5.0f} ({d / cm:4.0%})  same bytes: {digests[i] == digests[0]}",
+            flush=True,
+        )
     del np
 
 

@@ -3,6 +3,7 @@
 A workload is (setup, run) for an implementation ("qref" or "bitsandbytes") and an op
 ("quantize" or "dequantize") on an n x n float32 NF4 block-64 matrix.
 """
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ reference's (qref/blockwise.py, qref/double_quant.py, qref/groupwise.py).
 Compiled with --fmad=false (no multiply-add contracted into an FMA: the reference rounds each product)
 and --ftz=false (subnormals kept). Formats: 0 float32, 1 float16, 2 bfloat16 (as its uint16 bits).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -53,22 +54,29 @@ def _wrappers() -> str:
                     f'extern "C" __global__ void quant_f{fmt}_p{int(pack)}_s{p}(const void* x, long long n, int B, '
                     f"const float* mids, const unsigned char* order, int nm, const float* offset_p, "
                     f"unsigned char zero_code, unsigned char* out, float* absmax, int* bad) {{ quant_blocks<{fmt}, "
-                    f"{str(pack).lower()}, {p}>(x, n, B, mids, order, nm, offset_p, zero_code, out, absmax, bad); }}")
+                    f"{str(pack).lower()}, {p}>(x, n, B, mids, order, nm, offset_p, zero_code, out, absmax, bad); }}"
+                )
             out.append(
                 f'extern "C" __global__ void dequant_f{fmt}_p{int(pack)}(const unsigned char* codes, long long n, '
                 f"int B, const float* table, const float* absmax, const unsigned char* qabsmax, const float* absmax2, "
                 f"const float* dyn, float offset, const float* offset_p, int B2, void* out, int* bad) {{ "
                 f"dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, absmax, qabsmax, absmax2, dyn, "
-                f"offset, offset_p, B2, out, bad); }}")
+                f"offset, offset_p, B2, out, bad); }}"
+            )
         for sums in (0, 1):
-            out.append(f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
-                       f"quant_lut_f{fmt}_s{sums}(const LutArgs a) {{ quant_lut<{fmt}, {sums}>(a); }}")
-        out.append(f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
-                   f"quant_lut_dq_f{fmt}(const FusedArgs f) {{ quant_lut_dq<{fmt}>(f); }}")
+            out.append(
+                f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+                f"quant_lut_f{fmt}_s{sums}(const LutArgs a) {{ quant_lut<{fmt}, {sums}>(a); }}"
+            )
+        out.append(
+            f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+            f"quant_lut_dq_f{fmt}(const FusedArgs f) {{ quant_lut_dq<{fmt}>(f); }}"
+        )
         out.append(
             f'extern "C" __global__ void dequant8_f{fmt}(const DequantArgs a) {{ dequant8<{fmt}>((const unsigned int*)'
             f"a.packed, a.n, a.B, a.table, a.absmax, a.qabsmax, a.absmax2, a.dyn, a.offset, a.offset_p, a.B2, "
-            f"a.out, a.bad); }}")
+            f"a.out, a.bad); }}"
+        )
     return "\n".join(out)
 
 
@@ -140,8 +148,9 @@ class Module:
         layout.pack_into(local.buf, 0, *values)
         return local.params_at
 
-    def launch(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0,
-               stream: int | None = None):
+    def launch(
+        self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, stream: int | None = None
+    ):
         """Launch function handle `fn` with one by-value struct parameter packed from `values` (integers,
         floats) through the driver (no per-parameter conversion), on `stream` (a handle; None: CuPy's current
         stream). The driver copies the parameter at launch, so one buffer per thread serves every launch."""
@@ -157,8 +166,17 @@ class Module:
             return False
         params = self._params(layout, values)
         res = _libcuda().cuLaunchCooperativeKernel(
-            ctypes.c_void_p(self(name).ptr), per_sm * self.sms, 1, 1, block, 1, 1, shared,
-            ctypes.c_void_p(self._cp.cuda.get_current_stream().ptr), ctypes.c_void_p(params))
+            ctypes.c_void_p(self(name).ptr),
+            per_sm * self.sms,
+            1,
+            1,
+            block,
+            1,
+            1,
+            shared,
+            ctypes.c_void_p(self._cp.cuda.get_current_stream().ptr),
+            ctypes.c_void_p(params),
+        )
         return res == 0
 
 
@@ -168,8 +186,7 @@ def _libcuda():
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return None
-    lib.cuLaunchCooperativeKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p,
-                                              ctypes.c_void_p]
+    lib.cuLaunchCooperativeKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p, ctypes.c_void_p]
     lib.cuLaunchCooperativeKernel.restype = ctypes.c_int
     return lib
 
@@ -223,12 +240,29 @@ class LutPlan:
         self.grid = min(mod.resident(name, self.block, self.shared), -(-nfull // (8 * warps)))
         self.head = (nfull, entries_at, k, 23 - bits, k - 1)
 
-    def launch(self, x: int, out: int, absmax: int, bad: int, sums: int = 0, done: int = 0, offset: int = 0,
-               n_absmax: int = 0, stream: int | None = None):
+    def launch(
+        self,
+        x: int,
+        out: int,
+        absmax: int,
+        bad: int,
+        sums: int = 0,
+        done: int = 0,
+        offset: int = 0,
+        n_absmax: int = 0,
+        stream: int | None = None,
+    ):
         """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and the offset of the
         n_absmax absmax (this kernel's and any written before it) at offset."""
-        self.mod.launch(self.fn, self.grid, self.block, LUT_ARGS,
-                            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax), self.shared, stream)
+        self.mod.launch(
+            self.fn,
+            self.grid,
+            self.block,
+            LUT_ARGS,
+            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax),
+            self.shared,
+            stream,
+        )
 
 
 class Dq2Plan:
@@ -246,8 +280,9 @@ class Dq2Plan:
     def launch(self, x: int, offset: int, out: int, absmax: int, offset_copy: int = 0, stream: int | None = None):
         """codes at out, absmax at absmax of the values at x minus the device scalar at offset (kept at
         offset_copy if not 0)."""
-        self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy),
-                            self.shared, stream)
+        self.mod.launch(
+            self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy), self.shared, stream
+        )
 
 
 class Dequant8Plan:
@@ -283,9 +318,28 @@ def dequant8_plan(mod: Module, out_fmt: str, n: int, blocksize: int) -> Dequant8
     return mod.plan(Dequant8Plan, out_fmt, n, blocksize)
 
 
-def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, empty, zero_code: int = 0,
-             offset=None, table=None, ws=None, offset_out: int = 0, offset_copy: int = 0, flag=None, absmax=None,
-             out=None, second=None, device: int = 0):
+def quantize(
+    x,
+    fmt: str,
+    n: int,
+    blocksize: int,
+    mids,
+    order,
+    pack: bool,
+    *,
+    empty,
+    zero_code: int = 0,
+    offset=None,
+    table=None,
+    ws=None,
+    offset_out: int = 0,
+    offset_copy: int = 0,
+    flag=None,
+    absmax=None,
+    out=None,
+    second=None,
+    device: int = 0,
+):
     """Codes (uint8, n or ceil(n/2) packed) and absmax (float32, allocated by `empty(size, dtype)` of the
     caller's framework unless given) of the flat values at x (an array or its address), any block size and
     alignment. offset: a DeviceScalar subtracted first. table: (entries, bits), a codebook's
@@ -304,49 +358,118 @@ def quantize(x, fmt: str, n: int, blocksize: int, mids, order, pack: bool, *, em
     absmax = empty(nblocks, "float32") if absmax is None else absmax
     outp, absp = int(ptr(out)), int(ptr(absmax))
     bad = flag.ptr if flag is not None else 0
-    if (offset is not None and fmt == "float32" and not pack and blocksize == 256 and xp % 16 == 0
-            and isinstance(table, tuple) and len(table) == 5):
+    if (
+        offset is not None
+        and fmt == "float32"
+        and not pack
+        and blocksize == 256
+        and xp % 16 == 0
+        and isinstance(table, tuple)
+        and len(table) == 5
+    ):
         dq2_plan(mod, n, table).launch(xp, offset.ptr, outp, absp, offset_copy)
         return out, absmax
-    fast = (table is not None and len(table) == 2 and pack and blocksize == 64 and offset is None and n >= 64
-            and xp % 16 == 0 and nblocks < 2**31)
+    fast = (
+        table is not None
+        and len(table) == 2
+        and pack
+        and blocksize == 64
+        and offset is None
+        and n >= 64
+        and xp % 16 == 0
+        and nblocks < 2**31
+    )
     done = n // 64 if fast else 0  # full blocks by quant_lut, the tail (if any) by the general kernel first
     if done < nblocks:
         start = done * blocksize
         p = 16 if mids.size <= 15 else 256
         warps = mod.knobs["WARPS_PER_CTA"]
         mod(f"quant_f{FORMATS[fmt]}_p{int(pack)}_s{p}")(
-            (-(-(nblocks - done) // warps),), (32 * warps,),
-            (np.uint64(xp + start * ITEMSIZE[fmt]), np.int64(n - start), np.int32(blocksize), mids, order,
-             np.int32(mids.size), offset.ptr if offset is not None else 0, np.uint8(zero_code),
-             np.uint64(outp + (start // 2 if pack else start)), np.uint64(absp + 4 * done), bad))
+            (-(-(nblocks - done) // warps),),
+            (32 * warps,),
+            (
+                np.uint64(xp + start * ITEMSIZE[fmt]),
+                np.int64(n - start),
+                np.int32(blocksize),
+                mids,
+                order,
+                np.int32(mids.size),
+                offset.ptr if offset is not None else 0,
+                np.uint8(zero_code),
+                np.uint64(outp + (start // 2 if pack else start)),
+                np.uint64(absp + 4 * done),
+                bad,
+            ),
+        )
         if offset is not None and offset_copy:
             cp = mod._cp
-            cp.cuda.runtime.memcpyAsync(int(offset_copy), offset.ptr, 4, cp.cuda.runtime.memcpyDeviceToDevice,
-                                        cp.cuda.get_current_stream().ptr)
+            cp.cuda.runtime.memcpyAsync(
+                int(offset_copy), offset.ptr, 4, cp.cuda.runtime.memcpyDeviceToDevice, cp.cuda.get_current_stream().ptr
+            )
         if ws is not None and fast:  # the tail's absmax joins the sums before quant_lut's last CTA reads them
-            mod("exponent_sums")((1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), np.uint64(ws.sums)))
+            mod("exponent_sums")(
+                (1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), np.uint64(ws.sums))
+            )
     if fast:
         plan = lut_plan(mod, fmt, done, table, ws is not None)
         sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
             ws.fused = mod.launch_cooperative(
-                f"quant_lut_dq_f{FORMATS[fmt]}", plan.block, FUSED_ARGS,
-                (xp, *plan.head, outp, absp, bad, *sums, ptr(lut2), size2, shift2, low2, high2, ptr(qabs),
-                 ptr(abs2), at, ws.bar, ws.other), shared=plan.shared)
+                f"quant_lut_dq_f{FORMATS[fmt]}",
+                plan.block,
+                FUSED_ARGS,
+                (
+                    xp,
+                    *plan.head,
+                    outp,
+                    absp,
+                    bad,
+                    *sums,
+                    ptr(lut2),
+                    size2,
+                    shift2,
+                    low2,
+                    high2,
+                    ptr(qabs),
+                    ptr(abs2),
+                    at,
+                    ws.bar,
+                    ws.other,
+                ),
+                shared=plan.shared,
+            )
             if ws.fused:
                 return out, absmax
         plan.launch(xp, outp, absp, bad, *sums)
     elif ws is not None:
-        mod("exponent_sums")((min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), np.uint64(ws.sums)))
+        mod("exponent_sums")(
+            (min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), np.uint64(ws.sums))
+        )
         mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(nblocks), np.uint64(offset_out)))
     return out, absmax
 
 
-def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *, empty, flag, absmax=None,
-               qabsmax=None, absmax2=None, dyn=None, offset=0.0, blocksize2: int = 256, device: int = 0,
-               plan: Dequant8Plan | None = None, stream=None):
+def dequantize(
+    codes,
+    n: int,
+    blocksize: int,
+    table,
+    out_fmt: str,
+    pack: bool,
+    *,
+    empty,
+    flag,
+    absmax=None,
+    qabsmax=None,
+    absmax2=None,
+    dyn=None,
+    offset=0.0,
+    blocksize2: int = 256,
+    device: int = 0,
+    plan: Dequant8Plan | None = None,
+    stream=None,
+):
     """float values (`empty` of the caller's framework; bfloat16 and float16 as uint16 bits) of n codes,
     plain or double-quantized absmax (offset a float or a DeviceScalar); flag set where an absmax is not
     finite (read by the caller). plan: dequant8's for these packed codes (else looked up), used when the
@@ -360,15 +483,29 @@ def dequantize(codes, n: int, blocksize: int, table, out_fmt: str, pack: bool, *
     if plan is None and pack:
         plan = dequant8_plan(mod, out_fmt, n, blocksize)
     if plan is not None and pack and cptr % 4 == 0:
-        plan.launch((cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, int(ptr(out)),
-                     flag.ptr), None if stream is None else stream.ptr)
+        plan.launch(
+            (cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, int(ptr(out)), flag.ptr),
+            None if stream is None else stream.ptr,
+        )
         return out
     threads = (n + 1) // 2 if pack else n
     with stream if stream is not None else nullcontext():
         mod(f"dequant_f{FORMATS[out_fmt]}_p{int(pack)}")(
-            (-(-threads // 256),), (256,),
-            (np.uint64(cptr), np.int64(n), np.int32(blocksize), table, *(np.uint64(a) for a in scales),
-             np.float32(value), np.uint64(at), np.int32(blocksize2), ptr(out), flag.ptr))
+            (-(-threads // 256),),
+            (256,),
+            (
+                np.uint64(cptr),
+                np.int64(n),
+                np.int32(blocksize),
+                table,
+                *(np.uint64(a) for a in scales),
+                np.float32(value),
+                np.uint64(at),
+                np.int32(blocksize2),
+                ptr(out),
+                flag.ptr,
+            ),
+        )
     return out
 
 
@@ -386,8 +523,10 @@ def groupwise(W32, bits: int, group_size: int, profile: str):
     zeros = cp.empty_like(scales)
     prof = {"gptq-asym": 0, "gptq-sym": 1, "minmax": 2}[profile]
     module(W32.device.id)("groupwise")(
-        (-(-total // 128),), (128,),
-        (W32, np.int64(total), np.int32(group_size), np.int32(bits), np.int32(prof), codes, scales, zeros))
+        (-(-total // 128),),
+        (128,),
+        (W32, np.int64(total), np.int32(group_size), np.int32(bits), np.int32(prof), codes, scales, zeros),
+    )
     return codes, scales, zeros
 
 

@@ -15,6 +15,7 @@ inf (rejected by the caller) still index inside the table.
 This module is NumPy only, so the table and an emulation of the kernel's lookup are tested on any
 machine (tests/test_cuda_lut.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

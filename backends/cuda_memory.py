@@ -1,5 +1,6 @@
 """Device memory the CUDA launchers pass to kernels by address (backends/cuda_kernels.py): the non-finite
 flag in mapped pinned memory, the double quantization's workspace, the offset left on the device."""
+
 from __future__ import annotations
 
 import threading

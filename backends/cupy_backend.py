@@ -3,6 +3,7 @@ calls through backends/fused4bit.py, shared with the PyTorch backend on CUDA), t
 CuPy's NumPy-compatible ops with the reference's float32 arithmetic. bfloat16 arrays travel as
 `CupyBF16` (their uint16 bits), since CuPy has no bfloat16 dtype.
 """
+
 from __future__ import annotations
 
 import math
@@ -10,27 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qref import _checks
+from qref import validation
 from qref.backend import BackendBase, FourBit, check_groupwise_args
 from qref.dtypes import FLOAT_FORMATS, BFloat16Array
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
-from qref.registry import BackendUnavailable
 
 from . import cuda_kernels as K
-from .fused4bit import Fused4bit, dtype_name, with_device
-
-
-def _cupy():
-    try:
-        import cupy as cp
-    except ImportError as e:
-        raise BackendUnavailable(f"cupy is not installed ({e})") from e
-    try:
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            raise BackendUnavailable("cupy found no CUDA device")
-    except cp.cuda.runtime.CUDARuntimeError as e:
-        raise BackendUnavailable(f"cupy found no CUDA device ({e})") from e
-    return cp
+from .cuda_bridge import cupy_or_unavailable as _cupy
+from .fused4bit import Fused4bit, with_device
 
 
 @dataclass(frozen=True)
@@ -60,9 +48,13 @@ class CupyBackend(BackendBase):
         self.cp, self.device = cp, f"cuda:{index}"
         self._dev = cp.cuda.Device(index)
         dt = {k: np.dtype(k) for k in ("uint8", "uint16", "float32", "uint64")}
-        self._fused = Fused4bit(cp, lambda size, dtype: cp.empty(size, dtype=dt[dtype]),
-                                lambda size, dtype: cp.zeros(size, dtype=dt[dtype]),
-                                lambda a: a.view(cp.float32), index)
+        self._fused = Fused4bit(
+            cp,
+            lambda size, dtype: cp.empty(size, dtype=dt[dtype]),
+            lambda size, dtype: cp.zeros(size, dtype=dt[dtype]),
+            lambda a: a.view(cp.float32),
+            index,
+        )
 
     # ---- conversion ----
     def from_numpy(self, a):
@@ -91,21 +83,30 @@ class CupyBackend(BackendBase):
             raise ValueError(f"{name} is on cuda:{arr.data.device_id}; this backend runs on {self.device}")
         return (arr if arr.flags.c_contiguous else self.cp.ascontiguousarray(arr)), fmt, x.shape
 
-
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
-        blocksize = _checks.positive_int(blocksize, "blocksize")
+        blocksize = validation.positive_int(blocksize, "blocksize")
         flat, fmt, shape = self._flat_input(x)
         with self._dev:
             _, mids, order, _ = self._fused.tables(codebook)
             flag = K.Flag.get(self.cp)
-            codes, absmax = K.quantize(flat, fmt, flat.size, blocksize, mids, order, False, empty=self._fused.empty,
-                                       flag=flag, device=self._dev.id)
+            codes, absmax = K.quantize(
+                flat,
+                fmt,
+                flat.size,
+                blocksize,
+                mids,
+                order,
+                False,
+                empty=self._fused.empty,
+                flag=flag,
+                device=self._dev.id,
+            )
             flag.raise_if_set(K.NONFINITE)
         return codes.reshape(shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
-        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
+        validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         table = self._fused.tables(codebook)[0]
         n = codes.size
         if absmax.dtype != np.float32 or absmax.size != -(-n // blocksize):
@@ -116,9 +117,18 @@ class CupyBackend(BackendBase):
             raise ValueError(f"codes holds {int(codes.max())}, out of range for the {table.size}-entry codebook")
         with self._dev:
             flag = K.Flag.get(self.cp)
-            out = K.dequantize(self.cp.ascontiguousarray(codes.reshape(-1)), n, blocksize, table, out_dtype, False,
-                               absmax=self.cp.ascontiguousarray(absmax), empty=self._fused.empty, flag=flag,
-                               device=self._dev.id)
+            out = K.dequantize(
+                self.cp.ascontiguousarray(codes.reshape(-1)),
+                n,
+                blocksize,
+                table,
+                out_dtype,
+                False,
+                absmax=self.cp.ascontiguousarray(absmax),
+                empty=self._fused.empty,
+                flag=flag,
+                device=self._dev.id,
+            )
             flag.raise_if_set(K.NONFINITE_SCALE)
         return self._wrap(out.reshape(codes.shape), out_dtype)
 
@@ -153,23 +163,47 @@ class CupyBackend(BackendBase):
 
     # ---- fused 4-bit ----
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
-        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
-        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         flat, fmt, _ = self._flat_input(x)
-        return with_device(self.cp, self._dev, self._fused.quantize, flat, flat.size, fmt, blocksize, quant_type,
-                            double_quant, self.cp.cuda.get_current_stream())
+        return with_device(
+            self.cp,
+            self._dev,
+            self._fused.quantize,
+            flat,
+            flat.size,
+            fmt,
+            blocksize,
+            quant_type,
+            double_quant,
+            self.cp.cuda.get_current_stream(),
+        )
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
-        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
+        validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         shape = tuple(shape)
         n = math.prod(shape)
         if q.packed.size != (n + 1) // 2:
             raise ValueError(f"packed holds {q.packed.size} bytes; shape {shape} needs {(n + 1) // 2}")
-        q = FourBit(self._ready("packed", q.packed), self._ready("absmax", q.absmax),
-                    self._ready("qabsmax", q.qabsmax), self._ready("absmax2", q.absmax2), q.offset)
-        return with_device(self.cp, self._dev, self._fused.dequantize, q, n, blocksize, quant_type, out_dtype,
-                            self.cp.cuda.get_current_stream(),
-                            lambda out: self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype))
+        q = FourBit(
+            self._ready("packed", q.packed),
+            self._ready("absmax", q.absmax),
+            self._ready("qabsmax", q.qabsmax),
+            self._ready("absmax2", q.absmax2),
+            q.offset,
+        )
+        return with_device(
+            self.cp,
+            self._dev,
+            self._fused.dequantize,
+            q,
+            n,
+            blocksize,
+            quant_type,
+            out_dtype,
+            self.cp.cuda.get_current_stream(),
+            lambda out: self._wrap(out if len(shape) == 1 else out.reshape(shape), out_dtype),
+        )
 
     def _ready(self, name, a):
         """The kernels read raw addresses: a cupy array on this device, C-contiguous (None stays None)."""
@@ -206,56 +240,3 @@ class CupyBackend(BackendBase):
 
     def randn(self, shape, seed: int = 0):
         return self.cp.random.default_rng(seed).standard_normal(shape, dtype=self.cp.float64)
-
-
-class TorchBridge:
-    """The fused kernels on torch CUDA tensors: torch allocates, the kernels get raw addresses (no DLPack
-    conversion: it costs more than the kernel at 4096 x 4096), launched on torch's current stream."""
-
-    def __init__(self, device_index: int):
-        import torch
-
-        self.cp, self.torch = _cupy(), torch
-        device = torch.device("cuda", device_index)
-        dt = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
-        self.fused = Fused4bit(self.cp, lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
-                               lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device),
-                               lambda a: a.view(torch.float32), device_index)
-        self.index = device_index
-        self._device = self.cp.cuda.Device(device_index)
-        self._streams = {}
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # a Stream object costs microseconds
-        self._handle = (lambda: raw(device_index)) if raw else (
-            lambda: torch.cuda.current_stream(device_index).cuda_stream)
-
-    def _stream(self):
-        handle = self._handle()
-        if handle not in self._streams:
-            self._streams[handle] = self.cp.cuda.ExternalStream(handle, self.index)
-        return self._streams[handle]
-
-    def _on_device(self, name, a):
-        """The kernels read raw addresses: a tensor on this device, contiguous (None stays None)."""
-        if a is None:
-            return None
-        if not a.is_cuda or a.get_device() != self.index:
-            raise ValueError(f"{name} is on {a.device}; this backend runs on cuda:{self.index}")
-        return a if a.is_contiguous() else a.contiguous()
-
-    def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
-        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
-        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-        x = self._on_device("x", x)
-        return with_device(self.cp, self._device, self.fused.quantize, x, x.numel(), dtype_name(x), blocksize,
-                            quant_type, double_quant, self._stream())
-
-    def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
-        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
-        n = math.prod(shape)
-        # raw addresses: each array on this device and contiguous (check_state checks sizes and dtypes)
-        cq = FourBit(self._on_device("packed", q.packed), self._on_device("absmax", q.absmax),
-                     self._on_device("qabsmax", q.qabsmax), self._on_device("absmax2", q.absmax2), q.offset)
-        shape = tuple(shape)
-        dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
-        return with_device(self.cp, self._device, self.fused.dequantize, cq, n, blocksize, quant_type, out_dtype,
-                            self._stream(), lambda out: (out if dtype is None else out.view(dtype)).reshape(shape))

@@ -3,6 +3,7 @@ device memory of any framework, shared by the CuPy backend and the PyTorch backe
 recipe (launch plans of backends/cuda_kernels.py, the state's layout) made once, so that a call checks,
 allocates once, launches on the caller's stream and waits once (the non-finite flag).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,10 @@ class _Tables:
                     table = (self.cp.asarray(lut.entries), lut.bits)
                 elif log is not None:
                     table = (self.cp.asarray(log.entries), log.entries.shape[0], log.shift, log.low, log.high)
-                self.cache[name] = (*(self.cp.asarray(a) for a in (cb.values, cb.midpoints,
-                                                                    cb.order.astype(np.uint8))), table)
+                self.cache[name] = (
+                    *(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))),
+                    table,
+                )
         return self.cache[name]
 
 
@@ -60,8 +63,11 @@ def state_layout(n: int, blocksize: int, double_quant: bool) -> dict:
     """name -> (size, dtype) of every array of a 4-bit state of n values: the kernels read raw addresses."""
     nb = -(-n // blocksize)
     if double_quant:
-        return {"packed": ((n + 1) // 2, "uint8"), "qabsmax": (nb, "uint8"),
-                "absmax2": (-(-nb // DQ_BLOCKSIZE), "float32")}
+        return {
+            "packed": ((n + 1) // 2, "uint8"),
+            "qabsmax": (nb, "uint8"),
+            "absmax2": (-(-nb // DQ_BLOCKSIZE), "float32"),
+        }
     return {"packed": ((n + 1) // 2, "uint8"), "absmax": (nb, "float32")}
 
 
@@ -139,8 +145,15 @@ class Fused4bit:
         r = self._quant.get(key)
         if r is None:
             lut, dlut = self.tables(quant_type)[3], self.tables("dynamic")[3]
-            fast = (blocksize == 64 and n % 64 == 0 and n // 64 < 2**31 and lut is not None and len(lut) == 2
-                    and len(dlut) == 5 and not mod.knobs["DQ_FUSED"])
+            fast = (
+                blocksize == 64
+                and n % 64 == 0
+                and n // 64 < 2**31
+                and lut is not None
+                and len(lut) == 2
+                and len(dlut) == 5
+                and not mod.knobs["DQ_FUSED"]
+            )
             r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant) if fast else False
             bounded(self._quant)
         xp = int(K.ptr(x))
@@ -159,7 +172,7 @@ class Fused4bit:
         base = int(K.ptr(buf))
         if r.dq2 is None:
             r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
-            q = FourBit(buf[:r.npk], self.as_float32(buf[r.at_abs:]))
+            q = FourBit(buf[: r.npk], self.as_float32(buf[r.at_abs :]))
             flag.raise_if_set(K.NONFINITE, stream)
             return q
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
@@ -167,8 +180,10 @@ class Fused4bit:
         at = base + r.at_abs2 + 4 * r.nb2
         r.plan.launch(xp, base, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
         r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
-        second = self.as_float32(buf[r.at_abs2:])
-        q = FourBit(buf[:r.npk], None, buf[r.at_abs:r.at_abs + r.nb], second[:r.nb2], K.DeviceScalar(second, at, cp))
+        second = self.as_float32(buf[r.at_abs2 :])
+        q = FourBit(
+            buf[: r.npk], None, buf[r.at_abs : r.at_abs + r.nb], second[: r.nb2], K.DeviceScalar(second, at, cp)
+        )
         flag.wait(stream)
         ws.finish()
         flag.raise_if_set(K.NONFINITE, stream)
@@ -182,8 +197,9 @@ class Fused4bit:
         flag, dev = K.Flag.get(cp), self.device_id
         kw = {"empty": self.empty, "device": dev}
         if not double_quant:
-            packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
-                                        table=lut, flag=flag, **kw)
+            packed, absmax = K.quantize(
+                x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type), table=lut, flag=flag, **kw
+            )
             flag.raise_if_set(K.NONFINITE)
             return FourBit(packed, absmax)
         nb = -(-n // blocksize)
@@ -194,13 +210,39 @@ class Fused4bit:
         at = int(K.ptr(second)) + 4 * nb2
         qabsmax = self.empty(nb, "uint8")
         fused = (dlut, qabsmax, second, at) if dlut is not None and len(dlut) == 5 else None
-        packed, absmax = K.quantize(x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type),
-                                    table=lut, ws=ws, offset_out=ws.offset, second=fused, flag=flag, **kw)
+        packed, absmax = K.quantize(
+            x,
+            fmt,
+            n,
+            blocksize,
+            mids,
+            order,
+            True,
+            zero_code=zero_code(quant_type),
+            table=lut,
+            ws=ws,
+            offset_out=ws.offset,
+            second=fused,
+            flag=flag,
+            **kw,
+        )
         if not ws.fused:  # the second level by its own kernel, the offset from the first one's last CTA
             # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
-            K.quantize(absmax, "float32", nb, DQ_BLOCKSIZE, dmids, dorder, False,
-                       offset=K.DeviceScalar(ws, ws.offset, cp), offset_copy=at, table=dlut, absmax=second,
-                       out=qabsmax, **kw)
+            K.quantize(
+                absmax,
+                "float32",
+                nb,
+                DQ_BLOCKSIZE,
+                dmids,
+                dorder,
+                False,
+                offset=K.DeviceScalar(ws, ws.offset, cp),
+                offset_copy=at,
+                table=dlut,
+                absmax=second,
+                out=qabsmax,
+                **kw,
+            )
         offset = K.DeviceScalar(second, at, cp)
         flag.wait()
         ws.finish()
@@ -221,8 +263,20 @@ class Fused4bit:
         if r.dyn is None:
             out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, absmax=q.absmax, **kw)
         else:
-            out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, qabsmax=q.qabsmax,
-                               absmax2=q.absmax2, dyn=r.dyn, offset=q.offset, blocksize2=DQ_BLOCKSIZE, **kw)
+            out = K.dequantize(
+                q.packed,
+                n,
+                blocksize,
+                r.table,
+                out_dtype,
+                True,
+                qabsmax=q.qabsmax,
+                absmax2=q.absmax2,
+                dyn=r.dyn,
+                offset=q.offset,
+                blocksize2=DQ_BLOCKSIZE,
+                **kw,
+            )
         if finish is not None:
             out = finish(out)
         flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)

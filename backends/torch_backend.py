@@ -5,14 +5,16 @@ arithmetic, reciprocal multiply on full blocks and true division on the tail, ab
 1e-38, nearest code = number of float32 midpoints strictly below the scaled value (torch.bucketize,
 right=False), round half to even (torch.round). The exact mean of double quantization comes from
 integer sums per frexp exponent (qref.double_quant.exponent_sums). On CUDA, where CuPy is
-importable, the 4-bit ops run the fused kernels of backends/cuda_kernels.py on torch's memory (torch
+importable, the 4-bit ops run the fused kernels of backends/cuda_kernels.py (through backends/cuda_bridge.py)
+on torch's memory (torch
 allocates, the kernels get raw addresses, on torch's current stream); without CuPy they run as torch ops.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from qref import _checks
+from qref import validation
 from qref.backend import BackendBase, check_groupwise_args
 from qref.blockwise import ABSMAX_FLOOR
 from qref.codebooks import get_codebook
@@ -41,13 +43,14 @@ class TorchBackend(BackendBase):
         self.device = device
         self._tables = {}
         self._fused = None
+        self.fused_unavailable = "not on CUDA" if not device.startswith("cuda") else ""
         if device.startswith("cuda"):
-            try:
-                from . import cupy_backend
+            from .cuda_bridge import TorchBridge
 
-                self._fused = cupy_backend.TorchBridge(torch.device(device).index or 0)
-            except Exception:  # CuPy missing or unusable: plain torch ops
-                self._fused = None
+            try:
+                self._fused = TorchBridge(torch.device(device).index or 0)
+            except BackendUnavailable as e:  # no CuPy or no device for it: plain torch ops, reason kept
+                self.fused_unavailable = str(e)
 
     # ---- conversion ----
     def from_numpy(self, a):
@@ -83,13 +86,15 @@ class TorchBackend(BackendBase):
         bad = ~torch.isfinite(x32)
         if bool(bad.any()):
             i = int(torch.nonzero(bad.reshape(-1))[0])
-            raise ValueError(f"{name} contains {int(bad.sum())} non-finite value(s) (first at flat index {i}); "
-                             "the reference rejects NaN and Inf (docs/nan-inf.md)")
+            raise ValueError(
+                f"{name} contains {int(bad.sum())} non-finite value(s) (first at flat index {i}); "
+                "the reference rejects NaN and Inf (docs/nan-inf.md)"
+            )
         return x32
 
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
-        blocksize = _checks.positive_int(blocksize, "blocksize")
+        blocksize = validation.positive_int(blocksize, "blocksize")
         x32 = self._float_input(x)
         _, midpoints, order = self._table(codebook)
         flat = x32.reshape(-1)
@@ -100,33 +105,36 @@ class TorchBackend(BackendBase):
         absmax = head.abs().amax(1) if full else flat.new_zeros(0)
         scaled = [head * torch.reciprocal(torch.maximum(absmax, floor))[:, None]]
         if rem:
-            tail_max = torch.maximum(flat[full * blocksize:].abs().amax(), floor)
+            tail_max = torch.maximum(flat[full * blocksize :].abs().amax(), floor)
             absmax = torch.cat([absmax, tail_max[None]])
-            scaled.append(flat[full * blocksize:] / tail_max)
+            scaled.append(flat[full * blocksize :] / tail_max)
         scaled = torch.cat([s.reshape(-1) for s in scaled]).clamp(-1, 1)
         codes = order[torch.bucketize(scaled, midpoints, right=False)]
         return codes.reshape(x.shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
-        _checks.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
+        validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         values, _, _ = self._table(codebook)
         n = codes.numel()
         full, rem = divmod(n, blocksize)
         if absmax.dtype != torch.float32 or absmax.numel() != full + (1 if rem else 0):
-            raise ValueError(f"absmax must be float32 with {full + (1 if rem else 0)} entries, "
-                             f"got {absmax.dtype} with {absmax.numel()}")
+            raise ValueError(
+                f"absmax must be float32 with {full + (1 if rem else 0)} entries, "
+                f"got {absmax.dtype} with {absmax.numel()}"
+            )
         if codes.dtype != torch.uint8:
             raise TypeError(f"codes must be uint8, got {codes.dtype}")
         if not bool(torch.isfinite(absmax).all()):
             raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
         if n and int(codes.max()) >= values.numel():
-            raise ValueError(f"codes holds {int(codes.max())}, out of range for the "
-                             f"{values.numel()}-entry codebook {codebook!r}")
+            raise ValueError(
+                f"codes holds {int(codes.max())}, out of range for the {values.numel()}-entry codebook {codebook!r}"
+            )
         v = values[codes.reshape(-1).long()]
         out = torch.empty_like(v)
         out[: full * blocksize] = (v[: full * blocksize].view(full, blocksize) * absmax[:full, None]).reshape(-1)
         if rem:
-            out[full * blocksize:] = v[full * blocksize:] * absmax[full]
+            out[full * blocksize :] = v[full * blocksize :] * absmax[full]
         return out.reshape(codes.shape).to(getattr(torch, out_dtype))
 
     def pack_nibbles(self, codes, pad_code=0):
@@ -187,8 +195,11 @@ class TorchBackend(BackendBase):
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
         if self._fused is None:
             return super().quantize_4bit(x, blocksize, quant_type, double_quant)
-        if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float32, torch.float16, torch.bfloat16) \
-                or x.numel() == 0:
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+            or x.numel() == 0
+        ):
             self._float_input(x)  # raises the reference's error; finiteness is checked inside the kernel
         return self._fused.quantize_4bit(self, x, blocksize, quant_type, double_quant)
 

@@ -1,5 +1,6 @@
 """Every available backend (and device) against the reference on the fixed battery: the first part
 of `qref check`. The same checks as the hypothesis suite (conformance.checks), on seeded inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,7 @@ def battery_run(backend, ref, quick: bool = False) -> None:
     rng = np.random.default_rng(0)
     for rank in (1, 4, 16):
         _run(checks.svd_factors, backend, ref, rng.standard_normal((24, 40)), rank)
-    _run(checks.initialisers, backend, ref, rng.standard_normal((48, 64)) * 0.02, 4, 4,
-         rng.standard_normal((96, 64)))
+    _run(checks.initialisers, backend, ref, rng.standard_normal((48, 64)) * 0.02, 4, 4, rng.standard_normal((96, 64)))
 
 
 def check_backends(specs=None, quick: bool = False) -> tuple[list[Row], list[str]]:
@@ -56,8 +56,9 @@ def check_backends(specs=None, quick: bool = False) -> tuple[list[Row], list[str
         tally.reset()
         battery_run(backend, ref, quick)
         for (op, prof), c in sorted(tally.counts().items()):
-            row = Row(op, f"{spec} | {prof}", cases=c["cases"], exact=c["exact"] + c["certified"],
-                      mismatches=c["mismatches"])
+            row = Row(
+                op, f"{spec} | {prof}", cases=c["cases"], exact=c["exact"] + c["certified"], mismatches=c["mismatches"]
+            )
             row.first = tally.first((op, prof))
             row.note = "certified (tolerance)" if c["certified"] else ""
             rows.append(row)

@@ -4,6 +4,7 @@ Each case is (name, x) with x a float32/float16 array or a qref.BFloat16Array. T
 decision point a case is aimed at; `cases()` yields them in a stable order, so two runs compare
 the same inputs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

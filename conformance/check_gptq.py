@@ -1,4 +1,5 @@
 """`qref check auto-gptq`: group-wise RTN and GPTQ packing, qref vs AutoGPTQ's own code (CPU)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,9 +34,12 @@ def check_autogptq(group_sizes=(32, 128), bits_list=(2, 3, 4, 8)) -> list[Row]:
                     row("rtn scales", cfg).add(case, ours.scales, scales, **ctx, scales=scales)
                     row("rtn zeros", cfg).add(case, ours.zeros, zeros, **ctx, scales=scales)
                     if can_pack and not sym and (ours.zeros > 0).all():
-                        theirs = ag.pack(dequantize_groupwise(ours).astype(np.float32), ours.scales, ours.zeros, bits, g)
+                        theirs = ag.pack(
+                            dequantize_groupwise(ours).astype(np.float32), ours.scales, ours.zeros, bits, g
+                        )
                         mine = to_gptq(ours, "v1", scales_dtype="float32")
                         for key in ("qweight", "qzeros", "scales", "g_idx"):
                             row(f"pack {key} (v1)", f"gptq-asym, bits {'/'.join(map(str, bits_list))}").add(
-                                case, mine[key], theirs[key])
+                                case, mine[key], theirs[key]
+                            )
     return list(rows.values())

@@ -10,6 +10,7 @@ Q_T itself is not compared after the first SVD: where sigma_r and sigma_r+1 are 
 correct SVDs give different rank-r subspaces, so the iterates part (1.6% of ||W|| on the outlier case with
 a CPU torch SVD) while the objective agrees to 1e-5.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,10 +50,19 @@ def check_peft(quick: bool = False, device: str = "cuda") -> list[Row]:
             mine = pl.run(w32, rank, iters)
             layout = (np.shape(Q), format_of(Q), np.asarray(A).dtype.name, A.shape, B.shape)
             want = (w32.shape, format_of(W), "float32", (rank, w32.shape[1]), (w32.shape[0], rank))
-            row("layout").add(case, np.frombuffer(str(want).encode(), np.uint8), np.frombuffer(str(layout).encode(), np.uint8))
+            row("layout").add(
+                case, np.frombuffer(str(want).encode(), np.uint8), np.frombuffer(str(layout).encode(), np.uint8)
+            )
             if iters == 1:
-                row("Q, 1 iteration").add(case, cast_float32(mine.Q, format_of(W)), Q, inputs=W,
-                                          classifiers=[divergences.nf4_value_at_midpoint], x32=w32, blocksize=64)
+                row("Q, 1 iteration").add(
+                    case,
+                    cast_float32(mine.Q, format_of(W)),
+                    Q,
+                    inputs=W,
+                    classifiers=[divergences.nf4_value_at_midpoint],
+                    x32=w32,
+                    blocksize=64,
+                )
             if format_of(W) != "float32":
                 continue  # Q comes back rounded to the input format: the certificates need float32
             q32 = as_float32(Q)
@@ -60,6 +70,7 @@ def check_peft(quick: bool = False, device: str = "cuda") -> list[Row]:
             row("Q_T fixed point").certify(case, pl.fixed_point_fraction(q32), 0.0, "moved fraction")
             theirs_obj = np.linalg.norm(w32.astype(np.float64) - q32 - B.astype(np.float64) @ A)
             ours_obj = mine.errors[-1]
-            row("objective vs profile").certify(case, abs(theirs_obj - ours_obj) / np.linalg.norm(w32), 1e-4,
-                                                "relative difference")
+            row("objective vs profile").certify(
+                case, abs(theirs_obj - ours_obj) / np.linalg.norm(w32), 1e-4, "relative difference"
+            )
     return list(rows.values())

@@ -9,6 +9,7 @@ Rows, per float format:
   codes vs bitsandbytes     torchao's NF4 codes vs bitsandbytes' (qref default), decision points named
   values vs bitsandbytes    torchao's dequantized weight vs bitsandbytes' (explained by the profile)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,13 +55,22 @@ def check_torchao(quick: bool = False, device: str = "cpu") -> list[Row]:
         fmt = qref.dtypes.format_of(x)
         case = f"{name} (scaler block {sbs})"
         theirs = ta.to_nf4(x, BLOCK, sbs, device)
-        row("to_nf4 scaler_mean", fmt).add(case, tao.to_nf4(x, BLOCK, sbs).scaler_mean, theirs.scaler_mean,
-                                           classifiers=[divergences.reduction_order, divergences.overflowed_mean],
-                                           inputs=x)
+        row("to_nf4 scaler_mean", fmt).add(
+            case,
+            tao.to_nf4(x, BLOCK, sbs).scaler_mean,
+            theirs.scaler_mean,
+            classifiers=[divergences.reduction_order, divergences.overflowed_mean],
+            inputs=x,
+        )
         ours = tao.to_nf4(x, BLOCK, sbs, scaler_mean=theirs.scaler_mean)
         for field in ("quantized_data", "quantized_scalers", "quantization_factor"):
-            row(f"to_nf4 {field}", fmt).add(case, getattr(ours, field), getattr(theirs, field), inputs=x,
-                                            shrink=_shrinker(x, device) if field == "quantized_data" else None)
+            row(f"to_nf4 {field}", fmt).add(
+                case,
+                getattr(ours, field),
+                getattr(theirs, field),
+                inputs=x,
+                shrink=_shrinker(x, device) if field == "quantized_data" else None,
+            )
         nan = [divergences.nan_payload]
         row("dequantize", fmt).add(case, tao.dequantize(theirs), ta.dequantize(theirs, device), nan, inputs=x)
         row("dequantize<-qref", fmt).add(case, tao.dequantize(ours), ta.dequantize(ours, device), nan, inputs=x)
@@ -71,8 +81,10 @@ def check_torchao(quick: bool = False, device: str = "cpu") -> list[Row]:
 def _shrinker(x, device):
     """Shrink a quantized_data difference (byte i) to its 64-block (codes do not depend on the
     scaler quantization, so the block is quantized alone with scaler block 1)."""
+
     def run(block):
         return tao.to_nf4(block, BLOCK, 1).quantized_data, ta.to_nf4(block, BLOCK, 1, device).quantized_data
+
     return lambda i: blockwise(x, 2 * i, BLOCK, run)
 
 
@@ -94,9 +106,23 @@ def _versus_bitsandbytes(row, case, x, fmt, theirs, device) -> None:
     def shrink(i):
         return blockwise(x, i, BLOCK, codes)
 
-    row("codes vs bitsandbytes", fmt).add(case, bnb_codes, tao_codes, classifiers=[divergences.torchao_decisions],
-                                          scaled32=scaled32, raw32=raw32, fmt=fmt, inputs=x, shrink=shrink)
+    row("codes vs bitsandbytes", fmt).add(
+        case,
+        bnb_codes,
+        tao_codes,
+        classifiers=[divergences.torchao_decisions],
+        scaled32=scaled32,
+        raw32=raw32,
+        fmt=fmt,
+        inputs=x,
+        shrink=shrink,
+    )
     bnb_values = qref.dequantize_4bit(packed, state, out_dtype=fmt)
-    row("values vs bitsandbytes", fmt).add(case, bnb_values, ta.dequantize(theirs, device),
-                                           classifiers=[divergences.torchao_scalers], inputs=x,
-                                           profile_out=as_float32(tao.dequantize(theirs)))
+    row("values vs bitsandbytes", fmt).add(
+        case,
+        bnb_values,
+        ta.dequantize(theirs, device),
+        classifiers=[divergences.torchao_scalers],
+        inputs=x,
+        profile_out=as_float32(tao.dequantize(theirs)),
+    )

@@ -2,6 +2,7 @@
 the backend to the exactness contract (docs/exactness.md). Each raises tally.Mismatch naming the
 op, the profile and the first differing element. Inputs are NumPy data; `ref` is the NumPy backend.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -28,8 +29,13 @@ def quantize_blockwise(bk, ref, x, codebook, blocksize):
     expect_exact("quantize_blockwise absmax", prof, _np(bk, absmax), r_absmax, backend)
     for fmt in ("float32", "float16", "bfloat16"):
         out = bk.dequantize_blockwise(codes, absmax, codebook, blocksize, fmt)
-        expect_exact("dequantize_blockwise", f"{prof} -> {fmt}", _np(bk, out),
-                     ref.dequantize_blockwise(r_codes, r_absmax, codebook, blocksize, fmt), backend)
+        expect_exact(
+            "dequantize_blockwise",
+            f"{prof} -> {fmt}",
+            _np(bk, out),
+            ref.dequantize_blockwise(r_codes, r_absmax, codebook, blocksize, fmt),
+            backend,
+        )
 
 
 def quantize_4bit(bk, ref, x, quant_type, blocksize, double_quant, out_dtype):
@@ -48,8 +54,13 @@ def quantize_4bit(bk, ref, x, quant_type, blocksize, double_quant, out_dtype):
     try:
         want = ref.dequantize_4bit(r, shape, blocksize, quant_type, out_dtype)
     except ValueError:  # e.g. a double-quantized absmax that overflows float32: must be refused too
-        expect_error("dequantize_4bit", f"{prof} -> {out_dtype}", ValueError,
-                     lambda: bk.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype), where)
+        expect_error(
+            "dequantize_4bit",
+            f"{prof} -> {out_dtype}",
+            ValueError,
+            lambda: bk.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype),
+            where,
+        )
         return
     out = bk.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
     expect_exact("dequantize_4bit", f"{prof} -> {out_dtype}", _np(bk, out), want, where)
@@ -58,13 +69,19 @@ def quantize_4bit(bk, ref, x, quant_type, blocksize, double_quant, out_dtype):
 def nibbles(backend, ref, codes, pad_code):
     packed = backend.pack_nibbles(backend.from_numpy(codes), pad_code)
     expect_exact("pack_nibbles", "high nibble first", _np(backend, packed), ref.pack_nibbles(codes, pad_code), backend)
-    expect_exact("unpack_nibbles", "high nibble first", _np(backend, backend.unpack_nibbles(packed, codes.size)),
-                 codes, backend)
+    expect_exact(
+        "unpack_nibbles", "high nibble first", _np(backend, backend.unpack_nibbles(packed, codes.size)), codes, backend
+    )
 
 
 def mean_offset(backend, ref, absmax):
-    expect_exact("double_quantize offset", "exact mean", np.float32(backend.mean_offset(backend.from_numpy(absmax))),
-                 np.float32(ref.mean_offset(absmax)), backend)
+    expect_exact(
+        "double_quantize offset",
+        "exact mean",
+        np.float32(backend.mean_offset(backend.from_numpy(absmax))),
+        np.float32(ref.mean_offset(absmax)),
+        backend,
+    )
 
 
 def groupwise(bk, ref, W, bits, group_size, profile):
@@ -75,8 +92,9 @@ def groupwise(bk, ref, W, bits, group_size, profile):
     for name, g, w in zip(("codes", "scales", "zeros"), got, want):
         expect_exact(f"quantize_groupwise {name}", prof, _np(bk, g), w, backend)
     deq = bk.dequantize_groupwise(*got, group_size, profile)
-    expect_exact("dequantize_groupwise", prof, _np(bk, deq), ref.dequantize_groupwise(*want, group_size, profile),
-                 backend)
+    expect_exact(
+        "dequantize_groupwise", prof, _np(bk, deq), ref.dequantize_groupwise(*want, group_size, profile), backend
+    )
     return want
 
 
@@ -97,17 +115,29 @@ def qalora(backend, ref, W, bits, group_size, profile, rank, pooling, seed):
     mag = coef * (np.abs(B) @ np.abs(A)) / (1.0 if profile == "minmax" else np.abs(scales))
     bound = 2 * (rank + 3) * U64 * mag
     err = np.abs(shift - r_shift)
-    expect_certified("qalora merge (zero shift)", prof, bool((err <= bound).all()),
-                     f"max error {err.max():.3g} > bound {bound.max():.3g}", backend)
-    y = _np(backend, backend.qalora_forward(bk[5], bk[0], bk[1], bk[2], bk[3], bk[4], alpha, group_size, profile, pooling))
+    expect_certified(
+        "qalora merge (zero shift)",
+        prof,
+        bool((err <= bound).all()),
+        f"max error {err.max():.3g} > bound {bound.max():.3g}",
+        backend,
+    )
+    y = _np(
+        backend, backend.qalora_forward(bk[5], bk[0], bk[1], bk[2], bk[3], bk[4], alpha, group_size, profile, pooling)
+    )
     r_y = ref.qalora_forward(x, codes, scales, zeros, A, B, alpha, group_size, profile, pooling)
     Wd = np.abs(ref.dequantize_groupwise(codes, scales, zeros, group_size, profile))
     pooled = np.abs(x).reshape(3, -1, group_size).sum(-1)
     mag = np.abs(x) @ Wd.T + (pooled @ np.abs(A).T) @ np.abs(B).T * alpha / rank
     bound = 2 * (d_in + rank + 4) * U64 * mag
     err = np.abs(y - r_y)
-    expect_certified("qalora forward", prof, bool((err <= bound).all()),
-                     f"max error {err.max():.3g} > bound {bound.max():.3g}", backend)
+    expect_certified(
+        "qalora forward",
+        prof,
+        bool((err <= bound).all()),
+        f"max error {err.max():.3g} > bound {bound.max():.3g}",
+        backend,
+    )
 
 
 def svd_factors(backend, ref, R, rank):
@@ -120,27 +150,46 @@ def svd_factors(backend, ref, R, rank):
     balance = np.abs(L.T @ L - Rt @ Rt.T).max()
     ok = L.shape == (R.shape[0], rank) and Rt.shape == (rank, R.shape[1]) and abs(resid - tail) <= tol
     ok = ok and balance <= 1e-9 * max(s[0], 1e-300)
-    expect_certified("svd_factors", "float64", ok,
-                     f"||R-LRt||^2 {resid:.6g} vs tail {tail:.6g} (tol {tol:.2g}), balance {balance:.2g}", backend)
+    expect_certified(
+        "svd_factors",
+        "float64",
+        ok,
+        f"||R-LRt||^2 {resid:.6g} vs tail {tail:.6g} (tol {tol:.2g}), balance {balance:.2g}",
+        backend,
+    )
 
 
 def initialisers(backend, ref, W, rank, bits, X):
     """LoftQ / LQ-LoRA / QuAILoRA: the quantizer exact on the backend's own input, the final SVD or
     solve optimal (certificate), the objective within 1e-6 relative of the reference's."""
     prof = f"nf{bits}"
-    out = {k: _np(backend, v) if not isinstance(v, (float, list)) else v
-           for k, v in backend.loftq(backend.from_numpy(W), rank, 2, bits).items()}
+    out = {
+        k: _np(backend, v) if not isinstance(v, (float, list)) else v
+        for k, v in backend.loftq(backend.from_numpy(W), rank, 2, bits).items()
+    }
     r_out = ref.loftq(W, rank, 2, bits)
     expect_exact("loftq Q", prof, out["Q"], ref.nf_quantize(out["quantized_from"], bits), backend)
     err = float(np.linalg.norm(W - out["Q"] - out["lora_B"] @ out["lora_A"]))
-    expect_certified("loftq error", prof, abs(err - r_out["error"]) <= 1e-6 * r_out["error"] + 1e-12,
-                     f"{err!r} vs reference {r_out['error']!r}", backend)
-    lq = {k: _np(backend, v) if not isinstance(v, (float, list)) else v
-          for k, v in backend.lqlora(backend.from_numpy(W), rank, bits, max_iter=5).items()}
+    expect_certified(
+        "loftq error",
+        prof,
+        abs(err - r_out["error"]) <= 1e-6 * r_out["error"] + 1e-12,
+        f"{err!r} vs reference {r_out['error']!r}",
+        backend,
+    )
+    lq = {
+        k: _np(backend, v) if not isinstance(v, (float, list)) else v
+        for k, v in backend.lqlora(backend.from_numpy(W), rank, bits, max_iter=5).items()
+    }
     r_lq = ref.lqlora(W, rank, bits, max_iter=5)
     expect_exact("lqlora Q", prof, lq["Q"], ref.nf_quantize(lq["quantized_from"], bits), backend)
-    expect_certified("lqlora error", prof, abs(lq["error"] - r_lq["error"]) <= 1e-6 * r_lq["error"] + 1e-12,
-                     f"{lq['error']!r} vs reference {r_lq['error']!r}", backend)
+    expect_certified(
+        "lqlora error",
+        prof,
+        abs(lq["error"] - r_lq["error"]) <= 1e-6 * r_lq["error"] + 1e-12,
+        f"{lq['error']!r} vs reference {r_lq['error']!r}",
+        backend,
+    )
     C = X.T @ X / X.shape[0] + 1e-3 * np.eye(X.shape[1])
     Q = r_out["Q"]
     qa = backend.quailora(*(backend.from_numpy(a) for a in (W, Q)), rank, backend.from_numpy(C), max_iter=20)
@@ -150,15 +199,28 @@ def initialisers(backend, ref, W, rank, bits, X):
     normal = np.abs(B @ (A @ C @ A.T) - R @ C @ A.T).max() / max(np.abs(R @ C @ A.T).max(), 1e-300)
     J = float((((R - B @ A) @ C) * (R - B @ A)).sum())
     ok = normal <= 1e-7 and abs(J - r_qa["objective"]) <= 1e-6 * r_qa["objective"] + 1e-12
-    expect_certified("quailora calibrated", prof, ok,
-                     f"J {J!r} vs reference {r_qa['objective']!r}; normal-equation residual {normal:.2g}", backend)
+    expect_certified(
+        "quailora calibrated",
+        prof,
+        ok,
+        f"J {J!r} vs reference {r_qa['objective']!r}; normal-equation residual {normal:.2g}",
+        backend,
+    )
 
 
 def allocation(backend, costs, bits, sizes, budget):
     """The ILP's choice is optimal: equal to brute force over all assignments."""
     alloc = backend.allocate(costs, bits, sizes, budget)
     m, k = costs.shape
-    best = min(sum(costs[i, c] for i, c in enumerate(ch)) for ch in itertools.product(range(k), repeat=m)
-                if sum(sizes[i] * bits[i, c] for i, c in enumerate(ch)) <= budget * sizes.sum() + 1e-9)
-    expect_certified("lqlora allocate (ILP)", "host (scipy milp)", abs(alloc.objective - best) <= 1e-9 * max(1, abs(best)),
-                     f"objective {alloc.objective!r} vs brute force {best!r}", backend)
+    best = min(
+        sum(costs[i, c] for i, c in enumerate(ch))
+        for ch in itertools.product(range(k), repeat=m)
+        if sum(sizes[i] * bits[i, c] for i, c in enumerate(ch)) <= budget * sizes.sum() + 1e-9
+    )
+    expect_certified(
+        "lqlora allocate (ILP)",
+        "host (scipy milp)",
+        abs(alloc.objective - best) <= 1e-9 * max(1, abs(best)),
+        f"objective {alloc.objective!r} vs brute force {best!r}",
+        backend,
+    )

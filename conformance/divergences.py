@@ -4,6 +4,7 @@ Each classifier gets the two outputs and the indices where their bits differ and
 explanation when every difference belongs to its class, else None. docs/known-divergences.md
 lists each class with a minimal example and its numerical size.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,8 +70,9 @@ def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, s
     return None
 
 
-def torchao_decisions(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled32=None, raw32=None,
-                      fmt=None, **_) -> str | None:
+def torchao_decisions(
+    ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled32=None, raw32=None, fmt=None, **_
+) -> str | None:
     """NF4 codes, bitsandbytes default (ours) vs torchao (theirs): name the torchao decision points
     that move each differing code, replaying its rule one step at a time from bitsandbytes' rule:
     the 4-decimal table in the input format, no absmax floor (0/0 = NaN in a zero block, whose argmin
@@ -82,12 +84,20 @@ def torchao_decisions(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, sca
     from qref.profiles import torchao_nf4 as tao
 
     s, raw = scaled32.ravel()[idx], raw32.ravel()[idx]
-    steps = [("4-decimal table in " + fmt, ours.ravel()[idx], _nearest_exact(s, tao.table(fmt))),
-             ("no absmax floor: 0/0 = NaN in a zero block, argmin index 0 (-1.0)", None,
-              _nearest_exact(raw, tao.table(fmt))),
-             ("x/absmax rounded to " + fmt, None, _nearest_exact(tao._r(raw, fmt), tao.table(fmt))),
-             (f"argmin of |s - t| rounded to {fmt} (ties to the lower index)", None,
-              tao.nearest_code(tao._r(raw, fmt), fmt))]
+    steps = [
+        ("4-decimal table in " + fmt, ours.ravel()[idx], _nearest_exact(s, tao.table(fmt))),
+        (
+            "no absmax floor: 0/0 = NaN in a zero block, argmin index 0 (-1.0)",
+            None,
+            _nearest_exact(raw, tao.table(fmt)),
+        ),
+        ("x/absmax rounded to " + fmt, None, _nearest_exact(tao._r(raw, fmt), tao.table(fmt))),
+        (
+            f"argmin of |s - t| rounded to {fmt} (ties to the lower index)",
+            None,
+            tao.nearest_code(tao._r(raw, fmt), fmt),
+        ),
+    ]
     named, prev = [], steps[0][1]
     for label, _, codes in steps:
         if np.any(codes != prev):
@@ -107,7 +117,9 @@ def _nearest_exact(s: np.ndarray, table: np.ndarray) -> np.ndarray:
 def torchao_scalers(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, profile_out=None, **_) -> str | None:
     """Dequantized values, bitsandbytes default vs torchao: every difference is what the torchao profile
     computes (its table, rounding and int8 double quantization of the absmax)."""
-    if profile_out is not None and np.array_equal(np.asarray(profile_out).ravel()[idx], theirs.ravel()[idx], equal_nan=True):
+    if profile_out is not None and np.array_equal(
+        np.asarray(profile_out).ravel()[idx], theirs.ravel()[idx], equal_nan=True
+    ):
         return "torchao profile: 4-decimal table, ops in the input format, int8 linear double quantization"
     return None
 
@@ -147,8 +159,17 @@ def _adjacent_at_midpoint(s, co, ct, values, max_ulps):
     return adjacent & (ulps <= max_ulps)
 
 
-def kernel_4bit_codes(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32=None, blocksize=None,
-                      quant_type=None, their_absmax=None, max_ulps: int = 2, **_) -> str | None:
+def kernel_4bit_codes(
+    ours: np.ndarray,
+    theirs: np.ndarray,
+    idx: np.ndarray,
+    x32=None,
+    blocksize=None,
+    quant_type=None,
+    their_absmax=None,
+    max_ulps: int = 2,
+    **_,
+) -> str | None:
     """Packed 4-bit bytes: name the cause of every differing code. Causes: an all-zero block whose
     absmax they store as 0 (0/0 -> code 0); FP4's two zeros (code 8 is -0, code 0 is +0: equal
     values); a scaled value within max_ulps ulp of the midpoint between the two codes (their
@@ -166,7 +187,9 @@ def kernel_4bit_codes(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32
     block = e // blocksize
     zero = np.asarray(their_absmax).ravel()[block] == 0
     values = get_codebook(quant_type).values.astype(np.float32)
-    signed = np.array([{a, b} == {0, 8} for a, b in zip(co[e], ct[e])]) if quant_type == "fp4" else np.zeros(e.size, bool)
+    signed = (
+        np.array([{a, b} == {0, 8} for a, b in zip(co[e], ct[e])]) if quant_type == "fp4" else np.zeros(e.size, bool)
+    )
     absmax = np.maximum(block_absmax(x32.ravel(), blocksize), ABSMAX_FLOOR)  # the divisor of every block
     s = (x32.ravel()[e] / absmax[block]).astype(np.float32)
     near = _adjacent_at_midpoint(s, co[e], ct[e], values, max_ulps)
@@ -175,16 +198,25 @@ def kernel_4bit_codes(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32
     recip = (np.float32(1) / absmax[block] < FLT_MIN) & (ct[e] == zero_code(quant_type))
     if not np.all(zero | signed | near | recip):
         return None
-    why = [w for w, m in (("absmax stored as 0 (all-zero block, or a subnormal absmax flushed): 0/0 gives code 0", zero),
-                          ("1/absmax is subnormal and flushed to zero: every value takes the zero code", recip & ~zero),
-                          ("FP4 code 8 (-0) instead of 0 (+0) for tiny negative values", signed & ~zero),
-                          (f"scaled value within {max_ulps} ulp of a midpoint: their threshold is not the float32 midpoint",
-                           near & ~zero & ~signed & ~recip)) if m.any()]
+    why = [
+        w
+        for w, m in (
+            ("absmax stored as 0 (all-zero block, or a subnormal absmax flushed): 0/0 gives code 0", zero),
+            ("1/absmax is subnormal and flushed to zero: every value takes the zero code", recip & ~zero),
+            ("FP4 code 8 (-0) instead of 0 (+0) for tiny negative values", signed & ~zero),
+            (
+                f"scaled value within {max_ulps} ulp of a midpoint: their threshold is not the float32 midpoint",
+                near & ~zero & ~signed & ~recip,
+            ),
+        )
+        if m.any()
+    ]
     return "; ".join(why)
 
 
-def nf4_value_at_midpoint(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32=None, blocksize=64,
-                          max_ulps: int = 2, **_) -> str | None:
+def nf4_value_at_midpoint(
+    ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32=None, blocksize=64, max_ulps: int = 2, **_
+) -> str | None:
     """Dequantized NF4 values one code apart where x / absmax lies within max_ulps ulp of the midpoint
     between the two codes (a library whose decision thresholds are not the float32 midpoints)."""
     if x32 is None or x32.size % blocksize:
@@ -196,6 +228,7 @@ def nf4_value_at_midpoint(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray,
 
     def code(v):
         return np.argmin(np.abs(v.ravel()[idx, None] / absmax[:, None] - values[None, :]), axis=1)
+
     s = (x32.ravel()[idx] / absmax).astype(np.float32)
     if np.all(_adjacent_at_midpoint(s, code(ours), code(theirs), values, max_ulps)):
         return f"x / absmax within {max_ulps} ulp of an NF4 midpoint: their threshold is not the float32 midpoint"

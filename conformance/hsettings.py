@@ -7,6 +7,7 @@
 Chosen by `--qref-profile`, else the environment variable QREF_PROFILE, else `ci`. A foreign
 project's hypothesis tests in the same pytest session keep hypothesis' own defaults.
 """
+
 from __future__ import annotations
 
 import os

@@ -7,6 +7,7 @@ conformance/hsettings.py), and prints its table only after a run that executed q
     pytest --pyargs qref.conformance --qref-backend torch:cuda
     pytest --pyargs qref.conformance --qref-backend cupy --qref-profile dev
 """
+
 from __future__ import annotations
 
 import pytest
@@ -14,11 +15,19 @@ import pytest
 
 def pytest_addoption(parser):
     group = parser.getgroup("qref", "qref conformance suite")
-    group.addoption("--qref-backend", action="store", default="numpy",
-                    help="qref backend for the conformance suite, NAME[:DEVICE] (default numpy)")
-    group.addoption("--qref-profile", action="store", default=None, choices=("ci", "gpu", "dev"),
-                    help="hypothesis settings of qref's suite: ci (default), gpu or dev; "
-                         "also QREF_PROFILE in the environment")
+    group.addoption(
+        "--qref-backend",
+        action="store",
+        default="numpy",
+        help="qref backend for the conformance suite, NAME[:DEVICE] (default numpy)",
+    )
+    group.addoption(
+        "--qref-profile",
+        action="store",
+        default=None,
+        choices=("ci", "gpu", "dev"),
+        help="hypothesis settings of qref's suite: ci (default), gpu or dev; also QREF_PROFILE in the environment",
+    )
 
 
 def pytest_configure(config):
@@ -52,5 +61,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if tally.counts():
         spec = config.getoption("--qref-backend")
         terminalreporter.write_line("")
-        terminalreporter.write_line(tally.render(f"qref conformance: {spec} vs the reference "
-                                                 "(cases include hypothesis' shrinking steps)"))
+        terminalreporter.write_line(
+            tally.render(f"qref conformance: {spec} vs the reference (cases include hypothesis' shrinking steps)")
+        )

@@ -1,4 +1,5 @@
 """Tallies of bitwise comparisons, one row per (op, configuration), and the printed table."""
+
 from __future__ import annotations
 
 import re
@@ -41,11 +42,19 @@ class Example:
 
     def line(self) -> str:
         nonzero = [(k, v) for k, v in enumerate(self.input) if v != 0]
-        shown = self.input if self.input_size <= 8 else (
-            f"{self.input_size} values, nonzero {dict(nonzero)}" if len(nonzero) <= 4
-            else [*self.input[:4], f"... ({self.input_size} values)"])
-        return (f"{self.case}: input {shown if self.input else '-'} -> output [{self.index}]: qref {self.ours} vs "
-                f"theirs {self.theirs}  [{self.why}]")
+        shown = (
+            self.input
+            if self.input_size <= 8
+            else (
+                f"{self.input_size} values, nonzero {dict(nonzero)}"
+                if len(nonzero) <= 4
+                else [*self.input[:4], f"... ({self.input_size} values)"]
+            )
+        )
+        return (
+            f"{self.case}: input {shown if self.input else '-'} -> output [{self.index}]: qref {self.ours} vs "
+            f"theirs {self.theirs}  [{self.why}]"
+        )
 
 
 @dataclass
@@ -97,7 +106,6 @@ class Row:
                 f"vs {values(theirs).ravel()[i]!r}"
             )
 
-
     def certify(self, case: str, value: float, tol: float, what: str) -> None:
         """A certificate (a residual, a gap, a fraction) that must be <= tol; beyond it, a mismatch."""
         self.cases += 1
@@ -122,16 +130,24 @@ class Row:
             i = int(diff[0]) if diff.size else 0
             size = int(np.size(values(inputs)))
         inp = [] if inputs is None else _short(inputs, 64)
-        self.examples[key] = Example(case, why, i, inp, _short(values(ours).ravel()[i:i + 1]),
-                                     _short(values(theirs).ravel()[i:i + 1]), size)
+        self.examples[key] = Example(
+            case, why, i, inp, _short(values(ours).ravel()[i : i + 1]), _short(values(theirs).ravel()[i : i + 1]), size
+        )
 
 
 def render(rows: list[Row], title: str) -> str:
     """A fixed-width table: op, configuration, cases, exact, explained, mismatches, first mismatch."""
     head = ("op", "configuration", "cases", "exact", "explained", "mismatch", "first mismatch / known divergence")
     body = [
-        (r.op, r.config, str(r.cases), str(r.exact) + (f" +{r.certified} cert" if r.certified else ""),
-         str(r.explained), str(r.mismatches), r.first or r.note)
+        (
+            r.op,
+            r.config,
+            str(r.cases),
+            str(r.exact) + (f" +{r.certified} cert" if r.certified else ""),
+            str(r.explained),
+            str(r.mismatches),
+            r.first or r.note,
+        )
         for r in rows
     ]
     widths = [max(len(x[i]) for x in [head] + body) for i in range(6)]

@@ -1,5 +1,6 @@
 """Minimal examples for blockwise ops: a difference at element i is re-run on its block alone, then
 on a block holding only element i and the block's absmax (every other element zero)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,8 @@ def take(x, n: int, start: int = 0):
     """n consecutive elements of x (flattened) from `start`, same format."""
     x = flat(x)
     if isinstance(x, BFloat16Array):
-        return BFloat16Array(x.bits[start:start + n].copy())
-    return x[start:start + n].copy()
+        return BFloat16Array(x.bits[start : start + n].copy())
+    return x[start : start + n].copy()
 
 
 def keep(block, positions):
@@ -39,8 +40,10 @@ def blockwise(x, element: int, blocksize: int, run):
     block = take(x, min(blocksize, as_float32(flat(x)).size - start), start)
     j = element - start
     peak = int(np.argmax(np.abs(as_float32(block))))
-    for label, candidate in ((f"element {element} and its block's absmax, rest zero", keep(block, sorted({j, peak}))),
-                             (f"the block at element {start}", block)):
+    for label, candidate in (
+        (f"element {element} and its block's absmax, rest zero", keep(block, sorted({j, peak}))),
+        (f"the block at element {start}", block),
+    ):
         ours, theirs = run(candidate)
         a, b = as_bits(ours), as_bits(theirs)
         if a.shape != b.shape or np.any(a != b):

@@ -6,6 +6,7 @@
 Every strategy returns NumPy data (bfloat16 as qref.BFloat16Array); convert with a backend's
 `from_numpy`. Blocks are drawn from kinds aimed at one decision point each (see BLOCK_KINDS).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,8 +22,17 @@ finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False, allow_subn
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 #: Block kinds: one decision point each.
-BLOCK_KINDS = ("random", "zero", "single-nonzero", "signed-zeros", "midpoints", "midpoints+-1ulp",
-               "reciprocal-vs-division", "subnormal", "largest-finite")
+BLOCK_KINDS = (
+    "random",
+    "zero",
+    "single-nonzero",
+    "signed-zeros",
+    "midpoints",
+    "midpoints+-1ulp",
+    "reciprocal-vs-division",
+    "subnormal",
+    "largest-finite",
+)
 
 blocksizes = st.sampled_from(BLOCKSIZES_4BIT)
 small_blocksizes = st.sampled_from((32, 64, 128))

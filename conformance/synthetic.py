@@ -1,5 +1,6 @@
 """Generated LLM-like weights and activations (no downloads): heavy tails, outlier channels, a
 decaying spectrum; used by tests, `qref check` batteries and the docs' comparison page."""
+
 from __future__ import annotations
 
 import numpy as np

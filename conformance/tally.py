@@ -1,4 +1,5 @@
 """Per (op, profile) counts of a conformance run, printed as one table at the end."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,8 +8,9 @@ import numpy as np
 
 from .report import as_bits, values
 
-_COUNTS: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"cases": 0, "exact": 0, "certified": 0,
-                                                                       "mismatches": 0})
+_COUNTS: dict[tuple[str, str], dict[str, int]] = defaultdict(
+    lambda: {"cases": 0, "exact": 0, "certified": 0, "mismatches": 0}
+)
 _FIRST: dict[tuple[str, str], str] = {}
 
 
@@ -51,8 +53,10 @@ def first_difference(got, want) -> str | None:
     if idx.size == 0:
         return None
     i = int(idx[0])
-    return (f"{idx.size} of {a.size} elements differ; first at flat index {i}: backend "
-            f"{values(got).ravel()[i]!r} vs reference {values(want).ravel()[i]!r}")
+    return (
+        f"{idx.size} of {a.size} elements differ; first at flat index {i}: backend "
+        f"{values(got).ravel()[i]!r} vs reference {values(want).ravel()[i]!r}"
+    )
 
 
 def expect_exact(op: str, profile: str, got, want, backend="") -> None:
@@ -90,8 +94,10 @@ def expect_certified(op: str, profile: str, ok: bool, detail: str, backend="") -
 
 def render(title: str = "conformance") -> str:
     head = ("op", "profile", "cases", "exact", "certified", "mismatches", "first mismatch")
-    body = [(op, prof, *(str(c[k]) for k in ("cases", "exact", "certified", "mismatches")), _FIRST.get((op, prof), ""))
-            for (op, prof), c in sorted(_COUNTS.items())]
+    body = [
+        (op, prof, *(str(c[k]) for k in ("cases", "exact", "certified", "mismatches")), _FIRST.get((op, prof), ""))
+        for (op, prof), c in sorted(_COUNTS.items())
+    ]
     widths = [max(len(r[i]) for r in [head] + body) for i in range(6)]
     lines = [title]
     for r in [head] + body:

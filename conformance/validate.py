@@ -8,6 +8,7 @@ Libraries and what is compared (docs/validate.md):
   peft          loftq_init vs the PEFT LoftQ profile, certificates (conformance/check_peft.py); CUDA only
   auto-gptq     RTN quantizer and packer vs qref.groupwise / qref.gptq_pack (conformance/check_gptq.py); CPU
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def _libraries():
         "bitsandbytes": (check.PEERS["bitsandbytes"][0], check.PEERS["bitsandbytes"][1], both),
         "torchao": (check.PEERS["torchao"][0], check.PEERS["torchao"][1], both),
         "peft": (peft_available, peft_check, ("cuda",)),
-        "auto-gptq": (check.PEERS["auto-gptq"][0], lambda quick=False, device="cpu": check.PEERS["auto-gptq"][1](quick),
-                      ("cpu",)),
+        "auto-gptq": (
+            check.PEERS["auto-gptq"][0],
+            lambda quick=False, device="cpu": check.PEERS["auto-gptq"][1](quick),
+            ("cpu",),
+        ),
     }
 
 
@@ -75,18 +79,33 @@ def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[di
 
 
 def _row_json(r: Row) -> dict:
-    return {"op": r.op, "config": r.config, "cases": r.cases, "exact": r.exact, "explained": r.explained,
-            "unexplained": r.mismatches, "certified": r.certified, "max_abs_diff": r.max_abs_diff, "first_unexplained": r.first,
-            "classes": [{"class": k, "cases": r.class_counts.get(k, 0), "example": asdict(e)}
-                        for k, e in r.examples.items()]}
+    return {
+        "op": r.op,
+        "config": r.config,
+        "cases": r.cases,
+        "exact": r.exact,
+        "explained": r.explained,
+        "unexplained": r.mismatches,
+        "certified": r.certified,
+        "max_abs_diff": r.max_abs_diff,
+        "first_unexplained": r.first,
+        "classes": [
+            {"class": k, "cases": r.class_counts.get(k, 0), "example": asdict(e)} for k, e in r.examples.items()
+        ],
+    }
 
 
 def as_json(reports: list[dict], skipped: list[str]) -> dict:
-    return {"qref": qref.__version__, "schema": "qref-validate/1",
-            "libraries": [{k: v for k, v in rep.items() if k != "rows"} | {"rows": [_row_json(r) for r in rep["rows"]]}
-                          for rep in reports],
-            "skipped": skipped,
-            "unexplained": sum(r.mismatches for rep in reports for r in rep["rows"])}
+    return {
+        "qref": qref.__version__,
+        "schema": "qref-validate/1",
+        "libraries": [
+            {k: v for k, v in rep.items() if k != "rows"} | {"rows": [_row_json(r) for r in rep["rows"]]}
+            for rep in reports
+        ],
+        "skipped": skipped,
+        "unexplained": sum(r.mismatches for rep in reports for r in rep["rows"]),
+    }
 
 
 def text(reports: list[dict], skipped: list[str]) -> str:
@@ -94,8 +113,12 @@ def text(reports: list[dict], skipped: list[str]) -> str:
     for rep in reports:
         head = f"{rep['library']} {rep['version']} on {rep['device']}"
         out.append(render(rep["rows"], head))
-        lines = [f"  {r.op} | {r.config} | {k} ({r.class_counts.get(k, 0)} cases, max |diff| {r.max_abs_diff:.3g}):\n"
-                 f"      {e.line()}" for r in rep["rows"] for k, e in r.examples.items()]
+        lines = [
+            f"  {r.op} | {r.config} | {k} ({r.class_counts.get(k, 0)} cases, max |diff| {r.max_abs_diff:.3g}):\n"
+            f"      {e.line()}"
+            for r in rep["rows"]
+            for k, e in r.examples.items()
+        ]
         if lines:
             out.append("divergence classes, one minimal example each:\n" + "\n".join(lines))
         out.append("")

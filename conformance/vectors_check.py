@@ -4,6 +4,7 @@ Valid cases: the backend's outputs must equal the expected arrays bit for bit (c
 backend may shape them its own way); dequantization is run on the *expected* quantized state, so
 each direction is checked on its own. Invalid cases: the backend must raise ValueError or TypeError.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,18 @@ def _fourbit(be, g, x, exp):
     if not exp:  # an invalid case: quantizing must already have refused
         return got
     if dq:
-        got |= {"qabsmax": be.to_numpy(q.qabsmax), "absmax2": be.to_numpy(q.absmax2),
-                "offset": np.asarray([q.offset], np.float32)}
-        state = FourBit(be.from_numpy(decode(exp["packed"])), None, be.from_numpy(decode(exp["qabsmax"])),
-                        be.from_numpy(decode(exp["absmax2"])), np.float32(decode(exp["offset"])[0]))
+        got |= {
+            "qabsmax": be.to_numpy(q.qabsmax),
+            "absmax2": be.to_numpy(q.absmax2),
+            "offset": np.asarray([q.offset], np.float32),
+        }
+        state = FourBit(
+            be.from_numpy(decode(exp["packed"])),
+            None,
+            be.from_numpy(decode(exp["qabsmax"])),
+            be.from_numpy(decode(exp["absmax2"])),
+            np.float32(decode(exp["offset"])[0]),
+        )
     else:
         got["absmax"] = be.to_numpy(q.absmax)
         state = FourBit(be.from_numpy(decode(exp["packed"])), be.from_numpy(decode(exp["absmax"])))
@@ -47,8 +56,9 @@ def _blockwise(be, g, x, exp):
     codes, absmax = be.quantize_blockwise(be.from_numpy(x), g["codebook"], g["blocksize"])
     if not exp:
         return {}
-    deq = be.dequantize_blockwise(be.from_numpy(decode(exp["codes"])), be.from_numpy(decode(exp["absmax"])),
-                                  g["codebook"], g["blocksize"])
+    deq = be.dequantize_blockwise(
+        be.from_numpy(decode(exp["codes"])), be.from_numpy(decode(exp["absmax"])), g["codebook"], g["blocksize"]
+    )
     return {"codes": be.to_numpy(codes), "absmax": be.to_numpy(absmax), "dequantized": be.to_numpy(deq)}
 
 
@@ -56,10 +66,15 @@ def _groupwise(be, g, W, exp):
     codes, scales, zeros = be.quantize_groupwise(be.from_numpy(W), g["bits"], g["groupSize"], g["profile"])
     if not exp:
         return {}
-    deq = be.dequantize_groupwise(*(be.from_numpy(decode(exp[k])) for k in ("codes", "scales", "zeros")),
-                                  g["groupSize"], g["profile"])
-    return {"codes": be.to_numpy(codes), "scales": be.to_numpy(scales), "zeros": be.to_numpy(zeros),
-            "dequantized": be.to_numpy(deq)}
+    deq = be.dequantize_groupwise(
+        *(be.from_numpy(decode(exp[k])) for k in ("codes", "scales", "zeros")), g["groupSize"], g["profile"]
+    )
+    return {
+        "codes": be.to_numpy(codes),
+        "scales": be.to_numpy(scales),
+        "zeros": be.to_numpy(zeros),
+        "dequantized": be.to_numpy(deq),
+    }
 
 
 RUNNERS = {"Quantize4bitTest": _fourbit, "BlockwiseTest": _blockwise, "GroupwiseTest": _groupwise}

@@ -5,6 +5,7 @@ Files are split by a hash of their path, so every byte of a file lands in one sp
   held-out domain (the packages in HELD_OUT: networking, e-mail, XML, async): fine-tune train 80% / validation 20%
 The model is pretrained on the base domain and fine-tuned on the held-out one.
 """
+
 from __future__ import annotations
 
 import sysconfig

@@ -4,6 +4,7 @@ For every quantized layer a method returns (W_base, A, B, pool): the dequantized
 model will hold (frozen), and the adapter's factors at initialisation, with B A added to W_base
 (LoRA scaling 1). All weights are float32 (out, in); C is the layer's calibration second moment.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,12 @@ def kaiming_A(rank: int, d_in: int, rng: np.random.Generator) -> np.ndarray:
 
 def qlora(W, rank, rng, config=NF4) -> Init:
     """Zero-init LoRA on the quantized weight: B = 0, A random (QLoRA)."""
-    return Init(config.quantize(W), kaiming_A(rank, W.shape[1], rng), np.zeros((W.shape[0], rank), np.float32),
-                bits=float(config.bits_per_parameter()))
+    return Init(
+        config.quantize(W),
+        kaiming_A(rank, W.shape[1], rng),
+        np.zeros((W.shape[0], rank), np.float32),
+        bits=float(config.bits_per_parameter()),
+    )
 
 
 def loftq_init(W, rank, iters=5) -> Init:
@@ -48,8 +53,12 @@ def lqlora_init(W, rank, config=NF4, max_iter=10) -> tuple[Init, float]:
     """LQ-LoRA's decomposition; also returns its squared error (the ILP's cost)."""
     r = lqlora.decompose(W.astype(np.float64), rank, config, max_iter=max_iter)
     err = float(np.linalg.norm(W - r.Q - r.L1 @ r.L2) ** 2)
-    return Init(r.Q.astype(np.float32), r.L2.astype(np.float32), r.L1.astype(np.float32),
-                bits=float(config.bits_per_parameter())), err
+    return Init(
+        r.Q.astype(np.float32),
+        r.L2.astype(np.float32),
+        r.L1.astype(np.float32),
+        bits=float(config.bits_per_parameter()),
+    ), err
 
 
 def lqlora_ilp(weights: dict, rank: int, budget: float, max_iter=5, table=None) -> tuple[dict, dict]:

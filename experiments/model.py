@@ -5,6 +5,7 @@ Every linear layer of the blocks (qkv, proj, fc1, fc2) is an `AdaptedLinear`: a 
 adapter y = x W^T + s (P(x) A^T) B^T, where P is the identity (LoRA) or QA-LoRA's average pooling
 over groups of `pool` input features.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ class AdaptedLinear(nn.Module):
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
-        nn.init.normal_(self.weight, std=d_in ** -0.5)
+        nn.init.normal_(self.weight, std=d_in**-0.5)
         self.A = self.B = None
         self.scaling, self.pool = 1.0, 1
 
@@ -97,7 +98,7 @@ class ByteGPT(nn.Module):
 def batches(data, batch: int, ctx: int, generator: torch.Generator, device):
     """Random windows of ctx + 1 bytes: (inputs, targets)."""
     starts = torch.randint(0, data.numel() - ctx - 1, (batch,), generator=generator)
-    win = torch.stack([data[s:s + ctx + 1] for s in starts.tolist()]).to(device, torch.long)
+    win = torch.stack([data[s : s + ctx + 1] for s in starts.tolist()]).to(device, torch.long)
     return win[:, :-1], win[:, 1:]
 
 
@@ -110,7 +111,7 @@ def perplexity(model: ByteGPT, data, windows: int, device, batch: int = 32, bf16
     starts = torch.linspace(0, data.numel() - ctx - 1, n).long().tolist()
     total, count = 0.0, 0
     for i in range(0, n, batch):
-        win = torch.stack([data[s:s + ctx + 1] for s in starts[i:i + batch]]).to(device, torch.long)
+        win = torch.stack([data[s : s + ctx + 1] for s in starts[i : i + batch]]).to(device, torch.long)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16 and device.type == "cuda"):
             logits = model(win[:, :-1])
         total += F.cross_entropy(logits.float().flatten(0, 1), win[:, 1:].flatten(), reduction="sum").item()
@@ -123,7 +124,9 @@ def train(model: ByteGPT, data, steps: int, lr: float, batch: int, seed: int, de
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * 3.14159)).item()))
+        opt,
+        lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * 3.14159)).item()),
+    )
     g = torch.Generator().manual_seed(seed)
     losses = []
     model.train()

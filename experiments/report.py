@@ -1,4 +1,5 @@
 """Summaries, the markdown table, the plots (plain SVG, no plotting dependency) and the orderings check."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,27 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = {"qlora-nf8": "QLoRA, NF8 base (8-bit reference)", "qlora-nf4": "QLoRA, NF4 (B = 0)",
-          "loftq": "LoftQ, NF4, T = 5", "lqlora": "LQ-LoRA, NF4 uniform", "lqlora-ilp": "LQ-LoRA, ILP-allocated",
-          "quailora-uncal": "QuAILoRA uncalibrated (SVD)", "quailora-cal": "QuAILoRA calibrated",
-          "qalora": "QA-LoRA, INT4 g16 (unmerged)"}
+LABELS = {
+    "qlora-nf8": "QLoRA, NF8 base (8-bit reference)",
+    "qlora-nf4": "QLoRA, NF4 (B = 0)",
+    "loftq": "LoftQ, NF4, T = 5",
+    "lqlora": "LQ-LoRA, NF4 uniform",
+    "lqlora-ilp": "LQ-LoRA, ILP-allocated",
+    "quailora-uncal": "QuAILoRA uncalibrated (SVD)",
+    "quailora-cal": "QuAILoRA calibrated",
+    "qalora": "QA-LoRA, INT4 g16 (unmerged)",
+}
 
 
 def _stats(values) -> dict:
     v = np.asarray(values, float)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "n": int(v.size),
+    }
 
 
 def summarise(doc: dict) -> dict:
@@ -28,13 +40,16 @@ def summarise(doc: dict) -> dict:
                 out[m][when] = {k: _stats([r[when][k] for r in seeds]) for k in ("val", "ft_val")}
     gap = []
     for seed in doc["methods"]["qlora-nf4"]["seeds"]:
-        q4, q8, qa = (doc["methods"][m]["seeds"][seed]["after"]["ft_val"] for m in ("qlora-nf4", "qlora-nf8", "quailora-cal"))
+        q4, q8, qa = (
+            doc["methods"][m]["seeds"][seed]["after"]["ft_val"] for m in ("qlora-nf4", "qlora-nf8", "quailora-cal")
+        )
         gap.append((q4 - qa) / (q4 - q8) if q4 != q8 else float("nan"))
     out["quailora_gap_closed"] = _stats(gap)
     qa = doc["methods"]["qalora"]["seeds"]
     out["qalora_merge_rel_diff"] = max(abs(r["merged"]["ft_val"] / r["after"]["ft_val"] - 1) for r in qa.values())
-    out["qalora_merge_rel_diff_fp32"] = max(abs(r["merged"]["ft_val_fp32"] / r["after"]["ft_val_fp32"] - 1)
-                                            for r in qa.values())
+    out["qalora_merge_rel_diff_fp32"] = max(
+        abs(r["merged"]["ft_val_fp32"] / r["after"]["ft_val_fp32"] - 1) for r in qa.values()
+    )
     out["orderings"] = orderings(doc)
     return out
 
@@ -45,14 +60,20 @@ def orderings(doc: dict) -> list[str]:
     and the QA-LoRA merge leaving float32 perplexity unchanged (relative 1e-5)."""
     e = {m: doc["methods"][m]["calibrated_error"] for m in doc["methods"]}
     bad = []
-    for lo, hi in (("quailora-cal", "quailora-uncal"), ("quailora-uncal", "qlora-nf4"), ("loftq", "qlora-nf4"),
-                   ("lqlora", "qlora-nf4")):
+    for lo, hi in (
+        ("quailora-cal", "quailora-uncal"),
+        ("quailora-uncal", "qlora-nf4"),
+        ("loftq", "qlora-nf4"),
+        ("lqlora", "qlora-nf4"),
+    ):
         if not e[lo] < e[hi]:
             bad.append(f"calibrated error at init: {lo} {e[lo]:.4g} is not below {hi} {e[hi]:.4g}")
     for seed, r in doc["methods"]["qalora"]["seeds"].items():
         if abs(r["merged"]["ft_val_fp32"] / r["after"]["ft_val_fp32"] - 1) > 1e-5:
-            bad.append(f"QA-LoRA seed {seed}: merged float32 ppl {r['merged']['ft_val_fp32']} != unmerged "
-                       f"{r['after']['ft_val_fp32']}")
+            bad.append(
+                f"QA-LoRA seed {seed}: merged float32 ppl {r['merged']['ft_val_fp32']} != unmerged "
+                f"{r['after']['ft_val_fp32']}"
+            )
     return bad
 
 
@@ -62,23 +83,35 @@ def _pm(st: dict) -> str:
 
 def table(doc: dict) -> str:
     s = doc["summary"]
-    lines = [f"Byte-level transformer, {doc['params'] / 1e6:.1f}M parameters ({doc['size']}), {doc['device']}, "
-             f"seeds {doc['seeds']}; perplexity per byte (mean ± sample std over seeds).", "",
-             "| method | bits/param (base) | calibrated error at init | val ppl, before FT | held-out ppl, before FT "
-             "| held-out ppl, after FT | val ppl, after FT |", "| --- | --- | --- | --- | --- | --- | --- |",
-             f"| full precision (no adapter) | 32 | 0 | {doc['fp']['val']:.4f} | {doc['fp']['ft_val']:.4f} | | |"]
+    lines = [
+        f"Byte-level transformer, {doc['params'] / 1e6:.1f}M parameters ({doc['size']}), {doc['device']}, "
+        f"seeds {doc['seeds']}; perplexity per byte (mean ± sample std over seeds).",
+        "",
+        "| method | bits/param (base) | calibrated error at init | val ppl, before FT | held-out ppl, before FT "
+        "| held-out ppl, after FT | val ppl, after FT |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| full precision (no adapter) | 32 | 0 | {doc['fp']['val']:.4f} | {doc['fp']['ft_val']:.4f} | | |",
+    ]
     for m, label in LABELS.items():
         r = s[m]
-        lines.append(f"| {label} | {r['bits']:.3f} | {r['calibrated_error']:.4g} | {_pm(r['before']['val'])} | "
-                     f"{_pm(r['before']['ft_val'])} | {_pm(r['after']['ft_val'])} | {_pm(r['after']['val'])} |")
+        lines.append(
+            f"| {label} | {r['bits']:.3f} | {r['calibrated_error']:.4g} | {_pm(r['before']['val'])} | "
+            f"{_pm(r['before']['ft_val'])} | {_pm(r['after']['ft_val'])} | {_pm(r['after']['val'])} |"
+        )
     m = s["qalora"]["merged"]
-    lines.append(f"| QA-LoRA merged into the zeros | {s['qalora']['bits']:.3f} | | | | {_pm(m['ft_val'])} | {_pm(m['val'])} |")
+    lines.append(
+        f"| QA-LoRA merged into the zeros | {s['qalora']['bits']:.3f} | | | | {_pm(m['ft_val'])} | {_pm(m['val'])} |"
+    )
     g = s["quailora_gap_closed"]
-    lines += ["", f"QuAILoRA's headline, after fine-tuning: fraction of the 4-bit -> 8-bit QLoRA perplexity gap that "
-                  f"calibrated 4-bit QuAILoRA closes: {g['mean']:.3f} ± {g['std']:.3f} (min {g['min']:.3f}, max {g['max']:.3f}).",
-              f"QA-LoRA merged vs unmerged held-out perplexity, largest relative difference over seeds: "
-              f"{s['qalora_merge_rel_diff_fp32']:.2e} in float32, {s['qalora_merge_rel_diff']:.2e} with bfloat16 autocast.",
-              "Orderings that must hold by construction: " + ("all hold." if not s["orderings"] else "; ".join(s["orderings"]))]
+    lines += [
+        "",
+        f"QuAILoRA's headline, after fine-tuning: fraction of the 4-bit -> 8-bit QLoRA perplexity gap that "
+        f"calibrated 4-bit QuAILoRA closes: {g['mean']:.3f} ± {g['std']:.3f} (min {g['min']:.3f}, max {g['max']:.3f}).",
+        f"QA-LoRA merged vs unmerged held-out perplexity, largest relative difference over seeds: "
+        f"{s['qalora_merge_rel_diff_fp32']:.2e} in float32, {s['qalora_merge_rel_diff']:.2e} with bfloat16 autocast.",
+        "Orderings that must hold by construction: "
+        + ("all hold." if not s["orderings"] else "; ".join(s["orderings"])),
+    ]
     return "\n".join(lines)
 
 
@@ -95,12 +128,15 @@ def line_plot(series: dict, xs, title, ylabel, path: Path, log_x=True, xlabels=N
 
     def py(y):
         return h - pad - (y - lo) / (hi - lo) * (h - 2 * pad)
+
     colours = ["#777777", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
-           f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">{title}</text>',
-           f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
-           f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
-           f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" text-anchor="middle">{ylabel}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+        f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">{title}</text>',
+        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+        f'<text x="12" y="{h / 2}" transform="rotate(-90 12 {h / 2})" text-anchor="middle">{ylabel}</text>',
+    ]
     for x, xl in zip(xv, xlabels or xs):
         out.append(f'<text x="{px(x):.1f}" y="{h - pad + 14}" text-anchor="middle">{xl}</text>')
     for t in np.linspace(lo, hi, 5):
@@ -123,21 +159,28 @@ def _svg_bars(doc: dict, path: Path) -> None:
 
     def px(v):
         return pad + (v - lo) / (hi - lo) * (w - pad - 30)
+
     h = row * len(methods) + 70
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
-           f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">held-out perplexity: before (grey) and after (blue) '
-           f'fine-tuning; bars span min-max over seeds</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+        f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">held-out perplexity: before (grey) and after (blue) '  # noqa: E501
+        f"fine-tuning; bars span min-max over seeds</text>",
+    ]
     for i, (m, (b, a)) in enumerate(zip(methods, vals)):
         y = 34 + row * i
         out.append(f'<text x="{pad - 6}" y="{y + 12}" text-anchor="end">{LABELS[m]}</text>')
         for st, c, dy in ((b, "#aaaaaa", 0), (a, "#1f77b4", 9)):
             out.append(f'<rect x="{pad}" y="{y + dy}" width="{px(st["mean"]) - pad:.1f}" height="8" fill="{c}"/>')
-            out.append(f'<line x1="{px(st["min"]):.1f}" y1="{y + dy + 4}" x2="{px(st["max"]):.1f}" y2="{y + dy + 4}" '
-                       f'stroke="black"/>')
+            out.append(
+                f'<line x1="{px(st["min"]):.1f}" y1="{y + dy + 4}" x2="{px(st["max"]):.1f}" y2="{y + dy + 4}" '
+                f'stroke="black"/>'
+            )
     fp = px(doc["fp"]["ft_val"])
     out.append(f'<line x1="{fp:.1f}" y1="30" x2="{fp:.1f}" y2="{h - 30}" stroke="#d62728" stroke-dasharray="4"/>')
-    out.append(f'<text x="{fp:.1f}" y="{h - 16}" text-anchor="middle" fill="#d62728">full precision '
-               f'{doc["fp"]["ft_val"]:.3f}</text>')
+    out.append(
+        f'<text x="{fp:.1f}" y="{h - 16}" text-anchor="middle" fill="#d62728">full precision '
+        f"{doc['fp']['ft_val']:.3f}</text>"
+    )
     for t in np.linspace(lo, hi, 5):
         out.append(f'<text x="{px(t):.1f}" y="{h - 34}" text-anchor="middle">{t:.3f}</text>')
     path.write_text("\n".join(out + ["</svg>"]) + "\n")
@@ -150,5 +193,10 @@ def write(doc: dict, out: Path) -> None:
     _svg_bars(doc, out / "perplexity.svg")
     ranks = sorted(doc["error_vs_rank"])
     methods = list(doc["error_vs_rank"][ranks[0]])
-    line_plot({m: [doc["error_vs_rank"][r][m]["calibrated"] for r in ranks] for m in methods}, ranks,
-               "calibrated error at initialisation vs rank (all layers)", "J / J(W)", out / "error_vs_rank.svg")
+    line_plot(
+        {m: [doc["error_vs_rank"][r][m]["calibrated"] for r in ranks] for m in methods},
+        ranks,
+        "calibrated error at initialisation vs rank (all layers)",
+        "J / J(W)",
+        out / "error_vs_rank.svg",
+    )

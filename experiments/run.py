@@ -4,6 +4,7 @@ Pretrains a byte-level transformer on the standard library's source, quantizes i
 with qref, initialises rank-r adapters by each method, fine-tunes every one identically on a
 held-out domain, and writes results.json, results.md and two SVG plots to DIR (docs/experiments.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,34 @@ from . import inits, report
 from .model import SIZES, ByteGPT, perplexity, train
 
 SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets the same fine-tuning
-    "tiny": dict(pretrain=150, batch=16, lr=3e-3, ft_steps=30, ft_batch=16, ft_lr=2e-3, rank=4, windows=24,
-                 corpus_bytes=300_000, calib_windows=16, ranks=(2, 4, 8), budget=3.3),
-    "small": dict(pretrain=2500, batch=64, lr=1.5e-3, ft_steps=300, ft_batch=32, ft_lr=1e-3, rank=16, windows=256,
-                  corpus_bytes=None, calib_windows=128, ranks=(4, 16, 64), budget=3.3),
+    "tiny": dict(
+        pretrain=150,
+        batch=16,
+        lr=3e-3,
+        ft_steps=30,
+        ft_batch=16,
+        ft_lr=2e-3,
+        rank=4,
+        windows=24,
+        corpus_bytes=300_000,
+        calib_windows=16,
+        ranks=(2, 4, 8),
+        budget=3.3,
+    ),
+    "small": dict(
+        pretrain=2500,
+        batch=64,
+        lr=1.5e-3,
+        ft_steps=300,
+        ft_batch=32,
+        ft_lr=1e-3,
+        rank=16,
+        windows=256,
+        corpus_bytes=None,
+        calib_windows=128,
+        ranks=(4, 16, 64),
+        budget=3.3,
+    ),
 }
 METHODS = ("qlora-nf8", "qlora-nf4", "loftq", "lqlora", "lqlora-ilp", "quailora-uncal", "quailora-cal", "qalora")
 
@@ -37,10 +62,12 @@ def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str,
     """C = X^T X / n of every quantized layer's input, over calibration windows (float64)."""
     sums, counts, hooks = {}, {}, []
     for name, lin in model.linears().items():
+
         def hook(mod, args, name=name):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1]).double()
             sums[name] = sums.get(name, 0) + (x.T @ x).cpu()
             counts[name] = counts.get(name, 0) + x.shape[0]
+
         hooks.append(lin.register_forward_pre_hook(hook))
     perplexity(model, data, windows, device)
     for h in hooks:
@@ -63,15 +90,21 @@ def compute_inits(weights, s, seed) -> tuple[dict, dict]:
 def _layer_task(kind: str, W, Cn, rank: int):
     """One layer's initialisers (module level, so a process pool can run it)."""
     if kind == "fixed":
-        return {"loftq": inits.loftq_init(W, rank), "lqlora": inits.lqlora_init(W, rank)[0],
-                "quailora-uncal": inits.quailora_init(W, rank, Cn, calibrated=False),
-                "quailora-cal": inits.quailora_init(W, rank, Cn, calibrated=True)}
+        return {
+            "loftq": inits.loftq_init(W, rank),
+            "lqlora": inits.lqlora_init(W, rank)[0],
+            "quailora-uncal": inits.quailora_init(W, rank, Cn, calibrated=False),
+            "quailora-cal": inits.quailora_init(W, rank, Cn, calibrated=True),
+        }
     if kind == "ilp":
         return [inits.lqlora_init(W, rank, cfg, 5) for cfg in inits.ILP_CONFIGS]
-    return {"QLoRA (B=0)": inits.Init(inits.NF4.quantize(W), np.zeros((rank, W.shape[1])), np.zeros((W.shape[0], rank))),
-            "LoftQ T=5": inits.loftq_init(W, rank), "LQ-LoRA": inits.lqlora_init(W, rank)[0],
-            "QuAILoRA uncal.": inits.quailora_init(W, rank, Cn, False),
-            "QuAILoRA cal.": inits.quailora_init(W, rank, Cn, True)}
+    return {
+        "QLoRA (B=0)": inits.Init(inits.NF4.quantize(W), np.zeros((rank, W.shape[1])), np.zeros((W.shape[0], rank))),
+        "LoftQ T=5": inits.loftq_init(W, rank),
+        "LQ-LoRA": inits.lqlora_init(W, rank)[0],
+        "QuAILoRA uncal.": inits.quailora_init(W, rank, Cn, False),
+        "QuAILoRA cal.": inits.quailora_init(W, rank, Cn, True),
+    }
 
 
 def per_layer(kind: str, weights, C, rank) -> dict:
@@ -139,12 +172,24 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
     log(f"corpus {corp.root}: {corp.describe()}")
     torch.manual_seed(0)
     model = ByteGPT(cfg).to(device)
-    losses = train(model, data["train"], s["pretrain"], s["lr"], s["batch"], seed=0, device=device,
-                   warmup=max(1, s["pretrain"] // 20))
-    fp = {"val": perplexity(model, data["val"], s["windows"], device),
-          "ft_val": perplexity(model, data["ft_val"], s["windows"], device)}
-    log(f"pretrained {cfg.params() / 1e6:.1f}M params, {s['pretrain']} steps in {time.time() - t0:.0f} s: "
-        f"loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.3f}, val ppl {fp['val']:.3f}, held-out ppl {fp['ft_val']:.3f}")
+    losses = train(
+        model,
+        data["train"],
+        s["pretrain"],
+        s["lr"],
+        s["batch"],
+        seed=0,
+        device=device,
+        warmup=max(1, s["pretrain"] // 20),
+    )
+    fp = {
+        "val": perplexity(model, data["val"], s["windows"], device),
+        "ft_val": perplexity(model, data["ft_val"], s["windows"], device),
+    }
+    log(
+        f"pretrained {cfg.params() / 1e6:.1f}M params, {s['pretrain']} steps in {time.time() - t0:.0f} s: "
+        f"loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.3f}, val ppl {fp['val']:.3f}, held-out ppl {fp['ft_val']:.3f}"
+    )
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     weights = {n: lin.weight.detach().float().cpu().numpy() for n, lin in model.linears().items()}
     C = calibration_moments(model, data["calib"], s["calib_windows"], device)
@@ -158,33 +203,55 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
         for m in METHODS:
             layer_inits = fixed.get(m) or random_inits[m]
             res = results[m]
-            res["bits"] = float(np.average([i.bits for i in layer_inits.values()],
-                                           weights=[weights[n].size for n in layer_inits]))
-            res["calibrated_error"] = sum(inits.calibrated_error(weights[n], i, C[n]) for n, i in layer_inits.items()) / w_cal
+            res["bits"] = float(
+                np.average([i.bits for i in layer_inits.values()], weights=[weights[n].size for n in layer_inits])
+            )
+            res["calibrated_error"] = (
+                sum(inits.calibrated_error(weights[n], i, C[n]) for n, i in layer_inits.items()) / w_cal
+            )
             mdl = build_model(cfg, state, layer_inits, device)
-            r = {"before": {"val": perplexity(mdl, data["val"], s["windows"], device),
-                            "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}}
+            r = {
+                "before": {
+                    "val": perplexity(mdl, data["val"], s["windows"], device),
+                    "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
+                }
+            }
             train(mdl, data["ft_train"], s["ft_steps"], s["ft_lr"], s["ft_batch"], seed=seed, device=device)
-            r["after"] = {"val": perplexity(mdl, data["val"], s["windows"], device),
-                          "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device)}
+            r["after"] = {
+                "val": perplexity(mdl, data["val"], s["windows"], device),
+                "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
+            }
             if m == "qalora":  # merged vs unmerged, also in float32 (bfloat16 autocast rounds W and W' apart)
                 r["after"]["ft_val_fp32"] = perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False)
                 merge_qalora(mdl, gqs, s["rank"])
-                r["merged"] = {"val": perplexity(mdl, data["val"], s["windows"], device),
-                               "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
-                               "ft_val_fp32": perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False)}
+                r["merged"] = {
+                    "val": perplexity(mdl, data["val"], s["windows"], device),
+                    "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
+                    "ft_val_fp32": perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False),
+                }
             res["seeds"][seed] = r
-            log(f"seed {seed} {m:15s} before {r['before']['ft_val']:.4f} after {r['after']['ft_val']:.4f}"
-                + (f" merged {r['merged']['ft_val']:.4f}" if "merged" in r else ""))
+            log(
+                f"seed {seed} {m:15s} before {r['before']['ft_val']:.4f} after {r['after']['ft_val']:.4f}"
+                + (f" merged {r['merged']['ft_val']:.4f}" if "merged" in r else "")
+            )
     t2 = time.time()
     curves = error_vs_rank(weights, C, s["ranks"])
     log(f"error vs rank in {time.time() - t2:.0f} s")
-    out_doc = {"size": size, "config": cfg.__dict__, "params": cfg.params(), "settings": s, "seeds": list(seeds),
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "corpus": {"root": corp.root, "files": corp.files,
-                                                      "bytes": {k: int(v.size) for k, v in corp.parts.items()}},
-               "pretrain_loss": [losses[0], float(np.mean(losses[-20:]))], "fp": fp, "methods": results,
-               "error_vs_rank": curves, "seconds": time.time() - t0}
+    out_doc = {
+        "size": size,
+        "config": cfg.__dict__,
+        "params": cfg.params(),
+        "settings": s,
+        "seeds": list(seeds),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "corpus": {"root": corp.root, "files": corp.files, "bytes": {k: int(v.size) for k, v in corp.parts.items()}},
+        "pretrain_loss": [losses[0], float(np.mean(losses[-20:]))],
+        "fp": fp,
+        "methods": results,
+        "error_vs_rank": curves,
+        "seconds": time.time() - t0,
+    }
     out_doc["summary"] = report.summarise(out_doc)
     if out:
         report.write(out_doc, Path(out))

@@ -3,6 +3,7 @@
 Each module is one concept of the spec; docs/ has one page per module with the math and every
 decision point. Start at `quantize_4bit` / `dequantize_4bit` for QLoRA's NF4 and FP4.
 """
+
 from .blockwise import dequantize_blockwise, quantize_blockwise
 from .codebooks import CODEBOOK_NAMES, Codebook, get_codebook
 from .double_quant import DoubleQuant, double_dequantize, double_quantize

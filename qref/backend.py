@@ -13,17 +13,17 @@ fused kernel; the conformance suite holds it to the same contract either way.
 Shared parameters (codebook values and midpoints, block-size lists, the double-quantization block,
 profiles) come from the reference modules; a backend holds none of its own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol, runtime_checkable
-
 from functools import cache
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .codebooks import get_codebook
 from .double_quant import DQ_BLOCKSIZE, offset_from_exponent_sums
 from .fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
@@ -43,12 +43,13 @@ class FourBit:
     absmax: Array | None
     qabsmax: Array | None = None
     absmax2: Array | None = None
-    offset: np.float32 | None = None
+    offset: Any = None  # np.float32 on the host; a backend may keep it as a device scalar (CUDA)
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """Everything the conformance suite calls. Bit-exact ops first, then certified ones."""
+    """Everything the conformance suite calls, op for op the table `qref.contract.OPS` (kind, exactness,
+    tolerance; tests/test_contract.py keeps the two equal). Bit-exact ops first, then certified ones."""
 
     name: str
     device: str
@@ -59,55 +60,137 @@ class Backend(Protocol):
 
     # bit-exact primitives
     def quantize_blockwise(self, x: Array, codebook: str, blocksize: int) -> tuple[Array, Array]: ...
-    def dequantize_blockwise(self, codes: Array, absmax: Array, codebook: str, blocksize: int,
-                             out_dtype: str = "float32") -> Array: ...
+    def dequantize_blockwise(
+        self, codes: Array, absmax: Array, codebook: str, blocksize: int, out_dtype: str = "float32"
+    ) -> Array: ...
     def pack_nibbles(self, codes: Array, pad_code: int = 0) -> Array: ...
     def unpack_nibbles(self, packed: Array, n: int) -> Array: ...
     def exponent_sums(self, values: Array) -> np.ndarray: ...
     def quantize_groupwise(self, W: Array, bits: int, group_size: int, profile: str) -> tuple[Array, Array, Array]: ...
 
+    # linear-algebra primitives (the certified composites use them)
+    def astype(self, a: Array, dtype: str) -> Array: ...
+    def svd(self, R: Array) -> tuple[Array, Array, Array]: ...
+    def solve(self, M: Array, Y: Array) -> Array: ...
+    def norm(self, a: Array) -> float: ...
+    def sqrt(self, a: Array) -> Array: ...
+    def qr(self, a: Array) -> Array: ...
+    def randn(self, shape: tuple, seed: int = 0) -> Array: ...
+
     # bit-exact composites (BackendBase)
-    def quantize_4bit(self, x: Array, blocksize: int = 64, quant_type: str = "nf4",
-                      double_quant: bool = False) -> FourBit: ...
-    def dequantize_4bit(self, q: FourBit, shape: tuple, blocksize: int = 64, quant_type: str = "nf4",
-                        out_dtype: str = "float32") -> Array: ...
-    def double_quantize(self, absmax: Array, blocksize: int = DQ_BLOCKSIZE, offset=None) -> tuple[Array, Array, np.float32]: ...
+    def quantize_4bit(
+        self, x: Array, blocksize: int = 64, quant_type: str = "nf4", double_quant: bool = False
+    ) -> FourBit: ...
+    def dequantize_4bit(
+        self, q: FourBit, shape: tuple, blocksize: int = 64, quant_type: str = "nf4", out_dtype: str = "float32"
+    ) -> Array: ...
+    def mean_offset(self, absmax: Array) -> np.float32: ...
+    def double_quantize(
+        self, absmax: Array, blocksize: int = DQ_BLOCKSIZE, offset=None
+    ) -> tuple[Array, Array, np.float32]: ...
     def double_dequantize(self, qabsmax: Array, absmax2: Array, offset, blocksize: int = DQ_BLOCKSIZE) -> Array: ...
-    def dequantize_groupwise(self, codes: Array, scales: Array, zeros: Array, group_size: int, profile: str) -> Array: ...
+    def dequantize_groupwise(
+        self, codes: Array, scales: Array, zeros: Array, group_size: int, profile: str
+    ) -> Array: ...
 
     # certified composites (floating-point reductions or solvers: tolerances in docs/exactness.md)
-    def qalora_zero_shift(self, scales: Array, A: Array, B: Array, alpha, group_size: int, d_in: int,
-                          profile: str, pooling: str = "average") -> Array: ...
-    def qalora_forward(self, x: Array, codes: Array, scales: Array, zeros: Array, A: Array, B: Array, alpha,
-                       group_size: int, profile: str, pooling: str = "average") -> Array: ...
+    def qalora_zero_shift(
+        self,
+        scales: Array,
+        A: Array,
+        B: Array,
+        alpha,
+        group_size: int,
+        d_in: int,
+        profile: str,
+        pooling: str = "average",
+    ) -> Array: ...
+    def qalora_forward(
+        self,
+        x: Array,
+        codes: Array,
+        scales: Array,
+        zeros: Array,
+        A: Array,
+        B: Array,
+        alpha,
+        group_size: int,
+        profile: str,
+        pooling: str = "average",
+    ) -> Array: ...
+    def nf_quantize(self, x: Array, bits: int = 4, blocksize: int = 64) -> Array: ...
     def svd_factors(self, R: Array, rank: int) -> tuple[Array, Array]: ...
-    def loftq(self, W: Array, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64,
-              svd: str = "exact") -> dict: ...
-    def lqlora(self, W: Array, rank: int, bits: int = 4, blocksize: int = 64, max_iter: int = 20,
-               fisher: Array | None = None, svd: str = "exact") -> dict: ...
-    def quailora(self, W: Array, Q: Array, rank: int, C: Array, max_iter: int = 100, tol: float = 1e-12,
-                 svd: str = "exact") -> dict: ...
+    def svd_factors_randomized(
+        self, R: Array, rank: int, start: Array | None = None, oversample: int = 8, power: int = 2, seed: int = 0
+    ) -> tuple[Array, Array, Array]: ...
+    def loftq(
+        self, W: Array, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64, svd: str = "exact"
+    ) -> dict: ...
+    def lqlora(
+        self,
+        W: Array,
+        rank: int,
+        bits: int = 4,
+        blocksize: int = 64,
+        max_iter: int = 20,
+        fisher: Array | None = None,
+        svd: str = "exact",
+    ) -> dict: ...
+    def quailora(
+        self, W: Array, Q: Array, rank: int, C: Array, max_iter: int = 100, tol: float = 1e-12, svd: str = "exact"
+    ) -> dict: ...
     def allocate(self, costs, bits, sizes, budget): ...
+
+
+def _not_implemented(op: str):
+    def method(self, *args, **kwargs):
+        raise NotImplementedError(f"backend {self.name!r} does not implement {op}")
+
+    method.__name__ = op
+    method.__doc__ = f"Primitive `{op}` (qref.contract): not implemented by this backend."
+    method.qref_missing = True  # type: ignore[attr-defined]
+    return method
 
 
 class BackendBase:
     """The composites, written once over a backend's primitives (see the module doc).
 
-    Subclasses provide: name, device, from_numpy, to_numpy, quantize_blockwise, dequantize_blockwise,
-    pack_nibbles, unpack_nibbles, exponent_sums, quantize_groupwise, and the linear-algebra
-    primitives astype(a, dtype), svd(R) -> (U, S, Vt), solve(M, Y), norm(a) -> float, sqrt(a)."""
+    Subclasses provide name, device and the primitives of `qref.contract` (conversion, the bit-exact
+    primitives, the linear algebra). A primitive left out raises NotImplementedError, `implements`
+    says so, and the conformance suite skips the ops that need it (a partial backend)."""
 
     name = "base"
     device = "cpu"
 
+    from_numpy = _not_implemented("from_numpy")
+    to_numpy = _not_implemented("to_numpy")
+    quantize_blockwise = _not_implemented("quantize_blockwise")
+    dequantize_blockwise = _not_implemented("dequantize_blockwise")
+    pack_nibbles = _not_implemented("pack_nibbles")
+    unpack_nibbles = _not_implemented("unpack_nibbles")
+    exponent_sums = _not_implemented("exponent_sums")
+    quantize_groupwise = _not_implemented("quantize_groupwise")
+    astype = _not_implemented("astype")
+    svd = _not_implemented("svd")
+    solve = _not_implemented("solve")
+    norm = _not_implemented("norm")
+    sqrt = _not_implemented("sqrt")
+    qr = _not_implemented("qr")
+    randn = _not_implemented("randn")
+
     def __repr__(self):
         return f"<qref backend {self.name}:{self.device}>"
+
+    def implements(self, *ops: str) -> bool:
+        """Whether every named primitive is provided (composites count as provided when their
+        primitives are)."""
+        return not any(getattr(getattr(type(self), op, None), "qref_missing", False) for op in ops)
 
     # ---- bit-exact composites ----
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False) -> FourBit:
         """Blockwise absmax with NF4/FP4, nibbles packed high-first, pad = code of 0 (fourbit.md)."""
-        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
-        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         codes, absmax = self.quantize_blockwise(x, quant_type, blocksize)
         packed = self.pack_nibbles(codes.reshape(-1), zero_code(quant_type))
         if not double_quant:
@@ -117,8 +200,8 @@ class BackendBase:
 
     def dequantize_4bit(self, q: FourBit, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         """code[q] * absmax per block in float32, rounded to out_dtype."""
-        _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
-        _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         n = int(np.prod(shape, dtype=np.int64))
         absmax = q.absmax if q.qabsmax is None else self.double_dequantize(q.qabsmax, q.absmax2, q.offset)
         codes = self.unpack_nibbles(q.packed, n).reshape(tuple(shape))
@@ -131,7 +214,7 @@ class BackendBase:
     def double_quantize(self, absmax, blocksize=DQ_BLOCKSIZE, offset=None):
         """(qabsmax, absmax2, offset): the centred absmax blockwise with the signed dynamic map."""
         offset = self.mean_offset(absmax) if offset is None else np.float32(offset)
-        _checks.finite(np.asarray(offset), "offset")
+        validation.finite(np.asarray(offset), "offset")
         centred = absmax - self.from_numpy(np.full(1, offset, dtype=np.float32))
         qabsmax, absmax2 = self.quantize_blockwise(centred, "dynamic", blocksize)
         return qabsmax, absmax2, offset
@@ -142,7 +225,7 @@ class BackendBase:
 
     def dequantize_groupwise(self, codes, scales, zeros, group_size, profile):
         """W~ = s (q - z) (GPTQ) or s q + z (minmax) per (row, group), in float64."""
-        _checks.one_of(profile, GROUPWISE_PROFILES, "profile")
+        validation.one_of(profile, GROUPWISE_PROFILES, "profile")
         d_out, d_in = codes.shape
         q = self.astype(codes, "float64").reshape(d_out, d_in // group_size, group_size)
         s, z = self.astype(scales, "float64")[..., None], self.astype(zeros, "float64")[..., None]
@@ -152,7 +235,7 @@ class BackendBase:
     # ---- certified composites ----
     def qalora_zero_shift(self, scales, A, B, alpha, group_size, d_in, profile, pooling="average"):
         """-s c (B A) / scales (GPTQ form) or +s c (B A) (offset form), float64 (qalora.md)."""
-        _checks.one_of(pooling, POOLING, "pooling")
+        validation.one_of(pooling, POOLING, "pooling")
         coef = float(Fraction(alpha) / A.shape[0] * pool_factor(pooling, d_in, group_size))
         update = (self.astype(B, "float64") @ self.astype(A, "float64")) * coef
         return update if profile == "minmax" else -update / self.astype(scales, "float64")
@@ -190,7 +273,7 @@ class BackendBase:
 
     def _factors(self, R, rank, svd, state):
         """svd_factors (svd="exact") or the randomized ones warm-started from `state["basis"]`."""
-        _checks.one_of(svd, ("exact", "randomized"), "svd")
+        validation.one_of(svd, ("exact", "randomized"), "svd")
         if svd == "exact":
             return self.svd_factors(R, rank)
         L, Rt, state["basis"] = self.svd_factors_randomized(R, rank, state.get("basis"))
@@ -198,7 +281,7 @@ class BackendBase:
 
     def nf_quantize(self, x, bits=4, blocksize=64):
         """dequant(quant(x)) with NF-k blockwise absmax in float32, returned in x's dtype."""
-        _checks.one_of(bits, NF_BITS, "bits")
+        validation.one_of(bits, NF_BITS, "bits")
         x32 = self.astype(x, "float32")
         codes, absmax = self.quantize_blockwise(x32, f"nf{bits}", blocksize)
         return self.astype(self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize), "float64")
@@ -207,7 +290,7 @@ class BackendBase:
         """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t); svd="randomized"
         uses warm-started subspace iterations instead of full SVDs."""
         W = self.astype(W, "float64")
-        res, state = W, {}
+        res, state = W, {}  # type: tuple[Any, dict]
         for _ in range(num_iter):
             source = res
             Q = self.nf_quantize(res, bits, blocksize)
@@ -217,13 +300,13 @@ class BackendBase:
 
     def lqlora(self, W, rank, bits=4, blocksize=64, max_iter=20, fisher=None, svd="exact") -> dict:
         """LQ-LoRA Algorithm 1 from Q_0 = 0, best iterate kept (lqlora.md); fisher: rank-one weights."""
-        state = {}
+        state: dict = {}
         W = self.astype(W, "float64")
         if fisher is not None:
             F = self.astype(fisher, "float64")
             row_w, col_w = self.sqrt(F.mean(1)), self.sqrt(F.mean(0))
             weight = self.sqrt(F)
-        Q, best = W * 0.0, None
+        Q, best = W * 0.0, None  # type: tuple[Any, Any]
         errors = []
         for _ in range(max_iter):
             if fisher is None:
@@ -278,6 +361,6 @@ def check_groupwise_args(shape, bits, group_size, profile) -> None:
     """Validation every backend's quantize_groupwise starts with (same errors as the reference)."""
     from .groupwise import check_layout
 
-    _checks.one_of(bits, GROUPWISE_BITS, "bits")
-    _checks.one_of(profile, GROUPWISE_PROFILES, "profile")
+    validation.one_of(bits, GROUPWISE_BITS, "bits")
+    validation.one_of(profile, GROUPWISE_PROFILES, "profile")
     check_layout(shape, group_size)

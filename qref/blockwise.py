@@ -11,11 +11,12 @@ shorter (the tail). Decision points, bitsandbytes' semantics (its pure-PyTorch k
      absmax 0, a zero tail block stores the clamped float32(1e-38);
   6. dequantization is code[q] * absmax_b in float32, then rounded to the output format.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .codebooks import Codebook
 from .dtypes import cast_float32
 
@@ -51,8 +52,8 @@ def scale_blocks(x32: np.ndarray, absmax: np.ndarray, blocksize: int) -> np.ndar
 
 def quantize_blockwise(x, codebook: Codebook, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
     """Codes q_i = nearest(x_i / absmax_b) and per-block absmax (QLoRA Eq. 1). Codes keep x's shape."""
-    blocksize = _checks.positive_int(blocksize, "blocksize")
-    x32, _ = _checks.float_input(x, "x")
+    blocksize = validation.positive_int(blocksize, "blocksize")
+    x32, _ = validation.float_input(x, "x")
     codes, absmax = quantize_flat(x32.reshape(-1), codebook, blocksize)
     return codes.reshape(x32.shape), absmax
 
@@ -67,12 +68,12 @@ def dequantize_blockwise(
     codes: np.ndarray, absmax: np.ndarray, codebook: Codebook, blocksize: int, out_dtype: str = "float32"
 ):
     """x_hat_i = code[q_i] * absmax_b in float32 (QLoRA Eq. 2), rounded to out_dtype."""
-    blocksize = _checks.positive_int(blocksize, "blocksize")
-    codes = _checks.uint8_array(codes, "codes")
+    blocksize = validation.positive_int(blocksize, "blocksize")
+    codes = validation.uint8_array(codes, "codes")
     if codes.size == 0:
         raise ValueError("codes is empty")
     full, rem = split_blocks(codes.size, blocksize)
-    absmax = _checks.float32_vector(absmax, "absmax", full + (1 if rem else 0))
+    absmax = validation.float32_vector(absmax, "absmax", full + (1 if rem else 0))
     if codes.max() >= codebook.size:
         raise ValueError(
             f"codes holds {int(codes.max())}, out of range for the {codebook.size}-entry codebook {codebook.name!r}"
@@ -85,8 +86,11 @@ def times_absmax(values: np.ndarray, absmax: np.ndarray, blocksize: int) -> np.n
     """float32 values * absmax_b of each element's block (the tail block included)."""
     full, rem = split_blocks(values.size, blocksize)
     out = np.empty(values.size, dtype=np.float32)
-    np.multiply(values[: full * blocksize].reshape(full, blocksize), absmax[:full, None],
-                out=out[: full * blocksize].reshape(full, blocksize))
+    np.multiply(
+        values[: full * blocksize].reshape(full, blocksize),
+        absmax[:full, None],
+        out=out[: full * blocksize].reshape(full, blocksize),
+    )
     if rem:
         np.multiply(values[full * blocksize :], absmax[full], out=out[full * blocksize :])
     return out

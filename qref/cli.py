@@ -1,4 +1,5 @@
 """The `qref` command line. `qref check` compares the reference with every installed peer library."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,19 @@ def main(argv=None) -> int:
     check = sub.add_parser("check", help="reference vs installed peer libraries on a fixed input battery")
     check.add_argument("peers", nargs="*", help="peers to check (default: every known one)")
     check.add_argument("--quick", action="store_true", help="block sizes 64 and 4096 only")
-    check.add_argument("--backend", action="append", dest="backends", default=None,
-                       help="backend NAME[:DEVICE] to check (repeatable; default: every registered one)")
+    check.add_argument(
+        "--backend",
+        action="append",
+        dest="backends",
+        default=None,
+        help="backend NAME[:DEVICE] to check (repeatable; default: every registered one)",
+    )
     check.add_argument("--no-backends", action="store_true", help="peer libraries only")
     conform = sub.add_parser("conform", help="the hypothesis conformance suite against one backend")
     conform.add_argument("backend", help="NAME[:DEVICE], e.g. torch:cuda")
-    conform.add_argument("--profile", default=None, choices=("ci", "gpu", "dev"), help="hypothesis profile: ci (default), gpu or dev")
+    conform.add_argument(
+        "--profile", default=None, choices=("ci", "gpu", "dev"), help="hypothesis profile: ci (default), gpu or dev"
+    )
     conform.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     validate = sub.add_parser("validate", help="installed libraries vs their qref profiles, with minimal examples")
     validate.add_argument("libraries", nargs="*", help="bitsandbytes, torchao, peft, auto-gptq (default: all)")
@@ -30,8 +38,9 @@ def main(argv=None) -> int:
     vcheck = vsub.add_parser("check", help="replay the vector files in DIR through a backend")
     vcheck.add_argument("directory")
     vcheck.add_argument("--backend", default="numpy", help="NAME[:DEVICE] (default: numpy, the reference)")
-    sub.add_parser("experiment", help="the trained-model experiment (from a source checkout; args after it)",
-                   add_help=False)
+    sub.add_parser(
+        "experiment", help="the trained-model experiment (from a source checkout; args after it)", add_help=False
+    )
     init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
     init.add_argument("src")
     init.add_argument("dst")
@@ -46,16 +55,20 @@ def main(argv=None) -> int:
         try:
             from experiments.run import main as experiment_main
         except ImportError:
-            print("qref experiment: the experiment runs from a source checkout of qref "
-                  "(python -m experiments.run); it is not part of the installed package", file=sys.stderr)
+            print(
+                "qref experiment: the experiment runs from a source checkout of qref "
+                "(python -m experiments.run); it is not part of the installed package",
+                file=sys.stderr,
+            )
             return 2
         return experiment_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "init":
         from .init_driver import initialise_checkpoint, summary
 
-        reports = initialise_checkpoint(args.src, args.dst, args.method, args.rank, args.bits,
-                                        args.blocksize, args.dq_blocksize, args.iters)
+        reports = initialise_checkpoint(
+            args.src, args.dst, args.method, args.rank, args.bits, args.blocksize, args.dq_blocksize, args.iters
+        )
         print(summary(reports))
         return 0
     if args.command == "check":
@@ -82,8 +95,23 @@ def main(argv=None) -> int:
         import pytest
 
         profile = ["--qref-profile", args.profile] if args.profile else []
-        return int(pytest.main(["--pyargs", "qref.conformance", "--qref-backend", args.backend, *profile, "-q",
-                                "-p", "no:cacheprovider", "-o", "addopts=", *args.pytest_args]))
+        return int(
+            pytest.main(
+                [
+                    "--pyargs",
+                    "qref.conformance",
+                    "--qref-backend",
+                    args.backend,
+                    *profile,
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-o",
+                    "addopts=",
+                    *args.pytest_args,
+                ]
+            )
+        )
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -4,6 +4,7 @@ A codebook is a float32 table indexed by the stored code. Every table here is bu
 published construction and reproduces bitsandbytes' float32 values bit for bit, including the
 float32 rounding of the intermediate linspace (see `linspace_f32`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class Codebook:
         value exactly on a midpoint takes the lower code (torch.bucketize with right=False)."""
         scaled = np.asarray(scaled, dtype=np.float32)
         if self.size <= 16:  # the count itself: one comparison pass per midpoint
-            position = np.zeros(scaled.shape, dtype=np.uint8)
+            position: np.ndarray = np.zeros(scaled.shape, dtype=np.uint8)
             above = np.empty(scaled.shape, dtype=bool)
             for m in self.midpoints:
                 np.greater(scaled, m, out=above)

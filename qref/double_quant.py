@@ -6,6 +6,7 @@ rounded to float32. The one decision point bitsandbytes leaves to the framework 
 qref defines offset = float32(float64(exact sum) / n), the exact sum by math.fsum, so it does not
 depend on a reduction order. A different offset (PyTorch's float32 `mean`) can be passed in.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .blockwise import dequantize_blockwise, quantize_blockwise
 from .codebooks import Codebook, get_codebook
 
@@ -41,12 +42,12 @@ def double_quantize(
     absmax: np.ndarray, blocksize: int = DQ_BLOCKSIZE, codebook: Codebook | None = None, offset=None
 ) -> DoubleQuant:
     """Quantize c1 - c2 blockwise with the signed dynamic map (QLoRA's c2^FP32 and c1^FP8)."""
-    absmax = _checks.float32_vector(absmax, "absmax", np.asarray(absmax).size)
+    absmax = validation.float32_vector(absmax, "absmax", np.asarray(absmax).size)
     if absmax.size == 0:
         raise ValueError("absmax is empty")
     codebook = codebook or get_codebook("dynamic")
     offset = mean_offset(absmax) if offset is None else np.float32(offset)
-    _checks.finite(np.asarray(offset), "offset")
+    validation.finite(np.asarray(offset), "offset")
     qabsmax, absmax2 = quantize_blockwise(absmax - offset, codebook, blocksize)
     return DoubleQuant(qabsmax, absmax2, offset, blocksize, codebook)
 

@@ -5,6 +5,7 @@ NumPy has no bfloat16, so the reference carries bfloat16 data as its raw 16-bit 
 (the bits become the high half of a float32); float32 -> bfloat16 rounds to nearest, ties to even,
 and maps every NaN to the quiet NaN 0x7FC0 (sign kept). See docs/dtypes.md.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class BFloat16Array:
     def __eq__(self, other):  # bitwise equality, as the exactness contract needs
         return isinstance(other, BFloat16Array) and np.array_equal(self.bits, other.bits)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared bitwise
 
 
 def bf16_bits_to_float32(bits: np.ndarray) -> np.ndarray:

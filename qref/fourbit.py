@@ -3,11 +3,12 @@
 quantize_4bit = blockwise absmax quantization with the NF4 or FP4 codebook, nibble packing (pad
 with the code of 0.0), optional double quantization of the absmax (QLoRA Sec. 3).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .blockwise import quantize_flat, split_blocks, times_absmax
 from .codebooks import get_codebook
 from .double_quant import DQ_BLOCKSIZE, double_quantize
@@ -29,9 +30,9 @@ def quantize_4bit(
     offset=None,
 ) -> tuple[np.ndarray, QuantState]:
     """Packed 4-bit codes, shape (ceil(n/2) / itemsize, 1), and the QuantState (QLoRA Eq. 5's storage)."""
-    _checks.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
-    _checks.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-    x32, fmt = _checks.float_input(x, "x")
+    validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+    validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+    x32, fmt = validation.float_input(x, "x")
     codebook = get_codebook(quant_type)
     codes, absmax = quantize_flat(x32.reshape(-1), codebook, blocksize)
     zero_code = int(codebook.nearest(np.zeros(1, dtype=np.float32))[0])
@@ -53,15 +54,15 @@ def dequantize_4bit(packed: np.ndarray, state: QuantState, out_dtype: str | None
     """x_hat = code[q] * absmax per block in float32, rounded to out_dtype (default: state.dtype)."""
     if not isinstance(state, QuantState):
         raise TypeError(f"state must be a qref QuantState, got {type(state).__name__}")
-    _checks.one_of(state.blocksize, BLOCKSIZES_4BIT, "state.blocksize")
-    _checks.one_of(state.quant_type, QUANT_TYPES_4BIT, "state.quant_type")
-    out_dtype = _checks.one_of(out_dtype or state.dtype, FLOAT_FORMATS, "out_dtype")
+    validation.one_of(state.blocksize, BLOCKSIZES_4BIT, "state.blocksize")
+    validation.one_of(state.quant_type, QUANT_TYPES_4BIT, "state.quant_type")
+    out_dtype = validation.one_of(out_dtype or state.dtype, FLOAT_FORMATS, "out_dtype")
     raw = from_storage(packed)
     n = int(np.prod(state.shape, dtype=np.int64))
     if n == 0 or raw.size != (n + 1) // 2:
         raise ValueError(f"packed holds {raw.size} bytes; shape {state.shape} needs {(n + 1) // 2}")
     full, rem = split_blocks(n, state.blocksize)
-    absmax = _checks.float32_vector(state.absmax_float32(), "state.absmax", full + (1 if rem else 0))
+    absmax = validation.float32_vector(state.absmax_float32(), "state.absmax", full + (1 if rem else 0))
     table = np.asarray(state.code, dtype=np.float32)
     if table.shape != (16,):
         raise ValueError(f"state.code must hold 16 float32 values, got shape {table.shape}")
@@ -70,4 +71,3 @@ def dequantize_4bit(packed: np.ndarray, state: QuantState, out_dtype: str | None
     values = np.take(np.ascontiguousarray(pairs).view(np.uint64).ravel(), raw).view(np.float32)[:n]
     out = times_absmax(values, absmax, state.blocksize)
     return cast_float32(out.reshape(state.shape), out_dtype)
-

@@ -13,11 +13,12 @@ two words). A count that does not fill the last word is padded with zero bits.
 Merged QA-LoRA zeros are not integers: they are stored unpacked as "qzeros_float", float32
 (G, D_out) (or float64), with W~ = scales * (q - qzeros_float).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .groupwise import GROUPWISE_BITS, GroupQuant
 
 GPTQ_FORMATS = ("v1", "v2")
@@ -29,7 +30,9 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     if values.size and (values.min() < 0 or values.max() >= 2**bits):
         raise ValueError(f"values must be in [0, {2**bits - 1}] to pack into {bits} bits")
     n, rest = values.shape[0], values.shape[1:]
-    stream = ((values.astype(np.uint32)[:, None] >> np.arange(bits, dtype=np.uint32).reshape(1, bits, *[1] * len(rest))) & 1)
+    stream = (
+        values.astype(np.uint32)[:, None] >> np.arange(bits, dtype=np.uint32).reshape(1, bits, *[1] * len(rest))
+    ) & 1
     stream = stream.reshape(n * bits, *rest)
     words = -(-n * bits // 32)
     stream = np.concatenate([stream, np.zeros((words * 32 - n * bits, *rest), np.uint32)])
@@ -53,8 +56,8 @@ def unpack_bits(words: np.ndarray, bits: int, n: int) -> np.ndarray:
 def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> dict[str, np.ndarray]:
     """The checkpoint tensors of a GPTQ-form GroupQuant (codes unchanged; integer or float zeros).
     Scales are stored in the layer's weight dtype, float16 for the usual fp16 checkpoints."""
-    _checks.one_of(fmt, GPTQ_FORMATS, "fmt")
-    _checks.one_of(scales_dtype, ("float16", "float32"), "scales_dtype")
+    validation.one_of(fmt, GPTQ_FORMATS, "fmt")
+    validation.one_of(scales_dtype, ("float16", "float32"), "scales_dtype")
     if gq.offset_zeros:
         raise ValueError("the minmax profile (W~ = s q + b) has no GPTQ zero-point form")
     d_out, d_in = gq.shape
@@ -67,8 +70,10 @@ def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> d
     if np.all(zeros == np.rint(zeros)):
         stored = zeros.T.astype(np.int64) - (1 if fmt == "v1" else 0)
         if stored.min() < 0:
-            raise ValueError("format v1 stores zero - 1 and cannot hold a zero point of 0 "
-                             "(AutoGPTQ would OR -1 into the neighbouring fields); use fmt='v2'")
+            raise ValueError(
+                "format v1 stores zero - 1 and cannot hold a zero point of 0 "
+                "(AutoGPTQ would OR -1 into the neighbouring fields); use fmt='v2'"
+            )
         out["qzeros"] = pack_bits(stored.T, gq.bits).T
     else:
         out["qzeros_float"] = zeros.T.astype(np.float32 if gq.zeros.dtype != np.float64 else np.float64)
@@ -77,8 +82,8 @@ def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> d
 
 def from_gptq(tensors: dict, bits: int, group_size: int, fmt: str = "v1") -> GroupQuant:
     """A GroupQuant (profile gptq-asym) from checkpoint tensors; scales widen exactly from float16."""
-    _checks.one_of(bits, GROUPWISE_BITS, "bits")
-    _checks.one_of(fmt, GPTQ_FORMATS, "fmt")
+    validation.one_of(bits, GROUPWISE_BITS, "bits")
+    validation.one_of(fmt, GPTQ_FORMATS, "fmt")
     scales = np.asarray(tensors["scales"])
     groups, d_out = scales.shape
     d_in = groups * group_size

@@ -3,13 +3,15 @@
 Groups are g consecutive input features, G = D_in / g of them (QA-LoRA's paper calls G "L").
 Profiles (each pinned in the docs):
   gptq-asym  (default) AutoGPTQ/GPTQ-for-LLaMa RTN, QA-LoRA's setting: range [min(0, w), max(0, w)];
-             an all-zero group (or one whose float32 scale underflows to 0) becomes [-1, 1]; scale = (xmax - xmin) / (2^k - 1);
+             an all-zero group (or one whose float32 scale underflows to 0) becomes [-1, 1];
+             scale = (xmax - xmin) / (2^k - 1);
              zero = round(-xmin / scale); q = clamp(round(w / scale) + zero, 0, 2^k - 1);
              W~ = scale * (q - zero). float32 arithmetic, round half to even (torch.round).
   gptq-sym   the same with xmax = max(|xmin|, xmax), xmin = -xmax if xmin < 0, zero = 2^(k-1).
   minmax     QA-LoRA Eq. 1: alpha = (max - min) / (2^k - 1), beta = min, q = round((w - beta) / alpha),
              W~ = alpha * q + beta (a float offset); a constant group takes alpha = 1 (q = 0, W~ = beta).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -17,7 +19,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import _checks
+from . import validation
 
 GROUPWISE_BITS = (2, 3, 4, 8)
 GROUPWISE_PROFILES = ("gptq-asym", "gptq-sym", "minmax")
@@ -54,7 +56,7 @@ def group_view(W: np.ndarray, group_size: int) -> np.ndarray:
 
 def check_layout(shape, group_size, name: str = "W") -> int:
     """Validate a (D_out, D_in) shape and group size; return G."""
-    group_size = _checks.positive_int(group_size, "group_size")
+    group_size = validation.positive_int(group_size, "group_size")
     if len(shape) != 2:
         raise ValueError(f"{name} must be 2-D (D_out, D_in), got shape {tuple(shape)}")
     if shape[1] % group_size:
@@ -64,9 +66,9 @@ def check_layout(shape, group_size, name: str = "W") -> int:
 
 def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "gptq-asym") -> GroupQuant:
     """Round-to-nearest group-wise quantization (module doc; QA-LoRA Sec. 3.3, AutoGPTQ quantizer)."""
-    _checks.one_of(bits, GROUPWISE_BITS, "bits")
-    _checks.one_of(profile, GROUPWISE_PROFILES, "profile")
-    W32, _ = _checks.float_input(W, "W")
+    validation.one_of(bits, GROUPWISE_BITS, "bits")
+    validation.one_of(profile, GROUPWISE_PROFILES, "profile")
+    W32, _ = validation.float_input(W, "W")
     check_layout(W32.shape, group_size)
     maxq = np.float32(2**bits - 1)
     w = group_view(W32, group_size)

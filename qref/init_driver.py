@@ -8,6 +8,7 @@ initialiser per 2-D float tensor, and writes to a safetensors file, per weight N
   NAME.lora_A    float32 (r, in),  NAME.lora_B  float32 (out, r)
 Other tensors are skipped and reported. Returns one report row per tensor.
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,13 +42,26 @@ def _stored_state(name, quantized_from, bits, blocksize, dq_blocksize) -> dict[s
         out[f"{name}.absmax"] = absmax
     else:
         dq = double_quantize(absmax, dq_blocksize)
-        out.update({f"{name}.qabsmax": dq.qabsmax, f"{name}.absmax2": dq.absmax2,
-                    f"{name}.offset": np.array([dq.offset], np.float32)})
+        out.update(
+            {
+                f"{name}.qabsmax": dq.qabsmax,
+                f"{name}.absmax2": dq.absmax2,
+                f"{name}.offset": np.array([dq.offset], np.float32),
+            }
+        )
     return out
 
 
-def initialise_layer(W: np.ndarray, method: str, rank: int, bits: int = 4, blocksize: int = 64,
-                     dq_blocksize: int | None = None, num_iter: int = 5, X: np.ndarray | None = None):
+def initialise_layer(
+    W: np.ndarray,
+    method: str,
+    rank: int,
+    bits: int = 4,
+    blocksize: int = 64,
+    dq_blocksize: int | None = None,
+    num_iter: int = 5,
+    X: np.ndarray | None = None,
+):
     """(quantized_from, Q, A, B) for one weight."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -69,9 +83,17 @@ def initialise_layer(W: np.ndarray, method: str, rank: int, bits: int = 4, block
     return W, Q, A, B
 
 
-def initialise_checkpoint(src: str, dst: str, method: str = "loftq", rank: int = 16, bits: int = 4,
-                          blocksize: int = 64, dq_blocksize: int | None = None, num_iter: int = 5,
-                          progress=sys.stderr) -> list[LayerReport]:
+def initialise_checkpoint(
+    src: str,
+    dst: str,
+    method: str = "loftq",
+    rank: int = 16,
+    bits: int = 4,
+    blocksize: int = 64,
+    dq_blocksize: int | None = None,
+    num_iter: int = 5,
+    progress=sys.stderr,
+) -> list[LayerReport]:
     from safetensors import safe_open
     from safetensors.numpy import save_file
 
@@ -87,7 +109,11 @@ def initialise_checkpoint(src: str, dst: str, method: str = "loftq", rank: int =
                 reports.append(LayerReport(name, (), f"skipped: unreadable as numpy ({exc})"))
                 continue
             if t.ndim != 2 or t.dtype.kind != "f" or min(t.shape) < rank:
-                why = "not 2-D" if t.ndim != 2 else ("not floating point" if t.dtype.kind != "f" else f"smaller than rank {rank}")
+                why = (
+                    "not 2-D"
+                    if t.ndim != 2
+                    else ("not floating point" if t.dtype.kind != "f" else f"smaller than rank {rank}")
+                )
                 reports.append(LayerReport(name, t.shape, f"skipped: {why}"))
                 continue
             W = t.astype(np.float64)
@@ -95,8 +121,11 @@ def initialise_checkpoint(src: str, dst: str, method: str = "loftq", rank: int =
             out.update(_stored_state(name, source, bits, blocksize, dq_blocksize))
             out[f"{name}.lora_A"], out[f"{name}.lora_B"] = A.astype(np.float32), B.astype(np.float32)
             norm = np.linalg.norm(W)
-            reports.append(LayerReport(name, W.shape, "initialised", np.linalg.norm(W - Q) / norm,
-                                       np.linalg.norm(W - Q - B @ A) / norm))
+            reports.append(
+                LayerReport(
+                    name, W.shape, "initialised", np.linalg.norm(W - Q) / norm, np.linalg.norm(W - Q - B @ A) / norm
+                )
+            )
     if progress:
         progress.write("\n")
     save_file(out, dst, metadata={"qref_method": method, "rank": str(rank), "bits": str(bits)})
@@ -106,5 +135,7 @@ def initialise_checkpoint(src: str, dst: str, method: str = "loftq", rank: int =
 def summary(reports: list[LayerReport]) -> str:
     lines = [f"{'tensor':<48} {'shape':>14} {'|W-Q|/|W|':>10} {'|W-Q-BA|/|W|':>13}  status"]
     for r in reports:
-        lines.append(f"{r.name[:48]:<48} {tuple(r.shape)!s:>14} {r.error_before:>10.4g} {r.error_after:>13.4g}  {r.status}")
+        lines.append(
+            f"{r.name[:48]:<48} {tuple(r.shape)!s:>14} {r.error_before:>10.4g} {r.error_after:>13.4g}  {r.status}"
+        )
     return "\n".join(lines)

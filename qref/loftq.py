@@ -6,6 +6,7 @@ Returned as PEFT's `loftq_init` returns it: (Q_T, lora_A = R (r x in), lora_B = 
 the singular values split sqrt(S) to each side. The quantizer is NF4, block 64, no double
 quantization (PEFT's 4-bit setting), computed in float32.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .lowrank import check_matrix, check_rank, nf_quantize, svd_factors
 
 
@@ -26,12 +27,13 @@ class LoftQResult:
     quantized_from: np.ndarray  # the matrix whose quantization is Q (for storing its codes)
 
 
-def loftq(W: np.ndarray, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64,
-          quantizer=None) -> LoftQResult:
+def loftq(
+    W: np.ndarray, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64, quantizer=None
+) -> LoftQResult:
     """LoftQ Algorithm 1; `quantizer(x) -> dequant(quant(x))` overrides the NF-k default."""
     check_matrix(W)
     rank = check_rank(rank, W.shape)
-    num_iter = _checks.positive_int(num_iter, "num_iter")
+    num_iter = validation.positive_int(num_iter, "num_iter")
     quantize = quantizer or partial(nf_quantize, bits=bits, blocksize=blocksize)
     res, errors = W, []
     for _ in range(num_iter):

@@ -1,11 +1,12 @@
 """Low-rank pieces shared by the initialisers: truncated SVD factors, weighted SVD, the NF-k quantizer
 they all call (docs/initialisers.md).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .blockwise import dequantize_blockwise, quantize_blockwise
 from .codebooks import get_codebook
 from .double_quant import double_dequantize, double_quantize
@@ -22,12 +23,12 @@ def check_matrix(W, name: str = "W", dtypes=(np.float64, np.float32)) -> np.ndar
         raise TypeError(f"{name} must be float64 or float32, got {W.dtype}")
     if W.size == 0:
         raise ValueError(f"{name} is empty")
-    _checks.finite(W, name)
+    validation.finite(W, name)
     return W
 
 
 def check_rank(rank, shape) -> int:
-    rank = _checks.positive_int(rank, "rank")
+    rank = validation.positive_int(rank, "rank")
     if rank > min(shape):
         raise ValueError(f"rank {rank} exceeds min{tuple(shape)} = {min(shape)}")
     return rank
@@ -51,7 +52,7 @@ def weighted_svd_factors(R: np.ndarray, row_w: np.ndarray, col_w: np.ndarray, ra
 def nf_quantize(x: np.ndarray, bits: int = 4, blocksize: int = 64, dq_blocksize: int | None = None) -> np.ndarray:
     """dequant(quant(x)) with NF-k blockwise absmax quantization in float32 (blockwise.md), the absmax
     optionally double-quantized (8-bit dynamic map, block dq_blocksize); returned in x's dtype."""
-    _checks.one_of(bits, NF_BITS, "bits")
+    validation.one_of(bits, NF_BITS, "bits")
     codebook = get_codebook(f"nf{bits}")
     x32 = np.ascontiguousarray(x, dtype=np.float32)
     codes, absmax = quantize_blockwise(x32, codebook, blocksize)

@@ -9,6 +9,7 @@ Fisher:     F (same shape as W, >= 0) is reduced to row and column weights
 allocate:   one quantization configuration per matrix minimising the total (weighted) squared error
             subject to an average bits-per-parameter budget: a 0/1 integer linear program (HiGHS).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from fractions import Fraction
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from . import _checks
+from . import validation
 from .lowrank import (
     NF_BITS,
     check_matrix,
@@ -39,10 +40,10 @@ class LQConfig:
     dq_blocksize: int | None = 256
 
     def __post_init__(self):
-        _checks.one_of(self.bits, NF_BITS, "bits")
-        _checks.positive_int(self.blocksize, "blocksize")
+        validation.one_of(self.bits, NF_BITS, "bits")
+        validation.positive_int(self.blocksize, "blocksize")
         if self.dq_blocksize is not None:
-            _checks.positive_int(self.dq_blocksize, "dq_blocksize")
+            validation.positive_int(self.dq_blocksize, "dq_blocksize")
 
     def storage(self) -> StorageConfig:
         if self.dq_blocksize is None:
@@ -78,13 +79,19 @@ def fisher_weights(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return row, col
 
 
-def decompose(W: np.ndarray, rank: int, config: LQConfig = LQConfig(), max_iter: int = 20,
-              fisher: np.ndarray | None = None, Q_init: np.ndarray | None = None) -> LQResult:
+def decompose(
+    W: np.ndarray,
+    rank: int,
+    config: LQConfig = LQConfig(),
+    max_iter: int = 20,
+    fisher: np.ndarray | None = None,
+    Q_init: np.ndarray | None = None,
+) -> LQResult:
     """The iterative low-rank plus quantized decomposition (LQ-LoRA Algorithm 1); Q_init replaces
     the paper's start Q_0 = 0."""
     check_matrix(W)
     rank = check_rank(rank, W.shape)
-    max_iter = _checks.positive_int(max_iter, "max_iter")
+    max_iter = validation.positive_int(max_iter, "max_iter")
     if fisher is not None:
         if fisher.shape != W.shape:
             raise ValueError(f"fisher must have W's shape {W.shape}, got {fisher.shape}")
@@ -122,13 +129,17 @@ def allocate(costs: np.ndarray, bits: np.ndarray, sizes: np.ndarray, budget: flo
     matrix; a 0/1 ILP solved by scipy.optimize.milp (HiGHS). `bits[i, c]` is bits per parameter."""
     costs, bits, sizes = (np.asarray(a, dtype=np.float64) for a in (costs, bits, sizes))
     if costs.ndim != 2 or bits.shape != costs.shape or sizes.shape != (costs.shape[0],):
-        raise ValueError(f"costs and bits must be (matrices, configs) and sizes (matrices,); got "
-                         f"{costs.shape}, {bits.shape}, {sizes.shape}")
+        raise ValueError(
+            f"costs and bits must be (matrices, configs) and sizes (matrices,); got "
+            f"{costs.shape}, {bits.shape}, {sizes.shape}"
+        )
     for name, a in (("costs", costs), ("bits", bits), ("sizes", sizes)):
-        _checks.finite(a, name)
+        validation.finite(a, name)
     cheapest = float((sizes * bits.min(axis=1)).sum() / sizes.sum())
     if budget < cheapest:
-        raise ValueError(f"budget {budget} bits/parameter is below the cheapest assignment ({cheapest:.6g}): infeasible")
+        raise ValueError(
+            f"budget {budget} bits/parameter is below the cheapest assignment ({cheapest:.6g}): infeasible"
+        )
     m, k = costs.shape
     one_each = np.kron(np.eye(m), np.ones(k))
     within_budget = (sizes[:, None] * bits).reshape(1, -1)

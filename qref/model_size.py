@@ -4,6 +4,7 @@ Sizes of: fp16 (QLoRA merged), QLoRA unmerged (NF4 + double quantization + fp16 
 QA-LoRA at k bits and group size g (GPTQ tensors; integer zeros, or float zeros after a merge).
 One `Assumptions` object is applied to every cell alike.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,9 @@ def qlora_bytes(model: Decoder, a: Assumptions = Assumptions()) -> int:
     return linears + adapters + model.other_params() * a.other_bytes
 
 
-def qalora_bytes(model: Decoder, bits: int, group_size: int, merged: bool = False,
-                 a: Assumptions = Assumptions()) -> int:
+def qalora_bytes(
+    model: Decoder, bits: int, group_size: int, merged: bool = False, a: Assumptions = Assumptions()
+) -> int:
     """GPTQ tensors at k bits, group g: qweight, scales, zeros (packed ints, or floats once merged), g_idx."""
     total = model.other_params() * a.other_bytes
     for d_out, d_in in model.linear_shapes():
@@ -82,9 +84,13 @@ def qalora_bytes(model: Decoder, bits: int, group_size: int, merged: bool = Fals
 def size_table(bits=(4, 3, 2), group_size: int = 32, a: Assumptions = Assumptions()) -> list[dict]:
     """One row per LLaMA size: fp16, QLoRA, QA-LoRA unmerged/merged for each k, in a.unit."""
     rows = []
-    for key, model in LLAMA.items():
-        row = {"model": model.name, "params": model.params(), "fp16": fp16_bytes(model, a) / a.unit,
-               "qlora": qlora_bytes(model, a) / a.unit}
+    for model in LLAMA.values():
+        row = {
+            "model": model.name,
+            "params": model.params(),
+            "fp16": fp16_bytes(model, a) / a.unit,
+            "qlora": qlora_bytes(model, a) / a.unit,
+        }
         for k in bits:
             row[f"qalora{k}"] = qalora_bytes(model, k, group_size, False, a) / a.unit
             row[f"qalora{k}-merged"] = qalora_bytes(model, k, group_size, True, a) / a.unit

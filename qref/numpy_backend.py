@@ -1,4 +1,5 @@
 """The reference as a backend: NumPy arrays, each primitive a call into the reference modules."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,11 +5,12 @@ An odd count is padded with one pad code (bitsandbytes pads the *scaled value* 0
 the code nearest to 0). The packed bytes may be reinterpreted as another storage dtype
 (bitsandbytes' quant_storage), which needs the byte count to be a multiple of its itemsize.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import validation
 
 #: Storage dtypes bitsandbytes accepts for packed 4-bit data (quant_storage).
 STORAGE_DTYPES = ("uint8", "int8", "float16", "bfloat16", "float32", "int32", "int64", "float64")
@@ -17,7 +18,7 @@ STORAGE_DTYPES = ("uint8", "int8", "float16", "bfloat16", "float32", "int32", "i
 
 def pack_nibbles(codes: np.ndarray, pad_code: int = 0) -> np.ndarray:
     """Pack 4-bit codes (uint8, values < 16) two per byte, first element high; shape (ceil(n/2),)."""
-    codes = _checks.uint8_array(codes, "codes").reshape(-1)
+    codes = validation.uint8_array(codes, "codes").reshape(-1)
     if codes.size and codes.max() > 15:
         raise ValueError(f"codes must be < 16 to pack into nibbles, got {int(codes.max())}")
     if not 0 <= pad_code <= 15:
@@ -29,8 +30,8 @@ def pack_nibbles(codes: np.ndarray, pad_code: int = 0) -> np.ndarray:
 
 def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
     """Inverse of `pack_nibbles`: the first n codes (the pad nibble of an odd n is dropped)."""
-    packed = _checks.uint8_array(packed, "packed").reshape(-1)
-    n = _checks.positive_int(n, "n")
+    packed = validation.uint8_array(packed, "packed").reshape(-1)
+    n = validation.positive_int(n, "n")
     if packed.size != (n + 1) // 2:
         raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.size}")
     codes = np.empty(2 * packed.size, dtype=np.uint8)
@@ -41,13 +42,11 @@ def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
 
 def as_storage(packed: np.ndarray, storage: str) -> np.ndarray:
     """View packed bytes as storage dtype (bfloat16 as uint16 bits), shape (nbytes / itemsize, 1)."""
-    _checks.one_of(storage, STORAGE_DTYPES, "quant_storage")
+    validation.one_of(storage, STORAGE_DTYPES, "quant_storage")
     view_dtype = np.uint16 if storage == "bfloat16" else np.dtype(storage)
     itemsize = np.dtype(view_dtype).itemsize
     if packed.size % itemsize:
-        raise ValueError(
-            f"{packed.size} packed bytes do not fill whole {storage} elements ({itemsize} bytes each)"
-        )
+        raise ValueError(f"{packed.size} packed bytes do not fill whole {storage} elements ({itemsize} bytes each)")
     return np.ascontiguousarray(packed).view(view_dtype).reshape(-1, 1)
 
 

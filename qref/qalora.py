@@ -11,13 +11,14 @@ folds into the zeros without touching the codes:
     offset form W~ = s_jk q + b_jk:   b'_jk = b_jk + s c (B A)_jk
 All arithmetic here is generic: float64 for float inputs, exact for object arrays of Fractions.
 """
+
 from __future__ import annotations
 
 from fractions import Fraction
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .groupwise import (
     GroupQuant,
     check_layout,
@@ -32,7 +33,7 @@ MERGED_ZEROS_DTYPES = ("float64", "float32", "float16", "exact")
 
 def pool_factor(pooling: str, d_in: int, group_size: int) -> Fraction:
     """c: the factor on each group's sum (average 1/g, sum 1, peft G/g)."""
-    _checks.one_of(pooling, POOLING, "pooling")
+    validation.one_of(pooling, POOLING, "pooling")
     groups = d_in // group_size
     return {"average": Fraction(1, group_size), "sum": Fraction(1), "peft": Fraction(groups, group_size)}[pooling]
 
@@ -70,7 +71,7 @@ def check_adapter(gq: GroupQuant, A: np.ndarray, B: np.ndarray) -> int:
         if arr.dtype != object:
             if arr.dtype.kind != "f":
                 raise TypeError(f"{name} must be a float array (or Fractions), got {arr.dtype}")
-            _checks.finite(arr, name)
+            validation.finite(arr, name)
     return r
 
 
@@ -107,22 +108,27 @@ def zero_shift(gq: GroupQuant, A, B, alpha, pooling: str = "average") -> np.ndar
     s = adapter_scale(alpha, r)
     if not _numeric(A, B, gq.scales):
         BA = exact(B) @ exact(A)
-        scales, coef = exact(gq.scales), Fraction(s) * c
+        scales, coef = exact(gq.scales), Fraction(s) * c  # exact rationals
+        update = coef * BA
+        return update if gq.offset_zeros else -update / scales
     else:
         BA = np.asarray(B, np.float64) @ np.asarray(A, np.float64)
-        scales, coef = gq.scales.astype(np.float64), float(s) * float(c)
-    update = coef * BA
-    return update if gq.offset_zeros else -update / scales
+        scales, fcoef = gq.scales.astype(np.float64), float(s) * float(c)
+        update = fcoef * BA
+        return update if gq.offset_zeros else -update / scales
 
 
-def merge(gq: GroupQuant, A, B, alpha, pooling: str = "average", zeros_dtype: str = "float64",
-          lossy_ok: bool = False) -> GroupQuant:
+def merge(
+    gq: GroupQuant, A, B, alpha, pooling: str = "average", zeros_dtype: str = "float64", lossy_ok: bool = False
+) -> GroupQuant:
     """Fold the adapter into the zeros; the codes stay. zeros_dtype float16 loses the adapter's effect
     (docs/qalora.md), so it needs lossy_ok=True; "exact" keeps Fractions."""
-    _checks.one_of(zeros_dtype, MERGED_ZEROS_DTYPES, "zeros_dtype")
+    validation.one_of(zeros_dtype, MERGED_ZEROS_DTYPES, "zeros_dtype")
     if zeros_dtype == "float16" and not lossy_ok:
-        raise ValueError("float16 merged zeros lose up to tens of percent of the adapter's effect; "
-                         "pass lossy_ok=True to measure that, or keep float32/float64")
+        raise ValueError(
+            "float16 merged zeros lose up to tens of percent of the adapter's effect; "
+            "pass lossy_ok=True to measure that, or keep float32/float64"
+        )
     shift = zero_shift(gq, A, B, alpha, pooling)
     if zeros_dtype == "exact":
         return gq.with_zeros(exact(gq.zeros) + exact(shift))

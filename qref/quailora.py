@@ -10,13 +10,14 @@ calibrated:    minimise J(A, B) = tr((R - B A) C (R - B A)^T) = ||X (W - Q - B A
 closed form:   L* = SVD_r(R C^1/2) C^-1/2 attains min J = sum_{i > r} sigma_i(R C^1/2)^2, the
                activation-weighted SVD (CLoQ's result), used as the oracle.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _checks
+from . import validation
 from .lowrank import check_matrix, check_rank, svd_factors
 
 
@@ -43,8 +44,9 @@ def damped(C: np.ndarray, damping: float) -> np.ndarray:
     C = C + damping * np.mean(np.diag(C)) * np.eye(C.shape[0])
     eig = np.linalg.eigvalsh(C)
     if eig[0] <= eig[-1] * C.shape[0] * np.finfo(C.dtype).eps:
-        raise ValueError("the calibration second moment is singular (fewer independent samples than "
-                         "inputs?); pass damping > 0")
+        raise ValueError(
+            "the calibration second moment is singular (fewer independent samples than inputs?); pass damping > 0"
+        )
     return C
 
 
@@ -63,15 +65,22 @@ def uncalibrated(W: np.ndarray, Q: np.ndarray, rank: int) -> tuple[np.ndarray, n
     return A, B
 
 
-def calibrated(W: np.ndarray, Q: np.ndarray, rank: int, C: np.ndarray, damping: float = 0.0,
-               max_iter: int = 100, tol: float = 1e-12) -> QuAIResult:
+def calibrated(
+    W: np.ndarray,
+    Q: np.ndarray,
+    rank: int,
+    C: np.ndarray,
+    damping: float = 0.0,
+    max_iter: int = 100,
+    tol: float = 1e-12,
+) -> QuAIResult:
     """Alternating exact minimisation of J from the uncalibrated start; stops when J's relative
     decrease over a sweep is below tol."""
     A, B = uncalibrated(W, Q, rank)
     if C.shape != (W.shape[1], W.shape[1]):
         raise ValueError(f"C must be ({W.shape[1]}, {W.shape[1]}), got {C.shape}")
     C = damped(C, damping)
-    max_iter = _checks.positive_int(max_iter, "max_iter")
+    max_iter = validation.positive_int(max_iter, "max_iter")
     R = W - Q
     history = [objective(R, B, A, C)]
     for _ in range(max_iter):

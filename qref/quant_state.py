@@ -5,6 +5,7 @@
 uint8 array under "quant_state.bitsandbytes__<quant_type>", byte for byte as bitsandbytes writes
 them. `from_dict` reads either form (docs/quant-state.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -110,4 +111,4 @@ class QuantState:
                 return False
         return True
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]

@@ -9,10 +9,12 @@ The target is called with the device string (or None for the backend's default) 
 object satisfying `qref.backend.Backend`. It may raise `BackendUnavailable` (no CUDA, library
 missing); the registry reports that reason instead of failing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import Any
 
 GROUP = "qref.backends"
 
@@ -32,9 +34,9 @@ def unregister(name: str) -> None:
     _LOCAL.pop(name, None)
 
 
-def factories() -> dict[str, Callable]:
+def factories() -> dict[str, Any]:
     """name -> factory (entry points loaded lazily; in-process registrations win on a name clash)."""
-    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    found: dict[str, Any] = {ep.name: ep for ep in entry_points(group=GROUP)}
     found.update(_LOCAL)
     return found
 

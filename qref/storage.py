@@ -6,13 +6,14 @@ where b = code bits, B = first-level block, b2 = bits of the quantized absmax, B
 block, a2 = bits of the second-level absmax. Exact byte counts also include the tail blocks, the
 odd-length pad nibble, the float32 offset and (optionally) the code tables stored per tensor.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
 from math import ceil
 
-from . import _checks
+from . import validation
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,9 @@ class StorageConfig:
 
     def __post_init__(self):
         for name in ("bits", "blocksize", "absmax_bits", "absmax2_bits"):
-            _checks.positive_int(getattr(self, name), name)
+            validation.positive_int(getattr(self, name), name)
         if self.blocksize2 is not None:
-            _checks.positive_int(self.blocksize2, "blocksize2")
+            validation.positive_int(self.blocksize2, "blocksize2")
 
 
 #: QLoRA's NF4 with double quantization: 4 bits, block 64, 8-bit absmax in blocks of 256.
@@ -48,7 +49,7 @@ def bits_per_parameter(cfg: StorageConfig) -> Fraction:
 
 def storage_bits(n: int, cfg: StorageConfig, include_tables: bool = False) -> int:
     """Exact bits to store n parameters: padded codes, every absmax (tail blocks too), the offset."""
-    n = _checks.positive_int(n, "n")
+    n = validation.positive_int(n, "n")
     per_byte = 8 // cfg.bits if 8 % cfg.bits == 0 else None
     code_bits = 8 * ceil(n / per_byte) if per_byte else ceil(n * cfg.bits / 8) * 8
     blocks = ceil(n / cfg.blocksize)

@@ -4,6 +4,7 @@ peer-library skip fixtures.
 HYPOTHESIS_PROFILE=ci (default: 40 derandomized examples, no database) or dev (thorough). The
 conformance suite (qref.conformance) carries its own settings, chosen by --qref-profile.
 """
+
 import os
 
 import pytest
@@ -35,3 +36,27 @@ def bnb():
 @pytest.fixture(scope="session")
 def ag():
     return peer_or_skip("autogptq")
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """qref's wheel, built from this checkout (no dependencies, no build isolation), as a ZipFile."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("wheel")
+    root = Path(__file__).resolve().parents[1]
+    src = out / "src"  # a copy without build/ leftovers, which setuptools would pack
+    skip = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".hypothesis", ".asv", ".whl", "docs", "asv_bench")
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(*skip))
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {r.stderr[-300:]}")
+    return zipfile.ZipFile(next(out.glob("qref-*.whl")))

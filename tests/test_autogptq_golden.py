@@ -1,4 +1,5 @@
 """Golden tests against AutoGPTQ 0.7.1's own quantizer and packer (skipped when it is not installed)."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Registry, backend errors, and the CLI entry to the conformance suite."""
+
 import numpy as np
 import pytest
 
@@ -61,13 +62,14 @@ def test_torch_backend_matches_reference_on_a_bf16_weight():
     x = BFloat16Array.from_float32(np.random.default_rng(1).standard_normal((64, 200)).astype(np.float32))
     q, r = bk.quantize_4bit(bk.from_numpy(x), 128, "nf4", True), ref.quantize_4bit(x, 128, "nf4", True)
     assert np.array_equal(bk.to_numpy(q.packed), r.packed) and np.array_equal(bk.to_numpy(q.qabsmax), r.qabsmax)
-    assert bk.to_numpy(bk.dequantize_4bit(q, (64, 200), 128, "nf4", "bfloat16")) == \
-        ref.dequantize_4bit(r, (64, 200), 128, "nf4", "bfloat16")
+    assert bk.to_numpy(bk.dequantize_4bit(q, (64, 200), 128, "nf4", "bfloat16")) == ref.dequantize_4bit(
+        r, (64, 200), 128, "nf4", "bfloat16"
+    )
 
 
 def test_qref_conform_cli_runs_the_suite(capsys):
-    from qref.conformance import tally
     from qref.cli import main
+    from qref.conformance import tally
 
     tally.reset()
     status = main(["conform", "numpy", "--", "-k", "nibbles", "--no-header"])

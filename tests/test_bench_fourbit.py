@@ -1,5 +1,6 @@
 """pytest-benchmark counterparts of the asv suite (timed only with --benchmark-enable; in the default
 run each workload executes once and its result is checked, so the benchmarks cannot rot)."""
+
 import os
 import sys
 
@@ -38,5 +39,6 @@ def test_bench_backend_1024(benchmark, backend, op):
         out = run()
         sync()
         return out
+
     out = benchmark(once)
     assert out is not None and moved > 1024 * 1024

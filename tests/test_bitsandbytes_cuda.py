@@ -1,12 +1,12 @@
 """bitsandbytes on CUDA against the reference (known-divergences 21-25); skipped without CUDA."""
+
 import numpy as np
 import pytest
 
 import qref
 
 torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.peer,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.peer, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture(scope="module")

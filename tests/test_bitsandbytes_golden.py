@@ -4,16 +4,17 @@ Bit-exact: packed bytes, absmax, dequantized values, double-quantization codes a
 given offset, the serialised QuantState. Pinned divergences (docs/known-divergences.md): each test
 below asserts the exact form of one difference, so a change in bitsandbytes shows up here.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qref
+from qref.blockwise import block_absmax, scale_blocks
 from qref.conformance import strategies as qs
 from qref.conformance.battery import as_format
 from qref.conformance.check import check_bitsandbytes
-from qref.blockwise import block_absmax, scale_blocks
 from qref.dtypes import bitwise_equal
 
 pytestmark = pytest.mark.peer
@@ -24,7 +25,12 @@ def test_battery_every_block_size_format_and_edge_case(bnb):
     zero blocks, midpoints +-1 ulp, reciprocal-vs-division cases, subnormal and huge values."""
     rows = check_bitsandbytes()
     assert rows and all(r.mismatches == 0 for r in rows), [r for r in rows if r.mismatches]
-    exact_ops = {"quantize_4bit packed", "quantize_4bit absmax", "dq codes [default kernel]", "dq absmax2 [default kernel]"}
+    exact_ops = {
+        "quantize_4bit packed",
+        "quantize_4bit absmax",
+        "dq codes [default kernel]",
+        "dq absmax2 [default kernel]",
+    }
     for r in rows:
         if r.op in exact_ops:
             assert r.exact == r.cases > 0, r
@@ -135,8 +141,16 @@ def test_hard_inputs_both_directions(bnb, case):
     row.add("packed", packed.reshape(-1), t_packed)
     row.add("absmax", state.absmax, b.from_torch(t_state.absmax))
     view = qref.QuantState.from_dict(b.state_dict(t_state))
-    row.add("theirs by both", qref.dequantize_4bit(t_packed, view), b.dequantize_4bit(t_packed, t_state),
-            classifiers=[divergences.signed_zero])
-    row.add("ours by them", qref.dequantize_4bit(packed, state),
-            b.dequantize_4bit(packed.reshape(-1), b.state_from_qref(state)), classifiers=[divergences.signed_zero])
+    row.add(
+        "theirs by both",
+        qref.dequantize_4bit(t_packed, view),
+        b.dequantize_4bit(t_packed, t_state),
+        classifiers=[divergences.signed_zero],
+    )
+    row.add(
+        "ours by them",
+        qref.dequantize_4bit(packed, state),
+        b.dequantize_4bit(packed.reshape(-1), b.state_from_qref(state)),
+        classifiers=[divergences.signed_zero],
+    )
     assert row.mismatches == 0, row.first

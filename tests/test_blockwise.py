@@ -1,12 +1,14 @@
 """Blockwise absmax quantization: error bounds, idempotence, metamorphic relations, decision points."""
+
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import qref
+from qref.blockwise import ABSMAX_FLOOR, block_absmax, scale_blocks
 from qref.conformance.battery import reciprocal_vs_division
 from qref.conformance.strategies import blocksizes, float_arrays, quant_types
-from qref.blockwise import ABSMAX_FLOOR, block_absmax, scale_blocks
 from qref.dtypes import BFloat16Array
 
 

@@ -1,4 +1,5 @@
 """The `qref` command line."""
+
 import subprocess
 import sys
 
@@ -32,8 +33,18 @@ def test_report_rows_count_unexplained_differences():
 
     row = Row("op", "cfg")
     row.add("same", np.array([1.0, 0.0], np.float32), np.array([1.0, 0.0], np.float32))
-    row.add("sign", np.array([1.0, 0.0], np.float32), np.array([1.0, -0.0], np.float32), classifiers=[divergences.signed_zero])
-    row.add("real", np.array([1.0, 0.5], np.float32), np.array([1.0, -0.5], np.float32), classifiers=[divergences.signed_zero])
+    row.add(
+        "sign",
+        np.array([1.0, 0.0], np.float32),
+        np.array([1.0, -0.0], np.float32),
+        classifiers=[divergences.signed_zero],
+    )
+    row.add(
+        "real",
+        np.array([1.0, 0.5], np.float32),
+        np.array([1.0, -0.5], np.float32),
+        classifiers=[divergences.signed_zero],
+    )
     row.add("shape", np.zeros(2, np.float32), np.zeros(3, np.float32))
     assert (row.cases, row.exact, row.explained, row.mismatches) == (4, 1, 1, 2)
     assert row.first.startswith("real: 1 differ, first at 1")

@@ -2,6 +2,7 @@
 bucket-table kernel against the reference on every input format, block edges (tails, unaligned
 input), non-finite input; the device-side exact mean (double quantization) against
 qref.double_quant.offset_from_exponent_sums, rounding ties included."""
+
 import numpy as np
 import pytest
 
@@ -90,8 +91,16 @@ def random_sums(rng):
     sums = np.zeros(277, dtype=np.uint64)
     for _ in range(int(rng.choice([1, 2, 3, 8, 277]))):
         i = int(rng.integers(0, 277))
-        sums[i] = rng.choice([int(rng.integers(1, 2**63, dtype=np.uint64)), (1 << 53) + 1, (1 << 54) + 3,
-                              (1 << 63) - 1, 1, int(rng.integers(1, 2**20))])
+        sums[i] = rng.choice(
+            [
+                int(rng.integers(1, 2**63, dtype=np.uint64)),
+                (1 << 53) + 1,
+                (1 << 54) + 3,
+                (1 << 63) - 1,
+                1,
+                int(rng.integers(1, 2**20)),
+            ]
+        )
     return sums
 
 
@@ -134,7 +143,9 @@ def test_strided_state_is_read_as_its_values(cb):
     wide[:, 0] = q.packed
     strided = type(q)(wide[:, 0], q.absmax)
     assert not strided.packed.flags.c_contiguous
-    assert cp.array_equal(cb.dequantize_4bit(strided, (x.size,), 64, "nf4"), cb.dequantize_4bit(q, (x.size,), 64, "nf4"))
+    assert cp.array_equal(
+        cb.dequantize_4bit(strided, (x.size,), 64, "nf4"), cb.dequantize_4bit(q, (x.size,), 64, "nf4")
+    )
 
 
 def test_torch_state_on_the_host_is_refused():
@@ -185,8 +196,12 @@ def test_second_level_table_read_in_place_or_from_shared_memory(cb):
 
     x = weights(64 * (256 * 37 + 5), "bfloat16", 11)
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
-    for mod in (K.module(0), K.Module(0, DQ2_SHARED=1), K.Module(0, DQ2_BLOCKS=3),
-                K.Module(0, DQ2_BLOCKS=2, DQ2_SHARED=1)):
+    for mod in (
+        K.module(0),
+        K.Module(0, DQ2_SHARED=1),
+        K.Module(0, DQ2_BLOCKS=3),
+        K.Module(0, DQ2_BLOCKS=2, DQ2_SHARED=1),
+    ):
         with K.using(mod):
             q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
         assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)

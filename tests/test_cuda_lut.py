@@ -1,5 +1,6 @@
 """The block-64 kernel's bucket table (backends/cuda_lut.py) gives the reference's nearest code for every
 scaled value a finite input can produce; it is NumPy, so this runs without a GPU."""
+
 import numpy as np
 import pytest
 
@@ -15,11 +16,26 @@ def hard_scaled(cb, seed=0):
     m = cb.midpoints.astype(np.float32)
     near = [m]
     for _ in range(4):
-        near += [np.nextafter(near[-2 if len(near) > 1 else 0], np.float32(np.inf)),
-                 np.nextafter(near[-1 if len(near) > 1 else 0], np.float32(-np.inf))]
+        near += [
+            np.nextafter(near[-2 if len(near) > 1 else 0], np.float32(np.inf)),
+            np.nextafter(near[-1 if len(near) > 1 else 0], np.float32(-np.inf)),
+        ]
     one = np.float32(1)
-    edges = np.array([0.0, -0.0, 1.0, -1.0, np.nextafter(one, np.float32(2)), -np.nextafter(one, np.float32(2)),
-                      1e-45, -1e-45, 1e-38, -1e-38], dtype=np.float32)
+    edges = np.array(
+        [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            np.nextafter(one, np.float32(2)),
+            -np.nextafter(one, np.float32(2)),
+            1e-45,
+            -1e-45,
+            1e-38,
+            -1e-38,
+        ],
+        dtype=np.float32,
+    )
     sweep = np.linspace(-1 - 2**-23, 1 + 2**-23, 400_001, dtype=np.float64).astype(np.float32)
     rng = np.random.default_rng(seed)
     tiny = (rng.standard_normal(10_000) * 10.0 ** rng.uniform(-40, 0, 10_000)).astype(np.float32)

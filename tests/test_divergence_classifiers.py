@@ -1,6 +1,7 @@
 """The classifiers that explain bitsandbytes' CUDA divergences (known-divergences 21-25), pinned on
 the minimal examples the H100 run recorded (docs/data/validate_gpu_h100.txt): each explains its
 example, and none explains a wrong code."""
+
 import numpy as np
 
 import qref
@@ -16,8 +17,9 @@ def packed(x, bs, qt):
 def classify(x, bs, qt, theirs, their_absmax):
     ours = packed(x, bs, qt)
     idx = np.flatnonzero(ours != theirs)
-    return d.kernel_4bit_codes(ours, theirs, idx, x32=x, blocksize=bs, quant_type=qt,
-                               their_absmax=np.asarray(their_absmax, F32))
+    return d.kernel_4bit_codes(
+        ours, theirs, idx, x32=x, blocksize=bs, quant_type=qt, their_absmax=np.asarray(their_absmax, F32)
+    )
 
 
 def block(bs, **vals):

@@ -1,9 +1,11 @@
 """Double quantization, the storage calculator and QuantState serialisation."""
+
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qref

@@ -1,5 +1,6 @@
 """The CPU-sized experiment (tiny model, one seed): the orderings that hold by construction, and a
 check that the smoke test fails when an initialiser is replaced by zeros."""
+
 import numpy as np
 import pytest
 
@@ -35,8 +36,10 @@ def test_report_table_and_plots(tiny, tmp_path):
 
 def test_fails_when_an_initialiser_is_replaced_by_zeros(monkeypatch):
     def zero_adapter(W, rank, C, calibrated, **kw):
-        return inits.Init(inits.NF4.quantize(W), np.zeros((rank, W.shape[1]), np.float32),
-                          np.zeros((W.shape[0], rank), np.float32))
+        return inits.Init(
+            inits.NF4.quantize(W), np.zeros((rank, W.shape[1]), np.float32), np.zeros((W.shape[0], rank), np.float32)
+        )
+
     monkeypatch.setattr(inits, "quailora_init", zero_adapter)
     doc = experiment.run("tiny", seeds=(0,), out=None, device="cpu", log=lambda *_: None)
     assert any("quailora" in v for v in doc["summary"]["orderings"])

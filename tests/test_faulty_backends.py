@@ -1,11 +1,12 @@
 """The conformance suite must be able to fail: backends with one decision point changed each are
 registered in-process, the suite runs against them (pytest, in-process), and must report the op."""
+
 import numpy as np
 import pytest
 
-from qref.conformance import tally
 from qref import blockwise, packing
 from qref.codebooks import get_codebook
+from qref.conformance import tally
 from qref.numpy_backend import NumpyBackend
 from qref.registry import register, unregister
 
@@ -94,8 +95,23 @@ def test_suite_reports_fault(fault, test, op):
     register(name, fault)
     tally.reset()
     try:
-        status = pytest.main(["--pyargs", "qref.conformance", "--qref-backend", name, "-k", test, "-x", "-q",
-                              "-p", "no:cacheprovider", "--no-header", "-o", "addopts="])
+        status = pytest.main(
+            [
+                "--pyargs",
+                "qref.conformance",
+                "--qref-backend",
+                name,
+                "-k",
+                test,
+                "-x",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--no-header",
+                "-o",
+                "addopts=",
+            ]
+        )
     finally:
         unregister(name)
     failed = {o for (o, _), c in tally.counts().items() if c["mismatches"]}
@@ -106,8 +122,22 @@ def test_suite_reports_fault(fault, test, op):
 
 def test_reference_passes_its_own_suite():
     tally.reset()
-    status = pytest.main(["--pyargs", "qref.conformance", "--qref-backend", "numpy", "-q", "-p", "no:cacheprovider",
-                          "--no-header", "-o", "addopts=", "-k", "nibbles or groupwise or mean_offset"])
+    status = pytest.main(
+        [
+            "--pyargs",
+            "qref.conformance",
+            "--qref-backend",
+            "numpy",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--no-header",
+            "-o",
+            "addopts=",
+            "-k",
+            "nibbles or groupwise or mean_offset",
+        ]
+    )
     counts = tally.counts()
     tally.reset()
     assert status == pytest.ExitCode.OK

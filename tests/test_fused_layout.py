@@ -1,6 +1,7 @@
 """The host side of the fused 4-bit calls, without a GPU: the layout of the one allocation a block-64
 quantize makes (every array the kernels write 16-byte aligned, inside the buffer, not overlapping), the
 launch plans' grids, the state checks, and the workspace's scratch memory."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from qref.backend import FourBit
 from qref.backends import cuda_kernels as K
 from qref.backends.cuda_memory import Workspace
 from qref.backends.fused4bit import _Quant64, check_state, state_layout
-from qref.backend import FourBit
 from qref.double_quant import DQ_BLOCKSIZE
 
 SMS, PER_SM = 132, 3

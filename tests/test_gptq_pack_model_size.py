@@ -1,7 +1,9 @@
 """GPTQ packing (hand-worked vectors from the format, round trips) and the model-size calculator."""
+
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from qref import qalora
@@ -80,8 +82,12 @@ def test_size_table_matches_arithmetic_under_stated_assumptions():
     rows = {r["model"]: r for r in size_table(a=a)}
     assert [round(rows[f"LLaMA-{k}"]["fp16"], 1) for k in ("7B", "13B", "33B", "65B")] == [13.5, 26.0, 65.1, 130.6]
     assert [round(rows[f"LLaMA-{k}"]["qalora4"], 2) for k in ("7B", "13B", "33B", "65B")] == [4.27, 7.99, 19.41, 38.49]
-    assert [round(rows[f"LLaMA-{k}"]["qalora4-merged"], 2)
-            for k in ("7B", "13B", "33B", "65B")] == [4.57, 8.59, 20.92, 41.53]
+    assert [round(rows[f"LLaMA-{k}"]["qalora4-merged"], 2) for k in ("7B", "13B", "33B", "65B")] == [
+        4.57,
+        8.59,
+        20.92,
+        41.53,
+    ]
     # every cell is monotone in bits and merged > unmerged (float zeros are wider than packed ones)
     for r in rows.values():
         assert r["qalora2"] < r["qalora3"] < r["qalora4"] < r["qlora"] * 1.1 < r["fp16"]
@@ -91,4 +97,6 @@ def test_size_table_matches_arithmetic_under_stated_assumptions():
 def test_fp16_is_two_bytes_per_parameter():
     for m in LLAMA.values():
         assert fp16_bytes(m) == 2 * m.params()
-    assert qalora_bytes(LLAMA["7B"], 4, 32, a=Assumptions(g_idx=True)) > qalora_bytes(LLAMA["7B"], 4, 32, a=Assumptions(g_idx=False))
+    assert qalora_bytes(LLAMA["7B"], 4, 32, a=Assumptions(g_idx=True)) > qalora_bytes(
+        LLAMA["7B"], 4, 32, a=Assumptions(g_idx=False)
+    )

@@ -1,9 +1,11 @@
 """QA-LoRA: group-wise quantization, pooled adapter, exact merge (rational arithmetic), float64 bound."""
+
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from qref import qalora
@@ -78,8 +80,9 @@ def test_gptq_sym_and_minmax_by_hand():
 
 
 def random_fraction_array(rng, shape, den):
-    return np.array([Fraction(int(v), den) for v in rng.integers(-20, 20, int(np.prod(shape)))],
-                    dtype=object).reshape(shape)
+    return np.array([Fraction(int(v), den) for v in rng.integers(-20, 20, int(np.prod(shape)))], dtype=object).reshape(
+        shape
+    )
 
 
 @pytest.mark.parametrize("pooling", qalora.POOLING)
@@ -144,7 +147,10 @@ def test_qalora_merge_beats_merge_then_requantize():
     A, B = rng.standard_normal((8, 16)), rng.standard_normal((128, 8)) * 0.01
     target = dequantize_groupwise(qalora.merge(gq, A, B, 16.0))
     ptq = dequantize_groupwise(qalora.merge_dense_then_quantize(gq, A, B, 16.0))
-    assert np.abs(ptq - target).max() > 1e3 * np.abs(target - dequantize_groupwise(qalora.merge(gq, A, B, 16.0, zeros_dtype="float32"))).max()
+    assert (
+        np.abs(ptq - target).max()
+        > 1e3 * np.abs(target - dequantize_groupwise(qalora.merge(gq, A, B, 16.0, zeros_dtype="float32"))).max()
+    )
 
 
 def test_pooling_factors():

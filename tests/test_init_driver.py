@@ -1,12 +1,13 @@
 """The model-wide driver on a generated safetensors checkpoint."""
+
 import io
 
 import numpy as np
 import pytest
 
-from qref.conformance.synthetic import llm_like_weight
 from qref import get_codebook, unpack_nibbles
 from qref.cli import main
+from qref.conformance.synthetic import llm_like_weight
 from qref.init_driver import initialise_checkpoint
 
 st = pytest.importorskip("safetensors.numpy")
@@ -15,12 +16,15 @@ st = pytest.importorskip("safetensors.numpy")
 @pytest.fixture
 def checkpoint(tmp_path):
     path = tmp_path / "model.safetensors"
-    st.save_file({
-        "layers.0.q_proj.weight": llm_like_weight(64, 128, 1).astype(np.float32),
-        "layers.0.mlp.weight": llm_like_weight(96, 64, 2).astype(np.float16),
-        "layers.0.norm.weight": np.ones(64, np.float32),
-        "embed.ids": np.arange(12, dtype=np.int64).reshape(3, 4),
-    }, str(path))
+    st.save_file(
+        {
+            "layers.0.q_proj.weight": llm_like_weight(64, 128, 1).astype(np.float32),
+            "layers.0.mlp.weight": llm_like_weight(96, 64, 2).astype(np.float16),
+            "layers.0.norm.weight": np.ones(64, np.float32),
+            "embed.ids": np.arange(12, dtype=np.int64).reshape(3, 4),
+        },
+        str(path),
+    )
     return path
 
 

@@ -1,12 +1,14 @@
 """LoftQ, LQ-LoRA (Fisher, ILP) and QuAILoRA: oracles and certificates, not snapshots."""
+
 import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from qref.conformance.synthetic import calibration_inputs, diagonal_fisher, llm_like_weight
 from qref import get_codebook, loftq, lqlora, quailora
+from qref.conformance.synthetic import calibration_inputs, diagonal_fisher, llm_like_weight
 from qref.lowrank import nf_quantize, weighted_svd_factors
 
 
@@ -143,8 +145,11 @@ def test_ilp_equals_brute_force_and_respects_budget(m, k, seed):
     alloc = lqlora.allocate(costs, bits, sizes, budget)
     assert alloc.bits_per_parameter <= budget + 1e-9
     best = min(
-        (costs[np.arange(m), c].sum() for c in itertools.product(range(k), repeat=m)
-         if (sizes * bits[np.arange(m), c]).sum() <= budget * sizes.sum() + 1e-9),
+        (
+            costs[np.arange(m), c].sum()
+            for c in itertools.product(range(k), repeat=m)
+            if (sizes * bits[np.arange(m), c]).sum() <= budget * sizes.sum() + 1e-9
+        ),
     )
     assert np.isclose(alloc.objective, best, rtol=1e-9, atol=1e-9)
 
@@ -152,7 +157,11 @@ def test_ilp_equals_brute_force_and_respects_budget(m, k, seed):
 def test_lqlora_storage_of_named_configurations():
     # b0 + 8/B0 + 32/(B0 B1): NF4/NF3/NF2 with block 64 and second-level block 256 (LQ-LoRA's
     # default configurations; 4.127 is also QLoRA's figure)
-    assert [round(float(lqlora.LQConfig(b, 64, 256).bits_per_parameter()), 3) for b in (4, 3, 2)] == [4.127, 3.127, 2.127]
+    assert [round(float(lqlora.LQConfig(b, 64, 256).bits_per_parameter()), 3) for b in (4, 3, 2)] == [
+        4.127,
+        3.127,
+        2.127,
+    ]
     assert float(lqlora.LQConfig(4, 64, 256).bits_per_parameter()) == 4 + 8 / 64 + 32 / (64 * 256)
 
 

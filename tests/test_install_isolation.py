@@ -1,22 +1,20 @@
 """Installing qref changes nothing else: a foreign project's hypothesis tests keep hypothesis' defaults,
 its own `--backend` option coexists with qref's plugin, the wheel installs only `qref`-named import
 packages, and `import qref` loads no test tooling, framework or checkpoint library."""
+
 import subprocess
 import sys
 import textwrap
-import zipfile
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FOREIGN_CONFTEST = '''
+FOREIGN_CONFTEST = """
 def pytest_addoption(parser):
     parser.addoption("--backend", action="store", default="theirs")
-'''
+"""
 
-FOREIGN_TEST = '''
+FOREIGN_TEST = """
 from hypothesis import given, settings, strategies as st
 
 SEEN = []
@@ -35,18 +33,38 @@ def test_defaults_are_hypothesis_own():
 
 def test_own_backend_option(request):
     assert request.config.getoption("--backend") == "mine"
-'''
+"""
 
 
 def test_foreign_project_keeps_hypothesis_defaults_and_its_backend_option(tmp_path):
     (tmp_path / "conftest.py").write_text(FOREIGN_CONFTEST)
     (tmp_path / "test_foreign.py").write_text(FOREIGN_TEST)
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--backend", "mine",
-                        "-o", "addopts=", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--backend",
+            "mine",
+            "-o",
+            "addopts=",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 passed" in r.stdout
-    plugins = subprocess.run([sys.executable, "-m", "pytest", "--trace-config", "--co", "-q", "-p", "no:cacheprovider",
-                              str(tmp_path)], cwd=tmp_path, capture_output=True, text=True).stdout
+    plugins = subprocess.run(
+        [sys.executable, "-m", "pytest", "--trace-config", "--co", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert "qref.conformance.plugin" in plugins  # the check above ran with qref's plugin loaded
 
 
@@ -64,22 +82,17 @@ def test_import_qref_loads_no_tooling():
     assert r.stdout.strip() == "", f"import qref loaded {r.stdout.strip()}"
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp("wheel")
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "-w", str(out), str(ROOT)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot build a wheel here: {r.stderr[-300:]}")
-    return zipfile.ZipFile(next(out.glob("qref-*.whl")))
-
-
 def test_wheel_installs_only_qref_named_packages(wheel):
     names = wheel.namelist()
     top = {n.split("/")[0] for n in names}
     assert all(t == "qref" or t.startswith("qref-") for t in top), top
-    for path in ("qref/backends/torch_backend.py", "qref/backends/kernels/quant.cu", "qref/conformance/test_suite.py",
-                 "qref/conformance/plugin.py", "qref/conformance/qref_vectors_v1.schema.json"):
+    for path in (
+        "qref/backends/torch_backend.py",
+        "qref/backends/kernels/quant.cu",
+        "qref/conformance/test_suite.py",
+        "qref/conformance/plugin.py",
+        "qref/conformance/qref_vectors_v1.schema.json",
+    ):
         assert path in names, path
     assert not any(n.startswith("qref/experiments") for n in names)
     entry = wheel.read([n for n in names if n.endswith("entry_points.txt")][0]).decode()

@@ -1,7 +1,9 @@
 """Nibble packing and the bfloat16 conversions."""
+
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import qref

@@ -1,5 +1,6 @@
 """The scripts that turn GPU results into docs (docs/scripts/), on synthetic inputs: the GPU table's
 markdown computes its ratios from the rows it is given, and the clock summary reads nvidia-smi's CSV."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -15,15 +16,28 @@ def load(name):
 
 
 def row(impl, op, ms, kms, size="4096x4096"):
-    return {"impl": impl, "size": size, "op": op, "ms": ms, "GB/s": 100 / ms, "of_copy": 0.5, "kernel_ms": kms,
-            "kernel_GB/s": 100 / kms, "kernel_of_copy": 0.9}
+    return {
+        "impl": impl,
+        "size": size,
+        "op": op,
+        "ms": ms,
+        "GB/s": 100 / ms,
+        "of_copy": 0.5,
+        "kernel_ms": kms,
+        "kernel_GB/s": 100 / kms,
+        "kernel_of_copy": 0.9,
+    }
 
 
 def test_gpu_table_markdown_ratios(tmp_path, capsys):
     rows = [row("device copy", "copy", 1.0, 0.5), row("device write (zero_)", "write", 1.0, 0.5)]
-    for impl, q, kq, d, kd in (("qref cupy", 0.05, 0.016, 0.06, 0.02), ("qref torch:cuda", 0.04, 0.016, 0.05, 0.02),
-                               ("qref cupy +dq", 0.06, 0.024, 0.06, 0.02), ("qref torch:cuda +dq", 0.05, 0.02, 0.05, 0.02),
-                               ("bitsandbytes 0.50.2", 0.25, 0.16, 0.042, 0.021)):
+    for impl, q, kq, d, kd in (
+        ("qref cupy", 0.05, 0.016, 0.06, 0.02),
+        ("qref torch:cuda", 0.04, 0.016, 0.05, 0.02),
+        ("qref cupy +dq", 0.06, 0.024, 0.06, 0.02),
+        ("qref torch:cuda +dq", 0.05, 0.02, 0.05, 0.02),
+        ("bitsandbytes 0.50.2", 0.25, 0.16, 0.042, 0.021),
+    ):
         rows += [row(impl, "quantize", q, kq), row(impl, "dequantize", d, kd)]
     src = tmp_path / "t.json"
     src.write_text(json.dumps({"device": "test", "rows": rows}))
@@ -37,8 +51,10 @@ def test_gpu_table_markdown_ratios(tmp_path, capsys):
 
 
 def test_clock_summary_windows(tmp_path, capsys):
-    lines = ["timestamp, clocks.current.sm [MHz], clocks.current.memory [MHz], power.draw [W], temperature.gpu, "
-             "clocks_event_reasons.active"]
+    lines = [
+        "timestamp, clocks.current.sm [MHz], clocks.current.memory [MHz], power.draw [W], temperature.gpu, "
+        "clocks_event_reasons.active"
+    ]
     for i in range(30):  # 3 s at 100 ms: 0-1 s idle, then loaded with a power cap reason from 2 s
         sm = 345 if i < 10 else 1980
         reason = "0x0000000000000004" if i >= 20 else "0x0000000000000000"

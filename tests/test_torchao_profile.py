@@ -4,6 +4,7 @@ Bit-exact against the real torchao (skipped when it is not installed): every fie
 dequantization in both directions, on hypothesis' hard inputs. Pinned divergences from
 bitsandbytes (docs/known-divergences.md, 15-19) each assert their exact form.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings

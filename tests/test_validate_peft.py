@@ -3,6 +3,7 @@
 PEFT's loftq_init needs a CUDA device; on the CPU the check is exercised with a stand-in that
 re-enacts loftq_init in torch (its own SVD), and a faulty one that the certificates must catch.
 """
+
 import json
 
 import numpy as np
@@ -33,6 +34,7 @@ def reenacted(break_it=None):
         if break_it == "requantize":
             Q = Q * 1.001
         return cast_float32(Q.numpy(), format_of(W)), R.numpy(), L.numpy()
+
     return loftq_init
 
 

@@ -1,5 +1,6 @@
 """Golden vectors: export is deterministic, loads with the standard library's json alone, matches the
 schema's layout, passes on the reference and on the PyTorch-CPU backend, and a corrupted vector fails."""
+
 import json
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def test_files_load_with_stdlib_json_and_follow_the_schema(exported):
     code = (
         "import json, sys, pathlib\n"
         "d = pathlib.Path(sys.argv[1]); schema = json.loads((d / 'qref_vectors_v1.schema.json').read_text())\n"
-        "sizes = {'float32': 4, 'float16': 2, 'bfloat16': 2, 'float64': 8, 'uint8': 1, 'int8': 1, 'int32': 4, 'int64': 8}\n"
+        "sizes = {'float32': 4, 'float16': 2, 'bfloat16': 2, 'float64': 8, 'uint8': 1, 'int8': 1, 'int32': 4, 'int64': 8}\n"  # noqa: E501
         "n = 0\n"
         "for f in sorted(d.glob('*_v1.json')):\n"
         "    doc = json.loads(f.read_text())\n"

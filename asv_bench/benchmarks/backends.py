@@ -1,5 +1,6 @@
 """asv: every registered backend x device x size x op; time, GB/s and fraction of the device's copy
 bandwidth (both measured in the same process). Unavailable backends (no CUDA, no CuPy) are skipped."""
+
 import os
 import sys
 

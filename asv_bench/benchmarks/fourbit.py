@@ -1,4 +1,5 @@
 """asv: NF4 block-64 quantize/dequantize, qref vs bitsandbytes (CPU), and their ratio."""
+
 import os
 import sys
 

@@ -6,6 +6,7 @@ per group) and `nn_modules/qlinear/qlinear_cuda_old.py` (`QuantLinear.pack`, the
 layout, "v1" zeros). Install with `pip install --no-deps auto-gptq==0.7.1` (its dependencies are
 training-time ones); `pack` also needs `transformers` to import.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -61,8 +62,14 @@ def quantize_rtn(W: np.ndarray, bits: int, group_size: int, sym: bool = False):
     return codes, np.stack(scales, axis=1), np.stack(zeros, axis=1)
 
 
-def pack(W_tilde: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, group_size: int,
-         weight_dtype: str = "float32") -> dict[str, np.ndarray]:
+def pack(
+    W_tilde: np.ndarray,
+    scales: np.ndarray,
+    zeros: np.ndarray,
+    bits: int,
+    group_size: int,
+    weight_dtype: str = "float32",
+) -> dict[str, np.ndarray]:
     """AutoGPTQ's QuantLinear.pack of a dequantized weight (as GPTQ hands it over) -> its tensors."""
     import torch
 
@@ -72,6 +79,10 @@ def pack(W_tilde: np.ndarray, scales: np.ndarray, zeros: np.ndarray, bits: int, 
     linear = torch.nn.Linear(d_in, d_out, bias=False).to(dtype)
     linear.weight.data = torch.from_numpy(np.array(W_tilde, dtype=np.float32)).to(dtype)
     layer = qlinear.QuantLinear(bits, group_size, d_in, d_out, bias=False, weight_dtype=dtype)
-    layer.pack(linear, torch.from_numpy(np.array(scales, np.float32)), torch.from_numpy(np.array(zeros, np.float32)),
-               torch.arange(d_in) // group_size)
+    layer.pack(
+        linear,
+        torch.from_numpy(np.array(scales, np.float32)),
+        torch.from_numpy(np.array(zeros, np.float32)),
+        torch.arange(d_in) // group_size,
+    )
     return {k: getattr(layer, k).numpy() for k in ("qweight", "qzeros", "scales", "g_idx")}

@@ -4,6 +4,7 @@ Two routes into bitsandbytes are offered: its public functions (which on the CPU
 where it has them) and its pure-PyTorch "default" kernels, reached by redispatching its custom op
 to the CompositeExplicitAutograd key. Where the two disagree, that is a finding about bitsandbytes.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Adapter to PEFT's `loftq_init` (which quantizes with bitsandbytes on a CUDA or XPU device)."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -3,6 +3,7 @@
 `to_nf4` returns the tensor's fields as qref.profiles.torchao_nf4.TorchaoNF4; `dequantize` builds an
 NF4Tensor from any such fields (ours or theirs) and calls torchao's own `get_original_weight`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,9 +43,16 @@ def to_nf4(x, block_size: int = 64, scaler_block_size: int = 256, device: str = 
     """torchao's to_nf4 on `device`, its fields copied back to NumPy."""
     t = _module().to_nf4(to_torch(x, device), block_size, scaler_block_size)
     fmt = str(t.dtype).removeprefix("torch.")
-    return TorchaoNF4(from_torch(t.quantized_data), from_torch(t.quantized_scalers),
-                      from_torch(t.quantization_factor), from_torch(t.scaler_mean.reshape(())),
-                      tuple(t.shape), fmt, t.block_size, t.scaler_block_size)
+    return TorchaoNF4(
+        from_torch(t.quantized_data),
+        from_torch(t.quantized_scalers),
+        from_torch(t.quantization_factor),
+        from_torch(t.scaler_mean.reshape(())),
+        tuple(t.shape),
+        fmt,
+        t.block_size,
+        t.scaler_block_size,
+    )
 
 
 def dequantize(f: TorchaoNF4, device: str = "cpu"):
@@ -56,9 +64,17 @@ def dequantize(f: TorchaoNF4, device: str = "cpu"):
     nf4 = torch.tensor(list(NF4_TABLE_4DP), device=device, dtype=dtype)
     meta = m.SubclassTensorArgs(torch.Size(f.shape), _contiguous_stride(f.shape), 0, dtype, torch.device(device), False)
     n_blocks = int(f.quantized_scalers.size)
-    t = m.NF4Tensor(meta, f.block_size, n_blocks, f.scaler_block_size, to_torch(f.quantized_scalers, device),
-                    to_torch(f.quantization_factor, device), to_torch(f.scaler_mean, device),
-                    to_torch(f.quantized_data, device), nf4=nf4)
+    t = m.NF4Tensor(
+        meta,
+        f.block_size,
+        n_blocks,
+        f.scaler_block_size,
+        to_torch(f.quantized_scalers, device),
+        to_torch(f.quantization_factor, device),
+        to_torch(f.scaler_mean, device),
+        to_torch(f.quantized_data, device),
+        nf4=nf4,
+    )
     return from_torch(t.get_original_weight())
 
 

@@ -6,6 +6,7 @@ hardware thermal, 0x80 hardware power brake, ...).
 
     python docs/scripts/clocks_summary.py clocks.csv [--window 10]
 """
+
 import argparse
 import csv
 import statistics
@@ -37,11 +38,13 @@ def main(argv=None):
     for r in rows:
         windows.setdefault(int((r[0] - t0).total_seconds() // args.window), []).append(r)
     print(f"samples from {t0:%H:%M:%S} ({len(rows)}): window start, SM MHz (min/median), memory MHz, W, C, reasons")
-    for k, rs in sorted(windows.items()):
+    for _, rs in sorted(windows.items()):
         sm = [r[1] for r in rs]
-        print(f"{rs[0][0]:%H:%M:%S}  SM {min(sm):5.0f}/{statistics.median(sm):5.0f}  mem {statistics.median(r[2] for r in rs):5.0f}"
-              f"  {statistics.median(r[3] for r in rs):6.1f} W  {statistics.median(r[4] for r in rs):3.0f} C"
-              f"  {' '.join(sorted({r[5] for r in rs}))}")
+        print(
+            f"{rs[0][0]:%H:%M:%S}  SM {min(sm):5.0f}/{statistics.median(sm):5.0f}  mem {statistics.median(r[2] for r in rs):5.0f}"  # noqa: E501
+            f"  {statistics.median(r[3] for r in rs):6.1f} W  {statistics.median(r[4] for r in rs):3.0f} C"
+            f"  {' '.join(sorted({r[5] for r in rs}))}"
+        )
     return 0
 
 

@@ -1,12 +1,13 @@
 """Comparison of the initialisers on generated LLM-like weights (docs/initialisers.md):
 prints the markdown table and writes docs/initialisers-error.svg (error versus rank, one panel per
 bit width). Run: python docs/scripts/compare_initialisers.py"""
+
 import os
 
 import numpy as np
 
-from qref.conformance.synthetic import calibration_inputs, llm_like_weight
 from qref import loftq, lqlora, quailora
+from qref.conformance.synthetic import calibration_inputs, llm_like_weight
 
 RANKS = (4, 8, 16, 32, 64)
 BITS = (4, 3, 2)
@@ -22,20 +23,29 @@ def errors(W, C, bits, rank):
     lq = lqlora.decompose(W, rank, cfg, max_iter=20)
     cal = quailora.calibrated(W, Q, rank, C, max_iter=300)
     n = np.linalg.norm(W)
-    return [np.linalg.norm(W - Q) / n, l1.errors[0] / n, l5.errors[-1] / n, lq.errors[lq.best] / n,
-            np.linalg.norm(W - Q - cal.lora_B @ cal.lora_A) / n]
+    return [
+        np.linalg.norm(W - Q) / n,
+        l1.errors[0] / n,
+        l5.errors[-1] / n,
+        lq.errors[lq.best] / n,
+        np.linalg.norm(W - Q - cal.lora_B @ cal.lora_A) / n,
+    ]
 
 
 def svg(results, path):
     width, height, pad = 300, 220, 40
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{len(BITS) * width}" height="{height + 40}" font-family="sans-serif" font-size="11">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{len(BITS) * width}" height="{height + 40}" font-family="sans-serif" font-size="11">'  # noqa: E501
+    ]
     for p, bits in enumerate(BITS):
         values = np.array([results[bits, r] for r in RANKS])
         lo, hi = 0.0, values.max() * 1.05
         x0 = p * width
         sx = lambda i: x0 + pad + i * (width - 2 * pad) / (len(RANKS) - 1)
         sy = lambda v: height - pad + 10 - (v - lo) / (hi - lo) * (height - 2 * pad)
-        parts.append(f'<text x="{x0 + width / 2}" y="14" text-anchor="middle">NF{bits}: ||W-Q-BA|| / ||W|| vs rank</text>')
+        parts.append(
+            f'<text x="{x0 + width / 2}" y="14" text-anchor="middle">NF{bits}: ||W-Q-BA|| / ||W|| vs rank</text>'
+        )
         parts.append(f'<line x1="{x0 + pad}" y1="{sy(lo)}" x2="{x0 + width - pad}" y2="{sy(lo)}" stroke="black"/>')
         parts.append(f'<line x1="{x0 + pad}" y1="{sy(lo)}" x2="{x0 + pad}" y2="{sy(hi)}" stroke="black"/>')
         for i, r in enumerate(RANKS):
@@ -46,8 +56,10 @@ def svg(results, path):
             points = " ".join(f"{sx(i):.1f},{sy(values[i, m]):.1f}" for i in range(len(RANKS)))
             parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>')
     for m, (name, colour) in enumerate(zip(METHODS, COLOURS)):
-        parts.append(f'<rect x="{20 + m * 170}" y="{height + 22}" width="12" height="3" fill="{colour}"/>'
-                     f'<text x="{36 + m * 170}" y="{height + 27}">{name}</text>')
+        parts.append(
+            f'<rect x="{20 + m * 170}" y="{height + 22}" width="12" height="3" fill="{colour}"/>'
+            f'<text x="{36 + m * 170}" y="{height + 27}">{name}</text>'
+        )
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")

@@ -1,6 +1,7 @@
 """GB/s versus matrix size from a GPU table (asv_bench/gpu_table.py --out FILE): one SVG per op, whole
 calls, and where the table has them the kernels' own device time of qref's backends ("kernels").
 Run: python docs/scripts/plot_gpu_table.py docs/data/gpu_table_h100.json docs/gpu-gbps"""
+
 import json
 import sys
 from pathlib import Path
@@ -18,12 +19,23 @@ def main(src, prefix):
             if len(pts) == len(sizes) and "torch ops" not in impl:
                 series[impl] = [pts[s] for s in sizes]
             kpts = {r["size"]: r.get("kernel_GB/s") for r in d["rows"] if r["impl"] == impl and r["op"] == op}
-            if impl.startswith("qref") and "torch ops" not in impl and "+dq" not in impl and None not in kpts.values() \
-                    and len(kpts) == len(sizes):
+            if (
+                impl.startswith("qref")
+                and "torch ops" not in impl
+                and "+dq" not in impl
+                and None not in kpts.values()
+                and len(kpts) == len(sizes)
+            ):
                 series[f"{impl} (kernels)"] = [kpts[s] for s in sizes]
         numel = [eval(s.replace("x", "*")) for s in sizes]
-        line_plot(series, numel, f"NF4 block-64 {op} of bf16, {d['device']}", "GB/s (read + written)",
-                  Path(f"{prefix}-{op}.svg"), xlabels=sizes)
+        line_plot(
+            series,
+            numel,
+            f"NF4 block-64 {op} of bf16, {d['device']}",
+            "GB/s (read + written)",
+            Path(f"{prefix}-{op}.svg"),
+            xlabels=sizes,
+        )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 The default profile is bitsandbytes' (qref.quantize_4bit and friends). Each other profile is data
 plus the few functions that differ, with the library version it was read from.
 """
+
 from __future__ import annotations
 
 PROFILES = {

@@ -15,11 +15,12 @@ implementation, so PEFT's output is checked by certificates (docs/exactness.md):
 rank-r approximation of W - Q_T (Eckart-Young), Q_T is a fixed point of the quantizer, and the
 objective ||W - Q_T - B A||_F agrees with the profile's.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .. import validation
 from ..dtypes import cast_float32
 from ..fourbit import dequantize_4bit, quantize_4bit
 from ..loftq import LoftQResult, loftq
@@ -38,8 +39,8 @@ def quantize_dequantize(x32: np.ndarray) -> np.ndarray:
 
 def loftq_init(weight, num_bits: int, reduced_rank: int, num_iter: int = 1) -> tuple:
     """(dequantized weight in the input format, lora_A, lora_B) as PEFT's loftq_init returns them."""
-    _checks.one_of(num_bits, (4,), "num_bits (PEFT's 8-bit path is not profiled)")
-    w32, fmt = _checks.float_input(weight, "weight")
+    validation.one_of(num_bits, (4,), "num_bits (PEFT's 8-bit path is not profiled)")
+    w32, fmt = validation.float_input(weight, "weight")
     if w32.ndim != 2:
         raise ValueError(f"weight must be 2-D, got shape {w32.shape}")
     check_rank(reduced_rank, w32.shape)
@@ -57,7 +58,7 @@ def eckart_young_gap(W32: np.ndarray, Q: np.ndarray, A: np.ndarray, B: np.ndarra
     R = W - Q, in float64; 0 for the best rank-r approximation, a few 1e-7 in float32."""
     R = W32.astype(np.float64) - Q.astype(np.float64)
     s = np.linalg.svd(R, compute_uv=False)
-    best = np.sqrt(np.sum(s[A.shape[0]:] ** 2))
+    best = np.sqrt(np.sum(s[A.shape[0] :] ** 2))
     got = np.linalg.norm(R - B.astype(np.float64) @ A.astype(np.float64))
     return float((got - best) / max(np.linalg.norm(R), np.finfo(np.float64).tiny))
 

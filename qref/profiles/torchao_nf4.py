@@ -18,13 +18,14 @@ An all-zero block scales as 0/0 = NaN; the argmin of a row of NaNs is index 0 (-
 as -1.0 * a'. A scaler block whose centred values are all 0 has f = inf and 0 * inf = NaN, which
 torch's float -> int8 conversion turns into 0 (x86 and CUDA alike); the profile states q = 0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _checks
+from .. import validation
 from ..double_quant import mean_offset
 from ..dtypes import as_float32, cast_float32
 from ..packing import pack_nibbles, unpack_nibbles
@@ -33,8 +34,24 @@ NAME = "torchao"
 VERSION = "0.18.0"
 
 #: torchao's NF4 table exactly as its source writes it (4 decimals), before rounding to the input format.
-NF4_TABLE_4DP = (-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
-                 0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0)
+NF4_TABLE_4DP = (
+    -1.0,
+    -0.6962,
+    -0.5251,
+    -0.3949,
+    -0.2844,
+    -0.1848,
+    -0.0911,
+    0.0,
+    0.0796,
+    0.1609,
+    0.2461,
+    0.3379,
+    0.4407,
+    0.5626,
+    0.7230,
+    1.0,
+)
 
 
 def _r(x32: np.ndarray, fmt: str) -> np.ndarray:
@@ -106,9 +123,9 @@ def to_nf4(x, block_size: int = 64, scaler_block_size: int = 256, scaler_mean=No
     """torchao.quantization.to_nf4(x, block_size, scaler_block_size), field for field. torch's float32
     mean has its own summation order (a float32 input's mean can differ by an ulp): `scaler_mean`
     takes theirs, so every other field can still be compared bit for bit."""
-    x32, fmt = _checks.float_input(x, "x")
-    block_size = _checks.positive_int(block_size, "block_size")
-    scaler_block_size = _checks.positive_int(scaler_block_size, "scaler_block_size")
+    x32, fmt = validation.float_input(x, "x")
+    block_size = validation.positive_int(block_size, "block_size")
+    scaler_block_size = validation.positive_int(scaler_block_size, "scaler_block_size")
     check_shape(x32.size, x32.ndim, block_size, scaler_block_size)
     blocks = x32.reshape(-1, block_size)
     absmax = np.abs(blocks).max(axis=1)
@@ -116,15 +133,24 @@ def to_nf4(x, block_size: int = 64, scaler_block_size: int = 256, scaler_mean=No
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = _r(blocks / absmax[:, None], fmt)
     codes = nearest_code(scaled, fmt).reshape(-1)
-    return TorchaoNF4(pack_nibbles(codes), q, cast_float32(factor, fmt), cast_float32(mean, fmt),
-                      tuple(x32.shape), fmt, block_size, scaler_block_size)
+    return TorchaoNF4(
+        pack_nibbles(codes),
+        q,
+        cast_float32(factor, fmt),
+        cast_float32(mean, fmt),
+        tuple(x32.shape),
+        fmt,
+        block_size,
+        scaler_block_size,
+    )
 
 
 def dequantize(t: TorchaoNF4):
     """NF4Tensor.get_original_weight(): rn(t_code * a') in the input format, in the tensor's shape."""
     n = int(np.prod(t.shape))
     codes = unpack_nibbles(t.quantized_data, n).reshape(-1, t.block_size)
-    scalers = dequantize_scalers(t.quantized_scalers, as_float32(t.quantization_factor), as_float32(t.scaler_mean), t.fmt,
-                                 t.scaler_block_size)
+    scalers = dequantize_scalers(
+        t.quantized_scalers, as_float32(t.quantization_factor), as_float32(t.scaler_mean), t.fmt, t.scaler_block_size
+    )
     values = _r(table(t.fmt)[codes] * scalers[:, None], t.fmt)
     return cast_float32(values.reshape(t.shape), t.fmt)

@@ -1,4 +1,5 @@
 """Input validation shared by every op: each failure names the argument it is about."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,9 +20,7 @@ def float_input(x, name: str, formats=FLOAT_FORMATS) -> tuple[np.ndarray, str]:
             raise TypeError(f"{name} must be float32, float16 or bfloat16, got {kind} ({x.dtype}){hint}")
         x32 = x.astype(np.float32, copy=False)
     else:
-        raise TypeError(
-            f"{name} must be a numpy array or qref.BFloat16Array, got {type(x).__name__}"
-        )
+        raise TypeError(f"{name} must be a numpy array or qref.BFloat16Array, got {type(x).__name__}")
     fmt = format_of(x)
     if fmt not in formats:
         raise TypeError(f"{name} must be one of {formats}, got {fmt}")

@@ -1,0 +1,111 @@
+"""The CUDA bridge shared by the CuPy and PyTorch backends: CuPy found (or `BackendUnavailable` with the
+reason), and `TorchBridge`, the fused 4-bit kernels of cuda_kernels.py on torch CUDA tensors."""
+
+from __future__ import annotations
+
+import math
+
+from qref import validation
+from qref.backend import FourBit
+from qref.dtypes import FLOAT_FORMATS
+from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
+from qref.registry import BackendUnavailable
+
+from .fused4bit import Fused4bit, dtype_name, with_device
+
+
+def cupy_or_unavailable():
+    """The cupy module, when it imports and sees a CUDA device; else BackendUnavailable naming why."""
+    try:
+        import cupy as cp
+    except ImportError as e:
+        raise BackendUnavailable(f"cupy is not installed ({e})") from e
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            raise BackendUnavailable("cupy found no CUDA device")
+    except cp.cuda.runtime.CUDARuntimeError as e:
+        raise BackendUnavailable(f"cupy found no CUDA device ({e})") from e
+    return cp
+
+
+class TorchBridge:
+    """The fused kernels on torch CUDA tensors: torch allocates, the kernels get raw addresses (no DLPack
+    conversion: it costs more than the kernel at 4096 x 4096), launched on torch's current stream."""
+
+    def __init__(self, device_index: int):
+        import torch
+
+        self.cp, self.torch = cupy_or_unavailable(), torch
+        device = torch.device("cuda", device_index)
+        dt = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
+        self.fused = Fused4bit(
+            self.cp,
+            lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
+            lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device),
+            lambda a: a.view(torch.float32),
+            device_index,
+        )
+        self.index = device_index
+        self._device = self.cp.cuda.Device(device_index)
+        self._streams = {}
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # a Stream object costs microseconds
+        self._handle = (
+            (lambda: raw(device_index)) if raw else (lambda: torch.cuda.current_stream(device_index).cuda_stream)
+        )
+
+    def _stream(self):
+        handle = self._handle()
+        if handle not in self._streams:
+            self._streams[handle] = self.cp.cuda.ExternalStream(handle, self.index)
+        return self._streams[handle]
+
+    def _on_device(self, name, a):
+        """The kernels read raw addresses: a tensor on this device, contiguous (None stays None)."""
+        if a is None:
+            return None
+        if not a.is_cuda or a.get_device() != self.index:
+            raise ValueError(f"{name} is on {a.device}; this backend runs on cuda:{self.index}")
+        return a if a.is_contiguous() else a.contiguous()
+
+    def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
+        validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        x = self._on_device("x", x)
+        return with_device(
+            self.cp,
+            self._device,
+            self.fused.quantize,
+            x,
+            x.numel(),
+            dtype_name(x),
+            blocksize,
+            quant_type,
+            double_quant,
+            self._stream(),
+        )
+
+    def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
+        validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
+        n = math.prod(shape)
+        # raw addresses: each array on this device and contiguous (check_state checks sizes and dtypes)
+        cq = FourBit(
+            self._on_device("packed", q.packed),
+            self._on_device("absmax", q.absmax),
+            self._on_device("qabsmax", q.qabsmax),
+            self._on_device("absmax2", q.absmax2),
+            q.offset,
+        )
+        shape = tuple(shape)
+        dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
+        return with_device(
+            self.cp,
+            self._device,
+            self.fused.dequantize,
+            cq,
+            n,
+            blocksize,
+            quant_type,
+            out_dtype,
+            self._stream(),
+            lambda out: (out if dtype is None else out.view(dtype)).reshape(shape),
+        )
