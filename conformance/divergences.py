@@ -1,36 +1,72 @@
-"""Known divergence classes: a mismatch is *explained* when one of these names its decision point.
+"""Known divergences: a mismatch is *explained* when a classifier names its known divergence.
 
-Each classifier gets the two outputs and the indices where their bits differ and returns a short
-explanation when every difference belongs to its class, else None. docs/known-divergences.md
-lists each class with a minimal example and its numerical size.
+The divergences are data, one file (divergences.json): id, library, versions, devices, op, decision
+point, classifier, minimal example, the test that pins it, and the text. Each classifier below gets
+the two outputs and the indices where their bits differ and returns a `Divergence` (the id of its
+entry, with a detail line) when every difference belongs to its class, else None.
+docs/known-divergences.md is generated from the file: `python -m qref.conformance.divergences`.
 """
 
 from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
 
 import numpy as np
 
 from qref.blockwise import ABSMAX_FLOOR, block_absmax
 
 
-def signed_zero(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+@cache
+def data() -> dict:
+    """The whole divergences file: {"divergences": [...], "notes": [...]}."""
+    return json.loads(resources.files(__package__).joinpath("divergences.json").read_text(encoding="utf-8"))
+
+
+def catalogue() -> dict[str, dict]:
+    """id -> entry of divergences.json."""
+    return {r["id"]: r for r in data()["divergences"]}
+
+
+class Divergence(str):
+    """A classifier's verdict: the id of a known divergence (a str equal to it) with a detail line."""
+
+    detail: str
+
+    def __new__(cls, id: str, detail: str = ""):
+        entry = catalogue().get(id)
+        if entry is None:
+            raise KeyError(f"{id!r} is not in divergences.json")
+        self = super().__new__(cls, id)
+        self.detail = detail or entry["title"]
+        return self
+
+    def text(self) -> str:
+        return f"[{self}] {self.detail}"
+
+
+def signed_zero(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> Divergence | None:
     """Both sides are zero and differ only in sign (e.g. FP4 code 8 in bitsandbytes' CPU kernel)."""
     a, b = ours.ravel()[idx], theirs.ravel()[idx]
     if np.all(a == 0) and np.all(b == 0):
-        return "sign of zero: +0.0 vs -0.0 (numerically equal)"
+        return Divergence("signed-zero", "sign of zero: +0.0 vs -0.0 (numerically equal)")
     return None
 
 
-def reduction_order(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, max_ulps: int = 8, **_) -> str | None:
+def reduction_order(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, max_ulps: int = 8, **_) -> Divergence | None:
     """float32 scalars a few ulp apart: a different summation order of the same mean."""
     a = np.asarray(ours, np.float32).ravel()[idx].view(np.int32).astype(np.int64)
     b = np.asarray(theirs, np.float32).ravel()[idx].view(np.int32).astype(np.int64)
     ulps = int(np.abs(a - b).max())
     if ulps <= max_ulps:
-        return f"float32 mean, other reduction order: {ulps} ulp"
+        return Divergence("float32-mean-order", f"float32 mean, other reduction order: {ulps} ulp")
     return None
 
 
-def farther_code(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled=None, table=None, **_) -> str | None:
+def farther_code(
+    ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled=None, table=None, **_
+) -> Divergence | None:
     """Their code is strictly farther from the scaled value than ours (or the value is 0/0):
     their search is not round-to-nearest; ours is."""
     if scaled is None or table is None:
@@ -40,39 +76,49 @@ def farther_code(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled=N
     d_theirs = np.abs(s - table[theirs.ravel()[idx]])
     zero_block = s == 0  # bitsandbytes' C kernel divides 0/0 and takes code 0
     if np.all((d_theirs > d_ours) | zero_block):
-        return "their 8-bit search chose a farther code, or divided 0/0 in a zero block"
+        return Divergence(
+            "bnb-cpu-8bit-search", "their 8-bit search chose a farther code, or divided 0/0 in a zero block"
+        )
     return None
 
 
-def overflowed_mean(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+def overflowed_mean(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> Divergence | None:
     """Their float32 mean overflowed to inf (a float32 running sum past 3.4e38); ours is finite."""
     if np.all(np.isfinite(ours.ravel()[idx])) and not np.all(np.isfinite(theirs.ravel()[idx])):
-        return "float32 sum of absmax overflows to inf in the library; qref's exact mean is finite"
+        return Divergence(
+            "float32-mean-overflow",
+            "float32 sum of absmax overflows to inf in the library; qref's exact mean is finite",
+        )
     return None
 
 
-def floored_tail(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+def floored_tail(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> Divergence | None:
     """Tail-block absmax below 1e-38: the reference stores the floor float32(1e-38) (as bitsandbytes'
     PyTorch kernel does); theirs stores the raw value (0 for a zero tail)."""
     if np.all(ours.ravel()[idx] == np.float32(1e-38)) and np.all(theirs.ravel()[idx] < np.float32(1e-38)):
-        return "tail absmax below 1e-38 stored raw here, floored to float32(1e-38) in the reference"
+        return Divergence(
+            "bnb-cpu-tail-absmax-unfloored",
+            "tail absmax below 1e-38 stored raw here, floored to float32(1e-38) in the reference",
+        )
     return None
 
 
-def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scales=None, **_) -> str | None:
+def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scales=None, **_) -> Divergence | None:
     """Every difference lies in a row where AutoGPTQ's scale underflowed to 0 in float32 (a group
     range below maxq * 1.4e-45) and it divided by zero; qref treats such a group as all-zero."""
     if scales is None or ours.ndim != 2:
         return None
     rows_with_zero_scale = (np.asarray(scales) == 0).any(axis=1)
     if np.all(rows_with_zero_scale[idx // ours.shape[1]]):
-        return "group range underflows: their scale is 0 and codes/zeros NaN; qref uses [-1, 1]"
+        return Divergence(
+            "autogptq-zero-scale", "group range underflows: their scale is 0 and codes/zeros NaN; qref uses [-1, 1]"
+        )
     return None
 
 
 def torchao_decisions(
     ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, scaled32=None, raw32=None, fmt=None, **_
-) -> str | None:
+) -> Divergence | None:
     """NF4 codes, bitsandbytes default (ours) vs torchao (theirs): name the torchao decision points
     that move each differing code, replaying its rule one step at a time from bitsandbytes' rule:
     the 4-decimal table in the input format, no absmax floor (0/0 = NaN in a zero block, whose argmin
@@ -104,7 +150,7 @@ def torchao_decisions(
             named.append(label)
         prev = codes
     if np.array_equal(prev, theirs.ravel()[idx]) and named:
-        return "torchao rule: " + "; ".join(named)
+        return Divergence("torchao-nf4-rules", "torchao rule: " + "; ".join(named))
     return None
 
 
@@ -114,38 +160,43 @@ def _nearest_exact(s: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.argmin(np.where(np.isnan(d), -1.0, d), axis=1).astype(np.uint8)
 
 
-def torchao_scalers(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, profile_out=None, **_) -> str | None:
+def torchao_scalers(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, profile_out=None, **_) -> Divergence | None:
     """Dequantized values, bitsandbytes default vs torchao: every difference is what the torchao profile
     computes (its table, rounding and int8 double quantization of the absmax)."""
     if profile_out is not None and np.array_equal(
         np.asarray(profile_out).ravel()[idx], theirs.ravel()[idx], equal_nan=True
     ):
-        return "torchao profile: 4-decimal table, ops in the input format, int8 linear double quantization"
+        return Divergence(
+            "torchao-scalers",
+            "torchao profile: 4-decimal table, ops in the input format, int8 linear double quantization",
+        )
     return None
 
 
-def nan_payload(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+def nan_payload(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> Divergence | None:
     """Both sides are NaN and differ only in payload/sign bits (not specified by IEEE 754 arithmetic)."""
     if np.all(np.isnan(ours.ravel()[idx])) and np.all(np.isnan(theirs.ravel()[idx])):
-        return "NaN on both sides, other payload bits (e.g. a scaler mean that overflowed to inf)"
+        return Divergence(
+            "nan-payload", "NaN on both sides, other payload bits (e.g. a scaler mean that overflowed to inf)"
+        )
     return None
 
 
 FLT_MIN = np.float32(1.17549435e-38)
 
 
-def flush_to_zero(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+def flush_to_zero(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> Divergence | None:
     """Ours is a subnormal float32 (|v| < 2^-126), theirs +-0: the library's kernel flushes subnormals."""
     a, b = ours.ravel()[idx], theirs.ravel()[idx]
     if np.all((np.abs(a) < FLT_MIN) & (b == 0)):
-        return "subnormal result flushed to zero (FTZ) in their kernel"
+        return Divergence("flush-to-zero", "subnormal result flushed to zero (FTZ) in their kernel")
     return None
 
 
-def unfloored_zero_absmax(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> str | None:
+def unfloored_zero_absmax(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, **_) -> Divergence | None:
     """Absmax of an all-zero block: ours the floor float32(1e-38), theirs 0 (their kernel then divides 0/0)."""
     if np.all((ours.ravel()[idx] == np.float32(1e-38)) & (theirs.ravel()[idx] == 0)):
-        return "all-zero block: absmax stored as 0, no 1e-38 floor"
+        return Divergence("bnb-cuda-zero-block", "all-zero block: absmax stored as 0, no 1e-38 floor")
     return None
 
 
@@ -169,7 +220,7 @@ def kernel_4bit_codes(
     their_absmax=None,
     max_ulps: int = 2,
     **_,
-) -> str | None:
+) -> Divergence | None:
     """Packed 4-bit bytes: name the cause of every differing code. Causes: an all-zero block whose
     absmax they store as 0 (0/0 -> code 0); FP4's two zeros (code 8 is -0, code 0 is +0: equal
     values); a scaled value within max_ulps ulp of the midpoint between the two codes (their
@@ -211,12 +262,12 @@ def kernel_4bit_codes(
         )
         if m.any()
     ]
-    return "; ".join(why)
+    return Divergence("bnb-cuda-4bit-codes", "; ".join(why))
 
 
 def nf4_value_at_midpoint(
     ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, x32=None, blocksize=64, max_ulps: int = 2, **_
-) -> str | None:
+) -> Divergence | None:
     """Dequantized NF4 values one code apart where x / absmax lies within max_ulps ulp of the midpoint
     between the two codes (a library whose decision thresholds are not the float32 midpoints)."""
     if x32 is None or x32.size % blocksize:
@@ -231,5 +282,65 @@ def nf4_value_at_midpoint(
 
     s = (x32.ravel()[idx] / absmax).astype(np.float32)
     if np.all(_adjacent_at_midpoint(s, code(ours), code(theirs), values, max_ulps)):
-        return f"x / absmax within {max_ulps} ulp of an NF4 midpoint: their threshold is not the float32 midpoint"
+        return Divergence(
+            "bnb-cuda-nf4-midpoint-values",
+            f"x / absmax within {max_ulps} ulp of an NF4 midpoint: their threshold is not the float32 midpoint",
+        )
     return None
+
+
+CLASSIFIERS = {
+    name: globals()[name]
+    for name in (
+        "signed_zero",
+        "reduction_order",
+        "farther_code",
+        "overflowed_mean",
+        "floored_tail",
+        "nan_from_zero_scale",
+        "torchao_decisions",
+        "torchao_scalers",
+        "nan_payload",
+        "flush_to_zero",
+        "unfloored_zero_absmax",
+        "kernel_4bit_codes",
+        "nf4_value_at_midpoint",
+    )
+}
+
+
+def markdown() -> str:
+    """docs/known-divergences.md, generated from divergences.json."""
+    d = data()
+    lines = [
+        "# Known divergences",
+        "",
+        "<!-- generated by `python -m qref.conformance.divergences` from conformance/divergences.json -->",
+        "",
+        "Differences found between libraries and the reference, each with its id (what `qref check` and",
+        "`qref validate` print and write in `--json`), a minimal example, the classifier that recognises it",
+        "and the test that pins it. The data is `conformance/divergences.json`.",
+        "",
+        "| id | library | versions | devices | op | decision point | classifier |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in d["divergences"]:
+        lines.append(
+            f"| [`{r['id']}`](#{r['id']}) | {r['library']} | {r['versions']} | {', '.join(r['devices'])} | "
+            f"{r['op']} | {r['decision']} | {('`' + r['classifier'] + '`') if r['classifier'] else '-'} |"
+        )
+    for r in d["divergences"]:
+        lines += ["", f'<a id="{r["id"]}"></a>', f"## `{r['id']}`: {r['title']}", ""]
+        lines += [f"- library: {r['library']} {r['versions']} ({', '.join(r['devices'])}); op: {r['op']}"]
+        lines += [f"- decision point: {r['decision']}"]
+        if r["example"]:
+            lines += [f"- minimal example: {r['example']}"]
+        lines += [f"- classifier: {('`divergences.' + r['classifier'] + '`') if r['classifier'] else 'none'}"]
+        lines += [f"- pinned by: `{r['test']}`", "", r["text"]]
+    for n in d["notes"]:
+        lines += ["", f"## {n['title']}", "", n["text"]]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

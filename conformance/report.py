@@ -70,6 +70,7 @@ class Row:
     note: str = ""
     examples: dict = field(default_factory=dict)  # divergence class -> smallest Example seen
     class_counts: dict = field(default_factory=dict)  # divergence class -> cases
+    class_ids: dict = field(default_factory=dict)  # divergence class -> its id in divergences.json
     max_abs_diff: float = 0.0  # largest |qref - theirs| over differing finite values
 
     def add(self, case: str, ours, theirs, classifiers=(), inputs=None, shrink=None, **context) -> None:
@@ -91,11 +92,14 @@ class Row:
         if np.isfinite(d).any():
             self.max_abs_diff = max(self.max_abs_diff, float(d[np.isfinite(d)].max()))
         for classify in classifiers:
-            why = classify(values(ours), values(theirs), idx, **context)
-            if why:
+            found = classify(values(ours), values(theirs), idx, **context)
+            if found:  # a divergences.Divergence: the id of a known divergence, with its detail
+                why = found.text()
                 self.explained += 1
                 self.note = self.note or why
-                self._example(re.sub(r"\d+ ulp", "N ulp", why), why, case, ours, theirs, idx, inputs, shrink)
+                key = re.sub(r"\d+ ulp", "N ulp", why)
+                self.class_ids[key] = str(found)
+                self._example(key, why, case, ours, theirs, idx, inputs, shrink)
                 return
         self._example("unexplained", "no known divergence class", case, ours, theirs, idx, inputs, shrink)
         self.mismatches += 1

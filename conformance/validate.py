@@ -89,8 +89,10 @@ def _row_json(r: Row) -> dict:
         "certified": r.certified,
         "max_abs_diff": r.max_abs_diff,
         "first_unexplained": r.first,
+        "divergence_ids": sorted(set(r.class_ids.values())),
         "classes": [
-            {"class": k, "cases": r.class_counts.get(k, 0), "example": asdict(e)} for k, e in r.examples.items()
+            {"id": r.class_ids.get(k), "class": k, "cases": r.class_counts.get(k, 0), "example": asdict(e)}
+            for k, e in r.examples.items()
         ],
     }
 

@@ -1,4 +1,4 @@
-"""The classifiers that explain bitsandbytes' CUDA divergences (known-divergences 21-25), pinned on
+"""The classifiers that explain bitsandbytes' CUDA divergences (the bnb-cuda-* and flush-to-zero entries of known-divergences), pinned on
 the minimal examples the H100 run recorded (docs/data/validate_gpu_h100.txt): each explains its
 example, and none explains a wrong code."""
 
@@ -31,7 +31,7 @@ def block(bs, **vals):
 
 def test_21_zero_block():
     x = np.zeros(32, F32)
-    assert "absmax stored as 0" in classify(x, 32, "nf4", np.zeros(16, np.uint8), [0.0])
+    assert "absmax stored as 0" in classify(x, 32, "nf4", np.zeros(16, np.uint8), [0.0]).detail
     assert d.unfloored_zero_absmax(np.array([F32(1e-38)]), np.array([F32(0)]), np.array([0]))
 
 
@@ -44,7 +44,7 @@ def test_23_reciprocal_flushed():
     x = block(32, e0=-1.8603206601914785e38, e15=-3.3867488454780105e38)
     theirs = np.full(16, 0x77, np.uint8)
     assert packed(x, 32, "nf4")[0] == 39  # 0x27, as the run recorded
-    assert "1/absmax is subnormal" in classify(x, 32, "nf4", theirs, [3.3867488454780105e38])
+    assert "1/absmax is subnormal" in classify(x, 32, "nf4", theirs, [3.3867488454780105e38]).detail
 
 
 def test_24_tie_at_nf4_midpoint_goes_up():
@@ -53,7 +53,7 @@ def test_24_tie_at_nf4_midpoint_goes_up():
     assert ours[6] == 199  # codes 12, 7: the tie goes to the lower code in the reference
     theirs = ours.copy()
     theirs[6] = 215  # codes 13, 7: CUDA
-    assert "midpoint" in classify(x, 32, "nf4", theirs, [1.0])
+    assert "midpoint" in classify(x, 32, "nf4", theirs, [1.0]).detail
     wrong = ours.copy()
     wrong[6] = 0xE7  # code 14: two steps away, not a midpoint effect
     assert classify(x, 32, "nf4", wrong, [1.0]) is None
@@ -65,7 +65,7 @@ def test_25_fp4_negative_zero_code():
     assert ours[13] == 0
     theirs = ours.copy()
     theirs[13] = 128
-    assert "code 8 (-0)" in classify(x, 32, "fp4", theirs, [2.96620774269104])
+    assert "code 8 (-0)" in classify(x, 32, "fp4", theirs, [2.96620774269104]).detail
     assert classify(x, 32, "nf4", theirs, [2.96620774269104]) is None  # NF4 has one zero code
 
 
@@ -79,3 +79,39 @@ def test_peft_q1_value_at_midpoint():
     assert d.nf4_value_at_midpoint(ours, theirs, np.array([5]), x32=x, blocksize=64)
     theirs[5] = qref.get_codebook("nf4").values[14]
     assert d.nf4_value_at_midpoint(ours, theirs, np.array([5]), x32=x, blocksize=64) is None
+
+
+def test_divergence_data_links_every_classifier_test_and_doc():
+    """divergences.json is the one list: each classifier is named by exactly one entry and returns
+    that entry's id, each entry's test exists, and docs/known-divergences.md is generated from it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    entries = d.data()["divergences"]
+    named = [e["classifier"] for e in entries if e["classifier"]]
+    assert sorted(named) == sorted(d.CLASSIFIERS) and len(set(named)) == len(named)
+    by_classifier = {e["classifier"]: e["id"] for e in entries if e["classifier"]}
+    source = (root / "conformance" / "divergences.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and node.name in d.CLASSIFIERS:
+            ids = {
+                c.args[0].value
+                for c in ast.walk(node)
+                if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "Divergence"
+            }
+            assert ids == {by_classifier[node.name]}, node.name
+    for e in entries:
+        path, _, name = e["test"].partition("::")
+        assert name and f"def {name}(" in (root / path).read_text(), e["test"]
+        assert e["library"] and e["versions"] and e["devices"] and e["op"] and e["decision"] and e["text"]
+    assert (root / "docs" / "known-divergences.md").read_text() == d.markdown(), (
+        "regenerate: python -m qref.conformance.divergences > docs/known-divergences.md"
+    )
+
+
+def test_unknown_id_is_refused():
+    import pytest
+
+    with pytest.raises(KeyError):
+        d.Divergence("no-such-divergence")
