@@ -1,4 +1,4 @@
-"""bitsandbytes on CUDA against the reference (the bnb-cuda-* and flush-to-zero entries of known-divergences); skipped without CUDA."""
+"""bitsandbytes on CUDA against the reference (the bnb-cuda-* entries of known-divergences); needs CUDA."""
 
 import numpy as np
 import pytest
