@@ -41,26 +41,29 @@ def battery_run(backend, ref, quick: bool = False) -> None:
     _run(checks.initialisers, backend, ref, rng.standard_normal((48, 64)) * 0.02, 4, 4, rng.standard_normal((96, 64)))
 
 
-def check_backends(specs=None, quick: bool = False) -> tuple[list[Row], list[str]]:
-    """Rows (one per backend x op x profile) and the list of skipped backends with reasons."""
+def check_backends(specs=None, quick: bool = False, progress=None) -> tuple[list[tuple[str, list[Row]]], list[str]]:
+    """[(backend spec, its rows: one per op x profile)] and the list of skipped backends with reasons.
+    `progress(spec)` is called before each backend runs."""
     from qref.numpy_backend import NumpyBackend
 
     ref = NumpyBackend()
-    rows, skipped = [], []
+    sections, skipped = [], []
     for spec, backend in available(specs):
         if specs is None and spec == "numpy":
             continue  # the reference itself
         if isinstance(backend, str):
             skipped.append(f"{spec}: {backend}")
             continue
+        if progress is not None:
+            progress(spec)
         tally.reset()
         battery_run(backend, ref, quick)
+        rows = []
         for (op, prof), c in sorted(tally.counts().items()):
-            row = Row(
-                op, f"{spec} | {prof}", cases=c["cases"], exact=c["exact"] + c["certified"], mismatches=c["mismatches"]
-            )
+            row = Row(op, prof, cases=c["cases"], exact=c["exact"] + c["certified"], mismatches=c["mismatches"])
             row.first = tally.first((op, prof))
             row.note = "certified (tolerance)" if c["certified"] else ""
             rows.append(row)
+        sections.append((spec, rows))
         tally.reset()
-    return rows, skipped
+    return sections, skipped

@@ -14,6 +14,13 @@ For bitsandbytes (CPU) each battery case runs through, per (quant_type, blocksiz
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import time
+import warnings
+
 import numpy as np
 
 import qref
@@ -23,7 +30,14 @@ from qref.dtypes import as_float32
 
 from . import battery, divergences, shrink
 from .peers import bitsandbytes as bnb
-from .report import Row, render
+from .report import Row, _clip, render, render_markdown
+
+
+def _sizes(sizes) -> str:
+    """'32-4096' for a run of powers of two, else '64/4096'."""
+    s = sorted(sizes)
+    run = len(s) > 2 and all(b == 2 * a for a, b in zip(s, s[1:]))
+    return f"{s[0]}-{s[-1]}" if run else "/".join(map(str, s))
 
 
 def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4"), device: str = "cpu") -> list[Row]:
@@ -35,7 +49,7 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
     dynamic = qref.get_codebook("dynamic")
     for qt in quant_types:
         for bs in blocksizes:
-            cfg = f"{qt}, block {'/'.join(map(str, blocksizes))}"
+            cfg = f"{qt}, blocks {_sizes(blocksizes)}"
             for name, x in battery.cases(qt, bs):
                 case = f"{name} @block {bs}"
                 packed, state = qref.quantize_4bit(x, bs, qt)
@@ -78,7 +92,7 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                     classifiers=[divergences.signed_zero, divergences.flush_to_zero],
                     inputs=x,
                 )
-                _double_quant(row, f"{cfg}, dq block {DQ_BLOCKSIZE}", case, x, bs, qt, state.absmax, dynamic, device)
+                _double_quant(row, f"{cfg}, dq {DQ_BLOCKSIZE}", case, x, bs, qt, state.absmax, dynamic, device)
     return list(rows.values())
 
 
@@ -186,27 +200,97 @@ PEERS = {
 }
 
 
-def run(peers=None, quick: bool = False, out=print, backends=None) -> int:
-    """One table: every available backend and device vs the reference (conformance.backend_check),
-    then every installed peer library (or those named). Exit status 1 on an unexplained mismatch,
-    else 0; a missing backend or peer is listed with the reason, not an error."""
-    from dataclasses import replace
+EXIT_OK, EXIT_UNEXPLAINED, EXIT_USAGE = 0, 1, 2
 
+
+@contextlib.contextmanager
+def quiet():
+    """Silence third-party noise while a library runs: its prints, warnings and log records (e.g.
+    AutoGPTQ's "CUDA extension not installed.", torch._dynamo's recompile warnings)."""
+    sink = io.StringIO()
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def run(
+    peers=None, quick: bool = False, out=print, backends=None, fmt: str = "text", width: int = 120, progress=None
+) -> int:
+    """Every available backend and device vs the reference (conformance.backend_check), then every
+    installed peer library (or those named): one table per backend and library, a final verdict line.
+    Progress goes to `progress` (a callable taking a line; the CLI passes stderr). Exit status:
+    0 every case exact, certified or explained; 1 any unexplained mismatch; unknown peers raise
+    ValueError. A missing backend or peer is listed with the reason, not an error."""
     from .backend_check import check_backends
 
-    rows, skipped = [], []
-    if backends != []:
-        b_rows, skipped = check_backends(backends, quick)
-        rows += b_rows
-    for name in peers or PEERS:
+    for name in peers or ():
         if name not in PEERS:
-            raise SystemExit(f"unknown peer {name!r}; known: {', '.join(PEERS)}")
-        ok, info = PEERS[name][0]()
+            raise ValueError(f"unknown library {name!r}; known: {', '.join(PEERS)}")
+    say = progress or (lambda line: None)
+    started = time.monotonic()
+    sections, skipped = [], []
+    if backends != []:
+        with quiet():
+            b_sections, skipped = check_backends(backends, quick, progress=lambda s: say(f"qref check: backend {s}"))
+        sections += [(f"backend {spec} vs the reference", rows, "backend") for spec, rows in b_sections]
+    for name in PEERS if peers is None else peers:
+        with quiet():
+            ok, info = PEERS[name][0]()
         if not ok:
             skipped.append(f"{name}: {info}")
             continue
-        rows += [replace(r, config=f"{name} {info} (CPU) | {r.config}") for r in PEERS[name][1](quick=quick)]
-    out(render(rows, f"qref {qref.__version__}: backends and libraries vs the reference") + "\n")
-    for line in skipped:
-        out(f"skipped {line}")
-    return int(any(r.mismatches for r in rows))
+        say(f"qref check: {name} {info} ({time.monotonic() - started:.0f} s so far)")
+        with quiet():
+            rows = PEERS[name][1](quick=quick)
+        sections.append((f"{name} {info} (CPU) vs the reference", rows, "library"))
+    say(f"qref check: done in {time.monotonic() - started:.0f} s")
+    out(format_report(sections, skipped, fmt, width))
+    return EXIT_UNEXPLAINED if any(r.mismatches for _, rows, _ in sections for r in rows) else EXIT_OK
+
+
+def verdict(sections) -> str:
+    """One line: backends conforming, and the libraries' cases exact / explained / unexplained."""
+    backends = [(t, rows) for t, rows, kind in sections if kind == "backend"]
+    good = [t.split()[1] for t, rows in backends if not any(r.mismatches for r in rows)]
+    libs = [r for _, rows, kind in sections if kind == "library" for r in rows]
+    cases = sum(r.cases for r in libs)
+    exact = sum(r.exact + r.certified for r in libs)
+    explained = sum(r.explained for r in libs)
+    unexplained = sum(r.mismatches for r in libs)
+    bad = [t.split()[1] for t, rows in backends if any(r.mismatches for r in rows)]
+    status = "FAIL" if bad or unexplained else "OK"
+    line = f"verdict: {status}: {len(good)} of {len(backends)} backends conform"
+    line += f" ({', '.join(good)})" if good else ""
+    line += f", not conforming: {', '.join(bad)}" if bad else ""
+    n_libs = sum(1 for _, _, kind in sections if kind == "library")
+    return line + (
+        f"; {n_libs} libraries: {cases} cases, {exact} exact, {explained} explained, {unexplained} unexplained"
+    )
+
+
+def format_report(sections, skipped, fmt: str = "text", width: int = 120) -> str:
+    title = f"qref {qref.__version__}: backends and libraries vs the reference"
+    if fmt == "json":
+        from .validate import _row_json
+
+        return json.dumps(
+            {
+                "qref": qref.__version__,
+                "verdict": verdict(sections),
+                "sections": [{"title": t, "kind": k, "rows": [_row_json(r) for r in rows]} for t, rows, k in sections],
+                "skipped": skipped,
+            },
+            indent=1,
+        )
+    if fmt == "markdown":
+        parts = [f"## {title}"] + [render_markdown(rows, t) for t, rows, _ in sections]
+        parts += ["", *(f"- skipped {line}" for line in skipped), "", f"**{verdict(sections)}**"]
+        return "\n\n".join(parts[:-3]) + "\n" + "\n".join(parts[-3:])
+    parts = [title] + [render(rows, t, width) for t, rows, _ in sections]
+    tail = [f"skipped {_clip(line, width - 8)}" for line in skipped] + [verdict(sections)]
+    return "\n\n".join(parts) + "\n\n" + "\n".join(tail)

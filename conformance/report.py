@@ -139,23 +139,46 @@ class Row:
         )
 
 
-def render(rows: list[Row], title: str) -> str:
-    """A fixed-width table: op, configuration, cases, exact, explained, mismatches, first mismatch."""
-    head = ("op", "configuration", "cases", "exact", "explained", "mismatch", "first mismatch / known divergence")
-    body = [
-        (
-            r.op,
-            r.config,
-            str(r.cases),
-            str(r.exact) + (f" +{r.certified} cert" if r.certified else ""),
-            str(r.explained),
-            str(r.mismatches),
-            r.first or r.note,
-        )
-        for r in rows
-    ]
-    widths = [max(len(x[i]) for x in [head] + body) for i in range(6)]
+def _cells(r: Row) -> tuple[str, ...]:
+    exact = str(r.exact) + (f" +{r.certified} cert" if r.certified else "")
+    return (r.op, r.config, str(r.cases), exact, str(r.explained), str(r.mismatches), r.first or r.note)
+
+
+HEAD = ("op", "configuration", "cases", "exact", "explained", "unexplained", "first unexplained / divergence id")
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 3, 0)] + "..."
+
+
+def render(rows: list[Row], title: str, width: int | None = None) -> str:
+    """A fixed-width table: op, configuration, cases, exact, explained, unexplained, and the first
+    unexplained mismatch or the known divergence. With `width`, the configuration and the last column
+    are shortened so that every line fits (the first unexplained mismatch is never cut: it follows on
+    its own line)."""
+    body = [_cells(r) for r in rows]
+    widths = [max(len(x[i]) for x in [HEAD] + body) for i in range(6)]
+    if width is not None:
+        fixed = sum(widths[i] for i in (0, 2, 3, 4, 5)) + 2 * 6
+        widths[1] = max(13, min(widths[1], width - fixed - 24))
     lines = [title, ""]
-    for cells in [head] + body:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells[:6], widths)) + "  " + cells[6])
+    for row, cells in zip([None] + rows, [HEAD] + body):
+        left = "  ".join(_clip(c, w).ljust(w) for c, w in zip(cells[:6], widths)) + "  "
+        last = cells[6]
+        if width is None or len(left) + len(last) <= width:
+            lines.append((left + last).rstrip())
+        elif row is not None and row.mismatches:
+            lines += [left.rstrip(), "    " + last]
+        elif last.startswith("[") and len(left) + last.index("]") < width:
+            lines.append(left + last[: last.index("]") + 1])  # the divergence id; its text is in the docs
+        else:
+            lines.append(left + _clip(last, width - len(left)))
+    return "\n".join(lines)
+
+
+def render_markdown(rows: list[Row], title: str) -> str:
+    """The same table in Markdown, nothing shortened."""
+    lines = [f"### {title}", "", "| " + " | ".join(HEAD) + " |", "|" + " --- |" * len(HEAD)]
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
     return "\n".join(lines)

@@ -59,9 +59,13 @@ def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[di
     (one report per library and device, skipped lines with reasons)."""
     libs = _libraries()
     reports, skipped = [], []
-    for name in libraries or libs:
+    for name in libraries or ():
         if name not in libs:
-            raise SystemExit(f"unknown library {name!r}; known: {', '.join(libs)}")
+            raise ValueError(f"unknown library {name!r}; known: {', '.join(libs)}")
+    for device in devices or ():
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"--device {device!r}: one of cpu, cuda")
+    for name in libraries or libs:
         available, run, lib_devices = libs[name]
         ok, info = available()
         if not ok:
@@ -69,6 +73,7 @@ def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[di
             continue
         for device in devices or lib_devices:
             if device not in lib_devices:
+                skipped.append(f"{name} on {device}: runs on {', '.join(lib_devices)} only")
                 continue
             if device == "cuda" and not _cuda():
                 skipped.append(f"{name} on cuda: no CUDA device")
@@ -128,11 +133,14 @@ def text(reports: list[dict], skipped: list[str]) -> str:
     return "\n".join(out)
 
 
-def main(libraries=None, quick=False, json_path=None, devices=None, out=print) -> int:
+def main(libraries=None, quick=False, json_path=None, devices=None, out=print, overwrite=False) -> int:
+    """Exit status 1 on an unexplained mismatch, else 0; the JSON file is checked writable first and
+    written atomically, and an existing one is replaced only with `overwrite`."""
+    from qref.files import atomic_write_text, prepare_output
+
+    target = prepare_output(json_path, overwrite, "--json") if json_path else None
     reports, skipped = validate(libraries, quick, devices)
     out(text(reports, skipped))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(as_json(reports, skipped), f, indent=1, sort_keys=True, default=float)
-            f.write("\n")
+    if target is not None:
+        atomic_write_text(target, json.dumps(as_json(reports, skipped), indent=1, sort_keys=True, default=float) + "\n")
     return int(any(r.mismatches for rep in reports for r in rep["rows"]))

@@ -240,15 +240,17 @@ def groupwise_doc(group_sizes=(32, 128)) -> dict:
 DOCS = {"quantize_4bit": fourbit_doc, "quantize_blockwise": blockwise_doc, "quantize_groupwise": groupwise_doc}
 
 
-def export(directory) -> list[Path]:
-    """Write one file per op family and the schema; returns the paths written."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+def export(directory, overwrite: bool = False) -> list[Path]:
+    """Write one file per op family and the schema; returns the paths written. A non-empty folder is
+    refused unless `overwrite`; each file is written atomically."""
+    from qref.files import atomic_write_text, prepare_output
+
+    out = prepare_output(directory, overwrite, "DIR", directory=True)
     paths = []
     for name, make in DOCS.items():
         path = out / f"{name}_v1.json"
-        path.write_text(json.dumps(make(), indent=1, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(make(), indent=1, sort_keys=True) + "\n")
         paths.append(path)
     schema = out / SCHEMA_NAME
-    schema.write_text((Path(__file__).with_name(SCHEMA_NAME)).read_text())
+    atomic_write_text(schema, (Path(__file__).with_name(SCHEMA_NAME)).read_text())
     return paths + [schema]

@@ -114,10 +114,12 @@ def check_file(path, backend) -> tuple[int, list[str]]:
 def check(directory, backend_name: str = "numpy", out=print) -> int:
     """Replay every *_v1.json in `directory` through the backend; 0 when all pass, else 1."""
 
-    backend = get_backend(backend_name)
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"DIR {directory}: no such folder")
     files = sorted(p for p in Path(directory).glob("*_v*.json") if not p.name.endswith(".schema.json"))
     if not files:
-        raise SystemExit(f"no vector files (*_v*.json) in {directory}")
+        raise ValueError(f"DIR {directory}: no vector files (*_v*.json)")
+    backend = get_backend(backend_name)
     total, failed = 0, []
     for path in files:
         n, failures = check_file(path, backend)

@@ -1,47 +1,121 @@
-"""The `qref` command line. `qref check` compares the reference with every installed peer library."""
+"""The `qref` command line: `qref check` (the main job), `conform`, `validate`, `vectors`, `init`,
+`experiment`.
+
+Exit status: 0 success (every case exact, certified or a known divergence); 1 an unexplained
+mismatch or a failing vector or test; 2 a usage or input error (one line on stderr naming the
+argument; `qref --debug ...` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+EXIT_CODES = """exit status:
+  0  success: every case exact, certified or a known divergence
+  1  an unexplained mismatch, a failing vector or a failing test
+  2  a usage or input error (one line on stderr; --debug for the traceback)"""
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="qref", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="reference vs installed peer libraries on a fixed input battery")
-    check.add_argument("peers", nargs="*", help="peers to check (default: every known one)")
+LIBRARIES = ("bitsandbytes", "torchao", "auto-gptq")
+VALIDATE_LIBRARIES = ("bitsandbytes", "torchao", "peft", "auto-gptq")
+
+
+class UsageError(Exception):
+    """A command-line argument that cannot be used; the message names it."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qref",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    check = sub.add_parser(
+        "check",
+        help="every backend and installed library vs the reference (the main job)",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
+    check.add_argument(
+        "peers",
+        nargs="*",
+        choices=[[], *LIBRARIES],
+        metavar="LIBRARY",
+        help=f"libraries to check: {', '.join(LIBRARIES)} (default: every installed one)",
+    )
     check.add_argument("--quick", action="store_true", help="block sizes 64 and 4096 only")
     check.add_argument(
         "--backend",
         action="append",
         dest="backends",
         default=None,
-        help="backend NAME[:DEVICE] to check (repeatable; default: every registered one)",
+        metavar="NAME[:DEVICE]",
+        help="backend to check (repeatable; default: every registered one on every device)",
     )
-    check.add_argument("--no-backends", action="store_true", help="peer libraries only")
-    conform = sub.add_parser("conform", help="the hypothesis conformance suite against one backend")
+    check.add_argument("--no-backends", action="store_true", help="libraries only")
+    check.add_argument("--no-libraries", action="store_true", help="backends only")
+    check.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    check.add_argument("--width", type=int, default=120, help="text table width (default 120)")
+    check.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    conform = sub.add_parser(
+        "conform", help="the hypothesis conformance suite against one backend", epilog=EXIT_CODES, formatter_class=fmt
+    )
     conform.add_argument("backend", help="NAME[:DEVICE], e.g. torch:cuda")
     conform.add_argument(
-        "--profile", default=None, choices=("ci", "gpu", "dev"), help="hypothesis profile: ci (default), gpu or dev"
+        "--profile",
+        default=None,
+        choices=("ci", "gpu", "dev"),
+        help="hypothesis settings: ci (default, 40 examples), gpu (200) or dev (1000)",
     )
     conform.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    validate = sub.add_parser("validate", help="installed libraries vs their qref profiles, with minimal examples")
-    validate.add_argument("libraries", nargs="*", help="bitsandbytes, torchao, peft, auto-gptq (default: all)")
+
+    validate = sub.add_parser(
+        "validate",
+        help="installed libraries vs their qref profiles, with minimal examples",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
+    )
+    validate.add_argument(
+        "libraries",
+        nargs="*",
+        choices=[[], *VALIDATE_LIBRARIES],
+        metavar="LIBRARY",
+        help=f"{', '.join(VALIDATE_LIBRARIES)} (default: all)",
+    )
     validate.add_argument("--json", dest="json_path", default=None, help="also write the report as JSON here")
+    validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     validate.add_argument("--quick", action="store_true", help="fewer block sizes and cases")
-    validate.add_argument("--device", action="append", dest="devices", default=None, help="cpu or cuda (repeatable)")
+    validate.add_argument(
+        "--device",
+        action="append",
+        dest="devices",
+        default=None,
+        choices=("cpu", "cuda"),
+        help="cpu or cuda (repeatable; default: every device a library runs on)",
+    )
+
     vectors = sub.add_parser("vectors", help="golden test vectors: export them, or replay them through a backend")
     vsub = vectors.add_subparsers(dest="action", required=True)
     vexport = vsub.add_parser("export", help="write the JSON vector files and their schema to DIR")
     vexport.add_argument("directory")
+    vexport.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
     vcheck = vsub.add_parser("check", help="replay the vector files in DIR through a backend")
     vcheck.add_argument("directory")
     vcheck.add_argument("--backend", default="numpy", help="NAME[:DEVICE] (default: numpy, the reference)")
+
     sub.add_parser(
         "experiment", help="the trained-model experiment (from a source checkout; args after it)", add_help=False
     )
-    init = sub.add_parser("init", help="initialise every 2-D weight of a safetensors checkpoint")
+
+    init = sub.add_parser(
+        "init", help="initialise every 2-D weight of a safetensors checkpoint", epilog=EXIT_CODES, formatter_class=fmt
+    )
     init.add_argument("src")
     init.add_argument("dst")
     init.add_argument("--method", default="loftq", choices=("qlora", "loftq", "lqlora", "quailora"))
@@ -50,38 +124,57 @@ def main(argv=None) -> int:
     init.add_argument("--blocksize", type=int, default=64)
     init.add_argument("--dq-blocksize", type=int, default=None)
     init.add_argument("--iters", type=int, default=5)
+    init.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    return p
+
+
+def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["experiment"]:
+    debug = "--debug" in argv[:1]
+    rest = argv[1:] if debug else argv
+    if rest[:1] == ["experiment"]:
         try:
             from experiments.run import main as experiment_main
         except ImportError:
             print(
-                "qref experiment: the experiment runs from a source checkout of qref "
+                "qref experiment: error: the experiment runs from a source checkout of qref "
                 "(python -m experiments.run); it is not part of the installed package",
                 file=sys.stderr,
             )
             return 2
-        return experiment_main(argv[1:])
-    args = parser.parse_args(argv)
-    if args.command == "init":
-        from .init_driver import initialise_checkpoint, summary
+        return experiment_main(rest[1:])
+    args = parser().parse_args(argv)  # argparse itself exits 2 with a usage line on a bad argument
+    try:
+        return _run(args)
+    except (UsageError, ValueError, TypeError, OSError, KeyError) as e:
+        if args.debug:
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"qref {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
-        reports = initialise_checkpoint(
-            args.src, args.dst, args.method, args.rank, args.bits, args.blocksize, args.dq_blocksize, args.iters
-        )
-        print(summary(reports))
-        return 0
+
+def _run(args) -> int:
     if args.command == "check":
-        from qref.conformance.check import (
-            run,  # the peers need torch; the reference itself does not
-        )
+        from qref.conformance.check import run
 
-        return run(args.peers or None, quick=args.quick, backends=[] if args.no_backends else args.backends)
+        err = sys.stderr  # bound now: third-party output is redirected while the libraries run
+        progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
+        if args.width < 60:
+            raise UsageError(f"--width {args.width}: at least 60")
+        return run(
+            [] if args.no_libraries else (args.peers or None),
+            quick=args.quick,
+            backends=[] if args.no_backends else args.backends,
+            fmt=args.format,
+            width=args.width,
+            progress=progress,
+        )
     if args.command == "vectors":
         if args.action == "export":
             from qref.conformance.vectors import export
 
-            for path in export(args.directory):
+            for path in export(args.directory, overwrite=args.overwrite):
                 print(path)
             return 0
         from qref.conformance.vectors_check import check as check_vectors
@@ -90,10 +183,26 @@ def main(argv=None) -> int:
     if args.command == "validate":
         from qref.conformance.validate import main as validate_main
 
-        return validate_main(args.libraries or None, args.quick, args.json_path, args.devices)
+        return validate_main(args.libraries or None, args.quick, args.json_path, args.devices, overwrite=args.overwrite)
+    if args.command == "init":
+        from .files import prepare_output
+        from .init_driver import initialise_checkpoint, summary
+
+        prepare_output(args.dst, args.overwrite, "DST", protect=(args.src,))
+        reports = initialise_checkpoint(
+            args.src, args.dst, args.method, args.rank, args.bits, args.blocksize, args.dq_blocksize, args.iters
+        )
+        print(summary(reports))
+        return 0 if reports else 1
     if args.command == "conform":
         import pytest
 
+        from .registry import BackendUnavailable, get_backend
+
+        try:
+            get_backend(args.backend)  # an unknown name is a usage error here, not a skipped suite
+        except BackendUnavailable:
+            pass  # the suite reports it as skipped, with the reason
         profile = ["--qref-profile", args.profile] if args.profile else []
         return int(
             pytest.main(
@@ -112,7 +221,7 @@ def main(argv=None) -> int:
                 ]
             )
         )
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it
 
 
 if __name__ == "__main__":

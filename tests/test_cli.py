@@ -8,16 +8,69 @@ import pytest
 from qref.cli import main
 
 
-def test_check_prints_a_table_or_names_the_missing_peer(capsys):
+def test_check_reads_as_a_user_reads_it(capsys):
+    """Progress on stderr, no third-party noise, tables within 120 columns, a final verdict line."""
     status = main(["check", "--quick"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out, err = captured.out, captured.err
     assert status == 0
-    assert ("quantize_4bit packed" in out and "first mismatch" in out) or "bitsandbytes: skipped" in out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 120
+    assert lines[-1].startswith("verdict: OK: ") and "0 unexplained" in lines[-1]
+    assert "backend torch:cpu vs the reference" in out or "skipped torch" in out
+    assert ("quantize_4bit packed" in out and "first unexplained" in out) or "skipped bitsandbytes" in out
+    assert all(line.startswith("qref check: ") for line in err.splitlines()), err
+    assert "CUDA extension not installed" not in out + err and "Warning" not in out + err
 
 
-def test_unknown_peer_is_an_error():
-    with pytest.raises(SystemExit, match="unknown peer"):
-        main(["check", "nosuchlib"])
+def test_check_json_and_markdown(capsys):
+    import json
+
+    assert main(["check", "--quick", "--no-libraries", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"].startswith("verdict: OK") and all(s["kind"] == "backend" for s in doc["sections"])
+    assert main(["check", "--quick", "--no-libraries", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| op | configuration |" in out and "**verdict: OK" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["check", "nosuchlib"],
+        ["check", "--backend", "nosuch", "--no-libraries"],
+        ["check", "--width", "10"],
+        ["validate", "--device", "tpu"],
+        ["validate", "nosuchlib"],
+        ["conform", "nosuch"],
+        ["vectors", "check", "/nonexistent-qref-dir"],
+    ],
+)
+def test_usage_and_input_errors_exit_2_with_one_line(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        status = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert err and err[-1].startswith(("qref ", "usage:")) and "Traceback" not in "\n".join(err)
+
+
+def test_writing_commands_refuse_existing_outputs(tmp_path, capsys):
+    existing = tmp_path / "report.json"
+    existing.write_text("keep me")
+    assert main(["validate", "auto-gptq", "--quick", "--json", str(existing)]) == 2
+    assert existing.read_text() == "keep me" and "--overwrite" in capsys.readouterr().err
+    folder = tmp_path / "vectors"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep")
+    assert main(["vectors", "export", str(folder)]) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+    assert main(["vectors", "export", str(folder), "--overwrite"]) == 0
+    src = tmp_path / "m.safetensors"
+    src.write_bytes(b"not touched")
+    assert main(["init", str(src), str(src)]) == 2
+    assert src.read_bytes() == b"not touched"
 
 
 def test_console_script_is_installed():

@@ -88,5 +88,5 @@ def test_validate_json_report(tmp_path, bnb):
 
 
 def test_validate_rejects_unknown_library():
-    with pytest.raises(SystemExit, match="unknown library"):
+    with pytest.raises(ValueError, match="unknown library"):
         validate.validate(["nope"])
