@@ -2,7 +2,7 @@
 on qref's backends, bitsandbytes and torchao, as GB/s (bytes read + written) and as a fraction of the
 device copy bandwidth measured in the same run; plus bit-exactness of the timed kernels against the
 NumPy reference at the benchmark sizes. With --rounds R every implementation, the copy and the write
-ceiling are timed in R interleaved rounds and each row keeps the median over the rounds (a lent GPU
+ceiling are timed in R interleaved rounds and each row keeps the median over the rounds (a GPU
 drifts by 5-15% within a call), with the rounds' values in the JSON. Each row also has its kernels' own
 device time (`kernel_ms`: the GPU's activity records through torch.profiler, summed over every kernel and
 copy the call queues, no host time), so the whole-call figures and the kernels' can be told apart; the

@@ -1,5 +1,5 @@
 """One quantize (with and without double quantization) and one dequantize of a bf16 weight through qref's
-CuPy backend: the launches Nsight Compute profiles (scripts/gpu_perf.sh, NCU=1):
+CuPy backend: the launches Nsight Compute profiles (run it under ncu):
 
     ncu --clock-control none --kernel-name regex:"quant_lut|quant_dq256|dequant8" \\
         --section SpeedOfLight --section SchedulerStats --section WarpStateStats --section Occupancy \\

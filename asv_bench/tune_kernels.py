@@ -1,6 +1,6 @@
 """Side-by-side comparison of kernel knobs (backends/cuda_kernels.KNOBS) in one process on the GPU table's
 largest size: every configuration is compiled once, then timed in interleaved rounds next to the device
-copy, so the drift between processes and rounds (about 10% on a lent H100) cancels in the ratios. Each
+copy, so the drift between processes and rounds (about 10% on an H100) cancels in the ratios. Each
 configuration's bytes are checked against the first (diagnostic ones are expected to differ).
 
     python asv_bench/tune_kernels.py [--rounds 5] [--size 28672x8192]

@@ -1,5 +1,5 @@
 """Summary of `nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,
-clocks_event_reasons.active --format=csv -lms 100` (scripts/gpu_perf.sh samples it while the GPU table
+clocks_event_reasons.active --format=csv -lms 100` (sample it while the GPU table
 runs): per 10-second window the median SM and memory clocks, power and temperature, and the clock-event
 reasons seen (a bit mask: 0x1 idle, 0x4 software power cap, 0x20 software thermal slowdown, 0x40
 hardware thermal, 0x80 hardware power brake, ...).
