@@ -35,7 +35,7 @@ def prepare_output(
             raise OutputError(f"{what} {target} is a folder; give a file name")
         if not overwrite and (not directory or any(target.iterdir())):
             raise OutputError(f"{what} {target} exists; pass --overwrite to replace it")
-    parent = target if directory and target.is_dir() else target.parent
+    parent = target if directory else target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".qref-probe-"):

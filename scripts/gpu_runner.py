@@ -38,8 +38,10 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
         "conform": (
             "the conformance suite on each CUDA backend",
             300,
-            [[*PYTEST, "--pyargs", "qref.conformance", "--qref-backend", b, "--qref-profile", a.profile]
-             for b in CUDA_BACKENDS],
+            [
+                [*PYTEST, "--pyargs", "qref.conformance", "--qref-backend", b, "--qref-profile", a.profile]
+                for b in CUDA_BACKENDS
+            ],
         ),
         "vectors": (
             "the golden vectors through each CUDA backend",
@@ -51,14 +53,34 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
         "validate": (
             "qref validate on CUDA",
             300,
-            [[*QREF, "validate", *a.libs.split(), "--device", "cuda", "--json", str(a.out / "validate_gpu.json"),
-              "--overwrite"]],
+            [
+                [
+                    *QREF,
+                    "validate",
+                    *a.libs.split(),
+                    "--device",
+                    "cuda",
+                    "--json",
+                    str(a.out / "validate_gpu.json"),
+                    "--overwrite",
+                ]
+            ],
         ),
         "table": (
             "the side-by-side GPU table (qref, bitsandbytes, copy and fill ceilings)",
             450,
-            [[PY, "asv_bench/gpu_table.py", "--out", str(a.out / "gpu_table.json"), "--rounds", str(a.rounds),
-              "--sizes", *sizes]],
+            [
+                [
+                    PY,
+                    "asv_bench/gpu_table.py",
+                    "--out",
+                    str(a.out / "gpu_table.json"),
+                    "--rounds",
+                    str(a.rounds),
+                    "--sizes",
+                    *sizes,
+                ]
+            ],
         ),
         "anatomy": ("where a whole call's time goes", 150, [[PY, "asv_bench/call_anatomy.py"]]),
         "tune": ("the kernel knobs side by side", 200, [[PY, "asv_bench/tune_kernels.py", "--size", sizes[-1]]]),
@@ -68,8 +90,19 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
         "experiment": (
             "the trained-model experiment",
             500,
-            [[PY, "-m", "experiments.run", "--size", "small", "--seeds", *a.seeds.split(), "--out",
-              str(a.out / "experiment")]],
+            [
+                [
+                    PY,
+                    "-m",
+                    "experiments.run",
+                    "--size",
+                    "small",
+                    "--seeds",
+                    *a.seeds.split(),
+                    "--out",
+                    str(a.out / "experiment"),
+                ]
+            ],
         ),
     }
 
@@ -126,11 +159,14 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     env = environment()
     (a.out / "env.json").write_text(json.dumps(env, indent=1) + "\n")
-    subprocess.run([PY, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-e",
-                    str(ROOT)], capture_output=True)
+    subprocess.run(
+        [PY, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-e", str(ROOT)],
+        capture_output=True,
+    )
     child_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
     summary = []
     with open(a.out / "log.txt", "w") as log:
+
         def say(line):
             print(line, flush=True)
             log.write(line + "\n")

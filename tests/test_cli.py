@@ -67,6 +67,8 @@ def test_writing_commands_refuse_existing_outputs(tmp_path, capsys):
     assert main(["vectors", "export", str(folder)]) == 2
     assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
     assert main(["vectors", "export", str(folder), "--overwrite"]) == 0
+    assert main(["vectors", "export", str(tmp_path / "new" / "deeper")]) == 0  # a new folder is made
+    assert (tmp_path / "new" / "deeper" / "quantize_4bit_v1.json").is_file()
     src = tmp_path / "m.safetensors"
     src.write_bytes(b"not touched")
     assert main(["init", str(src), str(src)]) == 2
