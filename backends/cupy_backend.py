@@ -109,8 +109,9 @@ class CupyBackend(BackendBase):
         validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         table = self._fused.tables(codebook)[0]
         n = codes.size
-        if absmax.dtype != np.float32 or absmax.size != -(-n // blocksize):
-            raise ValueError(f"absmax must be float32 with {-(-n // blocksize)} entries")
+        validation.dtype_is(codes.dtype, "uint8", "codes")
+        validation.dtype_is(absmax.dtype, "float32", "absmax")
+        validation.length_is(absmax.size, -(-n // blocksize), "absmax")
         if not bool(self.cp.isfinite(absmax).all()):
             raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
         if n and int(codes.max()) >= table.size:
@@ -140,12 +141,17 @@ class CupyBackend(BackendBase):
     def pack_nibbles(self, codes, pad_code=0):
         cp = self.cp
         codes = codes.reshape(-1)
+        validation.dtype_is(codes.dtype, "uint8", "codes")
+        if codes.size:
+            validation.nibble_codes_max(int(codes.max()))
+        pad_code = validation.pad_code(pad_code)
         if codes.size % 2:
             codes = cp.concatenate([codes, cp.full(1, pad_code, dtype=cp.uint8)])
         return ((codes[0::2] << 4) | codes[1::2]).astype(cp.uint8)
 
     def unpack_nibbles(self, packed, n):
         packed = packed.reshape(-1)
+        validation.dtype_is(packed.dtype, "uint8", "packed")
         if packed.size != (n + 1) // 2:
             raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.size}")
         return self.cp.stack([packed >> 4, packed & 15], axis=1).reshape(-1)[:n]

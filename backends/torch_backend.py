@@ -117,13 +117,9 @@ class TorchBackend(BackendBase):
         values, _, _ = self._table(codebook)
         n = codes.numel()
         full, rem = divmod(n, blocksize)
-        if absmax.dtype != torch.float32 or absmax.numel() != full + (1 if rem else 0):
-            raise ValueError(
-                f"absmax must be float32 with {full + (1 if rem else 0)} entries, "
-                f"got {absmax.dtype} with {absmax.numel()}"
-            )
-        if codes.dtype != torch.uint8:
-            raise TypeError(f"codes must be uint8, got {codes.dtype}")
+        validation.dtype_is(codes.dtype, "uint8", "codes")
+        validation.dtype_is(absmax.dtype, "float32", "absmax")
+        validation.length_is(absmax.numel(), full + (1 if rem else 0), "absmax")
         if not bool(torch.isfinite(absmax).all()):
             raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
         if n and int(codes.max()) >= values.numel():
@@ -139,16 +135,17 @@ class TorchBackend(BackendBase):
 
     def pack_nibbles(self, codes, pad_code=0):
         codes = codes.reshape(-1)
-        if codes.dtype != torch.uint8:
-            raise TypeError(f"codes must be uint8, got {codes.dtype}")
-        if codes.numel() and int(codes.max()) > 15:
-            raise ValueError(f"codes must be < 16 to pack into nibbles, got {int(codes.max())}")
+        validation.dtype_is(codes.dtype, "uint8", "codes")
+        if codes.numel():
+            validation.nibble_codes_max(int(codes.max()))
+        pad_code = validation.pad_code(pad_code)
         if codes.numel() % 2:
             codes = torch.cat([codes, codes.new_full((1,), pad_code)])
         return (codes[0::2] << 4) | codes[1::2]
 
     def unpack_nibbles(self, packed, n):
         packed = packed.reshape(-1)
+        validation.dtype_is(packed.dtype, "uint8", "packed")
         if packed.numel() != (n + 1) // 2:
             raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.numel()}")
         return torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[:n]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 _COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck))
 PROFILES = {
@@ -20,6 +20,8 @@ PROFILES = {
     "gpu": settings(max_examples=200, database=None, derandomize=True, **_COMMON),
     "dev": settings(max_examples=1000, **_COMMON),
 }
+# The mutation runner: the ci profile's examples (generation is unchanged), without shrinking a failure.
+PROFILES["ci-mutation"] = settings(PROFILES["ci"], phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 _chosen: str | None = None
 

@@ -132,7 +132,11 @@ def group_weights(draw, group_size: int, bits: int, max_rows: int = 6, max_group
     W = (rng.standard_normal((rows, groups, group_size)) * 0.02).astype(np.float32)
     for r in range(rows):
         for g in range(groups):
-            kind = draw(st.sampled_from(("random", "zero", "constant", "positive", "negative", "ties", "subnormal")))
+            kind = draw(
+                st.sampled_from(
+                    ("random", "zero", "constant", "positive", "negative", "ties", "subnormal", "underflow")
+                )
+            )
             if kind == "zero":
                 W[r, g] = 0
             elif kind == "constant":
@@ -143,6 +147,8 @@ def group_weights(draw, group_size: int, bits: int, max_rows: int = 6, max_group
                 W[r, g] = -np.abs(W[r, g])
             elif kind == "subnormal":
                 W[r, g] = (rng.standard_normal(group_size) * 1e-42).astype(np.float32)
+            elif kind == "underflow":  # a range of a few subnormal steps: (xmax - xmin) / maxq underflows to 0
+                W[r, g] = (rng.integers(-3, 4, group_size) * np.float32(1.4e-45)).astype(np.float32)
             elif kind == "ties":  # xmin = -j 2^e, xmax = (maxq - j) 2^e: scale 2^e, values on k/2 * 2^e
                 e, j = draw(st.integers(-12, 4)), draw(st.integers(0, maxq))
                 vals = rng.integers(-2 * j, 2 * (maxq - j) + 1, group_size).astype(np.float32) / 2
@@ -181,3 +187,73 @@ def whole_block_inputs(draw, codebook: str = "nf4", blocksize: int = 64, max_blo
     x = x.reshape(-1) if rows == 1 else x.reshape(rows, -1)
     sbs = draw(st.sampled_from([d for d in range(1, nblocks + 1) if nblocks % d == 0]))
     return as_format(x, draw(formats)), sbs
+
+
+# ---- double quantization: absmax vectors that cross the second level's blocks, constructed means ----
+DQ_KINDS = ("random", "spread", "near-constant", "near-max", "tiny", "adversarial-mean")
+
+
+def adversarial_mean(scale_exp: int = 0, extra: int = 0) -> np.ndarray:
+    """absmax values whose exact mean lies a hair above a float32 midpoint, so that every shortcut
+    (float32 or float64 running sums, rounding the sum to float32 first) rounds it differently:
+    [4, 2^-22, 2^-52 x 3, 0 ...] (8 + 8 extra values): the exact sum is 4 + 2^-22 + 2^-50 (to float64),
+    the mean 0.5 + 2^-25 + 2^-53 rounds up; a running float64 sum loses the 2^-52s and ties to even."""
+    v = np.zeros(8 + 8 * extra, np.float32)
+    v[:5] = [4.0, 2.0**-22, 2.0**-52, 2.0**-52, 2.0**-52]
+    return (v * np.float32(2.0**scale_exp)).astype(np.float32)
+
+
+@st.composite
+def dq_absmax(draw, max_size: int = 1100) -> np.ndarray:
+    """A first-level absmax vector (float32, >= 0) of 1 to max_size values: sizes cross the 256-block
+    of the second level and leave tails; kinds aim at the mean, the centring, the float32 maximum."""
+    kind = draw(st.sampled_from(DQ_KINDS))
+    if kind == "adversarial-mean":
+        v = adversarial_mean(draw(st.integers(-60, 60)), draw(st.integers(0, 3)))
+        return (
+            v[np.random.default_rng(draw(st.integers(0, 2**32 - 1))).permutation(v.size)] if draw(st.booleans()) else v
+        )
+    n = (
+        draw(st.sampled_from((1, 2, 255, 256, 257, 511, 513, 768, 1024)))
+        if draw(st.booleans())
+        else draw(st.integers(1, max_size))
+    )
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "random":
+        v = np.abs(rng.standard_normal(n)) * 10.0 ** draw(st.integers(-30, 30))
+    elif kind == "spread":
+        v = 10.0 ** rng.uniform(-38, 38, n)
+    elif kind == "near-constant":
+        v = np.full(n, 10.0 ** draw(st.integers(-5, 5))) * (1 + rng.integers(-2, 3, n) * 2.0**-23)
+    elif kind == "near-max":
+        v = FLOAT32_MAX * rng.choice(np.array([0.0, 0.5, 0.99, 1.0]), n)
+    else:
+        v = np.abs(rng.standard_normal(n)) * 1e-40
+    return np.minimum(v, FLOAT32_MAX).astype(np.float32)
+
+
+def double_rounding_block(codebook: str, fmt: str, size: int = 64) -> np.ndarray | None:
+    """A block whose dequantized value code[q] * absmax rounds differently through float32 (the spec:
+    float32 product, then round to fmt) than in one step: the float32 product lies exactly on a
+    midpoint of fmt while the exact product does not. None when the search finds no such absmax."""
+    cb = get_codebook(codebook)
+    inner = cb.values[(np.abs(cb.values) < 1) & (cb.values != 0)]
+    v = np.float32(inner[np.argmax(np.abs(inner))])  # the largest code value below 1 in magnitude
+    bits = 1 + np.arange(2**20, dtype=np.uint32)
+    a = (np.uint32(0x3F800000) + bits).view(np.float32)  # absmax values just above 1
+    p32 = (v * a).astype(np.float32)
+    exact = v.astype(np.float64) * a.astype(np.float64)
+    # the float32 product exactly on a midpoint of fmt (bfloat16 keeps 8 significand bits of float32's 24,
+    # float16 11 in its normal range), reached by rounding (the exact product is not that midpoint)
+    lost_bits = 16 if fmt == "bfloat16" else 13
+    lost = p32.view(np.uint32) & np.uint32((1 << lost_bits) - 1)
+    tie = (lost == (1 << (lost_bits - 1))) & (exact != p32.astype(np.float64))
+    ties_up = ((p32.view(np.uint32) >> np.uint32(lost_bits)) & np.uint32(1)) == 1  # to even: up when odd
+    hit = tie & (ties_up != (exact > p32.astype(np.float64)))  # one-step rounding would go the other way
+    idx = np.flatnonzero(hit)
+    if idx.size == 0:
+        return None
+    block = np.zeros(size, np.float32)
+    block[0] = a[idx[0]]
+    block[1:] = a[idx[0]] * v  # quantizes to v's code
+    return block

@@ -118,7 +118,7 @@ class Backend(Protocol):
         profile: str,
         pooling: str = "average",
     ) -> Array: ...
-    def nf_quantize(self, x: Array, bits: int = 4, blocksize: int = 64) -> Array: ...
+    def nf_quantize(self, x: Array, bits: int = 4, blocksize: int = 64, dq_blocksize: int | None = None) -> Array: ...
     def svd_factors(self, R: Array, rank: int) -> tuple[Array, Array]: ...
     def svd_factors_randomized(
         self, R: Array, rank: int, start: Array | None = None, oversample: int = 8, power: int = 2, seed: int = 0
@@ -135,6 +135,7 @@ class Backend(Protocol):
         max_iter: int = 20,
         fisher: Array | None = None,
         svd: str = "exact",
+        dq_blocksize: int | None = DQ_BLOCKSIZE,
     ) -> dict: ...
     def quailora(
         self, W: Array, Q: Array, rank: int, C: Array, max_iter: int = 100, tol: float = 1e-12, svd: str = "exact"
@@ -142,9 +143,13 @@ class Backend(Protocol):
     def allocate(self, costs, bits, sizes, budget): ...
 
 
+class OpNotImplemented(NotImplementedError):
+    """A primitive a (partial) backend does not provide; the conformance suite skips what needs it."""
+
+
 def _not_implemented(op: str):
     def method(self, *args, **kwargs):
-        raise NotImplementedError(f"backend {self.name!r} does not implement {op}")
+        raise OpNotImplemented(f"backend {self.name!r} does not implement {op}")
 
     method.__name__ = op
     method.__doc__ = f"Primitive `{op}` (qref.contract): not implemented by this backend."
@@ -221,7 +226,8 @@ class BackendBase:
 
     def double_dequantize(self, qabsmax, absmax2, offset, blocksize=DQ_BLOCKSIZE):
         centred = self.dequantize_blockwise(qabsmax, absmax2, "dynamic", blocksize, "float32")
-        return centred + self.from_numpy(np.full(1, np.float32(offset), dtype=np.float32))
+        with np.errstate(over="ignore"):  # an overflow to inf is refused by dequantize_4bit
+            return centred + self.from_numpy(np.full(1, np.float32(offset), dtype=np.float32))
 
     def dequantize_groupwise(self, codes, scales, zeros, group_size, profile):
         """W~ = s (q - z) (GPTQ) or s q + z (minmax) per (row, group), in float64."""
@@ -252,6 +258,7 @@ class BackendBase:
 
     def svd_factors(self, R, rank):
         """L = U_r sqrt(S_r), Rt = sqrt(S_r) V_r^T (Eckart-Young; lowrank.md)."""
+        rank = _matrix_rank(R, rank, "R")
         U, S, Vt = self.svd(R)
         root = self.sqrt(S[:rank])
         return U[:, :rank] * root[None, :], root[:, None] * Vt[:rank]
@@ -262,6 +269,7 @@ class BackendBase:
         Q = qr(R qr(R^T Q)), then the exact SVD of the small Q^T R. Returns (L, Rt, basis): the split of
         svd_factors and the right basis (n x (r + oversample)) to warm-start the next call. Not exact:
         checked by the Eckart-Young gap (docs/exactness.md)."""
+        rank = _matrix_rank(R, rank, "R")
         k = min(rank + oversample, min(R.shape))
         omega = start if start is not None else self.randn((R.shape[1], k), seed)
         Q = self.qr(R @ omega)
@@ -279,16 +287,21 @@ class BackendBase:
         L, Rt, state["basis"] = self.svd_factors_randomized(R, rank, state.get("basis"))
         return L, Rt
 
-    def nf_quantize(self, x, bits=4, blocksize=64):
-        """dequant(quant(x)) with NF-k blockwise absmax in float32, returned in x's dtype."""
+    def nf_quantize(self, x, bits=4, blocksize=64, dq_blocksize=None):
+        """dequant(quant(x)) with NF-k blockwise absmax in float32, the absmax optionally double-quantized
+        (qref.lowrank.nf_quantize), returned as float64."""
         validation.one_of(bits, NF_BITS, "bits")
         x32 = self.astype(x, "float32")
         codes, absmax = self.quantize_blockwise(x32, f"nf{bits}", blocksize)
+        if dq_blocksize is not None:
+            absmax = self.double_dequantize(*self.double_quantize(absmax, dq_blocksize), dq_blocksize)
         return self.astype(self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize), "float64")
 
     def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact") -> dict:
         """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t); svd="randomized"
         uses warm-started subspace iterations instead of full SVDs."""
+        rank = _matrix_rank(W, rank, "W")
+        num_iter = validation.positive_int(num_iter, "num_iter")
         W = self.astype(W, "float64")
         res, state = W, {}  # type: tuple[Any, dict]
         for _ in range(num_iter):
@@ -298,8 +311,12 @@ class BackendBase:
             res = W - B @ A
         return {"Q": Q, "lora_A": A, "lora_B": B, "quantized_from": source, "error": self.norm(res - Q)}
 
-    def lqlora(self, W, rank, bits=4, blocksize=64, max_iter=20, fisher=None, svd="exact") -> dict:
-        """LQ-LoRA Algorithm 1 from Q_0 = 0, best iterate kept (lqlora.md); fisher: rank-one weights."""
+    def lqlora(self, W, rank, bits=4, blocksize=64, max_iter=20, fisher=None, svd="exact", dq_blocksize=DQ_BLOCKSIZE):
+        """LQ-LoRA Algorithm 1 from Q_0 = 0, best iterate kept (lqlora.md); fisher: rank-one weights. The
+        quantizer double-quantizes the absmax (block dq_blocksize; None keeps float32), as
+        qref.lqlora.decompose's default LQConfig does: one spec, one answer."""
+        rank = _matrix_rank(W, rank, "W")
+        max_iter = validation.positive_int(max_iter, "max_iter")
         state: dict = {}
         W = self.astype(W, "float64")
         if fisher is not None:
@@ -315,7 +332,7 @@ class BackendBase:
                 L1, L2 = self._factors(row_w[:, None] * (W - Q) * col_w[None, :], rank, svd, state)
                 L1, L2 = L1 / row_w[:, None], L2 / col_w[None, :]
             source = W - L1 @ L2
-            Q = self.nf_quantize(source, bits, blocksize)
+            Q = self.nf_quantize(source, bits, blocksize, dq_blocksize)
             residual = source - Q
             errors.append(self.norm(residual if fisher is None else weight * residual))
             if best is None or errors[-1] < best[0]:
@@ -327,6 +344,10 @@ class BackendBase:
 
     def quailora(self, W, Q, rank, C, max_iter=100, tol=1e-12, svd="exact") -> dict:
         """QuAILoRA: uncalibrated SVD start, then alternating exact solves of J (quailora.md)."""
+        rank = _matrix_rank(W, rank, "W")
+        max_iter = validation.positive_int(max_iter, "max_iter")
+        if tuple(Q.shape) != tuple(W.shape):
+            raise ValueError(f"Q must have W's shape {tuple(W.shape)}, got {tuple(Q.shape)}")
         R = self.astype(W, "float64") - self.astype(Q, "float64")
         C = self.astype(C, "float64")
         B, A = self._factors(R, rank, svd, {})
@@ -349,6 +370,17 @@ class BackendBase:
         from .lqlora import allocate
 
         return allocate(costs, bits, sizes, budget)
+
+
+def _matrix_rank(M, rank, name: str) -> int:
+    """The reference's checks of a low-rank op's arguments, on any backend's array: M 2-D and not empty,
+    rank an int in [1, min(M.shape)] (qref.lowrank.check_rank)."""
+    from .lowrank import check_rank
+
+    shape = tuple(M.shape)
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {shape}")
+    return check_rank(rank, shape)
 
 
 @cache

@@ -19,10 +19,9 @@ STORAGE_DTYPES = ("uint8", "int8", "float16", "bfloat16", "float32", "int32", "i
 def pack_nibbles(codes: np.ndarray, pad_code: int = 0) -> np.ndarray:
     """Pack 4-bit codes (uint8, values < 16) two per byte, first element high; shape (ceil(n/2),)."""
     codes = validation.uint8_array(codes, "codes").reshape(-1)
-    if codes.size and codes.max() > 15:
-        raise ValueError(f"codes must be < 16 to pack into nibbles, got {int(codes.max())}")
-    if not 0 <= pad_code <= 15:
-        raise ValueError(f"pad_code must be in [0, 15], got {pad_code}")
+    if codes.size:
+        validation.nibble_codes_max(int(codes.max()))
+    pad_code = validation.pad_code(pad_code)
     if codes.size % 2:
         codes = np.append(codes, np.uint8(pad_code))
     return ((codes[0::2] << np.uint8(4)) | codes[1::2]).astype(np.uint8)

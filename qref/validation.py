@@ -66,9 +66,34 @@ def uint8_array(a, name: str) -> np.ndarray:
 def float32_vector(a, name: str, length: int) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{name} must have dtype float32, got {a.dtype}")
+    dtype_is(a.dtype.name, "float32", name)
     if a.ndim != 1 or a.shape[0] != length:
         raise ValueError(f"{name} must have shape ({length},), got {a.shape}")
     finite(a, name)
     return a
+
+
+# ---- checks every backend shares, on facts any array type gives (dtype name, size, a value) ----
+def pad_code(value) -> int:
+    """The pad nibble of pack_nibbles: an int in [0, 15]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"pad_code must be an int, got {type(value).__name__}")
+    if not 0 <= value <= 15:
+        raise ValueError(f"pad_code must be in [0, 15], got {value}")
+    return int(value)
+
+
+def dtype_is(dtype_name: str, want: str, name: str) -> None:
+    """TypeError unless an array's dtype (by name: 'float32', 'torch.float32', ...) is `want`."""
+    if str(dtype_name).rsplit(".", 1)[-1] != want:
+        raise TypeError(f"{name} must have dtype {want}, got {dtype_name}")
+
+
+def length_is(size: int, want: int, name: str) -> None:
+    if int(size) != want:
+        raise ValueError(f"{name} must have shape ({want},), got {int(size)} values")
+
+
+def nibble_codes_max(max_code: int) -> None:
+    if max_code > 15:
+        raise ValueError(f"codes must be < 16 to pack into nibbles, got {max_code}")
