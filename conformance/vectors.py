@@ -77,8 +77,15 @@ def encode(a) -> dict:
     return {"dtype": dtype, "shape": list(np.shape(raw)), "hex": np.ascontiguousarray(raw).tobytes().hex()}
 
 
+DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8", "int8", "int32", "int64", "uint16", "uint32")
+
+
 def decode(d: dict):
-    """Inverse of `encode`."""
+    """Inverse of `encode`; a dtype outside DTYPES or a shape that does not fit the bytes is a ValueError."""
+    if d["dtype"] not in DTYPES:
+        raise ValueError(f"dtype {d['dtype']!r} is not one of {DTYPES}")
+    if not isinstance(d["shape"], list) or not all(isinstance(k, int) and k >= 0 for k in d["shape"]):
+        raise ValueError(f"shape {d['shape']!r} is not a list of sizes")
     raw = bytes.fromhex(d["hex"])
     if d["dtype"] == "bfloat16":
         return BFloat16Array(np.frombuffer(raw, "<u2").astype(np.uint16).reshape(d["shape"]))

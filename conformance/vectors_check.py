@@ -80,35 +80,82 @@ def _groupwise(be, g, W, exp):
 RUNNERS = {"Quantize4bitTest": _fourbit, "BlockwiseTest": _blockwise, "GroupwiseTest": _groupwise}
 
 
+#: outputs every valid case must list (an emptied or partial `expected` fails, it does not pass)
+def required(g: dict) -> set[str]:
+    if g["type"] == "Quantize4bitTest":
+        return {"packed", "qabsmax", "absmax2", "offset"} if g["doubleQuant"] else {"packed", "absmax"}
+    if g["type"] == "BlockwiseTest":
+        return {"codes", "absmax", "dequantized"}
+    return {"codes", "scales", "zeros", "dequantized"}
+
+
+OPTIONAL = {"dequantized"}
+MAX_FILE_BYTES = 256 * 2**20
+
+
+def load(path) -> dict:
+    """A vector file, refused with the reason when it is too large, too deep or not JSON."""
+    size = Path(path).stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{Path(path).name}: {size} bytes, more than the {MAX_FILE_BYTES} a vector file may hold")
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError as e:
+        raise ValueError(f"{Path(path).name}: nested too deeply to be a vector file") from e
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{Path(path).name}: not a JSON vector file ({e})") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("testGroups"), list):
+        raise ValueError(f"{Path(path).name}: no testGroups list")
+    return doc
+
+
 def check_file(path, backend) -> tuple[int, list[str]]:
-    """(tests run, failure lines) for one vector file."""
-    doc = json.loads(Path(path).read_text())
+    """(tests run, failure lines) for one vector file; every malformed test fails with its tcId."""
+    doc = load(path)
     failures, n = [], 0
-    for g in doc["testGroups"]:
-        run = RUNNERS[g["type"]]
+    for gi, g in enumerate(doc["testGroups"]):
+        if not isinstance(g, dict) or g.get("type") not in RUNNERS or not isinstance(g.get("tests"), list):
+            failures.append(f"{Path(path).name} group {gi}: malformed (type {g.get('type') if isinstance(g, dict) else g!r})")
+            continue
         for t in g["tests"]:
             n += 1
-            label = f"{Path(path).name} tcId {t['tcId']} ({t['comment']}; {', '.join(t['flags'])})"
-            x = decode(t["input"])
-            if t["result"] == "invalid":
-                try:
-                    run(backend, g, x, {})
-                except (ValueError, TypeError):
-                    continue
-                except Exception as exc:  # noqa: BLE001
-                    failures.append(f"{label}: refused with {type(exc).__name__} instead of ValueError/TypeError")
-                    continue
-                failures.append(f"{label}: accepted an input it must refuse")
-                continue
-            try:
-                got = run(backend, g, x, t["expected"])
-            except Exception as exc:  # noqa: BLE001 - any crash is a failed vector, reported with its id
-                failures.append(f"{label}: raised {type(exc).__name__}: {exc}")
-                continue
-            bad = [k for k, want in t["expected"].items() if not _same(got[k], decode(want))]
-            if bad:
-                failures.append(f"{label}: differs in {', '.join(bad)}")
+            failures += _check_test(path, backend, g, t)
     return n, failures
+
+
+def _check_test(path, backend, g, t) -> list[str]:
+    run = RUNNERS[g["type"]]
+    tc = t.get("tcId", "?") if isinstance(t, dict) else "?"
+    label = f"{Path(path).name} tcId {tc}"
+    try:
+        label += f" ({t['comment']}; {', '.join(t['flags'])})"
+        x = decode(t["input"])
+        result = t["result"]
+        if result not in ("valid", "invalid"):
+            return [f"{label}: result {result!r} is neither valid nor invalid"]
+        expected = t.get("expected", {}) if result == "valid" else {}
+        if result == "valid":
+            missing = required(g) - set(expected)
+            unknown = set(expected) - required(g) - OPTIONAL
+            if missing or unknown:
+                return [f"{label}: malformed expected (missing {sorted(missing)}, unknown {sorted(unknown)})"]
+            want = {k: decode(v) for k, v in expected.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return [f"{label}: malformed vector ({type(e).__name__}: {e})"]
+    if result == "invalid":
+        try:
+            run(backend, g, x, {})
+        except (ValueError, TypeError):
+            return []
+        except Exception as exc:  # noqa: BLE001
+            return [f"{label}: refused with {type(exc).__name__} instead of ValueError/TypeError"]
+        return [f"{label}: accepted an input it must refuse"]
+    try:
+        got = run(backend, g, x, expected)
+    except Exception as exc:  # noqa: BLE001 - any crash is a failed vector, reported with its id
+        return [f"{label}: raised {type(exc).__name__}: {exc}"]
+    bad = [k for k, w in want.items() if k not in got or not _same(got[k], w)]
+    return [f"{label}: differs in {', '.join(bad)}"] if bad else []
 
 
 def check(directory, backend_name: str = "numpy", out=print) -> int:

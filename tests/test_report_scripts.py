@@ -66,3 +66,19 @@ def test_clock_summary_windows(tmp_path, capsys):
     assert "(30)" in out[0] and len(out) == 4
     assert "SM   345/  345" in out[1] and "SM  1980/ 1980" in out[2]
     assert "0x0000000000000004" in out[3] and "0x0000000000000004" not in out[2]
+
+
+def test_sizes_are_data_not_code(tmp_path):
+    """A crafted results file cannot run code: sizes are parsed, never evaluated."""
+    import pytest
+
+    marker = tmp_path / "ran"
+    crafted = f"__import__('pathlib').Path({str(marker)!r}).touch() or 1"
+    for name in ("gpu_table_md", "plot_gpu_table"):
+        with pytest.raises(ValueError, match="not of the form"):
+            load(name).numel(crafted)
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"rows": [row("device copy", "copy", 1.0, 0.5, size=crafted)]}))
+    with pytest.raises(ValueError):
+        load("gpu_table_md").main(str(src))
+    assert not marker.exists()

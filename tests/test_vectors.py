@@ -83,5 +83,53 @@ def test_a_corrupted_vector_fails(exported, tmp_path, target):
         h = test["expected"][target]["hex"]
         test["expected"][target]["hex"] = ("0" if h[0] != "0" else "1") + h[1:]
     (tmp_path / "quantize_4bit_v1.json").write_text(json.dumps(doc))
-    n, failures = vectors_check.check_file(tmp_path / "quantize_4bit_v1.json", vectors_check.get_backend("numpy"))
+    n, failures = vectors_check.check_file(tmp_path / "quantize_4bit_v1.json", NUMPY)
     assert len(failures) == 1 and "tcId" in failures[0], failures
+
+
+NUMPY = vectors_check.get_backend("numpy")
+
+
+def _damage(test, how):
+    if how == "emptied expected":
+        test["expected"] = {}
+    elif how == "missing key":
+        test["expected"].pop("absmax", None) or test["expected"].pop("qabsmax")
+    elif how == "unknown output":
+        test["expected"]["extra"] = test["expected"]["packed"]
+    elif how == "object dtype":
+        test["expected"]["packed"]["dtype"] = "object"
+    elif how == "shape does not fit":
+        test["expected"]["packed"]["shape"] = [10**6]
+    elif how == "no input":
+        del test["input"]
+    elif how == "bad result":
+        test["result"] = "maybe"
+    elif how == "hex not hex":
+        test["expected"]["packed"]["hex"] = "zz"
+
+
+DAMAGE = ["emptied expected", "missing key", "unknown output", "object dtype", "shape does not fit", "no input",
+          "bad result", "hex not hex"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_malformed_vector_fails_with_its_id_and_the_rest_still_run(exported, tmp_path, how):
+    doc = json.loads((exported / "quantize_4bit_v1.json").read_text())
+    test = doc["testGroups"][0]["tests"][0]
+    _damage(test, how)
+    (tmp_path / "quantize_4bit_v1.json").write_text(json.dumps(doc))
+    n, failures = vectors_check.check_file(tmp_path / "quantize_4bit_v1.json", NUMPY)
+    assert len(failures) == 1 and f"tcId {test.get('tcId')}" in failures[0], failures
+    assert n == sum(len(g["tests"]) for g in doc["testGroups"])
+
+
+def test_deep_or_non_json_files_are_refused_with_a_reason(tmp_path, capsys):
+    from qref.cli import main
+
+    (tmp_path / "deep_v1.json").write_text("[" * 100000 + "]" * 100000)
+    assert main(["vectors", "check", str(tmp_path)]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
+    (tmp_path / "deep_v1.json").write_text("not json")
+    assert main(["vectors", "check", str(tmp_path)]) == 2
+    assert "not a JSON vector file" in capsys.readouterr().err

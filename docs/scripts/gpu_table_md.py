@@ -7,10 +7,21 @@ import sys
 from pathlib import Path
 
 
+def numel(size: str) -> int:
+    """'4096x4096' -> 16777216; anything but digits and 'x' is refused (the file is data, not code)."""
+    parts = size.split("x")
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"size {size!r} is not of the form NxM")
+    out = 1
+    for p in parts:
+        out *= int(p)
+    return out
+
+
 def main(src):
     d = json.loads(Path(src).read_text())
     rows = d["rows"]
-    sizes = sorted({r["size"] for r in rows}, key=lambda s: eval(s.replace("x", "*")))
+    sizes = sorted({r["size"] for r in rows}, key=lambda s: numel(s))
     at = {(r["impl"], r["op"], r["size"]): r for r in rows}
     impls = list(dict.fromkeys(r["impl"] for r in rows if r["op"] in ("quantize", "dequantize")))
     kernels = all("kernel_ms" in r for r in rows)

@@ -9,9 +9,20 @@ from pathlib import Path
 from experiments.report import line_plot
 
 
+def numel(size: str) -> int:
+    """'4096x4096' -> 16777216; anything but digits and 'x' is refused (the file is data, not code)."""
+    parts = size.split("x")
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"size {size!r} is not of the form NxM")
+    out = 1
+    for p in parts:
+        out *= int(p)
+    return out
+
+
 def main(src, prefix):
     d = json.loads(Path(src).read_text())
-    sizes = sorted({r["size"] for r in d["rows"]}, key=lambda s: eval(s.replace("x", "*")))
+    sizes = sorted({r["size"] for r in d["rows"]}, key=lambda s: numel(s))
     for op in ("quantize", "dequantize"):
         series = {}
         for impl in sorted({r["impl"] for r in d["rows"]}):
@@ -27,7 +38,7 @@ def main(src, prefix):
                 and len(kpts) == len(sizes)
             ):
                 series[f"{impl} (kernels)"] = [kpts[s] for s in sizes]
-        numel = [eval(s.replace("x", "*")) for s in sizes]
+        numel = [numel(s) for s in sizes]
         line_plot(
             series,
             numel,
