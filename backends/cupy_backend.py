@@ -165,7 +165,10 @@ class CupyBackend(BackendBase):
         W32 = self.cp.ascontiguousarray(self.astype(W, "float32"))
         if not bool(self.cp.isfinite(W32).all()):
             raise ValueError("W contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
-        return K.groupwise(W32, bits, group_size, profile)
+        codes, scale, zero = K.groupwise(W32, bits, group_size, profile)
+        if not bool(self.cp.isfinite(scale).all()):  # the reference refuses such a group (qref.groupwise)
+            raise ValueError("W: a group's range max - min exceeds the float32 maximum (no finite scale)")
+        return codes, scale, zero
 
     # ---- fused 4-bit ----
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):

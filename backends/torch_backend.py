@@ -168,6 +168,7 @@ class TorchBackend(BackendBase):
         if profile == "minmax":
             lo, hi = w.amin(2), w.amax(2)
             scale = (hi - lo) / maxq
+            _finite_scale(scale)
             scale = torch.where(scale == 0, torch.ones_like(scale), scale)
             q = torch.clamp(torch.round((w - lo[..., None]) / scale[..., None]), 0, 2**bits - 1)
             return q.to(torch.uint8).reshape(W32.shape), scale, lo
@@ -181,6 +182,7 @@ class TorchBackend(BackendBase):
         xmin = torch.where(degenerate, -torch.ones_like(xmin), xmin)
         xmax = torch.where(degenerate, torch.ones_like(xmax), xmax)
         scale = (xmax - xmin) / maxq
+        _finite_scale(scale)
         if profile == "gptq-sym":
             zero = torch.full_like(scale, float(2**bits // 2))
         else:
@@ -227,3 +229,9 @@ class TorchBackend(BackendBase):
     def randn(self, shape, seed: int = 0):
         g = torch.Generator(device=self.device).manual_seed(seed)
         return torch.randn(shape, generator=g, device=self.device, dtype=torch.float64)
+
+
+def _finite_scale(scale) -> None:
+    """The reference refuses a group whose range exceeds the float32 maximum (qref.groupwise)."""
+    if not bool(torch.isfinite(scale).all()):
+        raise ValueError("W: a group's range max - min exceeds the float32 maximum (no finite scale)")

@@ -319,6 +319,18 @@ def _err_group_non_finite(bk, ref, data, rng):
     )
 
 
+def _err_group_range(bk, ref, data, rng):
+    W = rng.standard_normal((2, 64)).astype(np.float32)
+    W[data.draw(st.integers(0, 1)), data.draw(st.integers(0, 31))] = 3.0e38
+    W[:, 32:] *= data.draw(st.sampled_from((1, -1)))
+    W[0, 40], W[0, 41] = -3.0e38, 3.0e38
+    profile = data.draw(st.sampled_from(("gptq-asym", "gptq-sym", "minmax")))
+    return (
+        lambda: ref.quantize_groupwise(W, 4, 32, profile),
+        lambda: bk.quantize_groupwise(bk.from_numpy(W), 4, 32, profile),
+    )
+
+
 def _err_rank(bk, ref, data, rng):
     R = rng.standard_normal((data.draw(st.integers(2, 12)), data.draw(st.integers(2, 12))))
     r = data.draw(st.sampled_from((0, -1, min(R.shape) + 1, 100)))
@@ -446,6 +458,7 @@ ERROR_CASES = {
     "quantize_groupwise layout": _err_group_layout,
     "quantize_groupwise bits": _err_group_bits,
     "quantize_groupwise non-finite": _err_group_non_finite,
+    "quantize_groupwise range beyond float32": _err_group_range,
     "rank outside [1, min(shape)]": _err_rank,
     "loftq num_iter < 1": _err_num_iter,
     "low rank: not a matrix": _err_not_a_matrix,

@@ -115,7 +115,9 @@ def check_file(path, backend) -> tuple[int, list[str]]:
     failures, n = [], 0
     for gi, g in enumerate(doc["testGroups"]):
         if not isinstance(g, dict) or g.get("type") not in RUNNERS or not isinstance(g.get("tests"), list):
-            failures.append(f"{Path(path).name} group {gi}: malformed (type {g.get('type') if isinstance(g, dict) else g!r})")
+            failures.append(
+                f"{Path(path).name} group {gi}: malformed (type {g.get('type') if isinstance(g, dict) else g!r})"
+            )
             continue
         for t in g["tests"]:
             n += 1

@@ -187,9 +187,11 @@ def _svg_bars(doc: dict, path: Path) -> None:
 
 
 def write(doc: dict, out: Path) -> None:
+    from qref.files import atomic_write_text
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
-    (out / "results.md").write_text(table(doc) + "\n")
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
+    atomic_write_text(out / "results.md", table(doc) + "\n")
     _svg_bars(doc, out / "perplexity.svg")
     ranks = sorted(doc["error_vs_rank"])
     methods = list(doc["error_vs_rank"][ranks[0]])

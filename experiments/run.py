@@ -11,6 +11,7 @@ import argparse
 import multiprocessing
 import os
 import platform
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -262,13 +263,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="qref experiment", description=__doc__)
     p.add_argument("--size", choices=tuple(SETTINGS), default="small")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", default="experiment_out")
+    p.add_argument("--out", default=None, help="results folder (default experiment-SIZE-seedsA-B-...)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--device", default=None)
     p.add_argument("--pretrain-steps", type=int, default=None, help="override the size's pretraining steps")
     p.add_argument("--ft-steps", type=int, default=None, help="override the size's fine-tuning steps")
     a = p.parse_args(argv)
     overrides = {k: v for k, v in (("pretrain", a.pretrain_steps), ("ft_steps", a.ft_steps)) if v is not None}
-    doc = run(a.size, tuple(a.seeds), a.out, a.device, overrides=overrides)
+    from qref.files import OutputError, prepare_output
+
+    out = a.out or f"experiment-{a.size}-seeds{'-'.join(map(str, a.seeds))}"
+    try:  # checked before the run: a refused or unwritable folder costs nothing
+        prepare_output(out, a.overwrite, "--out", directory=True)
+    except OutputError as e:
+        print(f"qref experiment: error: {e}", file=sys.stderr)
+        return 2
+    doc = run(a.size, tuple(a.seeds), out, a.device, overrides=overrides)
     print(report.table(doc))
     return 0
 

@@ -193,7 +193,10 @@ def _run(args) -> int:
             args.src, args.dst, args.method, args.rank, args.bits, args.blocksize, args.dq_blocksize, args.iters
         )
         print(summary(reports))
-        return 0 if reports else 1
+        if not any(r.status == "initialised" for r in reports):
+            print("qref init: nothing was initialised (see the status column); no output written", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "conform":
         import pytest
 

@@ -32,6 +32,8 @@ def quantize_4bit(
     """Packed 4-bit codes, shape (ceil(n/2) / itemsize, 1), and the QuantState (QLoRA Eq. 5's storage)."""
     validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
     validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+    if not isinstance(compress_statistics, (bool, np.bool_)):
+        raise TypeError(f"compress_statistics must be True or False, got {compress_statistics!r}")
     x32, fmt = validation.float_input(x, "x")
     codebook = get_codebook(quant_type)
     codes, absmax = quantize_flat(x32.reshape(-1), codebook, blocksize)

@@ -61,9 +61,16 @@ def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> d
     if gq.offset_zeros:
         raise ValueError("the minmax profile (W~ = s q + b) has no GPTQ zero-point form")
     d_out, d_in = gq.shape
+    with np.errstate(over="ignore"):
+        stored_scales = gq.scales.T.astype(scales_dtype)
+    if not np.all(np.isfinite(stored_scales)):
+        raise ValueError(
+            f"scales up to {float(np.max(gq.scales)):.3g} overflow {scales_dtype} "
+            "(float16 holds at most 65504): use scales_dtype='float32'"
+        )
     out = {
         "qweight": pack_bits(gq.codes.T, gq.bits),
-        "scales": gq.scales.T.astype(scales_dtype),
+        "scales": stored_scales,
         "g_idx": (np.arange(d_in) // gq.group_size).astype(np.int32),
     }
     zeros = np.asarray(gq.zeros, dtype=np.float64)
@@ -84,16 +91,38 @@ def from_gptq(tensors: dict, bits: int, group_size: int, fmt: str = "v1") -> Gro
     """A GroupQuant (profile gptq-asym) from checkpoint tensors; scales widen exactly from float16."""
     validation.one_of(bits, GROUPWISE_BITS, "bits")
     validation.one_of(fmt, GPTQ_FORMATS, "fmt")
+    group_size = validation.positive_int(group_size, "group_size")
+    for key in ("qweight", "scales"):
+        if key not in tensors:
+            raise ValueError(f"tensors lack {key!r}")
     scales = np.asarray(tensors["scales"])
+    if scales.ndim != 2 or scales.dtype.kind != "f":
+        raise ValueError(f"scales must be a 2-D float array (groups, D_out), got {scales.dtype} {scales.shape}")
+    validation.finite(scales.astype(np.float64), "scales")
     groups, d_out = scales.shape
     d_in = groups * group_size
+    qweight = np.asarray(tensors["qweight"])
+    # the sizes say whether bits and group_size are the checkpoint's: a wrong one decodes garbage
+    if qweight.shape != (-(-d_in * bits // 32), d_out):
+        raise ValueError(
+            f"qweight has shape {qweight.shape}; {groups} groups of {group_size} at {bits} bits need "
+            f"{(-(-d_in * bits // 32), d_out)}: check bits and group_size"
+        )
     g_idx = tensors.get("g_idx")
+    if g_idx is not None and np.shape(g_idx) != (d_in,):
+        raise ValueError(f"g_idx has shape {np.shape(g_idx)}, expected ({d_in},): check group_size")
     if g_idx is not None and not np.array_equal(np.asarray(g_idx), np.arange(d_in) // group_size):
         raise ValueError("g_idx is not i // group_size (act-order checkpoint): contiguous groups are required")
-    codes = unpack_bits(np.asarray(tensors["qweight"]), bits, d_in).T.astype(np.uint8)
+    codes = unpack_bits(qweight, bits, d_in).T.astype(np.uint8)
     if "qzeros_float" in tensors:
         zeros = np.asarray(tensors["qzeros_float"]).T
+        if zeros.shape != (d_out, groups):
+            raise ValueError(f"qzeros_float has shape {zeros.T.shape}, expected {(groups, d_out)}")
+        validation.finite(zeros.astype(np.float64), "qzeros_float")
     else:
-        stored = unpack_bits(np.asarray(tensors["qzeros"]).T, bits, d_out).T
+        qzeros = np.asarray(tensors["qzeros"])
+        if qzeros.shape != (groups, -(-d_out * bits // 32)):
+            raise ValueError(f"qzeros has shape {qzeros.shape}, expected {(groups, -(-d_out * bits // 32))}")
+        stored = unpack_bits(qzeros.T, bits, d_out).T
         zeros = (stored + (1 if fmt == "v1" else 0)).T.astype(np.float32)
     return GroupQuant(codes, scales.T.astype(np.float32), zeros, bits, group_size, "gptq-asym")

@@ -64,6 +64,16 @@ def check_layout(shape, group_size, name: str = "W") -> int:
     return shape[1] // group_size
 
 
+def _finite_range(scale: np.ndarray, name: str) -> None:
+    """A group whose range max - min exceeds the float32 maximum has no float32 scale: refused (the
+    4-bit blockwise path handles such values; group-wise scales would be inf and the weights NaN)."""
+    if not np.all(np.isfinite(scale)):
+        r, g = np.argwhere(~np.isfinite(scale))[0]
+        raise ValueError(
+            f"{name} row {r}, group {g}: the range max - min exceeds the float32 maximum (no finite scale)"
+        )
+
+
 def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "gptq-asym") -> GroupQuant:
     """Round-to-nearest group-wise quantization (module doc; QA-LoRA Sec. 3.3, AutoGPTQ quantizer)."""
     validation.one_of(bits, GROUPWISE_BITS, "bits")
@@ -74,7 +84,9 @@ def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "g
     w = group_view(W32, group_size)
     if profile == "minmax":
         lo, hi = w.min(axis=2), w.max(axis=2)
-        scale = ((hi - lo) / maxq).astype(np.float32)
+        with np.errstate(over="ignore"):
+            scale = ((hi - lo) / maxq).astype(np.float32)
+        _finite_range(scale, "W")
         scale = np.where(scale == 0, np.float32(1), scale)
         q = np.clip(np.rint((w - lo[..., None]) / scale[..., None]), 0, maxq)
         return GroupQuant(q.astype(np.uint8).reshape(W32.shape), scale, lo, bits, group_size, profile)
@@ -85,16 +97,36 @@ def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "g
         xmin = np.where(xmin < 0, -xmax, xmin)
     # An all-zero group becomes [-1, 1] (AutoGPTQ); so does a group whose scale underflows to 0 in
     # float32 (range < maxq * 1.4e-45), where AutoGPTQ would divide by zero (qref's choice).
-    degenerate = ((xmin == 0) & (xmax == 0)) | ((xmax - xmin) / maxq == 0)
+    with np.errstate(over="ignore"):  # a range beyond float32 is refused just below
+        degenerate = ((xmin == 0) & (xmax == 0)) | ((xmax - xmin) / maxq == 0)
     xmin = np.where(degenerate, np.float32(-1), xmin)
     xmax = np.where(degenerate, np.float32(1), xmax)
-    scale = ((xmax - xmin) / maxq).astype(np.float32)
+    with np.errstate(over="ignore"):
+        scale = ((xmax - xmin) / maxq).astype(np.float32)
+    _finite_range(scale, "W")
     if profile == "gptq-sym":
         zero = np.full_like(scale, np.float32((2**bits) // 2))
     else:
         zero = np.rint(-xmin / scale).astype(np.float32)
     q = np.clip(np.rint(w / scale[..., None]) + zero[..., None], 0, maxq)
     return GroupQuant(q.astype(np.uint8).reshape(W32.shape), scale, zero, bits, group_size, profile)
+
+
+def check_state(gq: GroupQuant) -> None:
+    """A group-wise state a caller built or loaded: codes < 2^bits, finite scales > 0 (a scale of 0 is
+    the degenerate group's 2/maxq, never 0), finite zeros, shapes that fit the layout."""
+    validation.one_of(gq.bits, GROUPWISE_BITS, "bits")
+    validation.one_of(gq.profile, GROUPWISE_PROFILES, "profile")
+    codes = np.asarray(gq.codes)
+    groups = check_layout(codes.shape, gq.group_size, "codes")
+    validation.integer_array(codes, "codes", np.uint8, 0, 2**gq.bits - 1)
+    for name, a in (("scales", gq.scales), ("zeros", gq.zeros)):
+        if np.shape(a) != (codes.shape[0], groups):
+            raise ValueError(f"{name} must have shape {(codes.shape[0], groups)}, got {np.shape(a)}")
+        if np.asarray(a).dtype != object:
+            validation.finite(np.asarray(a, dtype=np.float64), name)
+    if np.asarray(gq.scales).dtype != object and np.asarray(gq.scales, dtype=np.float64).min() <= 0:
+        raise ValueError("scales must be positive (a negative scale flips the group's weights)")
 
 
 def as_fractions(a) -> np.ndarray:
@@ -107,6 +139,7 @@ def dequantize_groupwise(gq: GroupQuant, exact: bool = False) -> np.ndarray:
     """W~ = s (q - z) (GPTQ) or s q + z (minmax), per (row, group), in float64 (exact for the
     float32 scales and integer zeros of a fresh quantization); with exact=True, or when scales or
     zeros are object arrays of Fractions, in exact rational arithmetic."""
+    check_state(gq)
     exact = exact or gq.scales.dtype == object or gq.zeros.dtype == object
     convert = as_fractions if exact else (lambda a: a.astype(np.float64))
     s = convert(np.repeat(gq.scales, gq.group_size, axis=1))

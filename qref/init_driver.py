@@ -95,10 +95,18 @@ def initialise_checkpoint(
     progress=sys.stderr,
 ) -> list[LayerReport]:
     from safetensors import safe_open
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
+
+    from .files import atomic_write_bytes
 
     out, reports = {}, []
-    with safe_open(src, framework="numpy") as f:
+    try:
+        handle = safe_open(src, framework="numpy")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # safetensors' own error types: a pickle, a truncated or foreign file
+        raise ValueError(f"SRC {src} is not a readable safetensors file ({e})") from e
+    with handle as f:
         names = list(f.keys())
         for i, name in enumerate(names, 1):
             if progress:
@@ -128,7 +136,9 @@ def initialise_checkpoint(
             )
     if progress:
         progress.write("\n")
-    save_file(out, dst, metadata={"qref_method": method, "rank": str(rank), "bits": str(bits)})
+    if out:  # written whole or not at all
+        meta = {"qref_method": method, "rank": str(rank), "bits": str(bits)}
+        atomic_write_bytes(dst, save(out, metadata=meta))
     return reports
 
 

@@ -77,6 +77,10 @@ def check_adapter(gq: GroupQuant, A: np.ndarray, B: np.ndarray) -> int:
 
 def adapter_scale(alpha, r: int):
     """s = alpha / r (LoRA's scaling)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, Fraction, np.integer, np.floating)):
+        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
+    if not np.isfinite(float(alpha)):
+        raise ValueError(f"alpha must be finite, got {alpha}")
     return Fraction(alpha) / r if isinstance(alpha, (int, Fraction)) else float(alpha) / r
 
 

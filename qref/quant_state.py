@@ -13,8 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import validation
 from .codebooks import Codebook
 from .double_quant import DoubleQuant, double_dequantize
+
+
+def _finite32(a, name: str, positive: bool = False) -> np.ndarray:
+    """A float32 copy of a state array: finite, and >= 0 for absmax (a negative absmax flips weights)."""
+    arr = np.array(a, dtype=np.float32)
+    validation.finite(arr, name)
+    if positive and arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be >= 0 (a negative absmax flips the sign of its block), got {arr.min()}")
+    return arr
 
 
 @dataclass(frozen=True)
@@ -36,15 +46,15 @@ class QuantState:
     def as_dict(self, packed: bool = False) -> dict:
         d = {
             "quant_type": self.quant_type,
-            "absmax": self.absmax,
+            "absmax": self.absmax.copy(),  # arrays the caller owns (no alias of the frozen state)
             "blocksize": self.blocksize,
-            "quant_map": self.code,
+            "quant_map": np.array(self.code, dtype=np.float32),
             "dtype": self.dtype,
             "shape": tuple(self.shape),
         }
         if self.nested is not None:
             d.update(
-                nested_absmax=self.nested.absmax2,
+                nested_absmax=self.nested.absmax2.copy(),
                 nested_blocksize=self.nested.blocksize,
                 nested_quant_map=self.nested.codebook.values.copy(),
                 nested_dtype="float32",
@@ -74,24 +84,32 @@ class QuantState:
             raise ValueError(f"quant state dict lacks {sorted(missing)}")
         nested = None
         if "nested_absmax" in d:
+            offset = np.float32(d["nested_offset"])
+            validation.finite(np.asarray(offset), "nested_offset")
             nested = DoubleQuant(
-                qabsmax=np.asarray(d["absmax"], dtype=np.uint8),
-                absmax2=np.asarray(d["nested_absmax"], dtype=np.float32),
-                offset=np.float32(d["nested_offset"]),
-                blocksize=int(d["nested_blocksize"]),
-                codebook=Codebook("nested", np.asarray(d["nested_quant_map"], dtype=np.float32)),
+                qabsmax=validation.integer_array(d["absmax"], "absmax (8-bit codes)", np.uint8, 0, 255),
+                absmax2=_finite32(d["nested_absmax"], "nested_absmax", positive=True),
+                offset=offset,
+                blocksize=validation.exact_int(d["nested_blocksize"], "nested_blocksize", 1),
+                codebook=Codebook("nested", _finite32(d["nested_quant_map"], "nested_quant_map")),
             )
+            absmax = nested.qabsmax
+        else:
+            absmax = _finite32(d["absmax"], "absmax", positive=True)
+        shape = d["shape"]
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+            raise TypeError(f"shape must be a list of sizes, got {shape!r}")
         return cls(
             quant_type=str(d["quant_type"]),
-            absmax=np.asarray(d["absmax"]),
-            blocksize=int(d["blocksize"]),
-            code=np.asarray(d["quant_map"], dtype=np.float32),
+            absmax=absmax,
+            blocksize=validation.exact_int(d["blocksize"], "blocksize", 1),
+            code=_finite32(d["quant_map"], "quant_map"),
             dtype=str(d["dtype"]),
-            shape=tuple(int(s) for s in d["shape"]),
+            shape=tuple(validation.exact_int(s, "shape", 0) for s in shape),
             nested=nested,
         )
 
-    def __eq__(self, other):
+    def __eq__(self, other):  # noqa: D105
         """Bitwise equality of every field, the nested state included."""
         if not isinstance(other, QuantState):
             return False

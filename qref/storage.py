@@ -31,6 +31,11 @@ class StorageConfig:
             validation.positive_int(getattr(self, name), name)
         if self.blocksize2 is not None:
             validation.positive_int(self.blocksize2, "blocksize2")
+            if self.absmax_bits > 8:  # a second level quantizes the absmax to codes of a 2^absmax_bits table
+                raise ValueError(
+                    f"absmax_bits = {self.absmax_bits} with a second level (blocksize2 = {self.blocksize2}): "
+                    "double-quantized absmax are codes of at most 8 bits"
+                )
 
 
 #: QLoRA's NF4 with double quantization: 4 bits, block 64, 8-bit absmax in blocks of 256.

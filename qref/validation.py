@@ -97,3 +97,31 @@ def length_is(size: int, want: int, name: str) -> None:
 def nibble_codes_max(max_code: int) -> None:
     if max_code > 15:
         raise ValueError(f"codes must be < 16 to pack into nibbles, got {max_code}")
+
+
+def exact_int(value, name: str, minimum: int | None = None) -> int:
+    """An integer given as int, numpy integer or an integral float (JSON); 8.9 or True is refused."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got bool")
+    if isinstance(value, (int, np.integer)):
+        out = int(value)
+    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+        out = int(value)
+    else:
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    return out
+
+
+def integer_array(a, name: str, dtype, low: int, high: int) -> np.ndarray:
+    """An array of integers in [low, high] converted to dtype, never wrapped: 300 is refused, not 44."""
+    arr = np.asarray(a)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.rint(arr)):
+            raise ValueError(f"{name} must hold integers, got non-integral values")
+    elif arr.dtype.kind not in "iub":
+        raise TypeError(f"{name} must be an integer array, got {arr.dtype}")
+    if arr.size and (arr.min() < low or arr.max() > high):
+        raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{arr.min()}, {arr.max()}]")
+    return arr.astype(dtype)

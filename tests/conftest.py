@@ -50,7 +50,19 @@ def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")
     root = Path(__file__).resolve().parents[1]
     src = out / "src"  # a copy without build/ leftovers, which setuptools would pack
-    skip = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".hypothesis", ".asv", ".whl", ".gpusite", "docs", "asv_bench")
+    skip = (
+        ".git",
+        ".venv",
+        "build",
+        "*.egg-info",
+        "__pycache__",
+        ".hypothesis",
+        ".asv",
+        ".whl",
+        ".gpusite",
+        "docs",
+        "asv_bench",
+    )
     shutil.copytree(root, src, ignore=shutil.ignore_patterns(*skip))
     r = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)],

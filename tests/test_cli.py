@@ -103,3 +103,23 @@ def test_report_rows_count_unexplained_differences():
     row.add("shape", np.zeros(2, np.float32), np.zeros(3, np.float32))
     assert (row.cases, row.exact, row.explained, row.mismatches) == (4, 1, 1, 2)
     assert row.first.startswith("real: 1 differ, first at 1")
+
+
+def test_experiment_and_init_refuse_before_any_work(tmp_path, capsys):
+    import os
+
+    taken = tmp_path / "results"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep")
+    assert main(["experiment", "--size", "small", "--out", str(taken)]) == 2
+    assert (taken / "mine.txt").read_text() == "keep" and "--overwrite" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["experiment", "--out", str(locked / "r")]) == 2
+    src = tmp_path / "m.safetensors"
+    src.write_bytes(b"x")
+    dst = tmp_path / "out.safetensors"
+    dst.write_bytes(b"old")
+    assert main(["init", str(src), str(dst)]) == 2 and dst.read_bytes() == b"old"
+    assert main(["init", str(src), str(tmp_path / "blocker" / "x.safetensors")]) in (1, 2)

@@ -109,8 +109,16 @@ def _damage(test, how):
         test["expected"]["packed"]["hex"] = "zz"
 
 
-DAMAGE = ["emptied expected", "missing key", "unknown output", "object dtype", "shape does not fit", "no input",
-          "bad result", "hex not hex"]
+DAMAGE = [
+    "emptied expected",
+    "missing key",
+    "unknown output",
+    "object dtype",
+    "shape does not fit",
+    "no input",
+    "bad result",
+    "hex not hex",
+]
 
 
 @pytest.mark.parametrize("how", DAMAGE)
