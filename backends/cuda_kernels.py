@@ -82,7 +82,7 @@ def _wrappers() -> str:
 
 def source(knobs: dict) -> str:
     head = "".join(f"#define {k} {v}\n" for k, v in knobs.items())
-    files = resources.files("backends") / "kernels"
+    files = resources.files(__package__) / "kernels"
     return head + "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
 
 

@@ -222,6 +222,12 @@ class CupyBackend(BackendBase):
             raise ValueError(f"{name} must be a cupy array on {self.device}")
         return a if a.flags.c_contiguous else self.cp.ascontiguousarray(a)
 
+    def add_f32(self, a, scalar):
+        """a + scalar in float32 without CuPy's flush to zero: added in float64 (rounding a float64 sum
+        of two float32 values to float32 equals the float32 sum, as 53 >= 2 * 24 + 2) and rounded by
+        qref's own cast kernel."""
+        return K.convert(K.convert(a, "float64") + float(np.float32(float(scalar))), "float32")
+
     # ---- linear algebra ----
     def astype(self, a, dtype):
         """Casts; float32 <-> float64 by qref's kernel, since CuPy's casts flush subnormals."""

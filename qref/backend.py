@@ -220,14 +220,18 @@ class BackendBase:
         """(qabsmax, absmax2, offset): the centred absmax blockwise with the signed dynamic map."""
         offset = self.mean_offset(absmax) if offset is None else np.float32(offset)
         validation.finite(np.asarray(offset), "offset")
-        centred = absmax - self.from_numpy(np.full(1, offset, dtype=np.float32))
-        qabsmax, absmax2 = self.quantize_blockwise(centred, "dynamic", blocksize)
+        qabsmax, absmax2 = self.quantize_blockwise(self.add_f32(absmax, -offset), "dynamic", blocksize)
         return qabsmax, absmax2, offset
 
     def double_dequantize(self, qabsmax, absmax2, offset, blocksize=DQ_BLOCKSIZE):
         centred = self.dequantize_blockwise(qabsmax, absmax2, "dynamic", blocksize, "float32")
+        return self.add_f32(centred, offset)
+
+    def add_f32(self, a, scalar):
+        """a + scalar in IEEE float32, subnormals kept (a backend whose float32 arithmetic flushes them
+        overrides this)."""
         with np.errstate(over="ignore"):  # an overflow to inf is refused by dequantize_4bit
-            return centred + self.from_numpy(np.full(1, np.float32(offset), dtype=np.float32))
+            return a + self.from_numpy(np.full(1, np.float32(scalar), dtype=np.float32))
 
     def dequantize_groupwise(self, codes, scales, zeros, group_size, profile):
         """W~ = s (q - z) (GPTQ) or s q + z (minmax) per (row, group), in float64."""
