@@ -1,5 +1,5 @@
 """The classifiers that explain bitsandbytes' CUDA divergences (the bnb-cuda-* and flush-to-zero entries
-of known-divergences), pinned on the minimal examples recorded on CUDA (docs/data/validate_gpu_h100.txt):
+of known-divergences), pinned on the minimal examples recorded on CUDA (docs/data/validate_gpu_h200.txt):
 each explains its example, and none explains a wrong code."""
 
 import numpy as np
