@@ -9,6 +9,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(name):
+    import sys
+
+    if str(ROOT / "docs" / "scripts") not in sys.path:  # the scripts import each other, as when run
+        sys.path.insert(0, str(ROOT / "docs" / "scripts"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -6,18 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from gpu_table_md import numel  # sizes parsed, never evaluated (a sibling script)
+
 from experiments.report import line_plot
-
-
-def numel(size: str) -> int:
-    """'4096x4096' -> 16777216; anything but digits and 'x' is refused (the file is data, not code)."""
-    parts = size.split("x")
-    if not parts or not all(p.isdigit() for p in parts):
-        raise ValueError(f"size {size!r} is not of the form NxM")
-    out = 1
-    for p in parts:
-        out *= int(p)
-    return out
 
 
 def main(src, prefix):
