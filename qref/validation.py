@@ -58,8 +58,7 @@ def one_of(value, allowed, name: str):
 def uint8_array(a, name: str) -> np.ndarray:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype != np.uint8:
-        raise TypeError(f"{name} must have dtype uint8, got {a.dtype}")
+    dtype_is(a.dtype.name, "uint8", name)
     return a
 
 

@@ -4,6 +4,7 @@ runs in tests/test_mutation.py)."""
 
 import pytest
 
+from qref.cli import main
 from qref.conformance import tally
 from qref.conformance.mutants import MUTANTS
 from qref.registry import register, unregister
@@ -25,23 +26,7 @@ def test_suite_reports_fault(fault, test, op):
     register(name, fault)
     tally.reset()
     try:
-        status = pytest.main(
-            [
-                "--pyargs",
-                "qref.conformance",
-                "--qref-backend",
-                name,
-                "-k",
-                test,
-                "-x",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--no-header",
-                "-o",
-                "addopts=",
-            ]
-        )
+        status = main(["conform", name, "--", "-k", test, "-x", "--no-header"])
     finally:
         unregister(name)
     failed = {o for (o, _), c in tally.counts().items() if c["mismatches"]}
@@ -52,22 +37,7 @@ def test_suite_reports_fault(fault, test, op):
 
 def test_reference_passes_its_own_suite():
     tally.reset()
-    status = pytest.main(
-        [
-            "--pyargs",
-            "qref.conformance",
-            "--qref-backend",
-            "numpy",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--no-header",
-            "-o",
-            "addopts=",
-            "-k",
-            "nibbles or groupwise or mean_offset",
-        ]
-    )
+    status = main(["conform", "numpy", "--", "--no-header", "-k", "nibbles or groupwise or mean_offset"])
     counts = tally.counts()
     tally.reset()
     assert status == pytest.ExitCode.OK
