@@ -2,6 +2,8 @@
 its own `--backend` option coexists with qref's plugin, the wheel installs only `qref`-named import
 packages, and `import qref` loads no test tooling, framework or checkpoint library."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,6 +17,7 @@ def pytest_addoption(parser):
 """
 
 FOREIGN_TEST = """
+import json, os
 from hypothesis import given, settings, strategies as st
 
 SEEN = []
@@ -25,10 +28,18 @@ def test_property(x):
     SEEN.append(x)
 
 
-def test_defaults_are_hypothesis_own():
+def test_record_hypothesis_settings():
     d = settings.default
-    assert d.max_examples == 100 and not d.derandomize and d.database is not None
-    assert len(SEEN) > 40  # a derandomized 40-example profile would stop at 40
+    record = {
+        "max_examples": d.max_examples,
+        "derandomize": d.derandomize,
+        "database": d.database is None,
+        "deadline": str(d.deadline),
+        "suppress_health_check": sorted(str(h) for h in d.suppress_health_check),
+        "examples_run": len(SEEN),
+    }
+    with open(os.environ["FOREIGN_RECORD"], "w") as f:
+        json.dump(record, f)
 
 
 def test_own_backend_option(request):
@@ -36,36 +47,38 @@ def test_own_backend_option(request):
 """
 
 
-def test_foreign_project_keeps_hypothesis_defaults_and_its_backend_option(tmp_path):
-    (tmp_path / "conftest.py").write_text(FOREIGN_CONFTEST)
-    (tmp_path / "test_foreign.py").write_text(FOREIGN_TEST)
+def _run_foreign(tmp_path, *extra):
+    record = tmp_path / f"record{len(extra)}.json"
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--backend",
-            "mine",
-            "-o",
-            "addopts=",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra, "--backend", "mine"]
+        + ["-o", "addopts=", str(tmp_path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
+        env={**os.environ, "FOREIGN_RECORD": str(record)},
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "3 passed" in r.stdout
+    return json.loads(record.read_text())
+
+
+def test_foreign_project_keeps_hypothesis_defaults_and_its_backend_option(tmp_path):
+    """The foreign project's hypothesis settings are whatever hypothesis itself chooses in this environment
+    (its defaults, or its own `ci` profile where a CI variable is set): the same with qref's plugin
+    loaded as without it."""
+    (tmp_path / "conftest.py").write_text(FOREIGN_CONFTEST)
+    (tmp_path / "test_foreign.py").write_text(FOREIGN_TEST)
+    with_qref = _run_foreign(tmp_path)
+    without_qref = _run_foreign(tmp_path, "-p", "no:qref")
+    assert with_qref == without_qref
+    assert with_qref["max_examples"] == 100 and with_qref["examples_run"] > 40  # not a 40-example profile
     plugins = subprocess.run(
         [sys.executable, "-m", "pytest", "--trace-config", "--co", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
     ).stdout
-    assert "qref.conformance.plugin" in plugins  # the check above ran with qref's plugin loaded
+    assert "qref.conformance.plugin" in plugins  # the first run above had qref's plugin loaded
 
 
 def test_import_qref_loads_no_tooling():
