@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qref import validation
-from qref.backend import BackendBase, FourBit, check_groupwise_args
+from qref import groupwise, validation
+from qref.backend import BackendBase, FourBit
 from qref.dtypes import FLOAT_FORMATS, BFloat16Array
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 
 from . import cuda_kernels as K
+from .checks import check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 from .cuda_bridge import cupy_or_unavailable as _cupy
 from .fused4bit import Fused4bit, with_device
 
@@ -70,6 +71,15 @@ class CupyBackend(BackendBase):
 
     _FORMATS = {np.dtype("float32"): "float32", np.dtype("float16"): "float16", np.dtype("uint16"): "bfloat16"}
 
+    def is_array(self, a) -> bool:
+        return isinstance(a, (self.cp.ndarray, CupyBF16))
+
+    def all_finite(self, a) -> bool:
+        return bool(self.cp.isfinite(a).all())
+
+    def max_int(self, a) -> int:
+        return int(a.max())
+
     def _flat_input(self, x, name="x"):
         """(C-contiguous array for the kernels, which read its address and size, format, shape) after the
         reference's checks; copies only an input that is not C-contiguous."""
@@ -106,16 +116,8 @@ class CupyBackend(BackendBase):
         return codes.reshape(shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
-        validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         table = self._fused.tables(codebook)[0]
-        n = codes.size
-        validation.dtype_is(codes.dtype, "uint8", "codes")
-        validation.dtype_is(absmax.dtype, "float32", "absmax")
-        validation.length_is(absmax.size, -(-n // blocksize), "absmax")
-        if not bool(self.cp.isfinite(absmax).all()):
-            raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
-        if n and int(codes.max()) >= table.size:
-            raise ValueError(f"codes holds {int(codes.max())}, out of range for the {table.size}-entry codebook")
+        n = check_dequantize_blockwise(self, codes, absmax, table.size, blocksize, out_dtype)
         with self._dev:
             flag = K.Flag.get(self.cp)
             out = K.dequantize(
@@ -140,31 +142,26 @@ class CupyBackend(BackendBase):
 
     def pack_nibbles(self, codes, pad_code=0):
         cp = self.cp
+        pad_code = check_pack_nibbles(self, codes, pad_code)
         codes = codes.reshape(-1)
-        validation.dtype_is(codes.dtype, "uint8", "codes")
-        if codes.size:
-            validation.nibble_codes_max(int(codes.max()))
-        pad_code = validation.pad_code(pad_code)
         if codes.size % 2:
             codes = cp.concatenate([codes, cp.full(1, pad_code, dtype=cp.uint8)])
         return ((codes[0::2] << 4) | codes[1::2]).astype(cp.uint8)
 
     def unpack_nibbles(self, packed, n):
+        n = check_unpack_nibbles(self, packed, n)
         packed = packed.reshape(-1)
-        validation.dtype_is(packed.dtype, "uint8", "packed")
-        if packed.size != (n + 1) // 2:
-            raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.size}")
         return self.cp.stack([packed >> 4, packed & 15], axis=1).reshape(-1)[:n]
 
     def exponent_sums(self, values):
         return K.exponent_sums(self.cp.ascontiguousarray(values.reshape(-1).astype(self.cp.float32)))
 
     def quantize_groupwise(self, W, bits, group_size, profile):
-        check_groupwise_args(W.shape, bits, group_size, profile)
         self._flat_input(W, "W")
         W32 = self.cp.ascontiguousarray(self.astype(W, "float32"))
         if not bool(self.cp.isfinite(W32).all()):
             raise ValueError("W contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
+        groupwise.check_args(tuple(W32.shape), bits, group_size, profile)
         codes, scale, zero = K.groupwise(W32, bits, group_size, profile)
         if not bool(self.cp.isfinite(scale).all()):  # the reference refuses such a group (qref.groupwise)
             raise ValueError("W: a group's range max - min exceeds the float32 maximum (no finite scale)")

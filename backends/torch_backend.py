@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from qref import validation
-from qref.backend import BackendBase, check_groupwise_args
+from qref import groupwise, validation
+from qref.backend import BackendBase
 from qref.blockwise import ABSMAX_FLOOR
 from qref.codebooks import get_codebook
-from qref.dtypes import FLOAT_FORMATS, BFloat16Array
+from qref.dtypes import BFloat16Array
 from qref.registry import BackendUnavailable
+
+from .checks import check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 
 try:
     import torch
@@ -65,6 +67,15 @@ class TorchBackend(BackendBase):
         if a.dtype == torch.bfloat16:
             return BFloat16Array(a.view(torch.int16).numpy().view(np.uint16).copy())
         return a.numpy()
+
+    def is_array(self, a) -> bool:
+        return isinstance(a, torch.Tensor)
+
+    def all_finite(self, a) -> bool:
+        return bool(torch.isfinite(a).all())
+
+    def max_int(self, a) -> int:
+        return int(a.max())
 
     def _table(self, codebook: str):
         if codebook not in self._tables:
@@ -113,19 +124,9 @@ class TorchBackend(BackendBase):
         return codes.reshape(x.shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
-        validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         values, _, _ = self._table(codebook)
-        n = codes.numel()
+        n = check_dequantize_blockwise(self, codes, absmax, values.numel(), blocksize, out_dtype)
         full, rem = divmod(n, blocksize)
-        validation.dtype_is(codes.dtype, "uint8", "codes")
-        validation.dtype_is(absmax.dtype, "float32", "absmax")
-        validation.length_is(absmax.numel(), full + (1 if rem else 0), "absmax")
-        if not bool(torch.isfinite(absmax).all()):
-            raise ValueError("absmax contains non-finite values (docs/nan-inf.md)")
-        if n and int(codes.max()) >= values.numel():
-            raise ValueError(
-                f"codes holds {int(codes.max())}, out of range for the {values.numel()}-entry codebook {codebook!r}"
-            )
         v = values[codes.reshape(-1).long()]
         out = torch.empty_like(v)
         out[: full * blocksize] = (v[: full * blocksize].view(full, blocksize) * absmax[:full, None]).reshape(-1)
@@ -134,20 +135,15 @@ class TorchBackend(BackendBase):
         return out.reshape(codes.shape).to(getattr(torch, out_dtype))
 
     def pack_nibbles(self, codes, pad_code=0):
+        pad_code = check_pack_nibbles(self, codes, pad_code)
         codes = codes.reshape(-1)
-        validation.dtype_is(codes.dtype, "uint8", "codes")
-        if codes.numel():
-            validation.nibble_codes_max(int(codes.max()))
-        pad_code = validation.pad_code(pad_code)
         if codes.numel() % 2:
             codes = torch.cat([codes, codes.new_full((1,), pad_code)])
         return (codes[0::2] << 4) | codes[1::2]
 
     def unpack_nibbles(self, packed, n):
+        n = check_unpack_nibbles(self, packed, n)
         packed = packed.reshape(-1)
-        validation.dtype_is(packed.dtype, "uint8", "packed")
-        if packed.numel() != (n + 1) // 2:
-            raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.numel()}")
         return torch.stack([packed >> 4, packed & 15], dim=1).reshape(-1)[:n]
 
     def exponent_sums(self, values):
@@ -160,8 +156,8 @@ class TorchBackend(BackendBase):
         return sums.cpu().numpy()
 
     def quantize_groupwise(self, W, bits, group_size, profile):
-        check_groupwise_args(tuple(W.shape), bits, group_size, profile)
         W32 = self._float_input(W, "W")
+        groupwise.check_args(tuple(W32.shape), bits, group_size, profile)
         # a tensor divisor: on CUDA, torch divides by a Python scalar as a multiply by its reciprocal
         maxq = torch.tensor(float(2**bits - 1), device=W32.device)
         w = W32.reshape(W32.shape[0], W32.shape[1] // group_size, group_size)

@@ -173,6 +173,19 @@ def qalora(backend, ref, W, bits, group_size, profile, rank, pooling, seed):
         f"max error {err.max():.3g} > bound {bound.max():.3g}",
         backend,
     )
+    # the spec's merge (qref.qalora.merge) in exact rational arithmetic: the same shift, within the bound
+    from qref import groupwise as gw
+    from qref import qalora as qa
+
+    spec = qa.merge(gw.GroupQuant(codes, scales, zeros, bits, group_size, profile), A, B, alpha, pooling, "exact")
+    err = np.abs(shift - (spec.zeros - gw.as_fractions(zeros)).astype(np.float64))
+    expect_certified(
+        "qalora merge (spec, exact)",
+        prof,
+        bool((err <= bound).all()),
+        f"max error {err.max():.3g} > bound {bound.max():.3g}",
+        backend,
+    )
     y = _np(
         backend, backend.qalora_forward(bk[5], bk[0], bk[1], bk[2], bk[3], bk[4], alpha, group_size, profile, pooling)
     )

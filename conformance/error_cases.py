@@ -48,6 +48,12 @@ def _err_unpack_length(bk, ref, data, rng):
     return lambda: ref.unpack_nibbles(p, n), lambda: bk.unpack_nibbles(bk.from_numpy(p), n)
 
 
+def _err_unpack_count(bk, ref, data, rng):
+    n = data.draw(st.sampled_from((-1, -2, 2.0, 3.5, True, "4", None)))
+    p = np.zeros(1, np.uint8)
+    return lambda: ref.unpack_nibbles(p, n), lambda: bk.unpack_nibbles(bk.from_numpy(p), n)
+
+
 def _err_codes_range(bk, ref, data, rng):
     c = np.append(rng.integers(0, 16, 63), data.draw(st.integers(16, 255))).astype(np.uint8)
     a = np.ones(1, np.float32)
@@ -179,7 +185,7 @@ def _err_quailora_shapes(bk, ref, data, rng):
 def _err_pad_code(bk, ref, data, rng):
     c, pad = (
         rng.integers(0, 16, 2 * data.draw(st.integers(0, 20)) + 1).astype(np.uint8),
-        data.draw(st.sampled_from((16, -1, 255))),
+        data.draw(st.sampled_from((16, -1, 255, 1.5, True, "0"))),
     )
     return lambda: ref.pack_nibbles(c, pad), lambda: bk.pack_nibbles(bk.from_numpy(c), pad)
 
@@ -203,7 +209,59 @@ def _err_not_an_array(bk, ref, data, rng):
     return lambda: ref.quantize_blockwise(x, "nf4", 64), lambda: bk.quantize_blockwise(x, "nf4", 64)
 
 
+def _err_group_state(bk, ref, data, rng):
+    rows, groups = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3))
+    c = rng.integers(0, 16, (rows, 32 * groups)).astype(np.uint8)
+    s = rng.uniform(0.5, 2, (rows, groups)).astype(np.float32)
+    z = rng.integers(0, 16, (rows, groups)).astype(np.float32)
+    fault = data.draw(st.sampled_from(("negative scale", "zero scale", "nan scale", "inf zero", "shape", "dtype")))
+    r, g = data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, groups - 1))
+    if fault == "negative scale":
+        s[r, g] = -s[r, g]
+    elif fault == "zero scale":
+        s[r, g] = 0
+    elif fault == "nan scale":
+        s[r, g] = np.nan
+    elif fault == "inf zero":
+        z[r, g] = np.inf
+    elif fault == "shape":
+        s = s[:, :-1] if groups > 1 else np.concatenate([s, s], axis=1)
+    else:
+        c = c.astype(np.int64)
+    profile = data.draw(st.sampled_from(("gptq-asym", "gptq-sym", "minmax")))
+    return (
+        lambda: ref.dequantize_groupwise(c, s, z, 32, profile),
+        lambda: bk.dequantize_groupwise(bk.from_numpy(c), bk.from_numpy(s), bk.from_numpy(z), 32, profile),
+    )
+
+
+def _err_empty_state(bk, ref, data, rng):
+    if data.draw(st.booleans()):
+        c, a = np.zeros(0, np.uint8), np.zeros(0, np.float32)
+        return (
+            lambda: ref.dequantize_blockwise(c, a, "nf4", 64),
+            lambda: bk.dequantize_blockwise(bk.from_numpy(c), bk.from_numpy(a), "nf4", 64),
+        )
+    a = np.zeros(0, np.float32)
+    return lambda: ref.double_quantize(a), lambda: bk.double_quantize(bk.from_numpy(a))
+
+
+def _err_state_not_arrays(bk, ref, data, rng):
+    c, a = [1, 2, 3], [1.0]
+    if data.draw(st.booleans()):
+        return lambda: ref.dequantize_blockwise(c, np.ones(1, np.float32), "nf4", 64), lambda: bk.dequantize_blockwise(
+            c, bk.from_numpy(np.ones(1, np.float32)), "nf4", 64
+        )
+    c8 = np.ones(3, np.uint8)
+    return lambda: ref.dequantize_blockwise(c8, a, "nf4", 64), lambda: bk.dequantize_blockwise(
+        bk.from_numpy(c8), a, "nf4", 64
+    )
+
+
 ERROR_CASES = {
+    "dequantize_groupwise state": _err_group_state,
+    "empty codes or absmax": _err_empty_state,
+    "dequantize state not arrays": _err_state_not_arrays,
     "pack_nibbles pad_code": _err_pad_code,
     "unpack_nibbles packed dtype": _err_packed_dtype,
     "dequantize absmax dtype": _err_absmax_dtype,
@@ -222,6 +280,7 @@ ERROR_CASES = {
     "quantize input dtype": _err_dtype,
     "pack_nibbles codes >= 16": _err_pack_range,
     "unpack_nibbles n beyond the bytes": _err_unpack_length,
+    "unpack_nibbles n not a count": _err_unpack_count,
     "dequantize codes beyond the codebook": _err_codes_range,
     "double_quantize non-finite offset": _err_dq_offset,
     "quantize_groupwise layout": _err_group_layout,

@@ -4,12 +4,18 @@
     gpu           200 examples
     dev           1000 examples, random, with the database
 
+Derandomized profiles draw the same examples whatever the install layout: hypothesis mixes into its
+draws constants read from the "local" modules in memory (a source checkout's qref and conformance
+modules are local, an installed wheel's are not), so the suite's tests run with that pool emptied
+(`layout_independent`); hypothesis' own global constants still take part.
+
 Chosen by `--qref-profile`, else the environment variable QREF_PROFILE, else `ci`. A foreign
 project's hypothesis tests in the same pytest session keep hypothesis' own defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from hypothesis import HealthCheck, Phase, settings
@@ -39,3 +45,27 @@ def current() -> settings:
     if name not in PROFILES:
         raise ValueError(f"QREF_PROFILE={name!r}: one of {', '.join(PROFILES)}")
     return PROFILES[name]
+
+
+@contextlib.contextmanager
+def layout_independent():
+    """Within this block hypothesis draws no constants from local modules, so a derandomized run draws
+    the same examples from a source checkout and from an installed wheel. Hypothesis' other draws,
+    including its global constants, are unchanged; the pool is restored on exit."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - hypothesis reorganised; tests/test_layout_stable.py says so
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+    empty = providers.Constants()
+    providers.CONSTANTS_CACHE.cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        providers.CONSTANTS_CACHE.cache.clear()

@@ -28,6 +28,12 @@ def per_stratum(share: int):
     return settings(SETTINGS, max_examples=max(20, SETTINGS.max_examples // share))
 
 
+@pytest.fixture(autouse=True)
+def _examples_independent_of_install_layout():
+    with hsettings.layout_independent():
+        yield
+
+
 @pytest.fixture
 def backend(qref_backend):
     return qref_backend
@@ -130,6 +136,7 @@ def test_double_quant_structure(backend, reference, absmax, seed):
 
 @per_stratum(2)
 @given(st.integers(1, 301).flatmap(lambda n: st.lists(st.integers(0, 15), min_size=n, max_size=n)), st.integers(0, 15))
+@example([], 0)  # no codes: no bytes, and back
 @example([15, 9], 3)
 @example([8, 12, 1], 15)
 def test_nibbles(backend, reference, codes, pad):

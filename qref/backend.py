@@ -27,7 +27,7 @@ from . import validation
 from .codebooks import get_codebook
 from .double_quant import DQ_BLOCKSIZE, offset_from_exponent_sums
 from .fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
-from .groupwise import GROUPWISE_BITS, GROUPWISE_PROFILES
+from .groupwise import GROUPWISE_PROFILES, check_layout, check_scales_zeros
 from .lowrank import NF_BITS
 from .qalora import POOLING, pool_factor
 
@@ -214,7 +214,10 @@ class BackendBase:
 
     def mean_offset(self, absmax) -> np.float32:
         """The reference's exactly rounded mean, from the backend's integer exponent sums."""
-        return offset_from_exponent_sums(self.exponent_sums(absmax), int(np.prod(tuple(absmax.shape))))
+        n = int(np.prod(tuple(absmax.shape), dtype=np.int64))
+        if n == 0:
+            raise ValueError("absmax is empty")
+        return offset_from_exponent_sums(self.exponent_sums(absmax), n)
 
     def double_quantize(self, absmax, blocksize=DQ_BLOCKSIZE, offset=None):
         """(qabsmax, absmax2, offset): the centred absmax blockwise with the signed dynamic map."""
@@ -234,8 +237,17 @@ class BackendBase:
             return a + self.from_numpy(np.full(1, np.float32(scalar), dtype=np.float32))
 
     def dequantize_groupwise(self, codes, scales, zeros, group_size, profile):
-        """W~ = s (q - z) (GPTQ) or s q + z (minmax) per (row, group), in float64."""
+        """W~ = s (q - z) (GPTQ) or s q + z (minmax) per (row, group), in float64. The state is checked as
+        qref.groupwise.check_state checks it (codes uint8 here: the op is not told the bit width)."""
         validation.one_of(profile, GROUPWISE_PROFILES, "profile")
+        groups = check_layout(tuple(codes.shape), group_size, "codes")
+        validation.dtype_is(str(codes.dtype), "uint8", "codes")
+        check_scales_zeros(
+            np.asarray(self.to_numpy(self.astype(scales, "float64"))),
+            np.asarray(self.to_numpy(self.astype(zeros, "float64"))),
+            codes.shape[0],
+            groups,
+        )
         d_out, d_in = codes.shape
         q = self.astype(codes, "float64").reshape(d_out, d_in // group_size, group_size)
         s, z = self.astype(scales, "float64")[..., None], self.astype(zeros, "float64")[..., None]
@@ -391,12 +403,3 @@ def _matrix_rank(M, rank, name: str) -> int:
 def zero_code(quant_type: str) -> int:
     """The code of 0.0 in a 4-bit codebook: the pad nibble of odd lengths."""
     return int(get_codebook(quant_type).nearest(np.zeros(1, dtype=np.float32))[0])
-
-
-def check_groupwise_args(shape, bits, group_size, profile) -> None:
-    """Validation every backend's quantize_groupwise starts with (same errors as the reference)."""
-    from .groupwise import check_layout
-
-    validation.one_of(bits, GROUPWISE_BITS, "bits")
-    validation.one_of(profile, GROUPWISE_PROFILES, "profile")
-    check_layout(shape, group_size)

@@ -45,11 +45,6 @@ class Codebook:
         object.__setattr__(self, "midpoints", midpoints)
 
     @property
-    def bits(self) -> int:
-        """Bits needed to store an index of this codebook."""
-        return max(1, int(np.ceil(np.log2(self.values.size))))
-
-    @property
     def size(self) -> int:
         return int(self.values.size)
 

@@ -64,6 +64,26 @@ def check_layout(shape, group_size, name: str = "W") -> int:
     return shape[1] // group_size
 
 
+def check_args(shape, bits, group_size, profile) -> int:
+    """The arguments of quantize_groupwise besides W's values (every backend calls this after checking W
+    itself, so errors come in the same order everywhere); returns G."""
+    validation.one_of(bits, GROUPWISE_BITS, "bits")
+    validation.one_of(profile, GROUPWISE_PROFILES, "profile")
+    return check_layout(shape, group_size)
+
+
+def check_scales_zeros(scales: np.ndarray, zeros: np.ndarray, rows: int, groups: int) -> None:
+    """Scales and zeros of a group-wise state: shape (rows, groups), finite, scales > 0 (a scale of 0
+    is the degenerate group's 2/maxq, never 0; a negative scale flips the group's weights)."""
+    for name, a in (("scales", scales), ("zeros", zeros)):
+        if np.shape(a) != (rows, groups):
+            raise ValueError(f"{name} must have shape {(rows, groups)}, got {np.shape(a)}")
+        if np.asarray(a).dtype != object:
+            validation.finite(np.asarray(a, dtype=np.float64), name)
+    if np.asarray(scales).dtype != object and np.asarray(scales, dtype=np.float64).min() <= 0:
+        raise ValueError("scales must be positive (a negative scale flips the group's weights)")
+
+
 def _finite_range(scale: np.ndarray, name: str) -> None:
     """A group whose range max - min exceeds the float32 maximum has no float32 scale: refused (the
     4-bit blockwise path handles such values; group-wise scales would be inf and the weights NaN)."""
@@ -76,10 +96,8 @@ def _finite_range(scale: np.ndarray, name: str) -> None:
 
 def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "gptq-asym") -> GroupQuant:
     """Round-to-nearest group-wise quantization (module doc; QA-LoRA Sec. 3.3, AutoGPTQ quantizer)."""
-    validation.one_of(bits, GROUPWISE_BITS, "bits")
-    validation.one_of(profile, GROUPWISE_PROFILES, "profile")
     W32, _ = validation.float_input(W, "W")
-    check_layout(W32.shape, group_size)
+    check_args(W32.shape, bits, group_size, profile)
     maxq = np.float32(2**bits - 1)
     w = group_view(W32, group_size)
     if profile == "minmax":
@@ -113,20 +131,14 @@ def quantize_groupwise(W, bits: int = 4, group_size: int = 32, profile: str = "g
 
 
 def check_state(gq: GroupQuant) -> None:
-    """A group-wise state a caller built or loaded: codes < 2^bits, finite scales > 0 (a scale of 0 is
-    the degenerate group's 2/maxq, never 0), finite zeros, shapes that fit the layout."""
+    """A group-wise state a caller built or loaded: codes < 2^bits, shapes that fit the layout, scales
+    and zeros as check_scales_zeros wants them."""
     validation.one_of(gq.bits, GROUPWISE_BITS, "bits")
     validation.one_of(gq.profile, GROUPWISE_PROFILES, "profile")
     codes = np.asarray(gq.codes)
     groups = check_layout(codes.shape, gq.group_size, "codes")
     validation.integer_array(codes, "codes", np.uint8, 0, 2**gq.bits - 1)
-    for name, a in (("scales", gq.scales), ("zeros", gq.zeros)):
-        if np.shape(a) != (codes.shape[0], groups):
-            raise ValueError(f"{name} must have shape {(codes.shape[0], groups)}, got {np.shape(a)}")
-        if np.asarray(a).dtype != object:
-            validation.finite(np.asarray(a, dtype=np.float64), name)
-    if np.asarray(gq.scales).dtype != object and np.asarray(gq.scales, dtype=np.float64).min() <= 0:
-        raise ValueError("scales must be positive (a negative scale flips the group's weights)")
+    check_scales_zeros(gq.scales, gq.zeros, codes.shape[0], groups)
 
 
 def as_fractions(a) -> np.ndarray:

@@ -30,7 +30,7 @@ def pack_nibbles(codes: np.ndarray, pad_code: int = 0) -> np.ndarray:
 def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
     """Inverse of `pack_nibbles`: the first n codes (the pad nibble of an odd n is dropped)."""
     packed = validation.uint8_array(packed, "packed").reshape(-1)
-    n = validation.positive_int(n, "n")
+    n = validation.count(n, "n")  # n = 0: no bytes, no codes (pack_nibbles of no codes)
     if packed.size != (n + 1) // 2:
         raise ValueError(f"packed must hold ceil(n/2) = {(n + 1) // 2} bytes for n = {n}, got {packed.size}")
     codes = np.empty(2 * packed.size, dtype=np.uint8)

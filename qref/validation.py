@@ -7,7 +7,7 @@ import numpy as np
 from .dtypes import FLOAT_FORMATS, BFloat16Array, format_of
 
 
-def float_input(x, name: str, formats=FLOAT_FORMATS) -> tuple[np.ndarray, str]:
+def float_input(x, name: str) -> tuple[np.ndarray, str]:
     """Return (x widened exactly to float32, its format) after checking dtype, size and finiteness."""
     if isinstance(x, BFloat16Array):
         x32 = x.to_float32()
@@ -22,8 +22,6 @@ def float_input(x, name: str, formats=FLOAT_FORMATS) -> tuple[np.ndarray, str]:
     else:
         raise TypeError(f"{name} must be a numpy array or qref.BFloat16Array, got {type(x).__name__}")
     fmt = format_of(x)
-    if fmt not in formats:
-        raise TypeError(f"{name} must be one of {formats}, got {fmt}")
     if x32.size == 0:
         raise ValueError(f"{name} is empty; quantization needs at least one element")
     finite(x32, name)
@@ -46,6 +44,15 @@ def positive_int(value, name: str) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+def count(value, name: str) -> int:
+    """A number of elements: an int >= 0 (0 is the empty array's count)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
     return int(value)
 
 
@@ -86,11 +93,6 @@ def dtype_is(dtype_name: str, want: str, name: str) -> None:
     """TypeError unless an array's dtype (by name: 'float32', 'torch.float32', ...) is `want`."""
     if str(dtype_name).rsplit(".", 1)[-1] != want:
         raise TypeError(f"{name} must have dtype {want}, got {dtype_name}")
-
-
-def length_is(size: int, want: int, name: str) -> None:
-    if int(size) != want:
-        raise ValueError(f"{name} must have shape ({want},), got {int(size)} values")
 
 
 def nibble_codes_max(max_code: int) -> None:
