@@ -18,7 +18,10 @@ def test_suite_covers_the_spec(tmp_path):
     r = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rep = subprocess.run(
-        [sys.executable, "-m", "coverage", "report", f"--data-file={env_file}"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "coverage", "report", f"--data-file={env_file}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     print(rep.stdout)
     assert rep.returncode == 0, f"branch coverage below the floor:\n{rep.stdout}{rep.stderr}"
