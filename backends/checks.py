@@ -1,6 +1,7 @@
 """The reference's refusals for a device backend's arrays: the same errors, in the same order, as the
-NumPy reference (qref.blockwise, docs/bad-input.md), decided from facts every array type gives (its
-dtype name, shape, an `all finite` and a `max` reduction). A backend provides three hooks:
+NumPy reference (qref.blockwise, docs/nan-inf.md), decided from facts every array type gives (its
+dtype name, shape, an `all finite` and a `max` reduction). A backend overrides three hooks of
+qref.backend.BackendBase (whose defaults are NumPy's):
 
     is_array(a) -> bool      the backend's array type
     all_finite(a) -> bool

@@ -78,8 +78,8 @@ class TorchBackend(BackendBase):
         return int(a.max())
 
     def _table(self, codebook: str):
+        cb = get_codebook(codebook)  # refuses an unknown name (any type) before the cache sees it
         if codebook not in self._tables:
-            cb = get_codebook(codebook)
             self._tables[codebook] = tuple(
                 torch.from_numpy(np.asarray(a).copy()).to(self.device)
                 for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))

@@ -64,7 +64,7 @@ def _err_codes_range(bk, ref, data, rng):
 
 
 def _err_dq_offset(bk, ref, data, rng):
-    a, off = np.abs(_floats(rng, 300)), data.draw(st.sampled_from((np.nan, np.inf, -np.inf)))
+    a, off = np.abs(_floats(rng, 300)), data.draw(st.sampled_from((np.nan, np.inf, -np.inf, "0.5", [0.5], 1j, True)))
     return lambda: ref.double_quantize(a, offset=off), lambda: bk.double_quantize(bk.from_numpy(a), offset=off)
 
 
@@ -111,6 +111,19 @@ def _err_rank(bk, ref, data, rng):
     r = data.draw(st.sampled_from((0, -1, min(R.shape) + 1, 100)))
     op = data.draw(st.sampled_from(("svd_factors", "loftq", "lqlora")))
     return lambda: getattr(ref, op)(R, r), lambda: getattr(bk, op)(bk.from_numpy(R), r)
+
+
+def _err_bad_matrix(bk, ref, data, rng):
+    R = rng.standard_normal((6, 8))
+    fault = data.draw(st.sampled_from(("nan", "inf", "float16", "int64", "list")))
+    if fault in ("nan", "inf"):
+        R[data.draw(st.integers(0, 5)), data.draw(st.integers(0, 7))] = np.nan if fault == "nan" else np.inf
+    elif fault != "list":
+        R = R.astype(fault)
+    op = data.draw(st.sampled_from(("svd_factors", "loftq", "lqlora")))
+    if fault == "list":
+        return lambda: getattr(ref, op)(R.tolist(), 1), lambda: getattr(bk, op)(R.tolist(), 1)
+    return lambda: getattr(ref, op)(R, 1), lambda: getattr(bk, op)(bk.from_numpy(R), 1)
 
 
 def _err_not_a_matrix(bk, ref, data, rng):
@@ -290,4 +303,5 @@ ERROR_CASES = {
     "rank outside [1, min(shape)]": _err_rank,
     "loftq num_iter < 1": _err_num_iter,
     "low rank: not a matrix": _err_not_a_matrix,
+    "low rank: non-finite or wrong dtype": _err_bad_matrix,
 }

@@ -191,6 +191,35 @@ class BackendBase:
         primitives are)."""
         return not any(getattr(getattr(type(self), op, None), "qref_missing", False) for op in ops)
 
+    # ---- hooks of the shared input checks (qref.backends.checks); a device backend overrides them ----
+    def is_array(self, a) -> bool:
+        return isinstance(a, np.ndarray)
+
+    def all_finite(self, a) -> bool:
+        return bool(np.isfinite(a).all())
+
+    def max_int(self, a) -> int:
+        return int(np.max(a))
+
+    def check_matrix_rank(self, M, rank, name: str) -> int:
+        """qref.lowrank.check_matrix and check_rank on any backend's array, in their order: an array of
+        this backend, 2-D, float64 or float32, not empty, finite (LAPACK's SVD may not return on an
+        Inf), rank an int in [1, min(M.shape)]."""
+        from .lowrank import check_rank
+
+        if not self.is_array(M):
+            raise TypeError(f"{name} must be an array of the {self.name} backend, got {type(M).__name__}")
+        shape = tuple(M.shape)
+        if len(shape) != 2:
+            raise ValueError(f"{name} must be 2-D, got shape {shape}")
+        if str(M.dtype).rsplit(".", 1)[-1] not in ("float64", "float32"):
+            raise TypeError(f"{name} must be float64 or float32, got {M.dtype}")
+        if 0 in shape:
+            raise ValueError(f"{name} is empty")
+        if not self.all_finite(M):
+            raise ValueError(f"{name} contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
+        return check_rank(rank, shape)
+
     # ---- bit-exact composites ----
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False) -> FourBit:
         """Blockwise absmax with NF4/FP4, nibbles packed high-first, pad = code of 0 (fourbit.md)."""
@@ -221,7 +250,7 @@ class BackendBase:
 
     def double_quantize(self, absmax, blocksize=DQ_BLOCKSIZE, offset=None):
         """(qabsmax, absmax2, offset): the centred absmax blockwise with the signed dynamic map."""
-        offset = self.mean_offset(absmax) if offset is None else np.float32(offset)
+        offset = self.mean_offset(absmax) if offset is None else np.float32(validation.real(offset, "offset"))
         validation.finite(np.asarray(offset), "offset")
         qabsmax, absmax2 = self.quantize_blockwise(self.add_f32(absmax, -offset), "dynamic", blocksize)
         return qabsmax, absmax2, offset
@@ -274,7 +303,7 @@ class BackendBase:
 
     def svd_factors(self, R, rank):
         """L = U_r sqrt(S_r), Rt = sqrt(S_r) V_r^T (Eckart-Young; lowrank.md)."""
-        rank = _matrix_rank(R, rank, "R")
+        rank = self.check_matrix_rank(R, rank, "R")
         U, S, Vt = self.svd(R)
         root = self.sqrt(S[:rank])
         return U[:, :rank] * root[None, :], root[:, None] * Vt[:rank]
@@ -285,7 +314,7 @@ class BackendBase:
         Q = qr(R qr(R^T Q)), then the exact SVD of the small Q^T R. Returns (L, Rt, basis): the split of
         svd_factors and the right basis (n x (r + oversample)) to warm-start the next call. Not exact:
         checked by the Eckart-Young gap (docs/exactness.md)."""
-        rank = _matrix_rank(R, rank, "R")
+        rank = self.check_matrix_rank(R, rank, "R")
         k = min(rank + oversample, min(R.shape))
         omega = start if start is not None else self.randn((R.shape[1], k), seed)
         Q = self.qr(R @ omega)
@@ -316,7 +345,7 @@ class BackendBase:
     def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact") -> dict:
         """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t); svd="randomized"
         uses warm-started subspace iterations instead of full SVDs."""
-        rank = _matrix_rank(W, rank, "W")
+        rank = self.check_matrix_rank(W, rank, "W")
         num_iter = validation.positive_int(num_iter, "num_iter")
         W = self.astype(W, "float64")
         res, state = W, {}  # type: tuple[Any, dict]
@@ -331,7 +360,7 @@ class BackendBase:
         """LQ-LoRA Algorithm 1 from Q_0 = 0, best iterate kept (lqlora.md); fisher: rank-one weights. The
         quantizer double-quantizes the absmax (block dq_blocksize; None keeps float32), as
         qref.lqlora.decompose's default LQConfig does: one spec, one answer."""
-        rank = _matrix_rank(W, rank, "W")
+        rank = self.check_matrix_rank(W, rank, "W")
         max_iter = validation.positive_int(max_iter, "max_iter")
         state: dict = {}
         W = self.astype(W, "float64")
@@ -360,7 +389,7 @@ class BackendBase:
 
     def quailora(self, W, Q, rank, C, max_iter=100, tol=1e-12, svd="exact") -> dict:
         """QuAILoRA: uncalibrated SVD start, then alternating exact solves of J (quailora.md)."""
-        rank = _matrix_rank(W, rank, "W")
+        rank = self.check_matrix_rank(W, rank, "W")
         max_iter = validation.positive_int(max_iter, "max_iter")
         if tuple(Q.shape) != tuple(W.shape):
             raise ValueError(f"Q must have W's shape {tuple(W.shape)}, got {tuple(Q.shape)}")
@@ -386,17 +415,6 @@ class BackendBase:
         from .lqlora import allocate
 
         return allocate(costs, bits, sizes, budget)
-
-
-def _matrix_rank(M, rank, name: str) -> int:
-    """The reference's checks of a low-rank op's arguments, on any backend's array: M 2-D and not empty,
-    rank an int in [1, min(M.shape)] (qref.lowrank.check_rank)."""
-    from .lowrank import check_rank
-
-    shape = tuple(M.shape)
-    if len(shape) != 2 or 0 in shape:
-        raise ValueError(f"{name} must be a non-empty 2-D matrix, got shape {shape}")
-    return check_rank(rank, shape)
 
 
 @cache

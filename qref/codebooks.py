@@ -165,9 +165,13 @@ _BUILDERS = {
 CODEBOOK_NAMES = tuple(_BUILDERS)
 
 
-@cache
 def get_codebook(name: str) -> Codebook:
-    """The named codebook (see `CODEBOOK_NAMES`)."""
-    if name not in _BUILDERS:
+    """The named codebook (see `CODEBOOK_NAMES`); anything else, a non-string included, is a ValueError."""
+    if not isinstance(name, str) or name not in _BUILDERS:
         raise ValueError(f"unknown codebook {name!r}; known: {', '.join(CODEBOOK_NAMES)}")
+    return _build(name)
+
+
+@cache
+def _build(name: str) -> Codebook:
     return Codebook(name, _BUILDERS[name]())

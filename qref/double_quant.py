@@ -46,8 +46,8 @@ def double_quantize(
     if absmax.size == 0:
         raise ValueError("absmax is empty")
     codebook = codebook or get_codebook("dynamic")
-    offset = mean_offset(absmax) if offset is None else np.float32(offset)
-    validation.finite(np.asarray(offset), "offset")
+    offset = mean_offset(absmax) if offset is None else np.float32(validation.real(offset, "offset"))
+    validation.finite(np.asarray(offset), "offset")  # a float64 offset beyond the float32 range
     qabsmax, absmax2 = quantize_blockwise(absmax - offset, codebook, blocksize)
     return DoubleQuant(qabsmax, absmax2, offset, blocksize, codebook)
 

@@ -58,7 +58,7 @@ def dequantize_4bit(packed: np.ndarray, state: QuantState, out_dtype: str | None
         raise TypeError(f"state must be a qref QuantState, got {type(state).__name__}")
     validation.one_of(state.blocksize, BLOCKSIZES_4BIT, "state.blocksize")
     validation.one_of(state.quant_type, QUANT_TYPES_4BIT, "state.quant_type")
-    out_dtype = validation.one_of(out_dtype or state.dtype, FLOAT_FORMATS, "out_dtype")
+    out_dtype = validation.one_of(state.dtype if out_dtype is None else out_dtype, FLOAT_FORMATS, "out_dtype")
     raw = from_storage(packed)
     n = int(np.prod(state.shape, dtype=np.int64))
     if n == 0 or raw.size != (n + 1) // 2:

@@ -139,8 +139,7 @@ def allocate(costs: np.ndarray, bits: np.ndarray, sizes: np.ndarray, budget: flo
         raise ValueError(f"sizes must be positive parameter counts, got {sizes.min()}")
     if bits.size and bits.min() <= 0:
         raise ValueError(f"bits must be positive bits per parameter, got {bits.min()}")
-    if isinstance(budget, bool) or not np.isfinite(float(budget)):
-        raise ValueError(f"budget must be a finite number of bits per parameter, got {budget!r}")
+    budget = validation.real(budget, "budget")
     cheapest = float((sizes * bits.min(axis=1)).sum() / sizes.sum())
     if budget < cheapest:
         raise ValueError(

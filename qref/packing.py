@@ -14,6 +14,7 @@ from . import validation
 
 #: Storage dtypes bitsandbytes accepts for packed 4-bit data (quant_storage).
 STORAGE_DTYPES = ("uint8", "int8", "float16", "bfloat16", "float32", "int32", "int64", "float64")
+_STORAGE_VIEWS = ("uint8", "int8", "float16", "uint16", "float32", "int32", "int64", "float64")  # bfloat16 as uint16
 
 
 def pack_nibbles(codes: np.ndarray, pad_code: int = 0) -> np.ndarray:
@@ -51,6 +52,8 @@ def as_storage(packed: np.ndarray, storage: str) -> np.ndarray:
 
 def from_storage(stored: np.ndarray) -> np.ndarray:
     """The packed bytes behind any storage view, as flat uint8."""
-    if not isinstance(stored, np.ndarray):
+    if not isinstance(stored, np.ndarray) or stored.ndim == 0:
         raise TypeError(f"packed data must be a numpy array, got {type(stored).__name__}")
+    if stored.dtype.name not in _STORAGE_VIEWS:
+        raise TypeError(f"packed data must be a storage view ({', '.join(STORAGE_DTYPES)}), got {stored.dtype}")
     return np.ascontiguousarray(stored).reshape(-1).view(np.uint8)

@@ -77,18 +77,29 @@ def check_adapter(gq: GroupQuant, A: np.ndarray, B: np.ndarray) -> int:
 
 def adapter_scale(alpha, r: int):
     """s = alpha / r (LoRA's scaling)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, Fraction, np.integer, np.floating)):
-        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}")
-    if not np.isfinite(float(alpha)):
-        raise ValueError(f"alpha must be finite, got {alpha}")
+    if not isinstance(alpha, Fraction):
+        validation.real(alpha, "alpha")
     return Fraction(alpha) / r if isinstance(alpha, (int, Fraction)) else float(alpha) / r
+
+
+def _check_x(x, d_in: int) -> np.ndarray:
+    """Activations (..., D_in): a float16/32/64 array (or Fractions, object dtype), finite, not empty."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x must be a numpy array, got {type(x).__name__}")
+    if x.dtype != object and x.dtype.name not in ("float16", "float32", "float64"):
+        raise TypeError(f"x must be float16, float32 or float64 (or Fractions), got {x.dtype}")
+    if x.ndim == 0 or x.size == 0 or x.shape[-1] != d_in:
+        raise ValueError(f"x must have shape (..., {d_in}) and at least one row, got {x.shape}")
+    if x.dtype != object:
+        validation.finite(x, "x")
+    return x
 
 
 def forward(x, gq: GroupQuant, A, B, alpha, pooling: str = "average") -> np.ndarray:
     """y = x W~^T + s (pool(x) A^T) B^T (QA-LoRA Algorithm 1), unmerged."""
     r = check_adapter(gq, A, B)
     s = adapter_scale(alpha, r)
-    x = np.asarray(x)
+    x = _check_x(x, gq.shape[1])
     numeric = _numeric(x, A, B, gq.scales, gq.zeros)
     if numeric:
         x, A, B, s = x.astype(np.float64), np.asarray(A, np.float64), np.asarray(B, np.float64), float(s)

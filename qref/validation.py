@@ -56,6 +56,15 @@ def count(value, name: str) -> int:
     return int(value)
 
 
+def real(value, name: str) -> float:
+    """A finite real scalar (alpha, an offset, a budget): a Python or NumPy int or float, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
 def one_of(value, allowed, name: str):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
