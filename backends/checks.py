@@ -1,11 +1,10 @@
 """The reference's refusals for a device backend's arrays: the same errors, in the same order, as the
 NumPy reference (qref.blockwise, docs/nan-inf.md), decided from facts every array type gives (its
-dtype name, shape, an `all finite` and a `max` reduction). A backend overrides three hooks of
-qref.backend.BackendBase (whose defaults are NumPy's):
+dtype name, shape, an `all finite` and a `max` reduction). They call hooks of qref.backend.BackendBase
+(defaults for NumPy arrays; `max_int` works for any array with `.max()`); a backend overrides:
 
     is_array(a) -> bool      the backend's array type
     all_finite(a) -> bool
-    max_int(a) -> int
 """
 
 from __future__ import annotations
@@ -16,14 +15,9 @@ from qref import validation
 from qref.dtypes import FLOAT_FORMATS
 
 
-def _array(bk, a, name: str) -> None:
-    if not bk.is_array(a):
-        raise TypeError(f"{name} must be an array of the {bk.name} backend, got {type(a).__name__}")
-
-
 def check_pack_nibbles(bk, codes, pad_code) -> int:
     """qref.packing.pack_nibbles' refusals; returns the pad code."""
-    _array(bk, codes, "codes")
+    bk.require_array(codes, "codes")
     validation.dtype_is(str(codes.dtype), "uint8", "codes")
     if int(np.prod(tuple(codes.shape), dtype=np.int64)):
         validation.nibble_codes_max(bk.max_int(codes))
@@ -32,7 +26,7 @@ def check_pack_nibbles(bk, codes, pad_code) -> int:
 
 def check_unpack_nibbles(bk, packed, n) -> int:
     """qref.packing.unpack_nibbles' refusals; returns n."""
-    _array(bk, packed, "packed")
+    bk.require_array(packed, "packed")
     validation.dtype_is(str(packed.dtype), "uint8", "packed")
     n = validation.count(n, "n")
     size = int(np.prod(tuple(packed.shape), dtype=np.int64))
@@ -45,8 +39,8 @@ def check_dequantize_blockwise(bk, codes, absmax, codebook_size: int, blocksize,
     """qref.blockwise.dequantize_blockwise's refusals, in its order; returns the number of codes."""
     blocksize = validation.positive_int(blocksize, "blocksize")
     validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
-    _array(bk, codes, "codes")
-    _array(bk, absmax, "absmax")
+    bk.require_array(codes, "codes")
+    bk.require_array(absmax, "absmax")
     validation.dtype_is(str(codes.dtype), "uint8", "codes")
     n = int(np.prod(tuple(codes.shape), dtype=np.int64))
     if n == 0:

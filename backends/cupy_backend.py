@@ -77,9 +77,6 @@ class CupyBackend(BackendBase):
     def all_finite(self, a) -> bool:
         return bool(self.cp.isfinite(a).all())
 
-    def max_int(self, a) -> int:
-        return int(a.max())
-
     def _flat_input(self, x, name="x"):
         """(C-contiguous array for the kernels, which read its address and size, format, shape) after the
         reference's checks; copies only an input that is not C-contiguous."""

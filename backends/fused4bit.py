@@ -24,8 +24,8 @@ class _Tables:
         self.cp, self.device_id, self.cache = cp, device_id, {}
 
     def __call__(self, name):
-        cb = get_codebook(name)  # refuses an unknown name (any type) before the cache sees it
-        if name not in self.cache:
+        if not isinstance(name, str) or name not in self.cache:  # a list would fail the cache's hashing
+            cb = get_codebook(name)  # refuses an unknown name
             lut, log = cuda_lut.build(cb.midpoints, cb.order), None
             if lut is None:
                 log = cuda_lut.build_log(cb.midpoints, cb.order)

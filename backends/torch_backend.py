@@ -74,12 +74,9 @@ class TorchBackend(BackendBase):
     def all_finite(self, a) -> bool:
         return bool(torch.isfinite(a).all())
 
-    def max_int(self, a) -> int:
-        return int(a.max())
-
     def _table(self, codebook: str):
-        cb = get_codebook(codebook)  # refuses an unknown name (any type) before the cache sees it
-        if codebook not in self._tables:
+        if not isinstance(codebook, str) or codebook not in self._tables:  # a list would fail the hashing
+            cb = get_codebook(codebook)  # refuses an unknown name
             self._tables[codebook] = tuple(
                 torch.from_numpy(np.asarray(a).copy()).to(self.device)
                 for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))

@@ -199,7 +199,12 @@ class BackendBase:
         return bool(np.isfinite(a).all())
 
     def max_int(self, a) -> int:
-        return int(np.max(a))
+        return int(a.max())  # numpy, torch and CuPy arrays alike
+
+    def require_array(self, a, name: str) -> None:
+        """TypeError unless `a` is this backend's array type."""
+        if not self.is_array(a):
+            raise TypeError(f"{name} must be an array of the {self.name} backend, got {type(a).__name__}")
 
     def check_matrix_rank(self, M, rank, name: str) -> int:
         """qref.lowrank.check_matrix and check_rank on any backend's array, in their order: an array of
@@ -207,8 +212,7 @@ class BackendBase:
         Inf), rank an int in [1, min(M.shape)]."""
         from .lowrank import check_rank
 
-        if not self.is_array(M):
-            raise TypeError(f"{name} must be an array of the {self.name} backend, got {type(M).__name__}")
+        self.require_array(M, name)
         shape = tuple(M.shape)
         if len(shape) != 2:
             raise ValueError(f"{name} must be 2-D, got shape {shape}")

@@ -88,27 +88,25 @@ FLOAT32_VECTOR = [  # absmax: float32, 1-D, the right length, finite
     ("list", lambda v: v.tolist(), TypeError),
     ("None", lambda v: None, TypeError),
 ]
-POSITIVE_INT = [  # block and group sizes, iteration counts
-    ("0", lambda v: 0, ValueError),
-    ("-1", lambda v: -1, ValueError),
-    ("-v", lambda v: -v, ValueError),
+NOT_AN_INT = [  # values of the wrong type for any integer argument
     ("2.5", lambda v: 2.5, TypeError),
     ("float of v", lambda v: float(v), TypeError),
     ("True", lambda v: True, TypeError),
     ("str", lambda v: str(v), TypeError),
     ("None", lambda v: None, TypeError),
     ("list", lambda v: [v], TypeError),
+]
+POSITIVE_INT = [  # block and group sizes, iteration counts
+    ("0", lambda v: 0, ValueError),
+    ("-1", lambda v: -1, ValueError),
+    ("-v", lambda v: -v, ValueError),
+    *NOT_AN_INT,
     ("complex", lambda v: complex(v), TypeError),
 ]
 COUNT = [  # a number of elements, 0 allowed
     ("-1", lambda v: -1, ValueError),
     ("-v", lambda v: -v - 1, ValueError),
-    ("2.5", lambda v: 2.5, TypeError),
-    ("float of v", lambda v: float(v), TypeError),
-    ("True", lambda v: True, TypeError),
-    ("str", lambda v: str(v), TypeError),
-    ("None", lambda v: None, TypeError),
-    ("list", lambda v: [v], TypeError),
+    *NOT_AN_INT,
     ("numpy float", lambda v: np.float64(v), TypeError),
     ("complex", lambda v: complex(v), TypeError),
 ]
@@ -129,12 +127,7 @@ RANK = [  # a rank: an int in [1, min(shape)]
     ("-1", lambda v: -1, ValueError),
     ("beyond min(shape)", lambda v: 10_000, ValueError),
     ("min(shape) + 1", lambda v: 9, ValueError),
-    ("2.5", lambda v: 2.5, TypeError),
-    ("float of v", lambda v: float(v), TypeError),
-    ("True", lambda v: True, TypeError),
-    ("str", lambda v: str(v), TypeError),
-    ("None", lambda v: None, TypeError),
-    ("list", lambda v: [v], TypeError),
+    *NOT_AN_INT,
 ]
 FLAG = [  # a bool
     ("int 1", lambda v: 1, TypeError),
