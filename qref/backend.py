@@ -124,7 +124,14 @@ class Backend(Protocol):
         self, R: Array, rank: int, start: Array | None = None, oversample: int = 8, power: int = 2, seed: int = 0
     ) -> tuple[Array, Array, Array]: ...
     def loftq(
-        self, W: Array, rank: int, num_iter: int = 1, bits: int = 4, blocksize: int = 64, svd: str = "exact"
+        self,
+        W: Array,
+        rank: int,
+        num_iter: int = 1,
+        bits: int = 4,
+        blocksize: int = 64,
+        svd: str = "exact",
+        dq_blocksize: int | None = None,
     ) -> dict: ...
     def lqlora(
         self,
@@ -346,16 +353,17 @@ class BackendBase:
             absmax = self.double_dequantize(*self.double_quantize(absmax, dq_blocksize), dq_blocksize)
         return self.astype(self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize), "float64")
 
-    def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact") -> dict:
+    def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact", dq_blocksize=None) -> dict:
         """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t); svd="randomized"
-        uses warm-started subspace iterations instead of full SVDs."""
+        uses warm-started subspace iterations instead of full SVDs; dq_blocksize double-quantizes the
+        absmax inside the quantizer (None: float32 absmax, the paper's setting)."""
         rank = self.check_matrix_rank(W, rank, "W")
         num_iter = validation.positive_int(num_iter, "num_iter")
         W = self.astype(W, "float64")
         res, state = W, {}  # type: tuple[Any, dict]
         for _ in range(num_iter):
             source = res
-            Q = self.nf_quantize(res, bits, blocksize)
+            Q = self.nf_quantize(res, bits, blocksize, dq_blocksize)
             B, A = self._factors(W - Q, rank, svd, state)
             res = W - B @ A
         return {"Q": Q, "lora_A": A, "lora_B": B, "quantized_from": source, "error": self.norm(res - Q)}

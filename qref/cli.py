@@ -114,17 +114,28 @@ def parser() -> argparse.ArgumentParser:
     )
 
     init = sub.add_parser(
-        "init", help="initialise every 2-D weight of a safetensors checkpoint", epilog=EXIT_CODES, formatter_class=fmt
+        "init",
+        help="a 4-bit base and a LoRA adapter from a model, for transformers and PEFT",
+        epilog=EXIT_CODES,
+        formatter_class=fmt,
     )
-    init.add_argument("src")
-    init.add_argument("dst")
+    init.add_argument("model", metavar="MODEL", help="a transformers model folder or a .safetensors file")
+    init.add_argument("out", metavar="OUT", help="the folder to write: OUT/base, OUT/adapter, OUT/qref_init.json")
     init.add_argument("--method", default="loftq", choices=("qlora", "loftq", "lqlora", "quailora"))
-    init.add_argument("--rank", type=int, default=16)
-    init.add_argument("--bits", type=int, default=4, choices=(2, 3, 4, 8))
+    init.add_argument("--rank", type=int, default=16, help="LoRA rank r (default 16)")
+    init.add_argument("--alpha", type=float, default=None, help="lora_alpha (default: the rank, scaling 1)")
+    init.add_argument("--quant-type", default="nf4", choices=("nf4", "fp4"))
     init.add_argument("--blocksize", type=int, default=64)
-    init.add_argument("--dq-blocksize", type=int, default=None)
-    init.add_argument("--iters", type=int, default=5)
-    init.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    init.add_argument("--double-quant", action="store_true", help="8-bit absmax, bitsandbytes' layout")
+    init.add_argument("--iters", type=int, default=5, help="LoftQ/LQ-LoRA alternations (default 5)")
+    init.add_argument("--svd", default="randomized", choices=("randomized", "exact"))
+    init.add_argument("--backend", default="auto", help="NAME[:DEVICE] (default: torch:cuda, torch:cpu, numpy)")
+    init.add_argument("--seed", type=int, default=0, help="seed of the qlora method's A")
+    init.add_argument("--target-modules", default=None, help="comma-separated PEFT names, e.g. q_proj,v_proj")
+    init.add_argument("--target-regex", default=None, help="a regex matching whole module names")
+    init.add_argument("--on-bad-tensor", default="stop", choices=("stop", "skip"))
+    init.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    init.add_argument("--quiet", action="store_true", help="no progress line on stderr")
     return p
 
 
@@ -144,9 +155,11 @@ def main(argv=None) -> int:
             return 2
         return experiment_main(rest[1:])
     args = parser().parse_args(argv)  # argparse itself exits 2 with a usage line on a bad argument
+    from .registry import BackendUnavailable
+
     try:
         return _run(args)
-    except (UsageError, ValueError, TypeError, OSError, KeyError) as e:
+    except (UsageError, ValueError, TypeError, OSError, KeyError, BackendUnavailable) as e:
         if args.debug:
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -185,17 +198,31 @@ def _run(args) -> int:
 
         return validate_main(args.libraries or None, args.quick, args.json_path, args.devices, overwrite=args.overwrite)
     if args.command == "init":
-        from .files import prepare_output
-        from .init_driver import initialise_checkpoint, summary
+        from .init_driver import InitConfig, initialise_model, summary
 
-        prepare_output(args.dst, args.overwrite, "DST", protect=(args.src,))
-        reports = initialise_checkpoint(
-            args.src, args.dst, args.method, args.rank, args.bits, args.blocksize, args.dq_blocksize, args.iters
+        modules = None
+        if args.target_modules is not None:
+            modules = tuple(m.strip() for m in args.target_modules.split(",") if m.strip())
+            if not modules:
+                raise UsageError("--target-modules: give at least one module name")
+        cfg = InitConfig(
+            method=args.method,
+            rank=args.rank,
+            alpha=args.alpha,
+            quant_type=args.quant_type,
+            blocksize=args.blocksize,
+            double_quant=args.double_quant,
+            iters=args.iters,
+            svd=args.svd,
+            backend=args.backend,
+            seed=args.seed,
+            on_bad_tensor=args.on_bad_tensor,
+            target_modules=modules,
+            target_regex=args.target_regex,
         )
+        reports = initialise_model(args.model, args.out, cfg, args.overwrite, None if args.quiet else sys.stderr)
         print(summary(reports))
-        if not any(r.status == "initialised" for r in reports):
-            print("qref init: nothing was initialised (see the status column); no output written", file=sys.stderr)
-            return 1
+        print(f"wrote {args.out}/base (transformers) and {args.out}/adapter (PEFT)")
         return 0
     if args.command == "conform":
         import pytest

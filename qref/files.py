@@ -28,6 +28,8 @@ def prepare_output(
             raise OutputError(f"{what} {target} is the input {src}; choose another output")
         if src is not None and Path(src).is_dir() and _inside(target, Path(src)):
             raise OutputError(f"{what} {target} lies inside the input folder {src}; choose another output")
+        if src is not None and _inside(Path(src), target):
+            raise OutputError(f"{what} {target} holds the input {src}; choose another output")
     if target.exists() or target.is_symlink():
         if directory and not target.is_dir():
             raise OutputError(f"{what} {target} exists and is not a folder")

@@ -1,151 +1,295 @@
-"""Model-wide driver: initialise every 2-D weight of a safetensors checkpoint (docs/initialisers.md).
+"""`qref init MODEL OUT`: a quantized base and a LoRA adapter that transformers and PEFT load
+(docs/init.md).
 
-Reads the checkpoint memory-mapped with the `safetensors` package (never pickle), runs one
-initialiser per 2-D float tensor, and writes to a safetensors file, per weight NAME:
-  NAME.codes     uint8: NF-k codes (4-bit: two per byte, first element high; else one per byte)
-  NAME.absmax    float32 per block  (or NAME.qabsmax uint8, NAME.absmax2 float32, NAME.offset float32
-                 when the absmax is double-quantized)
-  NAME.lora_A    float32 (r, in),  NAME.lora_B  float32 (out, r)
-Other tensors are skipped and reported. Returns one report row per tensor.
+For every linear of MODEL (a transformers folder, single-file or sharded, or one safetensors file;
+float32, float16 or bfloat16) the driver quantizes the weight to 4 bits and, for the target modules,
+computes the adapter of the chosen method so that W ~ Q + (alpha / r) B A:
+
+    qlora     Q = quant(W); A as PEFT initialises it (Kaiming-uniform, bound 1/sqrt(in)), B = 0
+    loftq     LoftQ Algorithm 1, `iters` alternations (the quantizer is the stored 4-bit format)
+    lqlora    LQ-LoRA Algorithm 1, at most `iters` alternations, best iterate kept
+    quailora  QuAILoRA's uncalibrated start, the SVD of W - Q (a checkpoint carries no activations)
+
+OUT/base is the 4-bit model (transformers' bitsandbytes layout, every other tensor copied in its own
+dtype), OUT/adapter the PEFT adapter, OUT/qref_init.json what was done to each tensor. Tensors are
+read memory-mapped one at a time; OUT appears whole at the end or not at all.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import sys
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
-from . import loftq, lqlora, quailora
-from .blockwise import quantize_blockwise
-from .codebooks import get_codebook
-from .double_quant import double_quantize
-from .packing import pack_nibbles
+from . import __version__, hf_layout, validation
+from .fourbit import BLOCKSIZES_4BIT, dequantize_4bit, quantize_4bit
+from .safetensors_io import SafetensorsWriter
 
 METHODS = ("qlora", "loftq", "lqlora", "quailora")
+#: The block of the second-level (8-bit) absmax in bitsandbytes' layout.
+DQ_BLOCKSIZE = 256
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    method: str = "loftq"
+    rank: int = 16
+    alpha: float | None = None  # lora_alpha; default: the rank (scaling 1)
+    quant_type: str = "nf4"
+    blocksize: int = 64
+    double_quant: bool = False
+    iters: int = 5
+    svd: str = "randomized"  # "exact": full SVDs (the reference's), "randomized": warm-started subspace iteration
+    backend: str = "auto"  # a registered backend, or the fastest available one
+    seed: int = 0
+    on_bad_tensor: str = "stop"  # "skip": keep a non-finite weight unquantized and say so
+    target_modules: tuple[str, ...] | None = None
+    target_regex: str | None = None
+
+    def __post_init__(self):
+        validation.one_of(self.method, METHODS, "--method")
+        validation.positive_int(self.rank, "--rank")
+        validation.one_of(self.quant_type, ("nf4", "fp4"), "--quant-type")
+        if self.quant_type == "fp4" and self.method != "qlora":
+            raise ValueError(f"--quant-type fp4: {self.method} is defined on the NF4 quantizer; use nf4 or qlora")
+        validation.one_of(self.blocksize, BLOCKSIZES_4BIT, "--blocksize")
+        validation.positive_int(self.iters, "--iters")
+        validation.one_of(self.svd, ("exact", "randomized"), "--svd")
+        validation.one_of(self.on_bad_tensor, ("stop", "skip"), "--on-bad-tensor")
+        if self.alpha is not None:
+            a = validation.real(self.alpha, "--alpha")
+            if not a > 0:
+                raise ValueError(f"--alpha must be > 0, got {self.alpha}")
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
 
 
 @dataclass(frozen=True)
 class LayerReport:
     name: str
     shape: tuple
-    status: str  # "initialised" or the reason it was skipped
+    status: str  # "adapted", "quantized", "copied" or "skipped: <reason>"
     error_before: float = float("nan")  # ||W - Q||_F / ||W||_F
-    error_after: float = float("nan")  # ||W - Q - B A||_F / ||W||_F
+    error_after: float = float("nan")  # ||W - Q - (alpha/r) B A||_F / ||W||_F
 
 
-def _stored_state(name, quantized_from, bits, blocksize, dq_blocksize) -> dict[str, np.ndarray]:
-    codes, absmax = quantize_blockwise(quantized_from.astype(np.float32), get_codebook(f"nf{bits}"), blocksize)
-    flat = codes.reshape(-1)
-    out = {f"{name}.codes": pack_nibbles(flat, pad_code=7) if bits == 4 else flat}
-    if dq_blocksize is None:
-        out[f"{name}.absmax"] = absmax
-    else:
-        dq = double_quantize(absmax, dq_blocksize)
-        out.update(
-            {
-                f"{name}.qabsmax": dq.qabsmax,
-                f"{name}.absmax2": dq.absmax2,
-                f"{name}.offset": np.array([dq.offset], np.float32),
-            }
-        )
-    return out
+def pick_backend(spec: str):
+    """(spec, backend) to compute with: `spec`, or for "auto" torch:cuda, else torch:cpu, else numpy."""
+    from .registry import BackendUnavailable, get_backend
+
+    if spec != "auto":
+        return spec, get_backend(spec)
+    for candidate in ("torch:cuda", "torch:cpu"):
+        try:
+            return candidate, get_backend(candidate)
+        except (BackendUnavailable, ValueError):
+            continue
+    return "numpy", get_backend("numpy")
 
 
-def initialise_layer(
-    W: np.ndarray,
-    method: str,
-    rank: int,
-    bits: int = 4,
-    blocksize: int = 64,
-    dq_blocksize: int | None = None,
-    num_iter: int = 5,
-    X: np.ndarray | None = None,
-):
-    """(quantized_from, Q, A, B) for one weight."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    quant = lqlora.LQConfig(bits, blocksize, dq_blocksize).quantize
-    if method == "loftq":
-        r = loftq.loftq(W, rank, num_iter, quantizer=quant)
-        return r.quantized_from, r.Q, r.lora_A, r.lora_B
-    if method == "lqlora":
-        r = lqlora.decompose(W, rank, lqlora.LQConfig(bits, blocksize, dq_blocksize), max_iter=num_iter)
-        return r.quantized_from, r.Q, r.L2, r.L1
-    Q = quant(W)
-    if method == "qlora":
-        return W, Q, np.zeros((rank, W.shape[1])), np.zeros((W.shape[0], rank))
-    if X is None:
-        A, B = quailora.uncalibrated(W, Q, rank)
-    else:
-        res = quailora.calibrated(W, Q, rank, quailora.second_moment(X), damping=0.01, max_iter=num_iter)
-        A, B = res.lora_A, res.lora_B
-    return W, Q, A, B
+def initialise_layer(W32: np.ndarray, cfg: InitConfig, backend, index: int = 0):
+    """(quantized_from float32, A (r, in), B (out, r)) with W ~ dequant(quant(quantized_from)) + B A."""
+    dq = DQ_BLOCKSIZE if cfg.double_quant else None
+    r = cfg.rank
+    if cfg.method == "qlora":
+        bound = 1.0 / math.sqrt(W32.shape[1])  # PEFT: kaiming_uniform_(a=sqrt(5)) on lora_A
+        A = np.random.default_rng([cfg.seed, index]).uniform(-bound, bound, (r, W32.shape[1]))
+        return W32, A, np.zeros((W32.shape[0], r))
+    W = backend.from_numpy(W32)
+    if cfg.method == "loftq":
+        res = backend.loftq(W, r, cfg.iters, 4, cfg.blocksize, svd=cfg.svd, dq_blocksize=dq)
+        source, A, B = res["quantized_from"], res["lora_A"], res["lora_B"]
+    elif cfg.method == "lqlora":
+        res = backend.lqlora(W, r, 4, cfg.blocksize, max_iter=cfg.iters, svd=cfg.svd, dq_blocksize=dq)
+        source, A, B = res["quantized_from"], res["L2"], res["L1"]
+    else:  # quailora, uncalibrated
+        Q = backend.nf_quantize(W, 4, cfg.blocksize, dq)
+        R = backend.astype(W, "float64") - Q
+        if cfg.svd == "exact":
+            B, A = backend.svd_factors(R, r)
+        else:
+            B, A, _ = backend.svd_factors_randomized(R, r)
+        source = W
+    to = backend.to_numpy
+    return np.asarray(to(source), dtype=np.float32), np.asarray(to(A)), np.asarray(to(B))
 
 
-def initialise_checkpoint(
-    src: str,
-    dst: str,
-    method: str = "loftq",
-    rank: int = 16,
-    bits: int = 4,
-    blocksize: int = 64,
-    dq_blocksize: int | None = None,
-    num_iter: int = 5,
-    progress=sys.stderr,
-) -> list[LayerReport]:
-    from safetensors import safe_open
-    from safetensors.numpy import save
+class Progress:
+    """One stderr line per tensor: position, elements done, elapsed time and an ETA by elements."""
 
-    from .files import atomic_write_bytes
+    def __init__(self, total_elements: int, stream=sys.stderr):
+        self.total, self.done, self.start, self.stream = max(total_elements, 1), 0, time.monotonic(), stream
 
-    out, reports = {}, []
+    def step(self, i: int, n: int, name: str, elements: int) -> None:
+        if self.stream is None:
+            return
+        self.done += elements
+        spent = time.monotonic() - self.start
+        eta = spent / self.done * (self.total - self.done) if self.done else float("nan")
+        pct = 100 * self.done / self.total
+        self.stream.write(f"\r[{i}/{n}] {pct:5.1f}% {spent:7.1f}s ETA {eta:7.1f}s  {name[:56]:<56}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.write("\n")
+
+
+def initialise_model(model, out, cfg: InitConfig, overwrite: bool = False, progress=sys.stderr):
+    """Write OUT/base, OUT/adapter and OUT/qref_init.json; returns the per-tensor reports.
+
+    Refuses before any work: an existing OUT (unless `overwrite`), OUT equal to or inside MODEL, or
+    MODEL inside OUT, an unwritable place, a checkpoint that cannot be read, a selection of targets
+    that matches nothing."""
+    from .files import prepare_output
+
+    ckpt = hf_layout.Checkpoint(model)
+    linears = [hf_layout.module_of(n) for n in ckpt.names() if hf_layout.is_linear(ckpt.info(n))]
+    if not linears:
+        raise ValueError(f"MODEL {model}: no linear weights (2-D float *.weight other than embeddings/head)")
+    targets = set(hf_layout.select_targets(linears, cfg.target_modules, cfg.target_regex))
+    spec, backend = pick_backend(cfg.backend) if cfg.method != "qlora" else (None, None)
+    existed = Path(out).exists()
+    target = prepare_output(out, overwrite, "OUT", directory=True, protect=(model,))
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.qref-"))
     try:
-        handle = safe_open(src, framework="numpy")
-    except FileNotFoundError:
+        reports = _write(ckpt, work, cfg, linears, targets, backend, progress)
+        if not any(r.status == "adapted" for r in reports):
+            raise ValueError("no target module was adapted (see the status column); nothing written")
+        _meta(work, ckpt, cfg, reports, spec, linears)
+        _publish(work, target)
+    except BaseException:
+        if not existed and target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # the empty folder the writability check made
         raise
-    except Exception as e:  # safetensors' own error types: a pickle, a truncated or foreign file
-        raise ValueError(f"SRC {src} is not a readable safetensors file ({e})") from e
-    with handle as f:
-        names = list(f.keys())
-        for i, name in enumerate(names, 1):
-            if progress:
-                progress.write(f"\r[{i}/{len(names)}] {name[:60]:<60}")
-            try:
-                t = f.get_tensor(name)
-            except (TypeError, ValueError) as exc:  # e.g. bfloat16, which NumPy cannot hold
-                reports.append(LayerReport(name, (), f"skipped: unreadable as numpy ({exc})"))
-                continue
-            if t.ndim != 2 or t.dtype.kind != "f" or min(t.shape) < rank:
-                why = (
-                    "not 2-D"
-                    if t.ndim != 2
-                    else ("not floating point" if t.dtype.kind != "f" else f"smaller than rank {rank}")
-                )
-                reports.append(LayerReport(name, t.shape, f"skipped: {why}"))
-                continue
-            W = t.astype(np.float64)
-            source, Q, A, B = initialise_layer(W, method, rank, bits, blocksize, dq_blocksize, num_iter)
-            out.update(_stored_state(name, source, bits, blocksize, dq_blocksize))
-            out[f"{name}.lora_A"], out[f"{name}.lora_B"] = A.astype(np.float32), B.astype(np.float32)
-            norm = np.linalg.norm(W)
-            reports.append(
-                LayerReport(
-                    name, W.shape, "initialised", np.linalg.norm(W - Q) / norm, np.linalg.norm(W - Q - B @ A) / norm
-                )
-            )
-    if progress:
-        progress.write("\n")
-    if out:  # written whole or not at all
-        meta = {"qref_method": method, "rank": str(rank), "bits": str(bits)}
-        atomic_write_bytes(dst, save(out, metadata=meta))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return reports
 
 
+def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream) -> list[LayerReport]:
+    (work / "base").mkdir()
+    (work / "adapter").mkdir()
+    base = SafetensorsWriter(work / "base" / "model.safetensors")
+    adapter = SafetensorsWriter(work / "adapter" / "adapter_model.safetensors")
+    scale = cfg.lora_alpha / cfg.rank
+    reports, names = [], ckpt.names()
+    bar = Progress(sum(int(np.prod(ckpt.info(n).shape)) for n in names if hf_layout.module_of(n) in linears), stream)
+    try:
+        for i, name in enumerate(names, 1):
+            info, module = ckpt.info(name), hf_layout.module_of(name)
+            reader = ckpt.where[name]
+            if module not in linears:
+                base.add(name, reader.raw(name), info.dtype)
+                reports.append(LayerReport(name, info.shape, "copied"))
+                continue
+            W32 = reader.float32(name)
+            bar.step(i, len(names), name, W32.size)
+            if not np.isfinite(W32).all():
+                if cfg.on_bad_tensor == "stop":
+                    raise ValueError(
+                        f"tensor {name} holds NaN or Inf; nothing written (--on-bad-tensor skip keeps it unquantized)"
+                    )
+                base.add(name, reader.raw(name), info.dtype)
+                reports.append(LayerReport(name, info.shape, "skipped: holds NaN or Inf (kept unquantized)"))
+                continue
+            adapt = module in targets and min(info.shape) >= cfg.rank
+            if adapt:
+                source, A, B = initialise_layer(W32, cfg, backend, i)
+            else:
+                source, A, B = W32, None, None
+            packed, state = quantize_4bit(source, cfg.blocksize, cfg.quant_type, cfg.double_quant)
+            state = replace(state, dtype=hf_layout.TORCH_DTYPE[info.dtype])
+            base.add(name, packed)
+            for key, value in state.as_dict(packed=True).items():
+                base.add(f"{name}.{key}", value)
+            Q = dequantize_4bit(packed, state, "float32")
+            norm = float(np.linalg.norm(W32)) or 1.0
+            before = float(np.linalg.norm(W32 - Q)) / norm
+            if not adapt:
+                why = "quantized" if module not in targets else f"quantized (not adapted: smaller than rank {cfg.rank})"
+                reports.append(LayerReport(name, info.shape, why, before))
+                continue
+            A32, B32 = A.astype(np.float32), (B / scale).astype(np.float32)  # stored so that (alpha/r) B A = BA
+            adapter.add(hf_layout.peft_key(module, "A"), A32)
+            adapter.add(hf_layout.peft_key(module, "B"), B32)
+            after = float(np.linalg.norm(W32 - Q - scale * (B32.astype(np.float64) @ A32))) / norm
+            reports.append(LayerReport(name, info.shape, "adapted", before, after))
+        bar.close()
+        base.close({"format": "pt"})
+        adapter.close({"format": "pt"})
+    except BaseException:
+        base.abort()
+        adapter.abort()
+        raise
+    return reports
+
+
+def _meta(work: Path, ckpt, cfg: InitConfig, reports, backend: str | None, linears) -> None:
+    kept = [hf_layout.module_of(r.name) for r in reports if r.status.startswith("skipped")]
+    adapted = [hf_layout.module_of(r.name) for r in reports if r.status == "adapted"]
+    dtypes = {ckpt.info(r.name).dtype for r in reports if hf_layout.module_of(r.name) in linears}
+    compute = hf_layout.TORCH_DTYPE[dtypes.pop()] if len(dtypes) == 1 else "float32"
+    if ckpt.config is not None:
+        config = dict(ckpt.config)
+        config["quantization_config"] = hf_layout.quantization_config(cfg.quant_type, cfg.double_quant, compute, kept)
+        (work / "base" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for f in ckpt.companions():
+        shutil.copyfile(f, work / "base" / f.name)
+    modules = hf_layout.peft_target_modules(adapted, [m for m in linears if m not in kept])
+    doc = hf_layout.adapter_config(cfg.rank, cfg.lora_alpha, modules, "../base")
+    (work / "adapter" / "adapter_config.json").write_text(json.dumps(doc, indent=2) + "\n")
+    meta = {
+        "qref_version": __version__,
+        "source": str(ckpt.path),
+        "config": asdict(cfg),
+        "quantization": {"bits": 4, "blocksize": cfg.blocksize, "double_quant_blocksize": DQ_BLOCKSIZE}
+        if cfg.double_quant
+        else {"bits": 4, "blocksize": cfg.blocksize},
+        "backend": backend,
+        "base_has_config": ckpt.config is not None,
+        "tensors": [asdict(r) | {"shape": list(r.shape)} for r in reports],
+    }
+    (work / "qref_init.json").write_text(json.dumps(meta, indent=2, default=_json_number) + "\n")
+
+
+def _json_number(x):
+    return None if isinstance(x, float) and math.isnan(x) else str(x)
+
+
+def _publish(work: Path, target: Path) -> None:
+    """Move the finished folder into place; an existing OUT (allowed by --overwrite) is replaced."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.qref-old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    work.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def summary(reports: list[LayerReport]) -> str:
+    shown = [r for r in reports if r.status != "copied"]
     lines = [f"{'tensor':<48} {'shape':>14} {'|W-Q|/|W|':>10} {'|W-Q-BA|/|W|':>13}  status"]
-    for r in reports:
+    for r in shown:
         lines.append(
             f"{r.name[:48]:<48} {tuple(r.shape)!s:>14} {r.error_before:>10.4g} {r.error_after:>13.4g}  {r.status}"
         )
+    copied = len(reports) - len(shown)
+    counts = {s: sum(r.status == s for r in reports) for s in ("adapted", "quantized")}
+    skipped = sum(r.status.startswith(("skipped", "quantized (")) for r in reports)
+    lines.append(
+        f"{counts['adapted']} adapted, {counts['quantized']} quantized without adapter, {skipped} skipped or not "
+        f"adapted, {copied} other tensors copied"
+    )
     return "\n".join(lines)
