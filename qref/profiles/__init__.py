@@ -8,6 +8,7 @@ from __future__ import annotations
 
 PROFILES = {
     "bitsandbytes": "qref.fourbit (the default): bitsandbytes 0.50.2 quantize_4bit / dequantize_4bit / QuantState",
+    "bitsandbytes-cpu": "qref.profiles.bitsandbytes_cpu: bitsandbytes 0.50.2 libbitsandbytes_cpu 8-bit table quantizer",
     "torchao": "qref.profiles.torchao_nf4: torchao 0.18.0 NF4Tensor (to_nf4, get_original_weight)",
     "peft": "qref.profiles.peft_loftq: PEFT 0.21 loftq_init (bitsandbytes NF4 in float32, torch SVD split)",
     "gptq": "qref.gptq_pack: AutoGPTQ 0.7.1 / QA-LoRA packing (qweight, qzeros v1/v2, scales, g_idx)",
