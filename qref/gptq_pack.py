@@ -22,6 +22,14 @@ from . import validation
 from .groupwise import GROUPWISE_BITS, GroupQuant
 
 GPTQ_FORMATS = ("v1", "v2")
+#: How readers decode a v1 zero-point field s (AutoGPTQ 0.7.1's QuantLinear modules): the plain rule
+#: z = s + 1, or, in qlinear_cuda_old's PyTorch path at 2, 4 and 8 bits, z = (s + 1) & maxq, which
+#: reads the wrapped field (z - 1) & maxq = maxq of a zero point 0 back as 0.
+V1_READERS = {
+    "auto-gptq": "z = s + 1 (qlinear_cuda, qlinear_triton, qlinear_exllama(v2), qlinear_marlin; cuda_old at 3 bits)",
+    "auto-gptq-cuda-old": "z = (s + 1) & maxq (qlinear_cuda_old at 2, 4, 8 bits)",
+}
+WRAPPING_BITS = (2, 4, 8)
 
 
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
@@ -53,11 +61,22 @@ def unpack_bits(words: np.ndarray, bits: int, n: int) -> np.ndarray:
     return (stream.astype(np.int64) << np.arange(bits).reshape(1, bits, *[1] * len(rest))).sum(axis=1)
 
 
-def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> dict[str, np.ndarray]:
+def _check_reader(reader: str, fmt: str, bits: int) -> str:
+    validation.one_of(reader, tuple(V1_READERS), "reader")
+    if reader == "auto-gptq-cuda-old" and (fmt != "v1" or bits not in WRAPPING_BITS):
+        raise ValueError(f"reader {reader!r} wraps v1 zero points at {WRAPPING_BITS} bits only, got {fmt} {bits} bits")
+    return reader
+
+
+def to_gptq(
+    gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16", reader: str = "auto-gptq"
+) -> dict[str, np.ndarray]:
     """The checkpoint tensors of a GPTQ-form GroupQuant (codes unchanged; integer or float zeros).
-    Scales are stored in the layer's weight dtype, float16 for the usual fp16 checkpoints."""
+    Scales are stored in the layer's weight dtype, float16 for the usual fp16 checkpoints. A v1 zero
+    point of 0 is written only for a reader that wraps it (`V1_READERS`); v2 stores it as is."""
     validation.one_of(fmt, GPTQ_FORMATS, "fmt")
     validation.one_of(scales_dtype, ("float16", "float32"), "scales_dtype")
+    _check_reader(reader, fmt, gq.bits)
     if gq.offset_zeros:
         raise ValueError("the minmax profile (W~ = s q + b) has no GPTQ zero-point form")
     d_out, d_in = gq.shape
@@ -76,10 +95,13 @@ def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> d
     zeros = np.asarray(gq.zeros, dtype=np.float64)
     if np.all(zeros == np.rint(zeros)):
         stored = zeros.T.astype(np.int64) - (1 if fmt == "v1" else 0)
-        if stored.min() < 0:
+        if reader == "auto-gptq-cuda-old":
+            stored = stored & (2**gq.bits - 1)  # a zero point 0 as maxq, read back as (maxq + 1) & maxq = 0
+        elif stored.size and stored.min() < 0:
             raise ValueError(
-                "format v1 stores zero - 1 and cannot hold a zero point of 0 "
-                "(AutoGPTQ would OR -1 into the neighbouring fields); use fmt='v2'"
+                "format v1 stores zero - 1, and a zero point of 0 reads as 2^bits in AutoGPTQ's "
+                "qlinear_cuda/triton/exllama/marlin: write for reader='auto-gptq-cuda-old' (it wraps, 2/4/8 "
+                "bits) or use fmt='v2' (GPTQModel)"
             )
         out["qzeros"] = pack_bits(stored.T, gq.bits).T
     else:
@@ -87,10 +109,12 @@ def to_gptq(gq: GroupQuant, fmt: str = "v1", scales_dtype: str = "float16") -> d
     return out
 
 
-def from_gptq(tensors: dict, bits: int, group_size: int, fmt: str = "v1") -> GroupQuant:
-    """A GroupQuant (profile gptq-asym) from checkpoint tensors; scales widen exactly from float16."""
+def from_gptq(tensors: dict, bits: int, group_size: int, fmt: str = "v1", reader: str = "auto-gptq") -> GroupQuant:
+    """A GroupQuant (profile gptq-asym) from checkpoint tensors, zero points decoded as `reader`
+    does (`V1_READERS`); scales widen exactly from float16."""
     validation.one_of(bits, GROUPWISE_BITS, "bits")
     validation.one_of(fmt, GPTQ_FORMATS, "fmt")
+    _check_reader(reader, fmt, bits)
     group_size = validation.positive_int(group_size, "group_size")
     for key in ("qweight", "scales"):
         if key not in tensors:
@@ -124,5 +148,8 @@ def from_gptq(tensors: dict, bits: int, group_size: int, fmt: str = "v1") -> Gro
         if qzeros.shape != (groups, -(-d_out * bits // 32)):
             raise ValueError(f"qzeros has shape {qzeros.shape}, expected {(groups, -(-d_out * bits // 32))}")
         stored = unpack_bits(qzeros.T, bits, d_out).T
-        zeros = (stored + (1 if fmt == "v1" else 0)).T.astype(np.float32)
+        zeros = stored + (1 if fmt == "v1" else 0)
+        if reader == "auto-gptq-cuda-old":
+            zeros = zeros & (2**bits - 1)
+        zeros = zeros.T.astype(np.float32)
     return GroupQuant(codes, scales.T.astype(np.float32), zeros, bits, group_size, "gptq-asym")

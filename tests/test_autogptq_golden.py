@@ -59,3 +59,32 @@ def test_divergence_autogptq_divides_by_a_zero_scale(ag):
     assert np.all(scales == 0) and np.all(np.isnan(zeros))
     gq = quantize_groupwise(W, 2, 32)
     assert np.all(gq.scales > 0) and np.all(dequantize_groupwise(gq) == 0)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_v1_zero_point_0_for_the_reader_that_wraps_it(ag, bits):
+    """A v1 zero point of 0 written for qlinear_cuda_old is read back exactly by AutoGPTQ's own forward;
+    qlinear_cuda reads the same field as 2^bits, and the default writer refuses it."""
+    from qref.gptq_pack import from_gptq, to_gptq
+    from qref.groupwise import GroupQuant, dequantize_groupwise
+
+    rng = np.random.default_rng(bits)
+    d_out, d_in, g = 32, 64, 32
+    codes = rng.integers(0, 2**bits, (d_out, d_in)).astype(np.uint8)
+    zeros = rng.integers(0, 2**bits, (d_out, d_in // g)).astype(np.float32)
+    zeros[0, 0] = zeros[5, 1] = 0
+    scales = rng.uniform(0.01, 0.1, (d_out, d_in // g)).astype(np.float16).astype(np.float32)
+    gq = GroupQuant(codes, scales, zeros, bits, g, "gptq-asym")
+    want = dequantize_groupwise(gq)
+    with pytest.raises(ValueError, match="auto-gptq-cuda-old"):
+        to_gptq(gq, "v1")
+    tensors = to_gptq(gq, "v1", reader="auto-gptq-cuda-old")
+    assert np.array_equal(from_gptq(tensors, bits, g, "v1", reader="auto-gptq-cuda-old").zeros, zeros)
+    theirs = ag.dequantize(tensors, bits, g, "qlinear_cuda_old")
+    np.testing.assert_allclose(theirs, want, rtol=0, atol=1e-6)
+    other = ag.dequantize(tensors, bits, g, "qlinear_cuda")
+    read_as = from_gptq(tensors, bits, g, "v1")  # qref's model of the plain reader: z = s + 1
+    assert read_as.zeros[0, 0] == 2**bits
+    per_column = np.repeat(read_as.zeros, g, axis=1), np.repeat(scales, g, axis=1)
+    np.testing.assert_allclose(other, per_column[1] * (codes - per_column[0]), atol=1e-6)
+    assert not np.allclose(other, want)

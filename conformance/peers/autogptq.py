@@ -86,3 +86,21 @@ def pack(
         torch.arange(d_in) // group_size,
     )
     return {k: getattr(layer, k).numpy() for k in ("qweight", "qzeros", "scales", "g_idx")}
+
+
+def dequantize(tensors: dict, bits: int, group_size: int, module: str = "qlinear_cuda_old") -> np.ndarray:
+    """The weight (D_out, D_in) AutoGPTQ's QuantLinear `module` computes from checkpoint tensors, read
+    through its own CPU forward pass on the identity (x W^T with x = I gives W^T)."""
+    import torch
+
+    if module not in ("qlinear_cuda_old", "qlinear_cuda"):
+        raise ValueError(f"module must be qlinear_cuda_old or qlinear_cuda, got {module!r}")
+    qlinear = _load(f"nn_modules/qlinear/{module}.py", f"qref_peer_autogptq_{module}")
+    d_out = tensors["scales"].shape[1]
+    d_in = tensors["g_idx"].shape[0]
+    layer = qlinear.QuantLinear(bits, group_size, d_in, d_out, bias=False, weight_dtype=torch.float32)
+    for key in ("qweight", "qzeros", "g_idx"):
+        getattr(layer, key).copy_(torch.from_numpy(np.asarray(tensors[key])))
+    layer.scales = torch.from_numpy(np.asarray(tensors["scales"], dtype=np.float32))
+    with torch.no_grad():
+        return layer(torch.eye(d_in, dtype=torch.float32)).numpy().T
