@@ -21,6 +21,7 @@ from qref.codebooks import get_codebook
 from qref.dtypes import BFloat16Array
 from qref.registry import BackendUnavailable
 
+from . import cuda_lut
 from .checks import check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 
 try:
@@ -44,6 +45,7 @@ class TorchBackend(BackendBase):
             raise BackendUnavailable("torch:cuda needs a CUDA device; torch.cuda.is_available() is False")
         self.device = device
         self._tables = {}
+        self._buckets: dict = {}
         self._fused = None
         self.fused_unavailable = "not on CUDA" if not device.startswith("cuda") else ""
         if device.startswith("cuda"):
@@ -83,7 +85,7 @@ class TorchBackend(BackendBase):
             )
         return self._tables[codebook]
 
-    def _float_input(self, x, name="x"):
+    def _float_input(self, x, name="x", check_finite=True):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -91,6 +93,8 @@ class TorchBackend(BackendBase):
         if x.numel() == 0:
             raise ValueError(f"{name} is empty; quantization needs at least one element")
         x32 = x.float()
+        if not check_finite:
+            return x32
         bad = ~torch.isfinite(x32)
         if bool(bad.any()):
             i = int(torch.nonzero(bad.reshape(-1))[0])
@@ -103,7 +107,7 @@ class TorchBackend(BackendBase):
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
         blocksize = validation.positive_int(blocksize, "blocksize")
-        x32 = self._float_input(x)
+        x32 = self._float_input(x, check_finite=False)
         _, midpoints, order = self._table(codebook)
         flat = x32.reshape(-1)
         n = flat.numel()
@@ -111,24 +115,46 @@ class TorchBackend(BackendBase):
         floor = torch.tensor(ABSMAX_FLOOR, device=flat.device)
         head = flat[: full * blocksize].view(full, blocksize)
         absmax = head.abs().amax(1) if full else flat.new_zeros(0)
-        scaled = [head * torch.reciprocal(torch.maximum(absmax, floor))[:, None]]
+        scaled = (head * torch.reciprocal(torch.maximum(absmax, floor))[:, None]).reshape(-1)
         if rem:
             tail_max = torch.maximum(flat[full * blocksize :].abs().amax(), floor)
             absmax = torch.cat([absmax, tail_max[None]])
-            scaled.append(flat[full * blocksize :] / tail_max)
-        scaled = torch.cat([s.reshape(-1) for s in scaled]).clamp(-1, 1)
-        codes = order[torch.bucketize(scaled, midpoints, right=False)]
+            scaled = torch.cat([scaled, flat[full * blocksize :] / tail_max])
+        if not bool(torch.isfinite(absmax).all()):  # amax carries any NaN or Inf of its block
+            self._float_input(x)  # raises, naming the first non-finite element
+        scaled = scaled.clamp_(-1, 1)
+        table = self._bucket_table(codebook) if self.device == "cpu" else None
+        if table is None:
+            codes = order[torch.bucketize(scaled, midpoints, right=False)]
+        else:  # backends/cuda_lut.py's exact bucket table: two gathers instead of a binary search
+            mid, lo, hi, shift, mask = table
+            k = ((scaled + cuda_lut.OFFSET.item()).view(torch.int32) >> shift) & mask
+            above = scaled > torch.index_select(mid, 0, k)
+            codes = torch.where(above, torch.index_select(hi, 0, k), torch.index_select(lo, 0, k))
         return codes.reshape(x.shape), absmax
+
+    def _bucket_table(self, codebook: str):
+        """(midpoint or +inf, code not above, code above, shift, mask) per bucket, or None."""
+        if codebook not in self._buckets:
+            cb = get_codebook(codebook)
+            t = cuda_lut.build(cb.midpoints, cb.order)
+            if t is not None:
+                e = t.entries
+                mid = torch.from_numpy(e[:, 0].view(np.float32).copy())
+                lo = torch.from_numpy((e[:, 1] & 0xFF).astype(np.uint8))
+                hi = torch.from_numpy((e[:, 1] >> 8).astype(np.uint8))
+                t = (mid, lo, hi, t.shift, t.mask)
+            self._buckets[codebook] = t
+        return self._buckets[codebook]
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
         values, _, _ = self._table(codebook)
         n = check_dequantize_blockwise(self, codes, absmax, values.numel(), blocksize, out_dtype)
         full, rem = divmod(n, blocksize)
-        v = values[codes.reshape(-1).long()]
-        out = torch.empty_like(v)
-        out[: full * blocksize] = (v[: full * blocksize].view(full, blocksize) * absmax[:full, None]).reshape(-1)
+        out = torch.index_select(values, 0, codes.reshape(-1).to(torch.int32))  # code[q], then * absmax in place
+        out[: full * blocksize].view(full, blocksize).mul_(absmax[:full, None])
         if rem:
-            out[full * blocksize :] = v[full * blocksize :] * absmax[full]
+            out[full * blocksize :].mul_(absmax[full])
         return out.reshape(codes.shape).to(getattr(torch, out_dtype))
 
     def pack_nibbles(self, codes, pad_code=0):

@@ -132,6 +132,7 @@ class Backend(Protocol):
         blocksize: int = 64,
         svd: str = "exact",
         dq_blocksize: int | None = None,
+        precision: str = "float64",
     ) -> dict: ...
     def lqlora(
         self,
@@ -326,8 +327,13 @@ class BackendBase:
         svd_factors and the right basis (n x (r + oversample)) to warm-start the next call. Not exact:
         checked by the Eckart-Young gap (docs/exactness.md)."""
         rank = self.check_matrix_rank(R, rank, "R")
+        return self._randomized(R, rank, start, oversample, power, seed)
+
+    def _randomized(self, R, rank, start=None, oversample=8, power=2, seed=0):
+        """svd_factors_randomized on a checked R (the solvers' residuals are finite by construction)."""
         k = min(rank + oversample, min(R.shape))
         omega = start if start is not None else self.randn((R.shape[1], k), seed)
+        omega = self.astype(omega, str(R.dtype).removeprefix("torch."))  # float32 R, float32 basis
         Q = self.qr(R @ omega)
         for _ in range(power):
             Q = self.qr(R @ self.qr(R.T @ Q))
@@ -340,30 +346,38 @@ class BackendBase:
         validation.one_of(svd, ("exact", "randomized"), "svd")
         if svd == "exact":
             return self.svd_factors(R, rank)
-        L, Rt, state["basis"] = self.svd_factors_randomized(R, rank, state.get("basis"))
+        L, Rt, state["basis"] = self._randomized(R, rank, state.get("basis"))
         return L, Rt
 
     def nf_quantize(self, x, bits=4, blocksize=64, dq_blocksize=None):
         """dequant(quant(x)) with NF-k blockwise absmax in float32, the absmax optionally double-quantized
         (qref.lowrank.nf_quantize), returned as float64."""
+        return self.astype(self._nf_quantize32(x, bits, blocksize, dq_blocksize), "float64")
+
+    def _nf_quantize32(self, x, bits, blocksize, dq_blocksize):
+        """nf_quantize before its widening to float64 (the values are float32 ones either way)."""
         validation.one_of(bits, NF_BITS, "bits")
         x32 = self.astype(x, "float32")
         codes, absmax = self.quantize_blockwise(x32, f"nf{bits}", blocksize)
         if dq_blocksize is not None:
             absmax = self.double_dequantize(*self.double_quantize(absmax, dq_blocksize), dq_blocksize)
-        return self.astype(self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize), "float64")
+        return self.dequantize_blockwise(codes, absmax, f"nf{bits}", blocksize)
 
-    def loftq(self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact", dq_blocksize=None) -> dict:
+    def loftq(
+        self, W, rank, num_iter=1, bits=4, blocksize=64, svd="exact", dq_blocksize=None, precision="float64"
+    ) -> dict:
         """LoftQ Algorithm 1 (loftq.md): Q_t = quant(W - B A), (B, A) = SVD_r(W - Q_t); svd="randomized"
         uses warm-started subspace iterations instead of full SVDs; dq_blocksize double-quantizes the
-        absmax inside the quantizer (None: float32 absmax, the paper's setting)."""
+        absmax inside the quantizer (None: float32 absmax, the paper's setting); precision "float32"
+        carries the residuals and factors in float32 (the quantizer reads float32 either way)."""
         rank = self.check_matrix_rank(W, rank, "W")
         num_iter = validation.positive_int(num_iter, "num_iter")
-        W = self.astype(W, "float64")
+        validation.one_of(precision, ("float64", "float32"), "precision")
+        W = self.astype(W, precision)
         res, state = W, {}  # type: tuple[Any, dict]
         for _ in range(num_iter):
             source = res
-            Q = self.nf_quantize(res, bits, blocksize, dq_blocksize)
+            Q = self.astype(self._nf_quantize32(res, bits, blocksize, dq_blocksize), precision)
             B, A = self._factors(W - Q, rank, svd, state)
             res = W - B @ A
         return {"Q": Q, "lora_A": A, "lora_B": B, "quantized_from": source, "error": self.norm(res - Q)}

@@ -23,13 +23,16 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__, hf_layout, validation
-from .fourbit import BLOCKSIZES_4BIT, dequantize_4bit, quantize_4bit
+from .codebooks import get_codebook
+from .double_quant import DoubleQuant
+from .fourbit import BLOCKSIZES_4BIT
+from .quant_state import QuantState
 from .safetensors_io import SafetensorsWriter
 
 METHODS = ("qlora", "loftq", "lqlora", "quailora")
@@ -106,7 +109,8 @@ def initialise_layer(W32: np.ndarray, cfg: InitConfig, backend, index: int = 0):
         return W32, A, np.zeros((W32.shape[0], r))
     W = backend.from_numpy(W32)
     if cfg.method == "loftq":
-        res = backend.loftq(W, r, cfg.iters, 4, cfg.blocksize, svd=cfg.svd, dq_blocksize=dq)
+        precision = "float32" if cfg.svd == "randomized" else "float64"  # the fast path, or the reference's
+        res = backend.loftq(W, r, cfg.iters, 4, cfg.blocksize, svd=cfg.svd, dq_blocksize=dq, precision=precision)
         source, A, B = res["quantized_from"], res["lora_A"], res["lora_B"]
     elif cfg.method == "lqlora":
         res = backend.lqlora(W, r, 4, cfg.blocksize, max_iter=cfg.iters, svd=cfg.svd, dq_blocksize=dq)
@@ -121,6 +125,24 @@ def initialise_layer(W32: np.ndarray, cfg: InitConfig, backend, index: int = 0):
         source = W
     to = backend.to_numpy
     return np.asarray(to(source), dtype=np.float32), np.asarray(to(A)), np.asarray(to(B))
+
+
+def store_4bit(backend, source32: np.ndarray, cfg: InitConfig, dtype: str):
+    """(packed (ceil(n/2), 1) uint8, QuantState, dequantized float32 on the backend) of `source32`,
+    bitsandbytes' 4-bit layout, computed by the backend (bit-exact with qref.quantize_4bit)."""
+    to = backend.to_numpy
+    q = backend.quantize_4bit(backend.from_numpy(source32), cfg.blocksize, cfg.quant_type, cfg.double_quant)
+    Q = backend.dequantize_4bit(q, source32.shape, cfg.blocksize, cfg.quant_type)
+    code = get_codebook(cfg.quant_type).values
+    nested = None
+    if q.qabsmax is not None:
+        offset = np.float32(np.asarray(to(q.offset) if not isinstance(q.offset, np.floating) else q.offset).item())
+        nested = DoubleQuant(
+            np.asarray(to(q.qabsmax)), np.asarray(to(q.absmax2)), offset, DQ_BLOCKSIZE, get_codebook("dynamic")
+        )
+    absmax = nested.qabsmax if nested is not None else np.asarray(to(q.absmax))
+    state = QuantState(cfg.quant_type, absmax, cfg.blocksize, code, dtype, tuple(source32.shape), nested)
+    return np.asarray(to(q.packed)).reshape(-1, 1), state, Q
 
 
 class Progress:
@@ -157,7 +179,7 @@ def initialise_model(model, out, cfg: InitConfig, overwrite: bool = False, progr
     if not linears:
         raise ValueError(f"MODEL {model}: no linear weights (2-D float *.weight other than embeddings/head)")
     targets = set(hf_layout.select_targets(linears, cfg.target_modules, cfg.target_regex))
-    spec, backend = pick_backend(cfg.backend) if cfg.method != "qlora" else (None, None)
+    spec, backend = pick_backend(cfg.backend)
     existed = Path(out).exists()
     target = prepare_output(out, overwrite, "OUT", directory=True, protect=(model,))
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.qref-"))
@@ -193,7 +215,6 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
                 reports.append(LayerReport(name, info.shape, "copied"))
                 continue
             W32 = reader.float32(name)
-            bar.step(i, len(names), name, W32.size)
             if not np.isfinite(W32).all():
                 if cfg.on_bad_tensor == "stop":
                     raise ValueError(
@@ -201,29 +222,31 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
                     )
                 base.add(name, reader.raw(name), info.dtype)
                 reports.append(LayerReport(name, info.shape, "skipped: holds NaN or Inf (kept unquantized)"))
+                bar.step(i, len(names), name, W32.size)
                 continue
             adapt = module in targets and min(info.shape) >= cfg.rank
             if adapt:
                 source, A, B = initialise_layer(W32, cfg, backend, i)
             else:
                 source, A, B = W32, None, None
-            packed, state = quantize_4bit(source, cfg.blocksize, cfg.quant_type, cfg.double_quant)
-            state = replace(state, dtype=hf_layout.TORCH_DTYPE[info.dtype])
+            packed, state, Q = store_4bit(backend, source, cfg, hf_layout.TORCH_DTYPE[info.dtype])
             base.add(name, packed)
             for key, value in state.as_dict(packed=True).items():
                 base.add(f"{name}.{key}", value)
-            Q = dequantize_4bit(packed, state, "float32")
-            norm = float(np.linalg.norm(W32)) or 1.0
-            before = float(np.linalg.norm(W32 - Q)) / norm
+            W = backend.from_numpy(W32)
+            norm = backend.norm(W) or 1.0
+            before = backend.norm(W - Q) / norm
             if not adapt:
                 why = "quantized" if module not in targets else f"quantized (not adapted: smaller than rank {cfg.rank})"
                 reports.append(LayerReport(name, info.shape, why, before))
+                bar.step(i, len(names), name, W32.size)
                 continue
             A32, B32 = A.astype(np.float32), (B / scale).astype(np.float32)  # stored so that (alpha/r) B A = BA
             adapter.add(hf_layout.peft_key(module, "A"), A32)
             adapter.add(hf_layout.peft_key(module, "B"), B32)
-            after = float(np.linalg.norm(W32 - Q - scale * (B32.astype(np.float64) @ A32))) / norm
+            after = backend.norm(W - Q - backend.from_numpy(B32 * np.float32(scale)) @ backend.from_numpy(A32)) / norm
             reports.append(LayerReport(name, info.shape, "adapted", before, after))
+            bar.step(i, len(names), name, W32.size)
         bar.close()
         base.close({"format": "pt"})
         adapter.close({"format": "pt"})
