@@ -259,6 +259,13 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
     return out_doc
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="qref experiment", description=__doc__)
     p.add_argument("--size", choices=tuple(SETTINGS), default="small")
@@ -266,9 +273,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="results folder (default experiment-SIZE-seedsA-B-...)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--device", default=None)
-    p.add_argument("--pretrain-steps", type=int, default=None, help="override the size's pretraining steps")
-    p.add_argument("--ft-steps", type=int, default=None, help="override the size's fine-tuning steps")
+    p.add_argument("--pretrain-steps", type=_positive, default=None, help="override the size's pretraining steps")
+    p.add_argument("--ft-steps", type=_positive, default=None, help="override the size's fine-tuning steps")
     a = p.parse_args(argv)
+    if len(set(a.seeds)) != len(a.seeds):
+        p.error(f"--seeds: each seed once, got {a.seeds}")
+    if a.device is not None:
+        import torch
+
+        try:
+            device = torch.device(a.device)
+        except (RuntimeError, ValueError) as e:
+            p.error(f"--device {a.device!r}: {e}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            p.error(f"--device {a.device}: no CUDA device here")
     overrides = {k: v for k, v in (("pretrain", a.pretrain_steps), ("ft_steps", a.ft_steps)) if v is not None}
     from qref.files import OutputError, prepare_output
 

@@ -173,6 +173,8 @@ def _run(args) -> int:
 
         err = sys.stderr  # bound now: third-party output is redirected while the libraries run
         progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
+        if args.no_backends and args.no_libraries:
+            raise UsageError("--no-backends with --no-libraries leaves nothing to check")
         if args.width < 60:
             raise UsageError(f"--width {args.width}: at least 60")
         return run(
@@ -194,6 +196,8 @@ def _run(args) -> int:
 
         return check_vectors(args.directory, args.backend)
     if args.command == "validate":
+        if args.json_path is not None and not args.json_path.strip():
+            raise UsageError("--json: give a file name")
         from qref.conformance.validate import main as validate_main
 
         return validate_main(args.libraries or None, args.quick, args.json_path, args.devices, overwrite=args.overwrite)

@@ -150,6 +150,7 @@ class Progress:
 
     def __init__(self, total_elements: int, stream=sys.stderr):
         self.total, self.done, self.start, self.stream = max(total_elements, 1), 0, time.monotonic(), stream
+        self.open = False
 
     def step(self, i: int, n: int, name: str, elements: int) -> None:
         if self.stream is None:
@@ -160,10 +161,13 @@ class Progress:
         pct = 100 * self.done / self.total
         self.stream.write(f"\r[{i}/{n}] {pct:5.1f}% {spent:7.1f}s ETA {eta:7.1f}s  {name[:56]:<56}")
         self.stream.flush()
+        self.open = True
 
     def close(self) -> None:
-        if self.stream is not None:
+        """End the progress line (before an error message too)."""
+        if self.stream is not None and self.open:
             self.stream.write("\n")
+            self.open = False
 
 
 def initialise_model(model, out, cfg: InitConfig, overwrite: bool = False, progress=sys.stderr):
@@ -251,6 +255,7 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
         base.close({"format": "pt"})
         adapter.close({"format": "pt"})
     except BaseException:
+        bar.close()
         base.abort()
         adapter.abort()
         raise

@@ -43,7 +43,11 @@ def factories() -> dict[str, Any]:
 
 def parse(spec: str) -> tuple[str, str | None]:
     """'torch:cuda' -> ('torch', 'cuda'); 'numpy' -> ('numpy', None)."""
-    name, _, device = spec.partition(":")
+    if not isinstance(spec, str) or not spec.partition(":")[0]:
+        raise ValueError(f"backend must be NAME[:DEVICE], e.g. torch:cuda, got {spec!r}")
+    name, colon, device = spec.partition(":")
+    if colon and not device:
+        raise ValueError(f"backend {spec!r}: give a device after ':' (e.g. {name}:cuda) or none")
     return name, (device or None)
 
 
@@ -57,6 +61,10 @@ def get_backend(spec: str):
     target = known[name]
     try:
         factory = target.load() if hasattr(target, "load") else target
+        devices = getattr(factory, "DEVICES", None)
+        if devices is not None and device is not None and device.split(":")[0] not in devices:
+            where = ", ".join(d for d in devices if d) or "the host only (no device)"
+            raise ValueError(f"backend {name!r} runs on {where}; not on device {device!r}")
         return factory(device)
     except BackendUnavailable:
         raise

@@ -75,6 +75,11 @@ class SafetensorsReader:
             head = f.read(8)
             if len(head) < 8:
                 raise SafetensorsError(f"{self.path}: truncated ({size} bytes; a safetensors file starts with 8)")
+            if head.startswith(b"PK\x03\x04") or head[0] == 0x80:
+                raise SafetensorsError(
+                    f"{self.path}: not a safetensors file but a pickle or a zip of pickles (PyTorch's .bin/.pt); "
+                    "qref never reads pickles: convert it with safetensors first"
+                )
             n = int.from_bytes(head, "little")
             if n > MAX_HEADER_BYTES:
                 raise SafetensorsError(
@@ -82,7 +87,9 @@ class SafetensorsReader:
                     "a pickle or another format?)"
                 )
             if 8 + n > size:
-                raise SafetensorsError(f"{self.path}: truncated (header of {n} bytes, file of {size})")
+                raise SafetensorsError(
+                    f"{self.path}: not a safetensors file, or truncated (header of {n} bytes, file of {size})"
+                )
             raw = f.read(n)
         try:
             header = json.loads(raw.decode("utf-8"))

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from qref.registry import (
-    BackendUnavailable,
     available,
     get_backend,
     register,
@@ -23,8 +22,10 @@ def test_registry_finds_shipped_backends_by_entry_point():
 def test_unknown_and_unavailable_backends_are_named():
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         get_backend("nope")
-    with pytest.raises(BackendUnavailable, match="cpu only"):
+    with pytest.raises(ValueError, match="host only"):  # a device the backend never runs on: a usage error
         get_backend("numpy:cuda")
+    with pytest.raises(ValueError, match="device"):
+        get_backend("torch:")
 
 
 def test_in_process_registration():
