@@ -87,6 +87,22 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
         "profile": ("host time per call", 150, [[PY, "asv_bench/profile_quant.py"]]),
         "ktimes": ("kernel times (CUPTI)", 200, [[PY, "asv_bench/kernel_times.py"]]),
         "init": ("whole-model initialisation timing", 300, [[PY, "asv_bench/gpu_init.py"]]),
+        "init-model": (
+            "qref init end to end on LLaMA-7B-shaped layers",
+            400,
+            [
+                [
+                    PY,
+                    "asv_bench/init_model.py",
+                    "--layers",
+                    str(a.layers),
+                    "--work",
+                    str(a.out / "init-model-scratch"),
+                    "--out",
+                    str(a.out / "init_model.json"),
+                ]
+            ],
+        ),
         "experiment": (
             "the trained-model experiment",
             500,
@@ -108,6 +124,7 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
 
 
 DEFAULT = "kernels,conform,vectors,check,table"
+COMMIT = None  # --commit
 
 
 def environment() -> dict:
@@ -129,13 +146,15 @@ def environment() -> dict:
         "cuda": run([PY, "-c", "import torch; print(torch.version.cuda)"]),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
-        "commit": run(["git", "-C", str(ROOT), "rev-parse", "HEAD"]) or None,
+        "commit": COMMIT or run(["git", "-C", str(ROOT), "rev-parse", "HEAD"]) or None,
         "versions": versions,
     }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--commit", default=None, help="the commit measured, where the copy has no usable .git")
+    p.add_argument("--layers", type=int, default=4, help="decoder layers for init-model (default 4)")
     p.add_argument("--steps", default=DEFAULT, help=f"comma-separated (default {DEFAULT}; --list shows all)")
     p.add_argument("--out", type=Path, default=Path("gpu-results"))
     p.add_argument("--profile", default="ci", choices=("ci", "gpu", "dev"), help="the suite's hypothesis settings")
@@ -145,6 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0 1 2")
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
+    global COMMIT
+    COMMIT = a.commit
     table = steps(a)
     if a.list:
         for name, (what, limit, cmds) in table.items():
