@@ -99,15 +99,16 @@ def pick_backend(spec: str):
     return "numpy", get_backend("numpy")
 
 
-def initialise_layer(W32: np.ndarray, cfg: InitConfig, backend, index: int = 0):
-    """(quantized_from float32, A (r, in), B (out, r)) with W ~ dequant(quant(quantized_from)) + B A."""
+def initialise_layer(W, cfg: InitConfig, backend, index: int = 0):
+    """(quantized_from, A (r, in), B (out, r)) with W ~ dequant(quant(quantized_from)) + B A, for a
+    float32 weight W on the backend: quantized_from stays there, A and B come back as NumPy arrays."""
     dq = DQ_BLOCKSIZE if cfg.double_quant else None
     r = cfg.rank
+    d_out, d_in = (int(n) for n in W.shape)
     if cfg.method == "qlora":
-        bound = 1.0 / math.sqrt(W32.shape[1])  # PEFT: kaiming_uniform_(a=sqrt(5)) on lora_A
-        A = np.random.default_rng([cfg.seed, index]).uniform(-bound, bound, (r, W32.shape[1]))
-        return W32, A, np.zeros((W32.shape[0], r))
-    W = backend.from_numpy(W32)
+        bound = 1.0 / math.sqrt(d_in)  # PEFT: kaiming_uniform_(a=sqrt(5)) on lora_A
+        A = np.random.default_rng([cfg.seed, index]).uniform(-bound, bound, (r, d_in))
+        return W, A, np.zeros((d_out, r))
     if cfg.method == "loftq":
         precision = "float32" if cfg.svd == "randomized" else "float64"  # the fast path, or the reference's
         res = backend.loftq(W, r, cfg.iters, 4, cfg.blocksize, svd=cfg.svd, dq_blocksize=dq, precision=precision)
@@ -123,16 +124,17 @@ def initialise_layer(W32: np.ndarray, cfg: InitConfig, backend, index: int = 0):
         else:
             B, A, _ = backend.svd_factors_randomized(R, r)
         source = W
-    to = backend.to_numpy
-    return np.asarray(to(source), dtype=np.float32), np.asarray(to(A)), np.asarray(to(B))
+    return source, np.asarray(backend.to_numpy(A)), np.asarray(backend.to_numpy(B))
 
 
-def store_4bit(backend, source32: np.ndarray, cfg: InitConfig, dtype: str):
-    """(packed (ceil(n/2), 1) uint8, QuantState, dequantized float32 on the backend) of `source32`,
-    bitsandbytes' 4-bit layout, computed by the backend (bit-exact with qref.quantize_4bit)."""
+def store_4bit(backend, source, cfg: InitConfig, dtype: str):
+    """(packed (ceil(n/2), 1) uint8, QuantState, dequantized float32 on the backend) of `source` (a
+    backend array, read as float32), bitsandbytes' 4-bit layout, computed by the backend (bit-exact
+    with qref.quantize_4bit)."""
     to = backend.to_numpy
-    q = backend.quantize_4bit(backend.from_numpy(source32), cfg.blocksize, cfg.quant_type, cfg.double_quant)
-    Q = backend.dequantize_4bit(q, source32.shape, cfg.blocksize, cfg.quant_type)
+    shape = tuple(int(n) for n in source.shape)
+    q = backend.quantize_4bit(backend.astype(source, "float32"), cfg.blocksize, cfg.quant_type, cfg.double_quant)
+    Q = backend.dequantize_4bit(q, shape, cfg.blocksize, cfg.quant_type)
     code = get_codebook(cfg.quant_type).values
     nested = None
     if q.qabsmax is not None:
@@ -141,7 +143,7 @@ def store_4bit(backend, source32: np.ndarray, cfg: InitConfig, dtype: str):
             np.asarray(to(q.qabsmax)), np.asarray(to(q.absmax2)), offset, DQ_BLOCKSIZE, get_codebook("dynamic")
         )
     absmax = nested.qabsmax if nested is not None else np.asarray(to(q.absmax))
-    state = QuantState(cfg.quant_type, absmax, cfg.blocksize, code, dtype, tuple(source32.shape), nested)
+    state = QuantState(cfg.quant_type, absmax, cfg.blocksize, code, dtype, shape, nested)
     return np.asarray(to(q.packed)).reshape(-1, 1), state, Q
 
 
@@ -228,16 +230,16 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
                 reports.append(LayerReport(name, info.shape, "skipped: holds NaN or Inf (kept unquantized)"))
                 bar.step(i, len(names), name, W32.size)
                 continue
+            W = backend.from_numpy(W32)  # once: the method, the stored state and the errors all read it
             adapt = module in targets and min(info.shape) >= cfg.rank
             if adapt:
-                source, A, B = initialise_layer(W32, cfg, backend, i)
+                source, A, B = initialise_layer(W, cfg, backend, i)
             else:
-                source, A, B = W32, None, None
+                source, A, B = W, None, None
             packed, state, Q = store_4bit(backend, source, cfg, hf_layout.TORCH_DTYPE[info.dtype])
             base.add(name, packed)
             for key, value in state.as_dict(packed=True).items():
                 base.add(f"{name}.{key}", value)
-            W = backend.from_numpy(W32)
             norm = backend.norm(W) or 1.0
             before = backend.norm(W - Q) / norm
             if not adapt:
