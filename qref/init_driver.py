@@ -221,7 +221,8 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
                 reports.append(LayerReport(name, info.shape, "copied"))
                 continue
             W32 = reader.float32(name)
-            if not np.isfinite(W32).all():
+            W = backend.from_numpy(W32)  # once: the check, the method, the stored state and the errors read it
+            if not backend.all_finite(W):  # on the backend: a host pass over every weight would cost more
                 if cfg.on_bad_tensor == "stop":
                     raise ValueError(
                         f"tensor {name} holds NaN or Inf; nothing written (--on-bad-tensor skip keeps it unquantized)"
@@ -230,7 +231,6 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
                 reports.append(LayerReport(name, info.shape, "skipped: holds NaN or Inf (kept unquantized)"))
                 bar.step(i, len(names), name, W32.size)
                 continue
-            W = backend.from_numpy(W32)  # once: the method, the stored state and the errors all read it
             adapt = module in targets and min(info.shape) >= cfg.rank
             if adapt:
                 source, A, B = initialise_layer(W, cfg, backend, i)
