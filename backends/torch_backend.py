@@ -58,11 +58,19 @@ class TorchBackend(BackendBase):
 
     # ---- conversion ----
     def from_numpy(self, a):
-        if isinstance(a, BFloat16Array):
-            t = torch.from_numpy(a.bits.view(np.int16).copy()).view(torch.bfloat16)
-        else:
-            t = torch.from_numpy(np.ascontiguousarray(a).copy())
-        return t.to(self.device)
+        bf16 = isinstance(a, BFloat16Array)
+        host = np.ascontiguousarray(a.bits.view(np.int16) if bf16 else a)
+        if self.device == "cpu" or not host.flags.writeable:  # the result never aliases the caller's array
+            host = host.copy()
+        t = torch.from_numpy(host)
+        return (t.view(torch.bfloat16) if bf16 else t).to(self.device)
+
+    def host_buffer(self, shape, dtype):
+        if self.device == "cpu":
+            return np.empty(shape, dtype)
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return torch.empty(n, dtype=torch.uint8, pin_memory=True).numpy().view(dtype).reshape(shape)
 
     def to_numpy(self, a):
         a = a.detach().cpu()

@@ -199,6 +199,11 @@ class BackendBase:
         primitives are)."""
         return not any(getattr(getattr(type(self), op, None), "qref_missing", False) for op in ops)
 
+    def host_buffer(self, shape, dtype) -> np.ndarray:
+        """An empty host array that `from_numpy` moves to the device fastest (page-locked memory for
+        a CUDA backend): fill it, then hand it over."""
+        return np.empty(shape, dtype)
+
     # ---- hooks of the shared input checks (qref.backends.checks); a device backend overrides them ----
     def is_array(self, a) -> bool:
         return isinstance(a, np.ndarray)

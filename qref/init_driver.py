@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 from . import __version__, hf_layout, validation
 from .codebooks import get_codebook
 from .double_quant import DoubleQuant
+from .dtypes import BFloat16Array
 from .fourbit import BLOCKSIZES_4BIT
 from .quant_state import QuantState
 from .safetensors_io import SafetensorsWriter
@@ -190,10 +192,11 @@ def initialise_model(model, out, cfg: InitConfig, overwrite: bool = False, progr
     target = prepare_output(out, overwrite, "OUT", directory=True, protect=(model,))
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.qref-"))
     try:
-        reports = _write(ckpt, work, cfg, linears, targets, backend, progress)
+        seconds: dict[str, float] = {}
+        reports = _write(ckpt, work, cfg, linears, targets, backend, progress, seconds)
         if not any(r.status == "adapted" for r in reports):
             raise ValueError("no target module was adapted (see the status column); nothing written")
-        _meta(work, ckpt, cfg, reports, spec, linears)
+        _meta(work, ckpt, cfg, reports, spec, linears, seconds)
         _publish(work, target)
     except BaseException:
         if not existed and target.is_dir() and not any(target.iterdir()):
@@ -204,58 +207,95 @@ def initialise_model(model, out, cfg: InitConfig, overwrite: bool = False, progr
     return reports
 
 
-def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream) -> list[LayerReport]:
+def _prefetched(ckpt, names, linears, backend):
+    """(name, host array) in order; a linear's bytes are read into the backend's host buffer on a
+    worker thread while the caller computes the previous one (one tensor ahead: bounded memory)."""
+
+    def fetch(name):
+        raw = ckpt.where[name].raw(name)
+        if hf_layout.module_of(name) not in linears:
+            return raw  # memory-mapped, copied to the output as it is
+        buffer = backend.host_buffer(raw.shape, raw.dtype)
+        np.copyto(buffer, raw)  # reads the file now
+        return buffer
+
+    with ThreadPoolExecutor(1, thread_name_prefix="qref-read") as pool:
+        ahead = pool.submit(fetch, names[0]) if names else None
+        for k, name in enumerate(names):
+            host = ahead.result()
+            ahead = pool.submit(fetch, names[k + 1]) if k + 1 < len(names) else None
+            yield name, host
+
+
+def upload_float32(backend, host: np.ndarray, code: str):
+    """A stored float tensor (F32, F16, or BF16 as uint16 bits) as a float32 backend array, widened
+    on the backend (exact: every F16 and BF16 value is a float32 value): half the bytes cross."""
+    if code == "BF16":
+        return backend.astype(backend.from_numpy(BFloat16Array(np.ascontiguousarray(host))), "float32")
+    return backend.astype(backend.from_numpy(np.ascontiguousarray(host)), "float32")
+
+
+def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream, seconds) -> list[LayerReport]:
     (work / "base").mkdir()
     (work / "adapter").mkdir()
-    base = SafetensorsWriter(work / "base" / "model.safetensors")
-    adapter = SafetensorsWriter(work / "adapter" / "adapter_model.safetensors")
+    base = SafetensorsWriter(work / "base" / "model.safetensors", background=True)
+    adapter = SafetensorsWriter(work / "adapter" / "adapter_model.safetensors", background=True)
     scale = cfg.lora_alpha / cfg.rank
     reports, names = [], ckpt.names()
     bar = Progress(sum(int(np.prod(ckpt.info(n).shape)) for n in names if hf_layout.module_of(n) in linears), stream)
+    clock = _Clock(seconds)
     try:
-        for i, name in enumerate(names, 1):
+        for i, (name, host) in enumerate(_prefetched(ckpt, names, linears, backend), 1):
+            clock.lap("read")
             info, module = ckpt.info(name), hf_layout.module_of(name)
-            reader = ckpt.where[name]
+            size = int(np.prod(info.shape))
             if module not in linears:
-                base.add(name, reader.raw(name), info.dtype)
+                base.add(name, host, info.dtype)
                 reports.append(LayerReport(name, info.shape, "copied"))
+                clock.lap("write")
                 continue
-            W32 = reader.float32(name)
-            W = backend.from_numpy(W32)  # once: the check, the method, the stored state and the errors read it
+            W = upload_float32(backend, host, info.dtype)  # once: check, method, stored state, errors
+            clock.lap("upload")
             if not backend.all_finite(W):  # on the backend: a host pass over every weight would cost more
                 if cfg.on_bad_tensor == "stop":
                     raise ValueError(
                         f"tensor {name} holds NaN or Inf; nothing written (--on-bad-tensor skip keeps it unquantized)"
                     )
-                base.add(name, reader.raw(name), info.dtype)
+                base.add(name, host, info.dtype)
                 reports.append(LayerReport(name, info.shape, "skipped: holds NaN or Inf (kept unquantized)"))
-                bar.step(i, len(names), name, W32.size)
+                bar.step(i, len(names), name, size)
                 continue
             adapt = module in targets and min(info.shape) >= cfg.rank
             if adapt:
                 source, A, B = initialise_layer(W, cfg, backend, i)
             else:
                 source, A, B = W, None, None
+            clock.lap("method")
             packed, state, Q = store_4bit(backend, source, cfg, hf_layout.TORCH_DTYPE[info.dtype])
+            clock.lap("store")
             base.add(name, packed)
             for key, value in state.as_dict(packed=True).items():
                 base.add(f"{name}.{key}", value)
+            clock.lap("write")
             norm = backend.norm(W) or 1.0
             before = backend.norm(W - Q) / norm
             if not adapt:
                 why = "quantized" if module not in targets else f"quantized (not adapted: smaller than rank {cfg.rank})"
                 reports.append(LayerReport(name, info.shape, why, before))
-                bar.step(i, len(names), name, W32.size)
+                bar.step(i, len(names), name, size)
+                clock.lap("errors")
                 continue
             A32, B32 = A.astype(np.float32), (B / scale).astype(np.float32)  # stored so that (alpha/r) B A = BA
             adapter.add(hf_layout.peft_key(module, "A"), A32)
             adapter.add(hf_layout.peft_key(module, "B"), B32)
             after = backend.norm(W - Q - backend.from_numpy(B32 * np.float32(scale)) @ backend.from_numpy(A32)) / norm
             reports.append(LayerReport(name, info.shape, "adapted", before, after))
-            bar.step(i, len(names), name, W32.size)
+            bar.step(i, len(names), name, size)
+            clock.lap("errors")
         bar.close()
         base.close({"format": "pt"})
         adapter.close({"format": "pt"})
+        clock.lap("write")
     except BaseException:
         bar.close()
         base.abort()
@@ -264,7 +304,19 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream)
     return reports
 
 
-def _meta(work: Path, ckpt, cfg: InitConfig, reports, backend: str | None, linears) -> None:
+class _Clock:
+    """Adds the time since the last lap to seconds[phase] (what qref_init.json reports)."""
+
+    def __init__(self, seconds: dict):
+        self.seconds, self.last = seconds, time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.last
+        self.last = now
+
+
+def _meta(work: Path, ckpt, cfg: InitConfig, reports, backend: str | None, linears, seconds) -> None:
     kept = [hf_layout.module_of(r.name) for r in reports if r.status.startswith("skipped")]
     adapted = [hf_layout.module_of(r.name) for r in reports if r.status == "adapted"]
     dtypes = {ckpt.info(r.name).dtype for r in reports if hf_layout.module_of(r.name) in linears}
@@ -287,6 +339,7 @@ def _meta(work: Path, ckpt, cfg: InitConfig, reports, backend: str | None, linea
         else {"bits": 4, "blocksize": cfg.blocksize},
         "backend": backend,
         "base_has_config": ckpt.config is not None,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "tensors": [asdict(r) | {"shape": list(r.shape)} for r in reports],
     }
     (work / "qref_init.json").write_text(json.dumps(meta, indent=2, default=_json_number) + "\n")

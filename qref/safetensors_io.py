@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,14 +145,21 @@ class SafetensorsReader:
 
 
 class SafetensorsWriter:
-    """Writes tensors one at a time (data to a side file), then the header and data on `close()`."""
+    """Writes tensors one at a time (data to a side file), then the header and data on `close()`.
 
-    def __init__(self, path):
+    `background=True` writes each tensor's bytes on one worker thread, in order, with at most
+    `depth` arrays waiting (memory stays bounded): the caller computes the next tensor meanwhile.
+    A failed write is raised by the next `add` or by `close`."""
+
+    def __init__(self, path, background: bool = False, depth: int = 3):
         self.path = Path(path)
         self.entries: dict[str, dict] = {}
         fd, self._body_path = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".body")
         self._body = os.fdopen(fd, "wb")
         self._offset = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="qref-write") if background else None
+        self._pending: deque = deque()
+        self._depth = max(int(depth), 1)
 
     def add(self, name: str, array: np.ndarray, dtype: str | None = None) -> None:
         """Append `array`; `dtype` overrides the code (e.g. "BF16" for uint16 bit patterns)."""
@@ -160,17 +169,35 @@ class SafetensorsWriter:
         code = dtype or _CODE_OF.get(a.dtype)
         if code is None or np.dtype(DTYPES[code]).itemsize != a.dtype.itemsize:
             raise TypeError(f"tensor {name!r}: no safetensors dtype for {a.dtype} (code {dtype!r})")
-        data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        self._body.write(data)
+        a = np.ascontiguousarray(a.astype(a.dtype.newbyteorder("<"), copy=False))
         self.entries[name] = {
             "dtype": code,
             "shape": list(a.shape),
-            "data_offsets": [self._offset, self._offset + len(data)],
+            "data_offsets": [self._offset, self._offset + a.nbytes],
         }
-        self._offset += len(data)
+        self._offset += a.nbytes
+        if self._pool is None:
+            self._write(a)
+            return
+        while len(self._pending) >= self._depth or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()  # re-raises a failed write
+        self._pending.append(self._pool.submit(self._write, a))
+
+    def _write(self, a: np.ndarray) -> None:
+        if a.nbytes:
+            self._body.write(memoryview(a.reshape(-1).view(np.uint8)))  # no intermediate bytes object
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+        if self._pool is not None:
+            self._pool.shutdown()
 
     def close(self, metadata: dict[str, str] | None = None) -> Path:
-        self._body.close()
+        try:
+            self._drain()
+        finally:
+            self._body.close()
         header = {"__metadata__": dict(metadata or {}), **self.entries}
         text = json.dumps(header, separators=(",", ":")).encode("utf-8")
         text += b" " * (-len(text) % 8)  # the data section starts 8-byte aligned
@@ -178,11 +205,37 @@ class SafetensorsWriter:
             with open(self.path, "wb") as out, open(self._body_path, "rb") as body:
                 out.write(len(text).to_bytes(8, "little"))
                 out.write(text)
-                shutil.copyfileobj(body, out, 1 << 24)
+                out.flush()
+                _copy_rest(body, out, self._offset)
         finally:
             Path(self._body_path).unlink(missing_ok=True)
         return self.path
 
     def abort(self) -> None:
-        self._body.close()
-        Path(self._body_path).unlink(missing_ok=True)
+        for f in self._pending:
+            f.cancel()
+        try:
+            self._drain()
+        except BaseException:  # the write that failed is what abort cleans up after
+            pass
+        finally:
+            self._body.close()
+            Path(self._body_path).unlink(missing_ok=True)
+
+
+def _copy_rest(src, dst, count: int) -> None:
+    """Copy `count` bytes of src after dst's current end, in the kernel where it can (sendfile)."""
+    sent = 0
+    if hasattr(os, "sendfile"):
+        try:
+            while sent < count:
+                n = os.sendfile(dst.fileno(), src.fileno(), sent, min(count - sent, 1 << 30))
+                if n == 0:
+                    break
+                sent += n
+        except OSError:
+            pass  # not supported between these files: copy the rest in user space
+    if sent < count:
+        src.seek(sent)
+        dst.seek(0, os.SEEK_END)
+        shutil.copyfileobj(src, dst, 1 << 24)

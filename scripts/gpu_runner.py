@@ -154,7 +154,7 @@ def environment() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--commit", default=None, help="the commit measured, where the copy has no usable .git")
-    p.add_argument("--layers", type=int, default=4, help="decoder layers for init-model (default 4)")
+    p.add_argument("--layers", type=int, default=32, help="decoder layers for init-model (default 32, all of LLaMA-7B)")
     p.add_argument("--steps", default=DEFAULT, help=f"comma-separated (default {DEFAULT}; --list shows all)")
     p.add_argument("--out", type=Path, default=Path("gpu-results"))
     p.add_argument("--profile", default="ci", choices=("ci", "gpu", "dev"), help="the suite's hypothesis settings")
