@@ -121,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     )
     init.add_argument("model", metavar="MODEL", help="a transformers model folder or a .safetensors file")
     init.add_argument("out", metavar="OUT", help="the folder to write: OUT/base, OUT/adapter, OUT/qref_init.json")
-    init.add_argument("--method", default="loftq", choices=("qlora", "loftq", "lqlora", "quailora"))
+    init.add_argument("--method", default="loftq", choices=("qlora", "loftq", "lqlora", "quailora", "qalora"))
     init.add_argument("--rank", type=int, default=16, help="LoRA rank r (default 16)")
     init.add_argument("--alpha", type=float, default=None, help="lora_alpha (default: the rank, scaling 1)")
     init.add_argument("--quant-type", default="nf4", choices=("nf4", "fp4"))
@@ -129,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--double-quant", action="store_true", help="8-bit absmax, bitsandbytes' layout")
     init.add_argument("--iters", type=int, default=5, help="LoftQ/LQ-LoRA alternations (default 5)")
     init.add_argument("--svd", default="randomized", choices=("randomized", "exact"))
+    init.add_argument("--group-size", type=int, default=32, help="qalora: GPTQ group and pooling group (default 32)")
+    init.add_argument("--gptq-format", default="v1", choices=("v1", "v2"), help="qalora: gptq / gptq_v2")
     init.add_argument("--backend", default="auto", help="NAME[:DEVICE] (default: torch:cuda, torch:cpu, numpy)")
     init.add_argument("--seed", type=int, default=0, help="seed of the qlora method's A")
     init.add_argument("--target-modules", default=None, help="comma-separated PEFT names, e.g. q_proj,v_proj")
@@ -223,6 +225,8 @@ def _run(args) -> int:
             on_bad_tensor=args.on_bad_tensor,
             target_modules=modules,
             target_regex=args.target_regex,
+            group_size=args.group_size,
+            gptq_format=args.gptq_format,
         )
         reports = initialise_model(args.model, args.out, cfg, args.overwrite, None if args.quiet else sys.stderr)
         print(summary(reports))

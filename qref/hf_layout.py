@@ -174,6 +174,26 @@ def quantization_config(quant_type: str, double_quant: bool, compute_dtype: str,
     }
 
 
+def gptq_quantization_config(bits: int, group_size: int, checkpoint_format: str, version: str) -> dict:
+    """config.json's `quantization_config` for a GPTQ checkpoint (transformers' GPTQConfig, read by
+    GPTQModel): contiguous groups (desc_act false), asymmetric, `checkpoint_format` "gptq" (qzeros
+    store z - 1) or "gptq_v2" (z). The weights are round-to-nearest, GPTQ with an identity Hessian:
+    `meta` says so, and no calibration data was used."""
+    return {
+        "quant_method": "gptq",
+        "bits": bits,
+        "group_size": group_size,
+        "desc_act": False,
+        "sym": False,
+        "true_sequential": True,
+        "damp_percent": 0.1,
+        "checkpoint_format": checkpoint_format,
+        "format": checkpoint_format,
+        "pack_dtype": "int32",
+        "meta": {"quantizer": [f"qref:{version}"], "method": "round-to-nearest (identity Hessian)"},
+    }
+
+
 def adapter_config(rank: int, alpha: float, target_modules: list[str], base: str) -> dict:
     """adapter_config.json for PEFT's LoRA (unlisted fields take PEFT's defaults)."""
     return {

@@ -30,16 +30,20 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, hf_layout, validation
-from .codebooks import get_codebook
-from .double_quant import DoubleQuant
 from .dtypes import BFloat16Array
 from .fourbit import BLOCKSIZES_4BIT
-from .quant_state import QuantState
+from .init_methods import (
+    DQ_BLOCKSIZE,
+    GPTQ_BITS,
+    GPTQ_CHECKPOINT_FORMAT,
+    GPTQ_METHODS,
+    METHODS,
+    initialise_layer,
+    store_4bit,
+    store_gptq,
+)
+from .qalora import pool_factor
 from .safetensors_io import SafetensorsWriter
-
-METHODS = ("qlora", "loftq", "lqlora", "quailora")
-#: The block of the second-level (8-bit) absmax in bitsandbytes' layout.
-DQ_BLOCKSIZE = 256
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,20 @@ class InitConfig:
     on_bad_tensor: str = "stop"  # "skip": keep a non-finite weight unquantized and say so
     target_modules: tuple[str, ...] | None = None
     target_regex: str | None = None
+    group_size: int = 32  # qalora: the GPTQ group and QA-LoRA's pooling group (the paper's 32)
+    gptq_format: str = "v1"  # qalora: qzeros as z - 1 ("gptq") or z ("gptq_v2")
 
     def __post_init__(self):
         validation.one_of(self.method, METHODS, "--method")
+        if self.method in GPTQ_METHODS:
+            if self.double_quant or self.quant_type != "nf4":
+                raise ValueError(
+                    f"--method {self.method} writes the GPTQ layout: --double-quant and --quant-type do not apply"
+                )
+            if self.on_bad_tensor == "skip":
+                raise ValueError(
+                    f"--method {self.method}: GPTQ quantizes every linear; --on-bad-tensor skip is not offered"
+                )
         validation.positive_int(self.rank, "--rank")
         validation.one_of(self.quant_type, ("nf4", "fp4"), "--quant-type")
         if self.quant_type == "fp4" and self.method != "qlora":
@@ -68,10 +83,16 @@ class InitConfig:
         validation.positive_int(self.iters, "--iters")
         validation.one_of(self.svd, ("exact", "randomized"), "--svd")
         validation.one_of(self.on_bad_tensor, ("stop", "skip"), "--on-bad-tensor")
+        validation.positive_int(self.group_size, "--group-size")
+        validation.one_of(self.gptq_format, tuple(GPTQ_CHECKPOINT_FORMAT), "--gptq-format")
         if self.alpha is not None:
             a = validation.real(self.alpha, "--alpha")
             if not a > 0:
                 raise ValueError(f"--alpha must be > 0, got {self.alpha}")
+
+    @property
+    def gptq(self) -> bool:
+        return self.method in GPTQ_METHODS
 
     @property
     def lora_alpha(self) -> float:
@@ -99,54 +120,6 @@ def pick_backend(spec: str):
         except (BackendUnavailable, ValueError):
             continue
     return "numpy", get_backend("numpy")
-
-
-def initialise_layer(W, cfg: InitConfig, backend, index: int = 0):
-    """(quantized_from, A (r, in), B (out, r)) with W ~ dequant(quant(quantized_from)) + B A, for a
-    float32 weight W on the backend: quantized_from stays there, A and B come back as NumPy arrays."""
-    dq = DQ_BLOCKSIZE if cfg.double_quant else None
-    r = cfg.rank
-    d_out, d_in = (int(n) for n in W.shape)
-    if cfg.method == "qlora":
-        bound = 1.0 / math.sqrt(d_in)  # PEFT: kaiming_uniform_(a=sqrt(5)) on lora_A
-        A = np.random.default_rng([cfg.seed, index]).uniform(-bound, bound, (r, d_in))
-        return W, A, np.zeros((d_out, r))
-    if cfg.method == "loftq":
-        precision = "float32" if cfg.svd == "randomized" else "float64"  # the fast path, or the reference's
-        res = backend.loftq(W, r, cfg.iters, 4, cfg.blocksize, svd=cfg.svd, dq_blocksize=dq, precision=precision)
-        source, A, B = res["quantized_from"], res["lora_A"], res["lora_B"]
-    elif cfg.method == "lqlora":
-        res = backend.lqlora(W, r, 4, cfg.blocksize, max_iter=cfg.iters, svd=cfg.svd, dq_blocksize=dq)
-        source, A, B = res["quantized_from"], res["L2"], res["L1"]
-    else:  # quailora, uncalibrated
-        Q = backend.nf_quantize(W, 4, cfg.blocksize, dq)
-        R = backend.astype(W, "float64") - Q
-        if cfg.svd == "exact":
-            B, A = backend.svd_factors(R, r)
-        else:
-            B, A, _ = backend.svd_factors_randomized(R, r)
-        source = W
-    return source, np.asarray(backend.to_numpy(A)), np.asarray(backend.to_numpy(B))
-
-
-def store_4bit(backend, source, cfg: InitConfig, dtype: str):
-    """(packed (ceil(n/2), 1) uint8, QuantState, dequantized float32 on the backend) of `source` (a
-    backend array, read as float32), bitsandbytes' 4-bit layout, computed by the backend (bit-exact
-    with qref.quantize_4bit)."""
-    to = backend.to_numpy
-    shape = tuple(int(n) for n in source.shape)
-    q = backend.quantize_4bit(backend.astype(source, "float32"), cfg.blocksize, cfg.quant_type, cfg.double_quant)
-    Q = backend.dequantize_4bit(q, shape, cfg.blocksize, cfg.quant_type)
-    code = get_codebook(cfg.quant_type).values
-    nested = None
-    if q.qabsmax is not None:
-        offset = np.float32(np.asarray(to(q.offset) if not isinstance(q.offset, np.floating) else q.offset).item())
-        nested = DoubleQuant(
-            np.asarray(to(q.qabsmax)), np.asarray(to(q.absmax2)), offset, DQ_BLOCKSIZE, get_codebook("dynamic")
-        )
-    absmax = nested.qabsmax if nested is not None else np.asarray(to(q.absmax))
-    state = QuantState(cfg.quant_type, absmax, cfg.blocksize, code, dtype, shape, nested)
-    return np.asarray(to(q.packed)).reshape(-1, 1), state, Q
 
 
 class Progress:
@@ -187,6 +160,11 @@ def initialise_model(model, out, cfg: InitConfig, overwrite: bool = False, progr
     if not linears:
         raise ValueError(f"MODEL {model}: no linear weights (2-D float *.weight other than embeddings/head)")
     targets = set(hf_layout.select_targets(linears, cfg.target_modules, cfg.target_regex))
+    if cfg.gptq:
+        for m in linears:
+            d_in = ckpt.info(f"{m}.weight").shape[1]
+            if d_in % cfg.group_size:
+                raise ValueError(f"{m}: {d_in} input features are not a multiple of --group-size {cfg.group_size}")
     spec, backend = pick_backend(cfg.backend)
     existed = Path(out).exists()
     target = prepare_output(out, overwrite, "OUT", directory=True, protect=(model,))
@@ -271,11 +249,13 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream,
             else:
                 source, A, B = W, None, None
             clock.lap("method")
-            packed, state, Q = store_4bit(backend, source, cfg, hf_layout.TORCH_DTYPE[info.dtype])
+            if cfg.gptq:
+                stored, Q = store_gptq(backend, source, cfg, name)
+            else:
+                stored, Q = store_4bit(backend, source, cfg, name, hf_layout.TORCH_DTYPE[info.dtype])
             clock.lap("store")
-            base.add(name, packed)
-            for key, value in state.as_dict(packed=True).items():
-                base.add(f"{name}.{key}", value)
+            for key, value in stored.items():
+                base.add(key, value)
             clock.lap("write")
             norm = backend.norm(W) or 1.0
             before = backend.norm(W - Q) / norm
@@ -288,7 +268,7 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream,
             A32, B32 = A.astype(np.float32), (B / scale).astype(np.float32)  # stored so that (alpha/r) B A = BA
             adapter.add(hf_layout.peft_key(module, "A"), A32)
             adapter.add(hf_layout.peft_key(module, "B"), B32)
-            after = backend.norm(W - Q - backend.from_numpy(B32 * np.float32(scale)) @ backend.from_numpy(A32)) / norm
+            after = backend.norm(W - Q - backend.from_numpy(_dense_update(cfg, A32, B32 * np.float32(scale)))) / norm
             reports.append(LayerReport(name, info.shape, "adapted", before, after))
             bar.step(i, len(names), name, size)
             clock.lap("errors")
@@ -302,6 +282,16 @@ def _write(ckpt, work: Path, cfg: InitConfig, linears, targets, backend, stream,
         adapter.abort()
         raise
     return reports
+
+
+def _dense_update(cfg: InitConfig, A, B) -> np.ndarray:
+    """B A as the weight update PEFT applies; qalora's pooled adapter acts as the group-constant
+    update c (B A)[j, i // g], c = G / g in PEFT's pooling (docs/qalora.md)."""
+    if not cfg.gptq:
+        return B @ A
+    d_in = A.shape[1] * cfg.group_size
+    c = np.float32(pool_factor("peft", d_in, cfg.group_size))
+    return np.repeat(B @ A, cfg.group_size, axis=1) * c
 
 
 class _Clock:
@@ -323,26 +313,41 @@ def _meta(work: Path, ckpt, cfg: InitConfig, reports, backend: str | None, linea
     compute = hf_layout.TORCH_DTYPE[dtypes.pop()] if len(dtypes) == 1 else "float32"
     if ckpt.config is not None:
         config = dict(ckpt.config)
-        config["quantization_config"] = hf_layout.quantization_config(cfg.quant_type, cfg.double_quant, compute, kept)
+        if cfg.gptq:
+            config["quantization_config"] = hf_layout.gptq_quantization_config(
+                GPTQ_BITS, cfg.group_size, GPTQ_CHECKPOINT_FORMAT[cfg.gptq_format], __version__
+            )
+        else:
+            config["quantization_config"] = hf_layout.quantization_config(
+                cfg.quant_type, cfg.double_quant, compute, kept
+            )
         (work / "base" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     for f in ckpt.companions():
         shutil.copyfile(f, work / "base" / f.name)
     modules = hf_layout.peft_target_modules(adapted, [m for m in linears if m not in kept])
     doc = hf_layout.adapter_config(cfg.rank, cfg.lora_alpha, modules, "../base")
+    if cfg.gptq:
+        doc |= {"use_qalora": True, "qalora_group_size": cfg.group_size}
     (work / "adapter" / "adapter_config.json").write_text(json.dumps(doc, indent=2) + "\n")
     meta = {
         "qref_version": __version__,
         "source": str(ckpt.path),
         "config": asdict(cfg),
-        "quantization": {"bits": 4, "blocksize": cfg.blocksize, "double_quant_blocksize": DQ_BLOCKSIZE}
-        if cfg.double_quant
-        else {"bits": 4, "blocksize": cfg.blocksize},
+        "quantization": _quantization(cfg),
         "backend": backend,
         "base_has_config": ckpt.config is not None,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "tensors": [asdict(r) | {"shape": list(r.shape)} for r in reports],
     }
     (work / "qref_init.json").write_text(json.dumps(meta, indent=2, default=_json_number) + "\n")
+
+
+def _quantization(cfg: InitConfig) -> dict:
+    if cfg.gptq:
+        fmt = GPTQ_CHECKPOINT_FORMAT[cfg.gptq_format]
+        return {"layout": "gptq", "bits": GPTQ_BITS, "group_size": cfg.group_size, "checkpoint_format": fmt}
+    doc = {"layout": "bitsandbytes", "bits": 4, "quant_type": cfg.quant_type, "blocksize": cfg.blocksize}
+    return doc | ({"double_quant_blocksize": DQ_BLOCKSIZE} if cfg.double_quant else {})
 
 
 def _json_number(x):

@@ -185,7 +185,7 @@ class SafetensorsWriter:
 
     def _write(self, a: np.ndarray) -> None:
         if a.nbytes:
-            self._body.write(memoryview(a.reshape(-1).view(np.uint8)))  # no intermediate bytes object
+            self._body.write(a.reshape(-1).view(np.uint8).data)  # no intermediate bytes object
 
     def _drain(self) -> None:
         while self._pending:

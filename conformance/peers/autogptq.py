@@ -100,7 +100,7 @@ def dequantize(tensors: dict, bits: int, group_size: int, module: str = "qlinear
     d_in = tensors["g_idx"].shape[0]
     layer = qlinear.QuantLinear(bits, group_size, d_in, d_out, bias=False, weight_dtype=torch.float32)
     for key in ("qweight", "qzeros", "g_idx"):
-        getattr(layer, key).copy_(torch.from_numpy(np.asarray(tensors[key])))
+        getattr(layer, key).copy_(torch.from_numpy(np.array(tensors[key])))
     layer.scales = torch.from_numpy(np.asarray(tensors["scales"], dtype=np.float32))
     with torch.no_grad():
         return layer(torch.eye(d_in, dtype=torch.float32)).numpy().T
