@@ -72,3 +72,27 @@ def wheel(tmp_path_factory):
     if r.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {r.stderr[-300:]}")
     return zipfile.ZipFile(next(out.glob("qref-*.whl")))
+
+
+@pytest.fixture(scope="session")
+def small_llama():
+    """save(folder, dtype, shard=None): a 2-layer Llama (hidden 128) from a config, random weights
+    (seed 0), saved by transformers itself; skipped without torch and transformers."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+
+    def save(folder, dtype, shard=None):
+        cfg = transformers.LlamaConfig(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=300,
+        )
+        torch.manual_seed(0)
+        model = transformers.LlamaForCausalLM(cfg).to(dtype)
+        model.save_pretrained(folder, max_shard_size=shard) if shard else model.save_pretrained(folder)
+        return folder
+
+    return save

@@ -23,19 +23,8 @@ LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    cfg = transformers.LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=300,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("m") / "llama"
-    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
-    return folder
+def model(tmp_path_factory, small_llama):
+    return small_llama(tmp_path_factory.mktemp("m") / "llama", torch.bfloat16)
 
 
 def run_init(model, out, *extra):

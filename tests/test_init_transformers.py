@@ -19,24 +19,9 @@ peft = pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
 
-def llama(folder, dtype, shard=None):
-    cfg = transformers.LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=300,
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).to(dtype)
-    model.save_pretrained(folder, max_shard_size=shard) if shard else model.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
-def bf16_sharded(tmp_path_factory):
-    folder = llama(tmp_path_factory.mktemp("m") / "llama", torch.bfloat16, shard="200KB")
+def bf16_sharded(tmp_path_factory, small_llama):
+    folder = small_llama(tmp_path_factory.mktemp("m") / "llama", torch.bfloat16, shard="200KB")
     assert (folder / "model.safetensors.index.json").is_file()
     return folder
 
@@ -117,9 +102,9 @@ def test_target_modules_reach_peft(bf16_sharded, tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_base_matches_what_transformers_writes_for_the_same_model(tmp_path, dtype):
+def test_base_matches_what_transformers_writes_for_the_same_model(tmp_path, dtype, small_llama):
     """Without double quantization qref's 4-bit tensors are transformers' own, byte for byte."""
-    src = llama(tmp_path / "src", getattr(torch, dtype))
+    src = small_llama(tmp_path / "src", getattr(torch, dtype))
     bnb = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
     transformers.AutoModelForCausalLM.from_pretrained(src, quantization_config=bnb, device_map="cpu").save_pretrained(
         tmp_path / "theirs"
