@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOLS = {"qref.cli", "qref.init_driver", "qref.interop"}
+TOOLS = {"qref.cli", "qref.init_driver", "qref.interop", "qref.testing"}
 
 
 def spec_modules() -> list[str]:
