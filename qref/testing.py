@@ -223,3 +223,52 @@ def check_dequantize_4bit(
         max_examples,
         shrink,
     )
+
+
+def check_groupwise(
+    fn,
+    bits: int = 4,
+    group_size: int = 32,
+    profile: str = "gptq-asym",
+    max_examples: int = 200,
+    array: str = "numpy",
+    device="cpu",
+) -> None:
+    """AssertionError unless fn(W) -> (codes, scales, zeros), W float32 (D_out, D_in), equals
+    qref.quantize_groupwise(W, bits, group_size, profile) bit for bit: codes (D_out, D_in) as
+    integers, scales and zeros (D_out, G) as float32 (the GPTQ zero point is an integer-valued float)."""
+    from .groupwise import GROUPWISE_BITS, GROUPWISE_PROFILES, quantize_groupwise
+
+    one_of(bits, GROUPWISE_BITS, "bits")
+    one_of(profile, GROUPWISE_PROFILES, "profile")
+    one_of(array, ARRAYS, "array")
+    from .conformance.battery import groupwise_cases
+    from .conformance.strategies import group_weights
+
+    def compare(W: np.ndarray) -> str | None:
+        ref = quantize_groupwise(W, bits, group_size, profile)
+        codes, scales, zeros = (_back(a) for a in fn(_to(W, array, device)))
+        return (
+            _first_difference("codes", ref.codes.astype(np.int64), np.asarray(codes).astype(np.int64))
+            or _first_difference("scales", ref.scales.astype(np.float32), scales)
+            or _first_difference("zeros", ref.zeros.astype(np.float32), zeros)
+        )
+
+    def shrink(W: np.ndarray, compare):
+        for r in range(W.shape[0]):  # one row, then one group of it
+            row = W[r : r + 1].copy()
+            if compare(row) is not None:
+                for g in range(0, W.shape[1], group_size):
+                    if compare(row[:, g : g + group_size].copy()) is not None:
+                        return row[:, g : g + group_size].copy()
+                return row
+        return W
+
+    _run(
+        f"check_groupwise({bits} bits, group {group_size}, {profile})",
+        compare,
+        groupwise_cases(group_size),
+        group_weights(group_size, bits),
+        max_examples,
+        shrink,
+    )

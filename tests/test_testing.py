@@ -69,3 +69,24 @@ def test_torch_arrays_are_passed_when_asked():
 
     check_dequantize_4bit(f, max_examples=5, array="torch")
     assert seen and all(seen)
+
+
+def test_groupwise_passes_the_reference_and_catches_a_zero_point_rounded_down():
+    from qref.groupwise import quantize_groupwise
+    from qref.testing import check_groupwise
+
+    def good(W):
+        gq = quantize_groupwise(W, 4, 32, "gptq-asym")
+        return gq.codes, gq.scales, gq.zeros
+
+    check_groupwise(good, max_examples=30)
+
+    def floor_zero(W):  # zero = floor(-min / scale) instead of round
+        codes, scales, zeros = good(W)
+        xmin = np.minimum(W.reshape(W.shape[0], -1, 32).min(axis=2), 0)
+        return codes, scales, np.floor(-xmin / scales).astype(np.float32)
+
+    with pytest.raises(AssertionError) as e:
+        check_groupwise(floor_zero, max_examples=30)
+    msg = str(e.value)
+    assert "zeros" in msg and "smallest failing input" in msg
