@@ -51,5 +51,5 @@ def test_a_partial_backend_with_a_wrong_implemented_op_still_fails():
         def pack_nibbles(self, codes, pad_code=0):
             return np.asarray(super().pack_nibbles(codes, pad_code)) ^ np.uint8(0x01)
 
-    with pytest.raises(Exception):
+    with pytest.raises(AssertionError):
         run_suite(Wrong())
