@@ -212,15 +212,14 @@ class SafetensorsWriter:
         return self.path
 
     def abort(self) -> None:
+        """Drop what is queued, wait for the write in progress, remove the side file."""
         for f in self._pending:
             f.cancel()
-        try:
-            self._drain()
-        except BaseException:  # the write that failed is what abort cleans up after
-            pass
-        finally:
-            self._body.close()
-            Path(self._body_path).unlink(missing_ok=True)
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # the body is closed only once no write uses it
+        self._body.close()
+        Path(self._body_path).unlink(missing_ok=True)
 
 
 def _copy_rest(src, dst, count: int) -> None:

@@ -187,3 +187,21 @@ def test_a_single_safetensors_file_gives_weights_without_config(tmp_path):
     initialise_model(model / "model.safetensors", out, InitConfig(method="qlora", rank=4), progress=None)
     assert not (out / "base" / "config.json").exists()
     assert json.loads((out / "qref_init.json").read_text())["base_has_config"] is False
+
+
+def test_a_background_writer_aborted_mid_queue_leaves_no_file(tmp_path):
+    w = SafetensorsWriter(tmp_path / "a.safetensors", background=True, depth=2)
+    for k in range(6):
+        w.add(f"t{k}", np.full((512, 512), k, np.float32))
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_background_writer_writes_what_a_plain_one_does(tmp_path):
+    arrays = {f"t{k}": np.arange(k * 1000, dtype=np.float32).reshape(-1, 10) for k in range(1, 6)}
+    for background in (False, True):
+        w = SafetensorsWriter(tmp_path / f"{background}.safetensors", background=background, depth=1)
+        for name, a in arrays.items():
+            w.add(name, a)
+        w.close()
+    assert (tmp_path / "False.safetensors").read_bytes() == (tmp_path / "True.safetensors").read_bytes()
