@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import interop
 from .blockwise import dequantize_blockwise
 from .codebooks import get_codebook
 from .fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT, quantize_4bit
@@ -41,17 +42,11 @@ class _Mismatch(AssertionError):
 
 
 def _to(a: np.ndarray, array: str, device: str):
-    if array == "numpy":
-        return a.copy()
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a).copy()).to(device)
+    return a.copy() if array == "numpy" else interop.to_torch(a, device)
 
 
 def _back(a) -> np.ndarray:
-    if hasattr(a, "detach"):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a)
+    return interop.to_numpy(a) if hasattr(a, "detach") else np.asarray(a)
 
 
 def _first_difference(what: str, want: np.ndarray, got: np.ndarray) -> str | None:
@@ -207,10 +202,10 @@ def check_dequantize_4bit(
 
     def shrink(data, compare):
         packed, absmax, n = data
+        codes = unpack_nibbles(packed, n)
         for b in range(absmax.size):  # one block alone, its bytes re-aligned to a byte boundary
             lo, hi = b * blocksize, min(n, (b + 1) * blocksize)
-            codes = unpack_nibbles(packed, n)[lo:hi]
-            small = (pack_nibbles(codes).reshape(-1), absmax[b : b + 1].copy(), hi - lo)
+            small = (pack_nibbles(codes[lo:hi]).reshape(-1), absmax[b : b + 1].copy(), hi - lo)
             if compare(small) is not None:
                 return small
         return data
