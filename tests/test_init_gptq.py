@@ -38,6 +38,10 @@ def written(request, model, tmp_path_factory):
     return request.param, out
 
 
+def gptq_tensors(base, module):
+    return {k: np.asarray(base.raw(f"{module}.{k}")) for k in ("qweight", "qzeros", "scales", "g_idx")}
+
+
 def modules(out):
     base = SafetensorsReader(out / "base" / "model.safetensors")
     return sorted(k.removesuffix(".qweight") for k in base.keys() if k.endswith(".qweight")), base
@@ -49,7 +53,7 @@ def test_every_linear_is_stored_as_qrefs_groupwise_quantization(model, written):
     names, base = modules(out)
     assert len(names) == 2 * len(LINEARS)
     for m in names:
-        tensors = {k: np.asarray(base.raw(f"{m}.{k}")) for k in ("qweight", "qzeros", "scales", "g_idx")}
+        tensors = gptq_tensors(base, m)
         assert tensors["scales"].dtype == np.float16 and tensors["qweight"].dtype == np.int32
         W = bf16_bits_to_float32(np.asarray(source.raw(f"{m}.weight")))
         ref = quantize_groupwise(W, 4, 32, "gptq-asym")
@@ -71,7 +75,7 @@ def test_autogptq_reads_the_v1_tensors_as_qref_does(written):
         pytest.skip(why)
     names, base = modules(out)
     for m in names[:3]:
-        tensors = {k: np.asarray(base.raw(f"{m}.{k}")) for k in ("qweight", "qzeros", "scales", "g_idx")}
+        tensors = gptq_tensors(base, m)
         ours = dequantize_groupwise(gptq_pack.from_gptq(tensors, 4, 32, "v1"))
         for module in ("qlinear_cuda_old", "qlinear_cuda"):
             np.testing.assert_array_equal(autogptq.dequantize(tensors, 4, 32, module), ours)
@@ -118,7 +122,7 @@ def test_a_zero_point_of_0_in_format_v1_names_the_tensor_and_writes_nothing(tmp_
     assert not out.exists()
     assert run_init(folder, out, "--gptq-format", "v2") == 0
     base = SafetensorsReader(out / "base" / "model.safetensors")
-    tensors = {k: np.asarray(base.raw(f"model.layers.0.mlp.up_proj.{k}")) for k in ("qweight", "qzeros", "scales")}
+    tensors = gptq_tensors(base, "model.layers.0.mlp.up_proj")
     assert gptq_pack.from_gptq(tensors, 4, 32, "v2").zeros[3, 0] == 0
 
 
