@@ -103,3 +103,10 @@ def groupwise_cases(group_size: int, seed: int = 0) -> Iterator[tuple[str, np.nd
     ties = np.resize(np.arange(-8, 8, dtype=np.float32) + 0.5, (32, d_in)).astype(np.float32)
     yield "half-integers", ties  # w / scale lands on .5 for many scales: round half to even
     yield "subnormal-groups", (rng.standard_normal((32, d_in)) * 1e-44).astype(np.float32)
+    # Group ranges from 1e-7 to 1e-1 (geometric, one per group): the libraries' small-range guards
+    # (torchao's scale floor 1e-6, HQQ's near-constant range 1e-4) fall inside.
+    widths = np.geomspace(1e-7, 1e-1, 32 * 8).astype(np.float32).reshape(32, 8, 1)
+    offsets = rng.standard_normal((32, 8, 1)).astype(np.float32) * np.float32(0.05)
+    unit = rng.uniform(0, 1, (32, 8, group_size)).astype(np.float32)
+    unit[..., 0], unit[..., 1] = 0, 1
+    yield "narrow-groups", (offsets + widths * unit).reshape(32, d_in).astype(np.float32)

@@ -193,11 +193,25 @@ def _autogptq_available():
     return autogptq.available()
 
 
+def _affine(name: str):
+    def available():
+        from .check_affine import available
+
+        return available(name)
+
+    def run(quick: bool = False):
+        from .check_affine import check_library
+
+        return check_library(name, quick)
+
+    return available, run
+
+
 PEERS = {
     "bitsandbytes": (bnb.available, _check_bnb),
     "torchao": (_torchao_available, _check_torchao),
     "auto-gptq": (_autogptq_available, _check_autogptq),
-}
+} | {name: _affine(name) for name in ("compressed-tensors", "hqq", "optimum-quanto", "torchao-int4")}
 
 
 EXIT_OK, EXIT_UNEXPLAINED, EXIT_USAGE = 0, 1, 2

@@ -10,6 +10,7 @@ docs/known-divergences.md is generated from the file: `python -m qref.conformanc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 
@@ -112,6 +113,114 @@ def nan_from_zero_scale(ours: np.ndarray, theirs: np.ndarray, idx: np.ndarray, s
     if np.all(rows_with_zero_scale[idx // ours.shape[1]]):
         return Divergence(
             "autogptq-zero-scale", "group range underflows: their scale is 0 and codes/zeros NaN; qref uses [-1, 1]"
+        )
+    return None
+
+
+def _groups(idx, shape, weight, group_size):
+    """The (row, group) of each differing index of an output of `shape`: a per-element output has
+    the weight's shape (or its (numel/g, g) view), a per-group one (D_out, G) (or (numel/g, 1))."""
+    d_out, d_in = np.shape(weight)
+    n_groups = d_in // group_size
+    flat_groups = np.asarray(idx) // group_size if int(np.prod(shape)) == d_out * d_in else np.asarray(idx)
+    return flat_groups // n_groups, flat_groups % n_groups
+
+
+def _group_view(weight, group_size):
+    w = np.asarray(weight, np.float32)
+    return w.reshape(w.shape[0], -1, group_size)
+
+
+def gptq_degenerate_group(ours, theirs, idx, weight=None, group_size=None, bits=None, **_) -> Divergence | None:
+    """Every difference lies in a group GPTQ's rule treats as degenerate (all zero, or a float32
+    scale that underflows to 0), which qref's gptq profiles quantize over [-1, 1] while
+    compressed-tensors divides by float32 eps (zero point 0)."""
+    if weight is None or group_size is None:
+        return None
+    w = _group_view(weight, group_size)
+    lo, hi = np.minimum(w.min(axis=2), 0), np.maximum(w.max(axis=2), 0)
+    degenerate = (hi - lo) / np.float32(2**bits - 1) == 0
+    rows, groups = _groups(idx, ours.shape, weight, group_size)
+    if np.all(degenerate[rows, groups]):
+        return Divergence(
+            "ct-gptq-degenerate-group", "all-zero or underflowing group: [-1, 1] (qref gptq) vs eps scale"
+        )
+    return None
+
+
+def gptq_sym_nonnegative_group(ours, theirs, idx, weight=None, group_size=None, **_) -> Divergence | None:
+    """Every difference lies in a group with no negative value, where GPTQ's symmetric rule keeps
+    the range [0, max] (scale max / (2^k - 1)) and compressed-tensors' takes [-max, max]."""
+    if weight is None or group_size is None:
+        return None
+    nonnegative = _group_view(weight, group_size).min(axis=2) >= 0
+    rows, groups = _groups(idx, ours.shape, weight, group_size)
+    if np.all(nonnegative[rows, groups]):
+        return Divergence("ct-gptq-sym-nonnegative-group", "group without negative values: [0, max] vs [-max, max]")
+    return None
+
+
+def zero_point_tie(ours, theirs, idx, weight=None, group_size=None, bits=None, **_) -> Divergence | None:
+    """Every difference is a code one step apart where w / scale is an exact tie (x.5): GPTQ rounds
+    the quotient half to even and then adds the integer zero point; compressed-tensors adds the zero
+    point first and rounds the sum half to even, which goes the other way when the zero point is odd."""
+    if weight is None or group_size is None or np.shape(ours) != np.shape(weight):
+        return None
+    from qref.groupwise import quantize_groupwise
+
+    r = quantize_groupwise(weight, bits, group_size, "gptq-asym")
+    ratio = (np.asarray(weight, np.float32) / np.repeat(r.scales, group_size, axis=1)).astype(np.float32).ravel()[idx]
+    step = np.abs(np.asarray(ours, np.int64).ravel()[idx] - np.asarray(theirs, np.int64).ravel()[idx])
+    if np.all(step == 1) and np.all(np.abs(ratio - np.trunc(ratio)) == 0.5):
+        return Divergence(
+            "ct-zero-point-tie", "tie w / scale = x.5: rounded before (qref gptq) vs after adding the zero point"
+        )
+    return None
+
+
+def minmax_constant_group_scale(ours, theirs, idx, weight=None, group_size=None, **_) -> Divergence | None:
+    """Every difference is the scale of a constant group: qref's minmax stores 1, optimum-quanto the
+    0 it computed (both dequantize to the constant)."""
+    if weight is None or group_size is None or ours.size == np.size(weight):
+        return None
+    w = _group_view(weight, group_size)
+    constant = (w.min(axis=2) == w.max(axis=2)).ravel()
+    if np.all(constant[np.asarray(idx)]) and np.all(np.asarray(theirs).ravel()[idx] == 0):
+        return Divergence("quanto-constant-group-scale", "constant group: scale 0 (quanto) vs 1 (qref minmax)")
+    return None
+
+
+def scale_floor_group(ours, theirs, idx, weight=None, group_size=None, bits=None, **_) -> Divergence | None:
+    """Every difference lies in a group whose scale (max - min) / (2^k - 1) is below torchao's floor
+    1e-6 (constant groups included): torchao quantizes it with scale 1e-6 around its float zero."""
+    if weight is None or group_size is None:
+        return None
+    w = _group_view(weight, group_size)
+    floored = (w.max(axis=2) - w.min(axis=2)) / np.float32(2**bits - 1) < np.float32(1e-6)
+    rows, groups = _groups(idx, ours.shape, weight, group_size)
+    if np.all(floored[rows, groups]):
+        return Divergence(
+            "torchao-int4-scale-floor", "group scale below 1e-6: floored (torchao) vs exact (qref minmax)"
+        )
+    return None
+
+
+def torchao_int4_pack_overflow(ours, theirs, idx, ours_state=None, **_) -> Divergence | None:
+    """torchao's int4 path off the CPU stores two codes per byte whatever the bit width: at more than
+    4 bits the byte overflows, and the codes (and the weight) read back are those of the truncated
+    byte. Explains a difference when theirs equals the profile's state read back through it."""
+    state = (ours_state or {}).get("_state")
+    if state is None or state.bits <= 4:
+        return None
+    from qref.profiles import torchao_int4 as ti4
+
+    lossy = replace(state, codes=ti4.unpack_uint8(ti4.pack_uint8(state.codes)))
+    expect = (
+        lossy.codes if ours.shape == state.codes.shape and ours.dtype == state.codes.dtype else ti4.dequantize(lossy)
+    )
+    if np.array_equal(np.asarray(theirs).ravel()[idx], np.asarray(expect).ravel()[idx]):
+        return Divergence(
+            "torchao-int4-byte-overflow", f"{state.bits}-bit codes stored two per byte: the byte overflows"
         )
     return None
 
@@ -305,6 +414,12 @@ CLASSIFIERS = {
         "unfloored_zero_absmax",
         "kernel_4bit_codes",
         "nf4_value_at_midpoint",
+        "gptq_degenerate_group",
+        "gptq_sym_nonnegative_group",
+        "zero_point_tie",
+        "minmax_constant_group_scale",
+        "scale_floor_group",
+        "torchao_int4_pack_overflow",
     )
 }
 

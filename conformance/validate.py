@@ -7,6 +7,9 @@ Libraries and what is compared (docs/validate.md):
   torchao       NF4Tensor vs the torchao profile and vs bitsandbytes (conformance/check_torchao.py); CPU, CUDA
   peft          loftq_init vs the PEFT LoftQ profile, certificates (conformance/check_peft.py); CUDA only
   auto-gptq     RTN quantizer and packer vs qref.groupwise / qref.gptq_pack (conformance/check_gptq.py); CPU
+  compressed-tensors, hqq, optimum-quanto, torchao-int4
+                group-wise INT-k quantize/dequantize/storage vs their profiles and, where one corresponds,
+                qref's group-wise profiles (conformance/check_affine.py); CPU, CUDA
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ def _libraries():
         return check_peft(quick, device)
 
     both = ("cpu", "cuda")
+
+    def affine(name):
+        from .check_affine import available, check_library
+
+        return (lambda: available(name), lambda quick=False, device="cpu": check_library(name, quick, device), both)
+
     return {
         "bitsandbytes": (check.PEERS["bitsandbytes"][0], check.PEERS["bitsandbytes"][1], both),
         "torchao": (check.PEERS["torchao"][0], check.PEERS["torchao"][1], both),
@@ -51,7 +60,7 @@ def _libraries():
             lambda quick=False, device="cpu": check.PEERS["auto-gptq"][1](quick),
             ("cpu",),
         ),
-    }
+    } | {name: affine(name) for name in ("compressed-tensors", "hqq", "optimum-quanto", "torchao-int4")}
 
 
 def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[dict], list[str]]:

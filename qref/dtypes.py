@@ -87,6 +87,13 @@ def cast_float32(x32: np.ndarray, fmt: str):
     raise ValueError(f"out_dtype must be one of {FLOAT_FORMATS}, got {fmt!r}")
 
 
+def round_to(x32: np.ndarray, fmt: str) -> np.ndarray:
+    """Round float32 values to `fmt` (nearest even) and widen back to float32: the result of one op
+    that PyTorch computes in float32 and stores in `fmt`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return as_float32(cast_float32(np.asarray(x32, dtype=np.float32), fmt))
+
+
 def bitwise_equal(a, b) -> bool:
     """True when two arrays (NumPy or BFloat16Array) hold identical bits and shapes."""
     if isinstance(a, BFloat16Array) or isinstance(b, BFloat16Array):

@@ -12,4 +12,8 @@ PROFILES = {
     "torchao": "qref.profiles.torchao_nf4: torchao 0.18.0 NF4Tensor (to_nf4, get_original_weight)",
     "peft": "qref.profiles.peft_loftq: PEFT 0.21 loftq_init (bitsandbytes NF4 in float32, torch SVD split)",
     "gptq": "qref.gptq_pack: AutoGPTQ 0.7.1 / QA-LoRA packing (qweight, qzeros v1/v2, scales, g_idx)",
+    "compressed-tensors": "qref.profiles.compressed_tensors: compressed-tensors 0.20.1 INT-k, pack-quantized",
+    "hqq": "qref.profiles.hqq: hqq 0.2.8 Quantizer (optimize=False) and BitPack",
+    "optimum-quanto": "qref.profiles.quanto: optimum-quanto 0.2.7 qint2/qint4 MaxOptimizer, pack_weights",
+    "torchao-int4": "qref.profiles.torchao_int4: torchao 0.18.0 int4 weight-only (tinygemm float zeros)",
 }

@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import validation
 from ..double_quant import mean_offset
-from ..dtypes import as_float32, cast_float32
+from ..dtypes import as_float32, cast_float32, round_to
 from ..packing import pack_nibbles, unpack_nibbles
 
 NAME = "torchao"
@@ -54,11 +54,7 @@ NF4_TABLE_4DP = (
 )
 
 
-def _r(x32: np.ndarray, fmt: str) -> np.ndarray:
-    """Round float32 values to `fmt` (nearest even) and widen back to float32: one op in `fmt`."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        y = cast_float32(np.asarray(x32, dtype=np.float32), fmt)
-    return as_float32(y)
+_r = round_to  # one op in `fmt`
 
 
 def table(fmt: str) -> np.ndarray:
