@@ -41,6 +41,15 @@ def test_wrong_types_are_named():
         to_bnb({})
 
 
+def assert_same_or_signed_zero(ours, theirs):
+    """Bit for bit, except the known divergence "signed-zero": bitsandbytes' CPU kernel returns FP4
+    code 8 (-0) as +0.0 on some CPUs (its vectorised paths differ)."""
+    from qref.conformance.divergences import signed_zero
+
+    idx = np.flatnonzero(ours.view(np.uint32) != theirs.view(np.uint32))
+    assert idx.size == 0 or signed_zero(ours, theirs, idx) == "signed-zero"
+
+
 @pytest.mark.peer
 @pytest.mark.parametrize("double", [False, True])
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
@@ -55,10 +64,10 @@ def test_bitsandbytes_quant_state_both_ways(double, quant_type):
     qs32 = F.QuantState.from_dict(qs.as_dict(packed=True), torch.device("cpu"))
     qs32.dtype = torch.float32  # compare in float32, before the rounding to bfloat16
     theirs = F.dequantize_4bit(packed, qs32).numpy()
-    assert ours.tobytes() == theirs.tobytes()
+    assert_same_or_signed_zero(ours, theirs)
     # and a qref state given to bitsandbytes dequantizes to qref's values
     p2, s2 = quantize_4bit(to_numpy(x), 64, quant_type, compress_statistics=double)
     back = to_bnb(s2)
     back.dtype = torch.float32
-    assert F.dequantize_4bit(to_torch(p2), back).numpy().tobytes() == dequantize_4bit(p2, s2, "float32").tobytes()
+    assert_same_or_signed_zero(dequantize_4bit(p2, s2, "float32"), F.dequantize_4bit(to_torch(p2), back).numpy())
     assert from_bnb(to_bnb(s2)) == s2
