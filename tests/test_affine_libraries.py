@@ -10,11 +10,11 @@ import pytest
 from qref.conformance import divergences as d
 from qref.conformance.check_affine import LIBRARIES, available, check_library
 from qref.groupwise import quantize_groupwise
-from qref.packing import pack_planes, unpack_planes
 from qref.profiles import compressed_tensors as ct
 from qref.profiles import hqq
 from qref.profiles import quanto as qo
 from qref.profiles import torchao_int4 as ti4
+from qref.profiles.planar import pack_planes, unpack_planes
 
 F32 = np.float32
 

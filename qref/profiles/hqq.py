@@ -27,7 +27,7 @@ import numpy as np
 
 from .. import validation
 from ..dtypes import round_to
-from ..packing import pack_planes, unpack_planes
+from .planar import pack_planes, unpack_planes
 
 NAME = "hqq"
 VERSION = "0.2.8"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import validation
-from ..packing import pack_planes, unpack_planes
+from .planar import pack_planes, unpack_planes
 
 NAME = "optimum-quanto"
 VERSION = "0.2.7"
