@@ -7,6 +7,7 @@ Libraries and what is compared (docs/validate.md):
   torchao       NF4Tensor vs the torchao profile and vs bitsandbytes (conformance/check_torchao.py); CPU, CUDA
   peft          loftq_init vs the PEFT LoftQ profile, certificates (conformance/check_peft.py); CUDA only
   auto-gptq     RTN quantizer and packer vs qref.groupwise / qref.gptq_pack (conformance/check_gptq.py); CPU
+  peft-qalora   PEFT's QA-LoRA layer (use_qalora) vs qref.qalora.forward, certified (conformance/check_qalora.py); CPU
   compressed-tensors, hqq, optimum-quanto, torchao-int4
                 group-wise INT-k quantize/dequantize/storage vs their profiles and, where one corresponds,
                 qref's group-wise profiles (conformance/check_affine.py); CPU, CUDA
@@ -46,6 +47,16 @@ def _libraries():
 
     both = ("cpu", "cuda")
 
+    def peft_qalora_available():
+        from .peers import peft_qalora
+
+        return peft_qalora.available()
+
+    def peft_qalora_check(quick=False, device="cpu"):
+        from .check_qalora import check_peft_qalora
+
+        return check_peft_qalora(quick, device)
+
     def affine(name):
         from .check_affine import available, check_library
 
@@ -60,6 +71,7 @@ def _libraries():
             lambda quick=False, device="cpu": check.PEERS["auto-gptq"][1](quick),
             ("cpu",),
         ),
+        "peft-qalora": (peft_qalora_available, peft_qalora_check, ("cpu",)),
     } | {name: affine(name) for name in ("compressed-tensors", "hqq", "optimum-quanto", "torchao-int4")}
 
 

@@ -1,0 +1,146 @@
+"""The quantized linear forward as a certified reference op: y = x W~^T (docs/linear.md).
+
+W~ is the dequantized weight exactly as the reference produces it (4-bit NF4/FP4 with any absmax
+layout, or group-wise INT-k), rounded to the kernel's compute format; a kernel is free to choose its
+summation order, blocking and fused multiply-adds. The contract (what bitsandbytes' matmul_4bit and
+gemv_4bit, and fused dequantize-GEMM kernels, do):
+
+1. the weight is W~ rounded to the compute format (float16, bfloat16 or float32), the input x is in
+   that format (a kernel that rounds x differently is outside the contract);
+2. every product x_i W~_ji is formed exactly or rounded once, and the products are summed in
+   `accumulate` format (float32 by default) in any order;
+3. the result is rounded once to the output format.
+
+Then, with u the unit roundoff of each format and n = D_in (Higham, Accuracy and Stability of
+Numerical Algorithms, 2nd ed., Thm. 3.5 / Eq. 3.13, for any summation order):
+
+    |y_kernel - y| <= gamma_n(u_acc) (|x| |W~|^T) (1 + u_out) + u_out |y| + tiny
+    gamma_n(u) = n u / (1 - n u)
+
+where y is the exact product of the rounded operands and `tiny` covers the subnormal range
+(n * 2^-149 per accumulated float32 term, the output format's smallest subnormal). The reference
+computes y in float64; its own error, gamma_n(2^-53) |x| |W~|^T, is added to the bound, so the bound
+is rigorous for the float64 evaluation too. A difference beyond the bound is a kernel fault (a wrong
+code, scale, group, layout or accumulation format), never rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import validation
+from .dtypes import FLOAT_FORMATS, as_float32, round_to
+
+#: Unit roundoff (half an ulp of 1) of each format.
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+#: Smallest positive subnormal of each format (an absolute floor per rounding).
+TINY = {"float64": 2.0**-1074, "float32": 2.0**-149, "float16": 2.0**-24, "bfloat16": 2.0**-133}
+ACCUMULATE = ("float32", "float64", "float16")
+
+
+def gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u); refused where n u >= 1 (no bound)."""
+    if n * u >= 1:
+        raise ValueError(f"n u = {n * u:g} >= 1: no rounding-error bound for {n} terms at u = {u:g}")
+    return n * u / (1 - n * u)
+
+
+def _operand(a, name: str, fmt: str) -> np.ndarray:
+    """An operand widened to float64 after rounding it to the compute format (clause 1)."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float64:
+        a = a.astype(np.float32)
+    a32, _ = validation.float_input(a, name)
+    return round_to(a32, fmt).astype(np.float64)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
+    """a @ b in float64, or exactly (Fractions) and then rounded once to float64: the same bits on
+    every machine, whatever its BLAS sums in which order."""
+    if not exact:
+        return a @ b
+    from .groupwise import as_fractions
+
+    return np.vectorize(float, otypes=[np.float64])(as_fractions(a) @ as_fractions(b))
+
+
+def linear(
+    x, W_tilde, compute: str = "bfloat16", accumulate: str = "float32", out: str | None = None, exact: bool = False
+):
+    """(y, bound): y = x W~^T of the operands rounded to `compute`, in float64, and the largest
+    |y_kernel - y| the contract allows (module doc), both float64 of shape (..., D_out). With
+    `exact`, the products are formed in rational arithmetic and rounded once (reproducible bits)."""
+    validation.one_of(compute, FLOAT_FORMATS, "compute")
+    validation.one_of(accumulate, ACCUMULATE, "accumulate")
+    out = compute if out is None else out
+    validation.one_of(out, FLOAT_FORMATS, "out")
+    x64 = _operand(x, "x", compute)
+    w64 = _operand(W_tilde, "W_tilde", compute)
+    if w64.ndim != 2 or x64.shape[-1] != w64.shape[1]:
+        raise ValueError(f"x {x64.shape} and W~ {w64.shape} do not chain: need x (..., D_in) and W~ (D_out, D_in)")
+    n = w64.shape[1]
+    y = _matmul(x64, w64.T, exact)
+    magnitude = _matmul(np.abs(x64), np.abs(w64).T, exact)
+    u_acc, u_out = UNIT_ROUNDOFF[accumulate], UNIT_ROUNDOFF[out]
+    bound = (gamma(n, u_acc) + gamma(n, UNIT_ROUNDOFF["float64"])) * magnitude * (1 + u_out) + u_out * np.abs(y)
+    bound += n * TINY[accumulate] + TINY[out]
+    return y, bound
+
+
+def linear_4bit(x, packed, state, compute: str = "bfloat16", accumulate: str = "float32", out: str | None = None):
+    """`linear` with W~ = dequantize_4bit(packed, state) in the compute format (bitsandbytes'
+    matmul_4bit / gemv_4bit: dequantize to the input's dtype, then a GEMM)."""
+    from .fourbit import dequantize_4bit
+
+    return linear(x, dequantize_4bit(packed, state, out_dtype=compute), compute, accumulate, out)
+
+
+def check_linear(y_kernel, y, bound) -> tuple[bool, int, float]:
+    """(within, first flat index beyond the bound or -1, largest |diff| / bound) for a kernel's
+    output (any accepted float array; a NaN or Inf is beyond any bound)."""
+    yk = np.asarray(y_kernel, dtype=np.float64) if isinstance(y_kernel, np.ndarray) else as_float32(y_kernel)
+    yk = np.asarray(yk, dtype=np.float64)
+    if yk.shape != np.shape(y):
+        raise ValueError(f"the kernel's output has shape {yk.shape}, the reference's {np.shape(y)}")
+    with np.errstate(invalid="ignore"):
+        excess = np.abs(yk - y) / bound
+    excess = np.where(np.isfinite(yk), excess, np.inf).ravel()
+    beyond = np.flatnonzero(excess > 1)
+    return beyond.size == 0, int(beyond[0]) if beyond.size else -1, float(excess.max(initial=0.0))
+
+
+def qalora_linear(
+    x, gq, A, B, scaling: float, pooling: str = "peft", accumulate: str = "float32", out="float32", exact=False
+):
+    """(y, bound) for QA-LoRA's unmerged forward y = x W~^T + scaling (pool(x) A^T) B^T on float32
+    operands (qref.qalora.forward with alpha = scaling r), and the largest |y_kernel - y| a kernel
+    may show that forms the base product and the adapter chain (pool: g terms, A: G terms, B: r
+    terms, then the scaling and the sum) in `accumulate` format in any order: the base term's bound
+    (above) plus gamma_{g + G + r + 3}(u) scaling c (sum_group |x| |A|^T) |B|^T."""
+    from .groupwise import dequantize_groupwise
+    from .qalora import check_adapter, forward, pool
+
+    r = check_adapter(gq, A, B)
+    W64 = dequantize_groupwise(gq)
+    if not np.array_equal(W64.astype(np.float32), W64):
+        raise ValueError("W~ is not exact in float32 (scales beyond float32?): no float32 operand to certify")
+    y_base, bound = linear(np.asarray(x, np.float32), W64.astype(np.float32), "float32", accumulate, out, exact)
+    x64 = np.asarray(x, np.float32).astype(np.float64)
+    A64, B64 = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    if exact:
+        from fractions import Fraction
+
+        from .groupwise import as_fractions
+
+        to64 = np.vectorize(float, otypes=[np.float64])
+        s = Fraction(float(scaling))
+        y = to64(forward(as_fractions(x64), gq, as_fractions(A64), as_fractions(B64), s * r, pooling))
+        pooled = pool(as_fractions(np.abs(x64)), gq.group_size, pooling)
+        chain = to64(abs(s) * ((pooled @ as_fractions(np.abs(A64)).T) @ as_fractions(np.abs(B64)).T))
+    else:
+        y = forward(x64, gq, A64, B64, float(scaling) * r, pooling)
+        chain = float(abs(scaling)) * ((pool(np.abs(x64), gq.group_size, pooling) @ np.abs(A64).T) @ np.abs(B64).T)
+    groups = gq.shape[1] // gq.group_size
+    terms = gq.group_size + groups + r + 3
+    u_acc = UNIT_ROUNDOFF[accumulate]
+    bound = bound + (gamma(terms, u_acc) + gamma(terms, UNIT_ROUNDOFF["float64"])) * chain * (1 + UNIT_ROUNDOFF[out])
+    return y, bound + UNIT_ROUNDOFF[out] * np.abs(y - y_base)
