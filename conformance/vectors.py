@@ -47,6 +47,9 @@ FLAGS = {
     "DoubleQuant": "absmax double-quantized (8-bit dynamic map, block 256, exact mean offset)",
     "DequantizeOverflow": "the double-quantized absmax overflows float32 when restored: no dequantized output is "
     "expected (the reference refuses to dequantize such a state)",
+    "NarrowGroup": "group ranges from 1e-7 to 1e-1: the libraries' small-range guards (scale floors, near-constant "
+    "groups)",
+    "ZeroPointZeroV1": "a group whose zero point is 0: format v1 stores z - 1 and cannot hold it (refused)",
 }
 _NAME_FLAGS = [
     ("normal", "Random"),
@@ -64,6 +67,7 @@ _NAME_FLAGS = [
     ("largest", "LargestFinite"),
     ("half-integers", "HalfInteger"),
     ("edge-groups", "EdgeGroup"),
+    ("narrow", "NarrowGroup"),
 ]
 
 
@@ -90,6 +94,13 @@ def decode(d: dict):
     if d["dtype"] == "bfloat16":
         return BFloat16Array(np.frombuffer(raw, "<u2").astype(np.uint16).reshape(d["shape"]))
     return np.frombuffer(raw, np.dtype(d["dtype"]).newbyteorder("<")).astype(d["dtype"]).reshape(d["shape"])
+
+
+def decode_input(d: dict):
+    """A test's input: one array, or an object of named arrays (the forward vectors)."""
+    if isinstance(d, dict) and "hex" not in d:
+        return {k: decode(v) for k, v in d.items()}
+    return decode(d)
 
 
 def flags_of(name: str, size: int, blocksize: int) -> list[str]:
@@ -244,7 +255,23 @@ def groupwise_doc(group_sizes=(32, 128)) -> dict:
     return _doc("quantize_groupwise", groups)
 
 
-DOCS = {"quantize_4bit": fourbit_doc, "quantize_blockwise": blockwise_doc, "quantize_groupwise": groupwise_doc}
+def _storage_docs() -> dict:
+    from . import vectors_groupwise as vg
+
+    return {
+        "gptq_pack": lambda: _doc("gptq_pack", vg.gptq_groups(encode, flags_of)),
+        "compressed_tensors_pack": lambda: _doc(
+            "compressed_tensors_pack", vg.compressed_tensors_groups(encode, flags_of)
+        ),
+        "qalora_forward": lambda: _doc("qalora_forward", vg.qalora_groups(encode, flags_of)),
+    }
+
+
+DOCS = {
+    "quantize_4bit": fourbit_doc,
+    "quantize_blockwise": blockwise_doc,
+    "quantize_groupwise": groupwise_doc,
+} | _storage_docs()
 
 
 def export(directory, overwrite: bool = False) -> list[Path]:

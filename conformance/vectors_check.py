@@ -16,8 +16,9 @@ from qref.backend import FourBit
 from qref.dtypes import format_of
 from qref.registry import get_backend
 
+from . import vectors_groupwise as vg
 from .report import as_bits
-from .vectors import decode
+from .vectors import decode, decode_input
 
 
 def _same(got, want) -> bool:
@@ -77,7 +78,14 @@ def _groupwise(be, g, W, exp):
     }
 
 
-RUNNERS = {"Quantize4bitTest": _fourbit, "BlockwiseTest": _blockwise, "GroupwiseTest": _groupwise}
+RUNNERS = {
+    "Quantize4bitTest": _fourbit,
+    "BlockwiseTest": _blockwise,
+    "GroupwiseTest": _groupwise,
+    "GptqPackTest": vg.run_gptq,
+    "CompressedTensorsTest": vg.run_compressed_tensors,
+    "QaloraForwardTest": vg.run_qalora,
+}
 
 
 #: outputs every valid case must list (an emptied or partial `expected` fails, it does not pass)
@@ -86,10 +94,12 @@ def required(g: dict) -> set[str]:
         return {"packed", "qabsmax", "absmax2", "offset"} if g["doubleQuant"] else {"packed", "absmax"}
     if g["type"] == "BlockwiseTest":
         return {"codes", "absmax", "dequantized"}
+    if g["type"] in vg.REQUIRED:
+        return vg.REQUIRED[g["type"]]
     return {"codes", "scales", "zeros", "dequantized"}
 
 
-OPTIONAL = {"dequantized"}
+OPTIONAL = {"dequantized"} | vg.OPTIONAL
 MAX_FILE_BYTES = 256 * 2**20
 
 
@@ -131,7 +141,7 @@ def _check_test(path, backend, g, t) -> list[str]:
     label = f"{Path(path).name} tcId {tc}"
     try:
         label += f" ({t['comment']}; {', '.join(t['flags'])})"
-        x = decode(t["input"])
+        x = decode_input(t["input"])
         result = t["result"]
         if result not in ("valid", "invalid"):
             return [f"{label}: result {result!r} is neither valid nor invalid"]

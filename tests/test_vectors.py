@@ -20,7 +20,7 @@ def exported(tmp_path_factory):
 def test_export_twice_gives_identical_files(exported, tmp_path):
     vectors.export(tmp_path)
     names = sorted(p.name for p in exported.iterdir())
-    assert names == sorted(p.name for p in tmp_path.iterdir()) and len(names) == 4
+    assert names == sorted(p.name for p in tmp_path.iterdir()) and len(names) == 7
     for name in names:
         assert (exported / name).read_bytes() == (tmp_path / name).read_bytes(), name
 
@@ -39,7 +39,8 @@ def test_files_load_with_stdlib_json_and_follow_the_schema(exported):
         "        for t in g['tests']:\n"
         "            n += 1\n"
         "            assert set(schema['$defs']['test']['required']) <= set(t)\n"
-        "            arrays = [t['input']] + list(t.get('expected', {}).values())\n"
+        "            inputs = [t['input']] if 'hex' in t['input'] else list(t['input'].values())\n"
+        "            arrays = inputs + list(t.get('expected', {}).values())\n"
         "            for a in arrays:\n"
         "                count = 1\n"
         "                for s in a['shape']: count *= s\n"
@@ -88,6 +89,42 @@ def test_a_corrupted_vector_fails(exported, tmp_path, target):
 
 
 NUMPY = vectors_check.get_backend("numpy")
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("gptq_pack", "qweight"),
+        ("gptq_pack", "qzeros"),
+        ("compressed_tensors_pack", "weight_packed"),
+        ("qalora_forward", "y"),
+    ],
+)
+def test_a_corrupted_storage_or_forward_vector_fails(exported, tmp_path, name, key):
+    """One flipped byte in a GPTQ or compressed-tensors tensor, or an expected y moved past its bound."""
+    doc = json.loads((exported / f"{name}_v1.json").read_text())
+    test = next(t for g in doc["testGroups"] for t in g["tests"] if t["result"] == "valid")
+    if key == "y":
+        y, bound = vectors.decode(test["expected"]["y"]), vectors.decode(test["expected"]["bound"])
+        test["expected"]["y"] = vectors.encode(y + 2 * bound)
+    else:
+        h = test["expected"][key]["hex"]
+        test["expected"][key]["hex"] = ("0" if h[0] != "0" else "1") + h[1:]
+    (tmp_path / f"{name}_v1.json").write_text(json.dumps(doc))
+    n, failures = vectors_check.check_file(tmp_path / f"{name}_v1.json", NUMPY)
+    assert n > 10 and len(failures) == 1 and key in failures[0], failures
+
+
+def test_storage_vectors_cover_v1_refusals_and_both_symmetries(exported):
+    gptq = json.loads((exported / "gptq_pack_v1.json").read_text())
+    assert {g["format"] for g in gptq["testGroups"]} == {"v1", "v2"}
+    refused = [t for g in gptq["testGroups"] if g["format"] == "v1" for t in g["tests"] if t["result"] == "invalid"]
+    assert refused and all("ZeroPointZeroV1" in t["flags"] for t in refused)
+    ct = json.loads((exported / "compressed_tensors_pack_v1.json").read_text())
+    asym = [t for g in ct["testGroups"] if not g["symmetric"] for t in g["tests"]]
+    assert asym and all("weight_zero_point" in t["expected"] for t in asym)
+    fwd = json.loads((exported / "qalora_forward_v1.json").read_text())
+    assert {g["pooling"] for g in fwd["testGroups"]} == {"peft", "average", "sum"}
 
 
 def _damage(test, how):
