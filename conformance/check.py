@@ -85,6 +85,14 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                     inputs=x,
                     shrink=shrinks["dequantize"],
                 )
+                if device == "cuda":
+                    row("dequantize_4bit (CUDA graph)", cfg).add(
+                        case,
+                        qref.dequantize_4bit(t_packed, t_view),
+                        bnb.dequantize_4bit_graph(t_packed, t_state, device),
+                        classifiers=[divergences.signed_zero],
+                        inputs=x,
+                    )
                 row("dequantize_4bit<-qref", cfg).add(
                     case,
                     qref.dequantize_4bit(packed, state),

@@ -72,6 +72,25 @@ def dequantize_4bit(packed: np.ndarray, state, device: str = "cpu"):
     return _reshape(out, tuple(state.shape))
 
 
+def dequantize_4bit_graph(packed: np.ndarray, state, device: str = "cuda"):
+    """bitsandbytes.functional.dequantize_4bit captured in a CUDA graph and replayed (after the
+    input buffer is refilled, as a graph-mode training step does), on a CUDA device."""
+    import bitsandbytes.functional as F
+
+    torch = _torch()
+    source = to_torch(packed.reshape(-1, 1), device)
+    static = torch.zeros_like(source)
+    F.dequantize_4bit(static, state)  # warm-up outside capture: kernels loaded, workspace allocated
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = F.dequantize_4bit(static, state)
+    static.copy_(source)
+    graph.replay()
+    torch.cuda.synchronize()
+    return _reshape(from_torch(out), tuple(state.shape))
+
+
 def _reshape(out, shape):
     # bitsandbytes' CPU kernel returns (1, n) for a 1-D input of n; the values are what is compared.
     if isinstance(out, BFloat16Array):
