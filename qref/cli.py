@@ -16,8 +16,9 @@ EXIT_CODES = """exit status:
   1  an unexplained mismatch, a failing vector or a failing test
   2  a usage or input error (one line on stderr; --debug for the traceback)"""
 
-LIBRARIES = ("bitsandbytes", "torchao", "auto-gptq")
-VALIDATE_LIBRARIES = ("bitsandbytes", "torchao", "peft", "auto-gptq")
+GROUPWISE_LIBRARIES = ("compressed-tensors", "hqq", "optimum-quanto", "torchao-int4")
+LIBRARIES = ("bitsandbytes", "torchao", "auto-gptq", *GROUPWISE_LIBRARIES)
+VALIDATE_LIBRARIES = ("bitsandbytes", "torchao", "peft", "auto-gptq", "peft-qalora", *GROUPWISE_LIBRARIES)
 
 
 class UsageError(Exception):
