@@ -6,6 +6,10 @@ plus the few functions that differ, with the library version it was read from.
 
 from __future__ import annotations
 
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+
 PROFILES = {
     "bitsandbytes": "qref.fourbit (the default): bitsandbytes 0.50.2 quantize_4bit / dequantize_4bit / QuantState",
     "bitsandbytes-cpu": "qref.profiles.bitsandbytes_cpu: bitsandbytes 0.50.2 libbitsandbytes_cpu 8-bit table quantizer",
@@ -17,3 +21,16 @@ PROFILES = {
     "optimum-quanto": "qref.profiles.quanto: optimum-quanto 0.2.7 qint2/qint4 MaxOptimizer, pack_weights",
     "torchao-int4": "qref.profiles.torchao_int4: torchao 0.18.0 int4 weight-only (tinygemm float zeros)",
 }
+
+
+def divide_by_number(a: np.ndarray, number: float, device: str = "cpu") -> np.ndarray:
+    """PyTorch's float32 `tensor / number`: correctly rounded division on the CPU; on CUDA, the
+    product with the float32 reciprocal RN(1 / number) (its div kernel's rule for a host scalar),
+    which can differ from division in the last bit."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    a = np.asarray(a, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if device == "cpu":
+            return (a / np.float32(number)).astype(np.float32)
+        return (a * (np.float32(1) / np.float32(number))).astype(np.float32)

@@ -6,8 +6,9 @@ Source: optimum-quanto 0.2.7 (`tensor/optimizers/max_optimizer.py`, `tensor/grou
 For a float32 weight (D_out, D_in), axis 0 (how QModule quantizes weights) and group size g:
 
 1. the weight is viewed as (D_out D_in / g, g), groups of g consecutive row-major elements;
-2. per group: scale = (max - min) / 15 at 4 bits (qmax - qmin of the signed type: 3 at 2 bits),
-   shift = -min, both float32 (the float-shift mode; zeropoint=False is QModule's default);
+2. per group: scale = (max - min) / 15 at 4 bits (qmax - qmin of the signed type: 3 at 2 bits;
+   on CUDA PyTorch multiplies by RN(1/15) instead), shift = -min, both float32 (the float-shift
+   mode; zeropoint=False is QModule's default);
 3. q = clamp(round_half_even(RN(RN(w + shift) / scale)), 0, 2^k - 1), uint8;
 4. dequantize: RN(RN(scale q) - shift), QA-LoRA's min-max form scale q + min rounded twice in
    float32; the codes, scales and offsets are those of qref.groupwise's profile "minmax" (which
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import validation
+from . import divide_by_number
 from .planar import pack_planes, unpack_planes
 
 NAME = "optimum-quanto"
@@ -46,8 +48,9 @@ class QuantoQuant:
     shape: tuple[int, int]
 
 
-def quantize(W, bits: int = 4, group_size: int = 128) -> QuantoQuant:
-    """Steps 1-3 and 5 of the module doc."""
+def quantize(W, bits: int = 4, group_size: int = 128, device: str = "cpu") -> QuantoQuant:
+    """Steps 1-3 and 5 of the module doc; on `device` "cuda" the division by 2^k - 1 is PyTorch's
+    CUDA rule (qref.profiles.divide_by_number)."""
     W32, _ = validation.float_input(W, "W")
     validation.one_of(bits, BITS, "bits")
     g = validation.positive_int(group_size, "group_size")
@@ -56,7 +59,7 @@ def quantize(W, bits: int = 4, group_size: int = 128) -> QuantoQuant:
     w = W32.reshape(-1, g)
     lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
     with np.errstate(over="ignore"):
-        scale = ((hi - lo) / np.float32(2**bits - 1)).astype(np.float32)
+        scale = divide_by_number((hi - lo).astype(np.float32), 2**bits - 1, device)
     if not np.all(np.isfinite(scale)):
         raise ValueError("W: a group's range exceeds the float32 maximum (no finite scale)")
     shift = -lo

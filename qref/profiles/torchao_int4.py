@@ -7,7 +7,8 @@ groupwise_affine_quantize_tensor_from_qparams, ..._dequantize_...) and `quantiza
 For a weight (D_out, D_in), n bits, group size g, mid = 2^(n-1), and a parameter format `dtype`
 (bfloat16 by default, as Int4WeightOnlyConfig keeps the model's dtype):
 
-1. per (row, group), in float32: scale = max(RN((hi - lo) / (2^n - 1)), 1e-6);
+1. per (row, group), in float32: scale = max(RN((hi - lo) / (2^n - 1)), 1e-6) (on CUDA PyTorch
+   multiplies by RN(1 / (2^n - 1)) instead);
    zero = RN(lo + RN(scale mid)); then scale and zero are rounded to `dtype` (QA-LoRA's min-max
    offset form, the offset moved to the middle code);
 2. quantize, with the rounded parameters: m = RN_dtype(zero - RN_dtype(scale mid)) (the group's
@@ -33,6 +34,7 @@ import numpy as np
 from .. import validation
 from ..dtypes import round_to
 from ..groupwise import check_layout, group_view
+from . import divide_by_number
 
 NAME = "torchao-int4"
 VERSION = "0.18.0"
@@ -54,8 +56,9 @@ class Int4Quant:
     dtype: str
 
 
-def quantize(W, bits: int = 4, group_size: int = 128, dtype: str = "bfloat16") -> Int4Quant:
-    """Steps 1-2 of the module doc."""
+def quantize(W, bits: int = 4, group_size: int = 128, dtype: str = "bfloat16", device: str = "cpu") -> Int4Quant:
+    """Steps 1-2 of the module doc; on `device` "cuda" the division by 2^n - 1 is PyTorch's CUDA
+    rule (qref.profiles.divide_by_number)."""
     W32, _ = validation.float_input(W, "W")
     validation.one_of(bits, BITS, "bits")
     validation.one_of(dtype, DTYPES, "dtype")
@@ -64,7 +67,7 @@ def quantize(W, bits: int = 4, group_size: int = 128, dtype: str = "bfloat16") -
     w = group_view(W32, group_size)
     lo, hi = w.min(axis=2), w.max(axis=2)
     with np.errstate(over="ignore"):
-        scale = np.maximum(((hi - lo) / np.float32(2**bits - 1)).astype(np.float32), EPS)
+        scale = np.maximum(divide_by_number((hi - lo).astype(np.float32), 2**bits - 1, device), EPS)
     if not np.all(np.isfinite(scale)):
         raise ValueError("W: a group's range exceeds the float32 maximum (no finite scale)")
     zero = (lo + (scale * mid).astype(np.float32)).astype(np.float32)
