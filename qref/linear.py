@@ -86,12 +86,43 @@ def linear(
     return y, bound
 
 
-def linear_4bit(x, packed, state, compute: str = "bfloat16", accumulate: str = "float32", out: str | None = None):
-    """`linear` with W~ = dequantize_4bit(packed, state) in the compute format (bitsandbytes'
-    matmul_4bit / gemv_4bit: dequantize to the input's dtype, then a GEMM)."""
+#: How a 4-bit kernel forms W~ and its products (the contract, or a named library kernel's own rule).
+KERNELS_4BIT = ("reference", "bnb-cuda-inference")
+
+
+def dequantize_16bit_operands(packed, state, compute: str) -> np.ndarray:
+    """W~ as bitsandbytes' CUDA 4-bit inference kernel forms it (bitsandbytes 0.50.2, the kernel
+    behind matmul_4bit without gradients and gemv_4bit): RN_c(RN_c(code[q]) * RN_c(absmax)), the code
+    value and the absmax rounded to the compute format c before a product in c."""
+    from dataclasses import replace
+
     from .fourbit import dequantize_4bit
 
-    return linear(x, dequantize_4bit(packed, state, out_dtype=compute), compute, accumulate, out)
+    absmax = state.absmax_float32()
+    unit = replace(state, absmax=np.ones_like(absmax, dtype=np.float32), nested=None)
+    codes = dequantize_4bit(packed, unit, "float32")  # code[q] * 1
+    per_element = np.repeat(absmax, state.blocksize)[: codes.size].reshape(codes.shape)
+    return round_to(round_to(codes, compute) * round_to(per_element, compute), compute)
+
+
+def linear_4bit(
+    x, packed, state, compute: str = "bfloat16", accumulate: str = "float32", out=None, kernel: str = "reference"
+):
+    """`linear` with W~ = dequantize_4bit(packed, state) in the compute format (bitsandbytes'
+    matmul_4bit with gradients: dequantize to the input's dtype, then a GEMM). kernel
+    "bnb-cuda-inference": bitsandbytes' CUDA inference kernel instead, W~ from
+    `dequantize_16bit_operands` and each product x_i W~_ji rounded to the compute format before the
+    float32 sum (the bound gains u_c |x| |W~|^T)."""
+    from .fourbit import dequantize_4bit
+
+    validation.one_of(kernel, KERNELS_4BIT, "kernel")
+    if kernel == "reference":
+        return linear(x, dequantize_4bit(packed, state, out_dtype=compute), compute, accumulate, out)
+    validation.one_of(compute, ("float16", "bfloat16"), "compute (the inference kernel's formats)")
+    W = dequantize_16bit_operands(packed, state, compute)
+    y, bound = linear(x, W, compute, accumulate, out)
+    magnitude = np.abs(_operand(x, "x", compute)) @ np.abs(W.astype(np.float64)).T
+    return y, bound + UNIT_ROUNDOFF[compute] * magnitude
 
 
 def check_linear(y_kernel, y, bound) -> tuple[bool, int, float]:

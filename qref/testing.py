@@ -59,8 +59,27 @@ def _back(a) -> np.ndarray:
     return interop.to_numpy(a) if hasattr(a, "detach") else np.asarray(a)
 
 
-def _first_difference(what: str, want: np.ndarray, got: np.ndarray) -> str | None:
-    """None when equal bit for bit (shape, dtype size and bytes), else a line naming the first difference."""
+def _allowed(allow, want: np.ndarray, got: np.ndarray, idx: np.ndarray) -> bool:
+    """True when one of the known divergences named in `allow` (ids of docs/known-divergences.md
+    whose classifier needs only the two outputs, e.g. "flush-to-zero", "signed-zero") explains
+    every difference."""
+    if not allow:
+        return False
+    from .conformance import divergences
+
+    entries = divergences.catalogue()
+    for name in allow:
+        if name not in entries or not entries[name]["classifier"]:
+            raise ValueError(f"allow: {name!r} is not a known divergence with a classifier")
+        classify = divergences.CLASSIFIERS[entries[name]["classifier"]]
+        if classify(want.reshape(-1), got.reshape(-1), idx) == name:
+            return True
+    return False
+
+
+def _first_difference(what: str, want: np.ndarray, got: np.ndarray, allow=()) -> str | None:
+    """None when equal bit for bit (shape, dtype size and bytes) or when every difference is one of
+    the known divergences in `allow`, else a line naming the first difference."""
     got = np.asarray(got)
     if got.size != want.size:
         return f"{what}: {got.size} elements, expected {want.size}"
@@ -69,7 +88,7 @@ def _first_difference(what: str, want: np.ndarray, got: np.ndarray) -> str | Non
     w, g = np.ascontiguousarray(want.reshape(-1)), np.ascontiguousarray(got.reshape(-1))
     bits = f"u{want.dtype.itemsize}"
     diff = np.flatnonzero(w.view(bits) != np.ascontiguousarray(g).view(bits))
-    if not diff.size:
+    if not diff.size or _allowed(allow, w, g, diff):
         return None
     i = int(diff[0])
     width = 2 * w.itemsize
@@ -153,16 +172,23 @@ def _block_shrink(blocksize: int):
 
 
 def check_quantize_4bit(
-    fn, quant_type: str = "nf4", blocksize: int = 64, max_examples: int = 200, array: str = "numpy", device="cpu"
+    fn,
+    quant_type: str = "nf4",
+    blocksize: int = 64,
+    max_examples: int = 200,
+    array: str = "numpy",
+    device="cpu",
+    allow: tuple[str, ...] = (),
 ) -> None:
-    """AssertionError unless fn(x) -> (packed, absmax) equals qref.quantize_4bit bit for bit."""
+    """AssertionError unless fn(x) -> (packed, absmax) equals qref.quantize_4bit bit for bit (up to
+    the absmax divergences named in `allow`, e.g. "flush-to-zero")."""
     _check_layout(quant_type, blocksize, array)
     from .conformance.strategies import hard_inputs
 
     def compare(x: np.ndarray) -> str | None:
         packed, state = quantize_4bit(x, blocksize, quant_type)
         got_packed, got_absmax = fn(_to(x, array, device))
-        return _first_difference("absmax", state.absmax, _back(got_absmax)) or _first_difference(
+        return _first_difference("absmax", state.absmax, _back(got_absmax), allow) or _first_difference(
             "packed", packed.reshape(-1), _back(got_packed).reshape(-1)
         )
 
@@ -184,11 +210,13 @@ def check_dequantize_4bit(
     array: str = "numpy",
     device="cpu",
     out_dtype: str = "float32",
+    allow: tuple[str, ...] = (),
 ) -> None:
     """AssertionError unless fn(packed, absmax, shape) equals the reference's dequantization bit for bit:
     every code (all 16, in both nibbles) and absmax values from the battery and from hypothesis; with
     out_dtype "bfloat16" or "float16", code[q] * absmax in float32 rounded once to it (the values are
-    compared in float32, so fn may return either)."""
+    compared in float32, so fn may return either). `allow` names known divergences to tolerate (e.g.
+    ("flush-to-zero",) for a kernel that flushes subnormal results): any other difference fails."""
     _check_layout(quant_type, blocksize, array)
     one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
     from hypothesis import strategies as st
@@ -203,7 +231,7 @@ def check_dequantize_4bit(
         codes = unpack_nibbles(packed, n)
         want = round_to(dequantize_blockwise(codes, absmax, codebook, blocksize), out_dtype)
         got = fn(_to(packed, array, device), _to(absmax, array, device), (n,))
-        return _first_difference("dequantized", want, as_float32(_back(got)))
+        return _first_difference("dequantized", want, as_float32(_back(got)), allow)
 
     def from_x(x: np.ndarray):
         packed, state = quantize_4bit(x, blocksize, quant_type)
@@ -326,12 +354,14 @@ def check_linear_4bit(
     array: str = "numpy",
     device="cpu",
     compute: str = "float32",
+    kernel: str = "reference",
 ) -> None:
     """AssertionError unless fn(x, packed, absmax, shape) -> y, the 4-bit linear y = x W~^T with
     W (D_out, D_in) = `shape` in bitsandbytes' 4-bit layout (as check_dequantize_4bit passes it) and x
     (rows, D_in) in `compute` format, stays within qref.linear's certified bound of the reference
     (W~ in `compute`, float32 accumulation, output in `compute`; docs/linear.md). A wrong code, block,
-    scale or layout lands beyond it. bfloat16 needs array="torch"."""
+    scale or layout lands beyond it. bfloat16 needs array="torch". kernel="bnb-cuda-inference" holds
+    fn to bitsandbytes' CUDA inference kernel's own rule instead (qref.linear.linear_4bit)."""
     _check_layout(quant_type, blocksize, array)
     one_of(compute, FLOAT_FORMATS, "compute")
     if compute == "bfloat16" and array != "torch":
@@ -345,7 +375,7 @@ def check_linear_4bit(
         x, W = data
         packed, state = quantize_4bit(W, blocksize, quant_type)
         x = as_float32(round_to(x, compute))  # x in the compute format (float32 values)
-        want, bound = linear_4bit(x, packed, state, compute=compute)
+        want, bound = linear_4bit(x, packed, state, compute=compute, kernel=kernel)
         got = fn(
             _to_format(x, compute, array, device),
             _to(packed.reshape(-1), array, device),

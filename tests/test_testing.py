@@ -90,3 +90,23 @@ def test_groupwise_passes_the_reference_and_catches_a_zero_point_rounded_down():
         check_groupwise(floor_zero, max_examples=30)
     msg = str(e.value)
     assert "zeros" in msg and "smallest failing input" in msg
+
+
+def test_a_known_divergence_can_be_allowed_and_only_it():
+    def flushing(packed, absmax, shape):
+        out = good_dequantize(packed, absmax, shape)
+        return np.where(np.abs(out) < np.finfo(np.float32).tiny, np.float32(0), out).astype(np.float32)
+
+    with pytest.raises(AssertionError, match="subnormal"):
+        check_dequantize_4bit(flushing, max_examples=30)
+    check_dequantize_4bit(flushing, max_examples=30, allow=("flush-to-zero",))
+
+    def flushing_and_off(packed, absmax, shape):
+        out = flushing(packed, absmax, shape)
+        out[-1] += np.float32(1)
+        return out
+
+    with pytest.raises(AssertionError, match="differ"):
+        check_dequantize_4bit(flushing_and_off, max_examples=30, allow=("flush-to-zero",))
+    with pytest.raises(ValueError, match="known divergence"):
+        check_dequantize_4bit(flushing, max_examples=5, allow=("no-such-divergence",))
