@@ -93,7 +93,7 @@ def test_bnb_cuda_inference_rule_on_its_minimal_example():
     from qref import quantize_4bit
     from qref.dtypes import BFloat16Array
     from qref.linear import check_linear, linear_4bit
-    from qref.testing import _float32_battery
+    from qref.testing_core import _float32_battery
 
     W = dict(_float32_battery("nf4", 64))["normal-2d/float32"].reshape(-1, 64)
     x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)[:1]
