@@ -77,21 +77,18 @@ def check_bitsandbytes(blocksizes=qref.BLOCKSIZES_4BIT, quant_types=("nf4", "fp4
                     classifiers=[divergences.unfloored_zero_absmax, divergences.flush_to_zero],
                 )
                 t_view = qref.QuantState.from_dict(bnb.state_dict(t_state))
-                row("dequantize_4bit", cfg).add(
-                    case,
-                    qref.dequantize_4bit(t_packed, t_view),
-                    bnb.dequantize_4bit(t_packed, t_state, device),
-                    classifiers=[divergences.signed_zero],
-                    inputs=x,
-                    shrink=shrinks["dequantize"],
-                )
-                if device == "cuda":
-                    row("dequantize_4bit (CUDA graph)", cfg).add(
+                ours = qref.dequantize_4bit(t_packed, t_view)
+                theirs = {"dequantize_4bit": bnb.dequantize_4bit(t_packed, t_state, device)}
+                if device == "cuda":  # the same call captured in a CUDA graph and replayed
+                    theirs["dequantize_4bit (CUDA graph)"] = bnb.dequantize_4bit_graph(t_packed, t_state, device)
+                for op, values in theirs.items():
+                    row(op, cfg).add(
                         case,
-                        qref.dequantize_4bit(t_packed, t_view),
-                        bnb.dequantize_4bit_graph(t_packed, t_state, device),
+                        ours,
+                        values,
                         classifiers=[divergences.signed_zero],
                         inputs=x,
+                        shrink=shrinks["dequantize"],
                     )
                 row("dequantize_4bit<-qref", cfg).add(
                     case,

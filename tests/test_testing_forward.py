@@ -51,18 +51,23 @@ def test_a_linear_with_one_wrong_block_is_caught_on_one_row():
     assert "first at flat index" in str(e.value)
 
 
-@pytest.mark.peer
-def test_bitsandbytes_matmul_4bit_passes():
+def bnb_matmul_4bit(device):
+    """bitsandbytes' matmul_4bit on check_linear_4bit's arguments (x, packed bytes, absmax, shape)."""
     torch = pytest.importorskip("torch")
     bnb = pytest.importorskip("bitsandbytes")
     F = bnb.functional
 
     def matmul(x, packed, absmax, shape):
-        code = F.get_4bit_type("nf4", device="cpu")
-        state = F.QuantState(absmax, torch.Size(shape), code=code, blocksize=64, quant_type="nf4", dtype=torch.float32)
+        code = F.get_4bit_type("nf4", device=device)
+        state = F.QuantState(absmax, torch.Size(shape), code=code, blocksize=64, quant_type="nf4", dtype=x.dtype)
         return bnb.matmul_4bit(x, packed.reshape(-1, 1).t(), quant_state=state)
 
-    check_linear_4bit(matmul, max_examples=20, array="torch")
+    return matmul
+
+
+@pytest.mark.peer
+def test_bitsandbytes_matmul_4bit_passes():
+    check_linear_4bit(bnb_matmul_4bit("cpu"), max_examples=20, array="torch")
 
 
 def torch_qalora(pooling_factor):
@@ -140,15 +145,8 @@ def test_bitsandbytes_matmul_4bit_on_cuda(compute):
     """bitsandbytes' CUDA matmul_4bit without gradients runs its inference kernel, which rounds the
     code, the absmax and every product to the 16-bit format (known divergence
     bnb-cuda-4bit-inference-16bit): beyond the float32 contract, within the kernel's own rule."""
-    torch = cuda()
-    bnb = pytest.importorskip("bitsandbytes")
-    F = bnb.functional
-
-    def matmul(x, packed, absmax, shape):
-        code = F.get_4bit_type("nf4", device="cuda")
-        state = F.QuantState(absmax, torch.Size(shape), code=code, blocksize=64, quant_type="nf4", dtype=x.dtype)
-        return bnb.matmul_4bit(x, packed.reshape(-1, 1).t(), quant_state=state)
-
+    cuda()
+    matmul = bnb_matmul_4bit("cuda")
     with pytest.raises(AssertionError, match="beyond the certified bound"):
         check_linear_4bit(matmul, max_examples=50, array="torch", device="cuda", compute=compute)
     check_linear_4bit(
