@@ -78,6 +78,8 @@ def _libraries():
 def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[dict], list[str]]:
     """Run the named (default: every known) libraries on every available device; returns
     (one report per library and device, skipped lines with reasons)."""
+    from .check import quiet
+
     libs = _libraries()
     reports, skipped = [], []
     for name in libraries or ():
@@ -99,7 +101,8 @@ def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[di
             if device == "cuda" and not _cuda():
                 skipped.append(f"{name} on cuda: no CUDA device")
                 continue
-            rows = run(quick=quick, device=device)
+            with quiet():  # the libraries' own prints and warnings (AutoGPTQ, torchao) stay out of the report
+                rows = run(quick=quick, device=device)
             reports.append({"library": name, "version": info, "device": device, "rows": rows})
     return reports, skipped
 
