@@ -35,6 +35,28 @@ def check_unpack_nibbles(bk, packed, n) -> int:
     return n
 
 
+def check_absmax(bk, absmax, n: int, blocksize: int) -> None:
+    """The absmax of n codes in blocks of `blocksize`: float32, 1-D, one per block, finite."""
+    validation.dtype_is(str(absmax.dtype), "float32", "absmax")
+    if len(absmax.shape) != 1:
+        raise ValueError(f"absmax must be 1-D, got shape {tuple(absmax.shape)}")
+    if int(absmax.shape[0]) != -(-n // blocksize):
+        raise ValueError(f"absmax must have shape ({-(-n // blocksize)},), got {int(absmax.shape[0])} values")
+    if not bk.all_finite(absmax):
+        raise ValueError("absmax contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
+
+
+def check_dequantize_4bit_codes(bk, packed, absmax, n: int, blocksize, out_dtype) -> int:
+    """dequantize_4bit's refusals on packed nibbles, in the order of unpack_nibbles then
+    dequantize_blockwise (whose code checks the unpacked nibbles always pass); returns n."""
+    n = check_unpack_nibbles(bk, packed, n)
+    blocksize = validation.positive_int(blocksize, "blocksize")
+    validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
+    bk.require_array(absmax, "absmax")
+    check_absmax(bk, absmax, n, blocksize)
+    return n
+
+
 def check_dequantize_blockwise(bk, codes, absmax, codebook_size: int, blocksize, out_dtype) -> int:
     """qref.blockwise.dequantize_blockwise's refusals, in its order; returns the number of codes."""
     blocksize = validation.positive_int(blocksize, "blocksize")
@@ -45,13 +67,7 @@ def check_dequantize_blockwise(bk, codes, absmax, codebook_size: int, blocksize,
     n = int(np.prod(tuple(codes.shape), dtype=np.int64))
     if n == 0:
         raise ValueError("codes is empty")
-    validation.dtype_is(str(absmax.dtype), "float32", "absmax")
-    if len(absmax.shape) != 1:
-        raise ValueError(f"absmax must be 1-D, got shape {tuple(absmax.shape)}")
-    if int(absmax.shape[0]) != -(-n // blocksize):
-        raise ValueError(f"absmax must have shape ({-(-n // blocksize)},), got {int(absmax.shape[0])} values")
-    if not bk.all_finite(absmax):
-        raise ValueError("absmax contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)")
+    check_absmax(bk, absmax, n, blocksize)
     top = bk.max_int(codes)
     if top >= codebook_size:
         raise ValueError(f"codes holds {top}, out of range for the {codebook_size}-entry codebook")

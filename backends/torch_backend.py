@@ -18,11 +18,12 @@ from qref import groupwise, validation
 from qref.backend import BackendBase
 from qref.blockwise import ABSMAX_FLOOR
 from qref.codebooks import get_codebook
+from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.dtypes import BFloat16Array
 from qref.registry import BackendUnavailable
 
 from . import cuda_lut
-from .checks import check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
+from .checks import check_dequantize_4bit_codes, check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 
 try:
     import torch
@@ -230,9 +231,30 @@ class TorchBackend(BackendBase):
         return self._fused.quantize_4bit(self, x, blocksize, quant_type, double_quant)
 
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
-        if self._fused is None:
-            return super().dequantize_4bit(q, shape, blocksize, quant_type, out_dtype)
-        return self._fused.dequantize_4bit(self, q, shape, blocksize, quant_type, out_dtype)
+        if self._fused is not None:
+            return self._fused.dequantize_4bit(self, q, shape, blocksize, quant_type, out_dtype)
+        # One gather per byte from a 256-entry table of value pairs (code[b >> 4], code[b & 15]), as
+        # qref.fourbit does, then * absmax in place: no separate unpacking pass.
+        validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
+        validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
+        n = int(np.prod(shape, dtype=np.int64))
+        absmax = q.absmax if q.qabsmax is None else self.double_dequantize(q.qabsmax, q.absmax2, q.offset)
+        n = check_dequantize_4bit_codes(self, q.packed, absmax, n, blocksize, out_dtype)
+        out = torch.index_select(self._pairs(quant_type), 0, q.packed.reshape(-1).to(torch.int32)).reshape(-1)[:n]
+        full, rem = divmod(n, blocksize)
+        out[: full * blocksize].view(full, blocksize).mul_(absmax[:full, None])
+        if rem:
+            out[full * blocksize :].mul_(absmax[full])
+        return out.reshape(tuple(shape)).to(getattr(torch, out_dtype))
+
+    def _pairs(self, quant_type: str):
+        """(256, 2) float32: the two code values each packed byte holds, high nibble first."""
+        key = ("pairs", quant_type)
+        if key not in self._tables:
+            values = np.asarray(get_codebook(quant_type).values, dtype=np.float32)
+            pairs = np.stack([values[np.arange(256) >> 4], values[np.arange(256) & 15]], axis=1)
+            self._tables[key] = torch.from_numpy(np.ascontiguousarray(pairs)).to(self.device)
+        return self._tables[key]
 
     # ---- linear algebra ----
     def astype(self, a, dtype):
