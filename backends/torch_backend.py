@@ -18,8 +18,8 @@ from qref import groupwise, validation
 from qref.backend import BackendBase
 from qref.blockwise import ABSMAX_FLOOR
 from qref.codebooks import get_codebook
-from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.dtypes import BFloat16Array
+from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
 from . import cuda_lut
