@@ -15,6 +15,7 @@ from qref import groupwise, loftq, lqlora, quailora
 
 NF4 = lqlora.LQConfig(4, 64, 256)  # QLoRA's storage: NF4, block 64, 8-bit absmax in blocks of 256
 NF8 = lqlora.LQConfig(8, 64, 256)
+NF = {k: lqlora.LQConfig(k, 64, 256) for k in (2, 3, 4, 8)}  # the NF-k bases, same absmax storage
 ILP_CONFIGS = (lqlora.LQConfig(2, 64, 256), lqlora.LQConfig(3, 64, 256), NF4, NF8)
 QALORA_GROUP = 16  # QA-LoRA's pooled rank is at most d_in / group: 24 pooled inputs for d = 384
 
@@ -44,9 +45,9 @@ def qlora(W, rank, rng, config=NF4) -> Init:
     )
 
 
-def loftq_init(W, rank, iters=5) -> Init:
-    r = loftq.loftq(W, rank, iters, quantizer=NF4.quantize)
-    return Init(r.Q, r.lora_A, r.lora_B, bits=float(NF4.bits_per_parameter()))
+def loftq_init(W, rank, iters=5, config=NF4) -> Init:
+    r = loftq.loftq(W, rank, iters, quantizer=config.quantize)
+    return Init(r.Q, r.lora_A, r.lora_B, bits=float(config.bits_per_parameter()))
 
 
 def lqlora_init(W, rank, config=NF4, max_iter=10) -> tuple[Init, float]:
@@ -76,15 +77,16 @@ def lqlora_ilp(weights: dict, rank: int, budget: float, max_iter=5, table=None) 
     return chosen, {n: chosen[n].bits for n in names}
 
 
-def quailora_init(W, rank, C, calibrated: bool, damping=0.01, max_iter=30) -> Init:
-    Q = NF4.quantize(W).astype(np.float64)
+def quailora_init(W, rank, C, calibrated: bool, damping=0.01, max_iter=30, config=NF4) -> Init:
+    Q = config.quantize(W).astype(np.float64)
     W64 = W.astype(np.float64)
     if calibrated:
         r = quailora.calibrated(W64, Q, rank, C, damping=damping, max_iter=max_iter, tol=1e-9)
         A, B = r.lora_A, r.lora_B
     else:
         A, B = quailora.uncalibrated(W64, Q, rank)
-    return Init(Q.astype(np.float32), A.astype(np.float32), B.astype(np.float32), bits=float(NF4.bits_per_parameter()))
+    bits = float(config.bits_per_parameter())
+    return Init(Q.astype(np.float32), A.astype(np.float32), B.astype(np.float32), bits=bits)
 
 
 def qalora_init(W, rank, rng) -> tuple[Init, groupwise.GroupQuant]:

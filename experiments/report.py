@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import stats
+
 LABELS = {
     "qlora-nf8": "QLoRA, NF8 base (8-bit reference)",
     "qlora-nf4": "QLoRA, NF4 (B = 0)",
@@ -51,6 +53,7 @@ def summarise(doc: dict) -> dict:
         abs(r["merged"]["ft_val_fp32"] / r["after"]["ft_val_fp32"] - 1) for r in qa.values()
     )
     out["orderings"] = orderings(doc)
+    out["claims"] = stats.claims(doc)
     return out
 
 
@@ -60,12 +63,16 @@ def orderings(doc: dict) -> list[str]:
     and the QA-LoRA merge leaving float32 perplexity unchanged (relative 1e-5)."""
     e = {m: doc["methods"][m]["calibrated_error"] for m in doc["methods"]}
     bad = []
-    for lo, hi in (
+    pairs = [
         ("quailora-cal", "quailora-uncal"),
         ("quailora-uncal", "qlora-nf4"),
         ("loftq", "qlora-nf4"),
         ("lqlora", "qlora-nf4"),
-    ):
+    ]
+    for k in (k for k in doc.get("bits", [4]) if k != 4):  # the same at every other NF-k base
+        pairs += [(f"quailora-cal-nf{k}", f"quailora-uncal-nf{k}"), (f"quailora-uncal-nf{k}", f"qlora-nf{k}")]
+        pairs += [(f"loftq-nf{k}", f"qlora-nf{k}")]
+    for lo, hi in pairs:
         if not e[lo] < e[hi]:
             bad.append(f"calibrated error at init: {lo} {e[lo]:.4g} is not below {hi} {e[hi]:.4g}")
     for seed, r in doc["methods"]["qalora"]["seeds"].items():
@@ -112,6 +119,27 @@ def table(doc: dict) -> str:
         "Orderings that must hold by construction: "
         + ("all hold." if not s["orderings"] else "; ".join(s["orderings"])),
     ]
+    extra = [m for m in doc["methods"] if m not in LABELS]
+    if extra:
+        lines += ["", "| method (other NF-k bases) | bits/param | calibrated error at init | held-out ppl, after FT |"]
+        lines += ["| --- | --- | --- | --- |"]
+        lines += [
+            f"| {m} | {s[m]['bits']:.3f} | {s[m]['calibrated_error']:.4g} | {_pm(s[m]['after']['ft_val'])} |"
+            for m in extra
+        ]
+    lines += [
+        "",
+        f"Claims, as paired differences over seeds (method - baseline, held-out perplexity after fine-tuning; "
+        f"{int(stats.LEVEL * 100)}% t interval):",
+        "",
+        "| claim (source) | base | mean difference | interval | n | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in s["claims"]:
+        lines.append(
+            f"| {c['claim']} ({c['source']}) | NF{c['bits']} | {c['mean']:+.4f} | [{c['lo']:+.4f}, {c['hi']:+.4f}] "
+            f"| {c['n']} | {c['verdict']} |"
+        )
     return "\n".join(lines)
 
 

@@ -57,6 +57,14 @@ SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets 
     ),
 }
 METHODS = ("qlora-nf8", "qlora-nf4", "loftq", "lqlora", "lqlora-ilp", "quailora-uncal", "quailora-cal", "qalora")
+#: The NF-k bases beside NF4 (--bits): QLoRA, LoftQ and QuAILoRA again on each, named "<method>-nf<k>".
+LOW_BIT_METHODS = ("qlora", "loftq", "quailora-uncal", "quailora-cal")
+
+
+def methods_for(bits=(4,)) -> tuple[str, ...]:
+    """The methods of a run: METHODS, then each LOW_BIT_METHODS on every NF-k base k != 4 asked for."""
+    extra = tuple(f"{m}-nf{k}" for k in bits if k != 4 for m in LOW_BIT_METHODS)
+    return METHODS + tuple(m for m in extra if m not in METHODS)
 
 
 def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str, np.ndarray]:
@@ -76,27 +84,36 @@ def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str,
     return {n: (sums[n] / counts[n]).numpy() for n in sums}
 
 
-def compute_inits(weights, s, seed) -> tuple[dict, dict]:
+def compute_inits(weights, s, seed, bits=(4,)) -> tuple[dict, dict]:
     """The seed-dependent initialisations: ({method: {layer: Init}}, {layer: QA-LoRA GroupQuant for the merge})."""
     rng = np.random.default_rng(seed)
-    out = {m: {} for m in METHODS}
+    low = [k for k in bits if k != 4]
+    out = {m: {} for m in ("qlora-nf8", "qlora-nf4", "qalora", *(f"qlora-nf{k}" for k in low))}
     gqs = {}
     for n, W in weights.items():
         out["qlora-nf8"][n] = inits.qlora(W, s["rank"], rng, inits.NF8)
         out["qlora-nf4"][n] = inits.qlora(W, s["rank"], rng)
         out["qalora"][n], gqs[n] = inits.qalora_init(W, s["rank"], rng)
+        for k in low:  # after the NF4 draws, so the NF4 methods' A is the same with or without --bits
+            out[f"qlora-nf{k}"][n] = inits.qlora(W, s["rank"], rng, inits.NF[k])
     return out, gqs
 
 
-def _layer_task(kind: str, W, Cn, rank: int):
+def _layer_task(kind: str, W, Cn, rank: int, bits=(4,)):
     """One layer's initialisers (module level, so a process pool can run it)."""
     if kind == "fixed":
-        return {
+        out = {
             "loftq": inits.loftq_init(W, rank),
             "lqlora": inits.lqlora_init(W, rank)[0],
             "quailora-uncal": inits.quailora_init(W, rank, Cn, calibrated=False),
             "quailora-cal": inits.quailora_init(W, rank, Cn, calibrated=True),
         }
+        for k in (k for k in bits if k != 4):
+            cfg = inits.NF[k]
+            out[f"loftq-nf{k}"] = inits.loftq_init(W, rank, config=cfg)
+            out[f"quailora-uncal-nf{k}"] = inits.quailora_init(W, rank, Cn, calibrated=False, config=cfg)
+            out[f"quailora-cal-nf{k}"] = inits.quailora_init(W, rank, Cn, calibrated=True, config=cfg)
+        return out
     if kind == "ilp":
         return [inits.lqlora_init(W, rank, cfg, 5) for cfg in inits.ILP_CONFIGS]
     return {
@@ -108,20 +125,21 @@ def _layer_task(kind: str, W, Cn, rank: int):
     }
 
 
-def per_layer(kind: str, weights, C, rank) -> dict:
+def per_layer(kind: str, weights, C, rank, bits=(4,)) -> dict:
     """_layer_task for every layer: a forked process pool when there are cores to use, else in order.
     (Set OPENBLAS_NUM_THREADS=1 for the pool: one BLAS thread per process.)"""
     workers = os.cpu_count() or 1
     if workers < 4:
-        return {n: _layer_task(kind, W, C[n], rank) for n, W in weights.items()}
+        return {n: _layer_task(kind, W, C[n], rank, bits) for n, W in weights.items()}
     with ProcessPoolExecutor(min(workers, len(weights)), mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = {n: pool.submit(_layer_task, kind, W, C[n], rank) for n, W in weights.items()}
+        futures = {n: pool.submit(_layer_task, kind, W, C[n], rank, bits) for n, W in weights.items()}
         return {n: f.result() for n, f in futures.items()}
 
 
-def deterministic_inits(weights, C, s) -> dict[str, dict]:
-    done = per_layer("fixed", weights, C, s["rank"])
-    out = {m: {n: done[n][m] for n in weights} for m in ("loftq", "lqlora", "quailora-uncal", "quailora-cal")}
+def deterministic_inits(weights, C, s, bits=(4,)) -> dict[str, dict]:
+    done = per_layer("fixed", weights, C, s["rank"], bits)
+    first = next(iter(weights))
+    out = {m: {n: done[n][m] for n in weights} for m in done[first]}
     table = per_layer("ilp", weights, C, s["rank"])
     out["lqlora-ilp"], _ = inits.lqlora_ilp(weights, s["rank"], s["budget"], table=table)
     return out
@@ -163,7 +181,7 @@ def error_vs_rank(weights, C, ranks) -> dict:
     return rows
 
 
-def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrides=None) -> dict:
+def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrides=None, bits=(4,)) -> dict:
     s = {**SETTINGS[size], **(overrides or {})}
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = SIZES[size]
@@ -195,13 +213,14 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
     weights = {n: lin.weight.detach().float().cpu().numpy() for n, lin in model.linears().items()}
     C = calibration_moments(model, data["calib"], s["calib_windows"], device)
     t1 = time.time()
-    fixed = deterministic_inits(weights, C, s)
+    fixed = deterministic_inits(weights, C, s, bits)
     log(f"initialisers (qref, NumPy on the CPU) in {time.time() - t1:.0f} s")
-    results = {m: {"seeds": {}} for m in METHODS}
+    methods = methods_for(bits)
+    results = {m: {"seeds": {}} for m in methods}
     w_cal = inits.calibrated_norm(weights, C)
     for seed in seeds:
-        random_inits, gqs = compute_inits(weights, s, seed)
-        for m in METHODS:
+        random_inits, gqs = compute_inits(weights, s, seed, bits)
+        for m in methods:
             layer_inits = fixed.get(m) or random_inits[m]
             res = results[m]
             res["bits"] = float(
@@ -244,6 +263,7 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
         "params": cfg.params(),
         "settings": s,
         "seeds": list(seeds),
+        "bits": sorted(set(bits) | {4}),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "corpus": {"root": corp.root, "files": corp.files, "bytes": {k: int(v.size) for k, v in corp.parts.items()}},
@@ -275,6 +295,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--pretrain-steps", type=_positive, default=None, help="override the size's pretraining steps")
     p.add_argument("--ft-steps", type=_positive, default=None, help="override the size's fine-tuning steps")
+    p.add_argument(
+        "--bits", type=int, nargs="+", default=[4], choices=(2, 3, 4), help="NF-k bases (QLoRA, LoftQ, QuAILoRA)"
+    )
     a = p.parse_args(argv)
     if len(set(a.seeds)) != len(a.seeds):
         p.error(f"--seeds: each seed once, got {a.seeds}")
@@ -296,7 +319,7 @@ def main(argv=None) -> int:
     except OutputError as e:
         print(f"qref experiment: error: {e}", file=sys.stderr)
         return 2
-    doc = run(a.size, tuple(a.seeds), out, a.device, overrides=overrides)
+    doc = run(a.size, tuple(a.seeds), out, a.device, overrides=overrides, bits=tuple(a.bits))
     print(report.table(doc))
     return 0
 

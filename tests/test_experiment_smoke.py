@@ -43,3 +43,16 @@ def test_fails_when_an_initialiser_is_replaced_by_zeros(monkeypatch):
     monkeypatch.setattr(inits, "quailora_init", zero_adapter)
     doc = experiment.run("tiny", seeds=(0,), out=None, device="cpu", log=lambda *_: None)
     assert any("quailora" in v for v in doc["summary"]["orderings"])
+
+
+def test_lower_bit_bases_add_their_methods_orderings_and_claims():
+    doc = experiment.run("tiny", seeds=(0,), out=None, device="cpu", log=lambda *_: None, bits=(3,))
+    assert doc["bits"] == [3, 4]
+    assert {"qlora-nf3", "loftq-nf3", "quailora-uncal-nf3", "quailora-cal-nf3"} <= set(doc["methods"])
+    assert doc["methods"]["qlora-nf3"]["bits"] < doc["methods"]["qlora-nf4"]["bits"]
+    assert doc["summary"]["orderings"] == []
+    e = {m: doc["methods"][m]["calibrated_error"] for m in doc["methods"]}
+    assert e["qlora-nf3"] > e["qlora-nf4"]  # fewer bits, more error at initialisation
+    claims = {(c["bits"], c["source"]) for c in doc["summary"]["claims"]}
+    assert {(3, "LoftQ"), (3, "QuAILoRA"), (4, "LoftQ")} <= claims
+    assert "| claim (source) |" in report.table(doc)

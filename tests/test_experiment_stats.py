@@ -1,0 +1,74 @@
+"""The experiment's paired statistics: t intervals, verdicts and claims on synthetic results."""
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from experiments import stats
+
+
+def test_interval_is_the_student_t_interval():
+    d = np.array([-0.01, -0.02, -0.015, -0.005, -0.012])
+    ci = stats.interval(d)
+    half = sps.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5)
+    assert ci["mean"] == pytest.approx(d.mean()) and ci["lo"] == pytest.approx(d.mean() - half)
+    assert ci["hi"] == pytest.approx(d.mean() + half) and ci["n"] == 5
+    assert stats.interval([0.3])["lo"] == -np.inf
+    with pytest.raises(ValueError, match="finite"):
+        stats.interval([1.0, np.nan])
+
+
+@pytest.mark.parametrize(
+    "values, want",
+    [
+        ([-3, -2, -2.5, -2.8], "confirmed"),
+        ([3, 2, 2.5, 2.8], "contradicted"),
+        ([-1, 1, -0.5, 0.4], "not distinguishable"),
+    ],
+)
+def test_verdicts(values, want):
+    assert stats.verdict(stats.interval(values)) == want
+
+
+def doc_with(effects: dict, seeds=range(10), noise=0.01, bits=(4,)):
+    """Synthetic results: each method's held-out perplexity = 2.5 + its effect + a per-seed shared
+    term (the pairing) + small independent noise."""
+    rng = np.random.default_rng(0)
+    shared = {s: rng.normal(0, 0.05) for s in seeds}
+    methods = {}
+    for m, e in effects.items():
+        methods[m] = {"seeds": {s: {"after": {"ft_val": 2.5 + e + shared[s] + rng.normal(0, noise)}} for s in seeds}}
+    return {"methods": methods, "bits": list(bits)}
+
+
+def test_pairing_sees_an_effect_smaller_than_the_seed_spread():
+    """A 0.02 effect under a 0.05 seed-to-seed spread: the paired interval resolves it."""
+    doc = doc_with({"qlora-nf4": 0.0, "loftq": -0.02}, noise=0.005)
+    ci = stats.paired(doc, "loftq", "qlora-nf4")
+    assert ci["hi"] < 0 and stats.verdict(ci) == "confirmed"
+    unpaired = [doc["methods"]["loftq"]["seeds"][s]["after"]["ft_val"] for s in range(10)]
+    assert np.std(unpaired, ddof=1) > 0.02  # unpaired means alone would not separate them
+
+
+def test_claims_per_bit_width_and_gap_closed():
+    effects = {
+        "qlora-nf8": -0.10,
+        "qlora-nf4": 0.0,
+        "loftq": -0.03,
+        "lqlora": 0.0,
+        "quailora-uncal": -0.01,
+        "quailora-cal": -0.05,
+        "qlora-nf3": 0.2,
+        "loftq-nf3": 0.1,
+        "quailora-uncal-nf3": 0.15,
+        "quailora-cal-nf3": 0.05,
+    }
+    doc = doc_with(effects, bits=(3, 4), noise=0.002)
+    out = {(c["bits"], c["claim"]): c for c in stats.claims(doc)}
+    loftq4 = out[4, stats.CLAIMS[0][0]]
+    assert loftq4["verdict"] == "confirmed" and loftq4["mean"] == pytest.approx(-0.03, abs=0.005)
+    assert out[4, stats.CLAIMS[1][0]]["verdict"] == "not distinguishable"
+    gap3 = out[3, "QuAILoRA closes part of the 3- to 8-bit gap"]
+    assert gap3["verdict"] == "confirmed" and gap3["mean"] == pytest.approx(0.15 / 0.30, abs=0.05)
+    gap4 = out[4, "QuAILoRA closes part of the 4- to 8-bit gap"]
+    assert gap4["mean"] == pytest.approx(0.5, abs=0.1)
