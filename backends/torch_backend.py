@@ -22,7 +22,7 @@ from qref.dtypes import BFloat16Array
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
-from . import cuda_lut
+from . import cpu_compiled, cuda_lut
 from .checks import check_dequantize_4bit_codes, check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 
 try:
@@ -123,15 +123,32 @@ class TorchBackend(BackendBase):
         full, rem = divmod(n, blocksize)
         floor = torch.tensor(ABSMAX_FLOOR, device=flat.device)
         head = flat[: full * blocksize].view(full, blocksize)
-        absmax = head.abs().amax(1) if full else flat.new_zeros(0)
-        scaled = (head * torch.reciprocal(torch.maximum(absmax, floor))[:, None]).reshape(-1)
+        tail = flat[full * blocksize :]
+        compiled = None
+        if self.device == "cpu":  # large inputs: one compiled loop (backends/cpu_compiled.py), same bits
+            cb = get_codebook(codebook)
+            compiled = cpu_compiled.codes(codebook, cb.midpoints, cb.order, head)
+        if compiled is not None:
+            head_codes, absmax = compiled
+        else:
+            absmax = head.abs().amax(1) if full else flat.new_zeros(0)
         if rem:
-            tail_max = torch.maximum(flat[full * blocksize :].abs().amax(), floor)
-            absmax = torch.cat([absmax, tail_max[None]])
-            scaled = torch.cat([scaled, flat[full * blocksize :] / tail_max])
+            absmax = torch.cat([absmax, torch.maximum(tail.abs().amax(), floor)[None]])
         if not bool(torch.isfinite(absmax).all()):  # amax carries any NaN or Inf of its block
             self._float_input(x)  # raises, naming the first non-finite element
-        scaled = scaled.clamp_(-1, 1)
+        if compiled is not None:
+            if not rem:
+                return head_codes.reshape(x.shape), absmax
+            tail_codes = self._codes(codebook, (tail / absmax[full]).clamp_(-1, 1))
+            return torch.cat([head_codes, tail_codes]).reshape(x.shape), absmax
+        scaled = (head * torch.reciprocal(torch.maximum(absmax[:full], floor))[:, None]).reshape(-1)
+        if rem:
+            scaled = torch.cat([scaled, tail / absmax[full]])
+        return self._codes(codebook, scaled.clamp_(-1, 1)).reshape(x.shape), absmax
+
+    def _codes(self, codebook: str, scaled):
+        """The code of each scaled value in [-1, 1]: the nearest, ties to the lower (bucketize)."""
+        _, midpoints, order = self._table(codebook)
         table = self._bucket_table(codebook) if self.device == "cpu" else None
         if table is None:
             codes = order[torch.bucketize(scaled, midpoints, right=False)]
@@ -140,7 +157,7 @@ class TorchBackend(BackendBase):
             k = ((scaled + cuda_lut.OFFSET.item()).view(torch.int32) >> shift) & mask
             above = scaled > torch.index_select(mid, 0, k)
             codes = torch.where(above, torch.index_select(hi, 0, k), torch.index_select(lo, 0, k))
-        return codes.reshape(x.shape), absmax
+        return codes
 
     def _bucket_table(self, codebook: str):
         """(midpoint or +inf, code not above, code above, shift, mask) per bucket, or None."""
