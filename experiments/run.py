@@ -125,15 +125,29 @@ def _layer_task(kind: str, W, Cn, rank: int, bits=(4,)):
     }
 
 
-def per_layer(kind: str, weights, C, rank, bits=(4,)) -> dict:
-    """_layer_task for every layer: a forked process pool when there are cores to use, else in order.
-    (Set OPENBLAS_NUM_THREADS=1 for the pool: one BLAS thread per process.)"""
-    workers = os.cpu_count() or 1
+#: Thread-count variables a worker process starts with: one BLAS/OpenMP thread per process, so that
+#: N workers use N cores instead of N x N threads.
+ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+def per_layer(kind: str, weights, C, rank, bits=(4,), workers: int | None = None) -> dict:
+    """_layer_task for every layer: a pool of spawned processes, each with one BLAS thread
+    (ONE_THREAD), when there are at least 4 cores; else in order in this process."""
+    workers = workers or os.cpu_count() or 1
     if workers < 4:
         return {n: _layer_task(kind, W, C[n], rank, bits) for n, W in weights.items()}
-    with ProcessPoolExecutor(min(workers, len(weights)), mp_context=multiprocessing.get_context("fork")) as pool:
-        futures = {n: pool.submit(_layer_task, kind, W, C[n], rank, bits) for n, W in weights.items()}
-        return {n: f.result() for n, f in futures.items()}
+    saved = {k: os.environ.get(k) for k in ONE_THREAD}
+    os.environ.update(ONE_THREAD)  # read by the spawned interpreters when they load NumPy's BLAS
+    try:
+        with ProcessPoolExecutor(min(workers, len(weights)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {n: pool.submit(_layer_task, kind, W, C[n], rank, bits) for n, W in weights.items()}
+            return {n: f.result() for n, f in futures.items()}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def deterministic_inits(weights, C, s, bits=(4,)) -> dict[str, dict]:

@@ -72,3 +72,19 @@ def test_claims_per_bit_width_and_gap_closed():
     assert gap3["verdict"] == "confirmed" and gap3["mean"] == pytest.approx(0.15 / 0.30, abs=0.05)
     gap4 = out[4, "QuAILoRA closes part of the 4- to 8-bit gap"]
     assert gap4["mean"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_the_process_pool_gives_the_sequential_initialisers():
+    """per_layer's pool (spawned workers, one BLAS thread each) returns what the in-process loop does."""
+    from experiments import run
+
+    rng = np.random.default_rng(0)
+    weights = {f"l{i}": (rng.standard_normal((64, 32)) * 0.02).astype(np.float32) for i in range(4)}
+    C = {n: np.eye(32) for n in weights}
+    alone = run.per_layer("fixed", weights, C, 4, bits=(4, 3), workers=1)
+    pooled = run.per_layer("fixed", weights, C, 4, bits=(4, 3), workers=4)
+    assert alone.keys() == pooled.keys()
+    for n in weights:
+        assert alone[n].keys() == pooled[n].keys() and "loftq-nf3" in pooled[n]
+        for m in alone[n]:
+            assert np.allclose(alone[n][m].W, pooled[n][m].W, rtol=0, atol=1e-6), (n, m)
