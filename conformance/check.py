@@ -28,7 +28,7 @@ from qref.blockwise import block_absmax, scale_blocks
 from qref.double_quant import DQ_BLOCKSIZE
 from qref.dtypes import as_float32
 
-from . import battery, divergences, shrink
+from . import battery, check_affine, divergences, shrink
 from .peers import bitsandbytes as bnb
 from .report import Row, _clip, render, render_markdown
 
@@ -198,25 +198,22 @@ def _autogptq_available():
     return autogptq.available()
 
 
+GROUPWISE_LIBRARIES = tuple(check_affine.LIBRARIES)  # compressed-tensors, hqq, optimum-quanto, torchao-int4
+
+
 def _affine(name: str):
-    def available():
-        from .check_affine import available
-
-        return available(name)
-
-    def run(quick: bool = False):
-        from .check_affine import check_library
-
-        return check_library(name, quick)
-
-    return available, run
+    """(available, run) of a group-wise library of conformance/check_affine.py."""
+    return (
+        lambda: check_affine.available(name),
+        lambda quick=False, device="cpu": check_affine.check_library(name, quick, device),
+    )
 
 
 PEERS = {
     "bitsandbytes": (bnb.available, _check_bnb),
     "torchao": (_torchao_available, _check_torchao),
     "auto-gptq": (_autogptq_available, _check_autogptq),
-} | {name: _affine(name) for name in ("compressed-tensors", "hqq", "optimum-quanto", "torchao-int4")}
+} | {name: _affine(name) for name in GROUPWISE_LIBRARIES}
 
 
 EXIT_OK, EXIT_UNEXPLAINED, EXIT_USAGE = 0, 1, 2

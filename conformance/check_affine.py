@@ -27,11 +27,9 @@ from .report import Row
 
 @dataclass(frozen=True)
 class Library:
-    name: str
     adapter: str  # module under qref.conformance.peers
     configs: tuple[tuple[str, dict], ...]  # (label, keyword arguments of both sides besides the group size)
     ours: Callable[..., dict]
-    devices: tuple[str, ...] = ("cpu", "cuda")
     classifiers: dict = field(default_factory=dict)  # output name -> classifiers
     # The same outputs from the reference's own group-wise profile (qref.groupwise), in the library's
     # terms, where one corresponds: (profile name, fn(W, g, **config) -> dict or None, classifiers)
@@ -107,7 +105,6 @@ def _torchao_int4(W, group_size, bits, dtype, device="cpu"):
 
 LIBRARIES = {
     "compressed-tensors": Library(
-        "compressed-tensors",
         "compressed_tensors",
         tuple(
             (f"int{b} {'sym' if sym else 'asym'}", {"bits": b, "symmetric": sym})
@@ -121,16 +118,14 @@ LIBRARIES = {
             [divergences.gptq_degenerate_group, divergences.gptq_sym_nonnegative_group, divergences.zero_point_tie],
         ),
     ),
-    "hqq": Library("hqq", "hqq", tuple((f"{b}-bit, optimize=False", {"bits": b}) for b in (1, 2, 3, 4, 8)), _hqq),
+    "hqq": Library("hqq", tuple((f"{b}-bit, optimize=False", {"bits": b}) for b in (1, 2, 3, 4, 8)), _hqq),
     "optimum-quanto": Library(
-        "optimum-quanto",
         "quanto",
         tuple((f"qint{b}", {"bits": b}) for b in qo.BITS),
         _quanto,
         versus=("minmax", _quanto_vs_minmax, [divergences.minmax_constant_group_scale]),
     ),
     "torchao-int4": Library(
-        "torchao-int4",
         "torchao_int4",
         tuple(
             (f"{b}-bit, {dt} qparams", {"bits": b, "dtype": dt}) for b in (4, 2, 8) for dt in ("bfloat16", "float32")
@@ -168,6 +163,7 @@ def check_library(name: str, quick: bool = False, device: str = "cpu") -> list[R
         for case_name, W in battery.groupwise_cases(g):
             for label, kw in lib.configs:
                 case = f"{case_name} group {g}"
+                cfg = f"{label}, group {'/'.join(map(str, group_sizes))}"
                 ours, our_err = _attempt(lib.ours, W, g, device=device, **kw)
                 theirs, their_err = _attempt(peer.run, W, group_size=g, device=device, **kw)
                 if our_err or their_err:
@@ -178,7 +174,7 @@ def check_library(name: str, quick: bool = False, device: str = "cpu") -> list[R
                         row.first = f"{case}: qref {our_err or 'accepts'} vs {name} {their_err or 'accepts'}"
                     continue
                 for key, value in theirs.items():
-                    row = rows.setdefault((key, label), Row(key, f"{label}, group {'/'.join(map(str, group_sizes))}"))
+                    row = rows.setdefault((key, label), Row(key, cfg))
                     mine = ours.get(key)
                     if mine is None:
                         mine = np.zeros(0, np.uint8)  # no profile output: a shape mismatch unless classified
@@ -188,7 +184,6 @@ def check_library(name: str, quick: bool = False, device: str = "cpu") -> list[R
                 profile, reference, classifiers = lib.versus
                 spec = reference(W, g, **kw)
                 for key, value in (spec or {}).items():
-                    cfg = f"{label}, group {'/'.join(map(str, group_sizes))}"
                     row = rows.setdefault((f"{key} vs qref {profile}", label), Row(f"{key} vs qref {profile}", cfg))
                     row.add(
                         case,

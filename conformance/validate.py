@@ -57,11 +57,6 @@ def _libraries():
 
         return check_peft_qalora(quick, device)
 
-    def affine(name):
-        from .check_affine import available, check_library
-
-        return (lambda: available(name), lambda quick=False, device="cpu": check_library(name, quick, device), both)
-
     return {
         "bitsandbytes": (check.PEERS["bitsandbytes"][0], check.PEERS["bitsandbytes"][1], both),
         "torchao": (check.PEERS["torchao"][0], check.PEERS["torchao"][1], both),
@@ -72,7 +67,7 @@ def _libraries():
             ("cpu",),
         ),
         "peft-qalora": (peft_qalora_available, peft_qalora_check, ("cpu",)),
-    } | {name: affine(name) for name in ("compressed-tensors", "hqq", "optimum-quanto", "torchao-int4")}
+    } | {name: (*check.PEERS[name], both) for name in check.GROUPWISE_LIBRARIES}
 
 
 def validate(libraries=None, quick: bool = False, devices=None) -> tuple[list[dict], list[str]]:
