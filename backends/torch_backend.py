@@ -117,7 +117,7 @@ class TorchBackend(BackendBase):
     def quantize_blockwise(self, x, codebook, blocksize):
         blocksize = validation.positive_int(blocksize, "blocksize")
         x32 = self._float_input(x, check_finite=False)
-        _, midpoints, order = self._table(codebook)
+        _, midpoints, order = self._table(codebook)  # refuses an unknown codebook before any work
         flat = x32.reshape(-1)
         n = flat.numel()
         full, rem = divmod(n, blocksize)
@@ -126,8 +126,7 @@ class TorchBackend(BackendBase):
         tail = flat[full * blocksize :]
         compiled = None
         if self.device == "cpu":  # large inputs: one compiled loop (backends/cpu_compiled.py), same bits
-            cb = get_codebook(codebook)
-            compiled = cpu_compiled.codes(codebook, cb.midpoints, cb.order, head)
+            compiled = cpu_compiled.codes(codebook, midpoints, order, head)
         if compiled is not None:
             head_codes, absmax = compiled
         else:
