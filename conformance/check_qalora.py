@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from qref.gptq_pack import from_gptq, to_gptq
-from qref.groupwise import quantize_groupwise
+from qref.groupwise import check_state, quantize_groupwise
 from qref.linear import check_linear, qalora_linear
 
 from . import battery
@@ -27,12 +27,12 @@ def check_peft_qalora(quick: bool = False, device: str = "cpu") -> list[Row]:
         for bits in (4,) if quick else (2, 4, 8):
             cfg = f"{bits}-bit gptq-asym v1, group {g}, r 8, alpha 16"
             for name, W in battery.groupwise_cases(g):
-                gq = quantize_groupwise(W, bits, g, "gptq-asym")
-                half = gq.scales.astype(np.float16)
-                if not (gq.zeros > 0).all() or not np.all(np.isfinite(half) & (half > 0)):
-                    continue  # no v1 field for a zero point 0; a scale beyond float16 has no checkpoint
-                tensors = to_gptq(gq, "v1")
-                base = from_gptq(tensors, bits, g, "v1")  # float16 scales, as the checkpoint holds them
+                try:  # refused: a v1 zero point of 0 (no field), a group scale float16 cannot hold
+                    tensors = to_gptq(quantize_groupwise(W, bits, g, "gptq-asym"), "v1")
+                    base = from_gptq(tensors, bits, g, "v1")  # float16 scales, as the checkpoint holds them
+                    check_state(base)
+                except ValueError:
+                    continue
                 groups = W.shape[1] // g
                 A = rng.standard_normal((8, groups)).astype(np.float32)
                 B = rng.standard_normal((W.shape[0], 8)).astype(np.float32)

@@ -121,7 +121,7 @@ def check_qalora_forward(
     A (r, G), B (D_out, r), x (rows, D_in), all float32), stays within qref.linear.qalora_linear's
     certified bound of qref.qalora.forward with `pooling` ("peft": c = G/g, "average", "sum")."""
     from .gptq_pack import from_gptq, to_gptq
-    from .groupwise import GROUPWISE_BITS, quantize_groupwise
+    from .groupwise import GROUPWISE_BITS, check_state, quantize_groupwise
     from .linear import qalora_linear
     from .qalora import POOLING
 
@@ -146,9 +146,13 @@ def check_qalora_forward(
         B = rng.standard_normal((W.shape[0], r)).astype(np.float32)
         return rng.standard_normal((2, W.shape[1])).astype(np.float32), W, A, B, 2.0
 
-    def storable(W) -> bool:  # float16 checkpoint scales: the weight's group scales must fit float16
-        s = quantize_groupwise(W, bits, group_size, "gptq-asym").scales.astype(np.float16)
-        return bool(np.all(np.isfinite(s) & (s > 0)))
+    def storable(W) -> bool:  # a v2 checkpoint holds the weight (its group scales fit float16)
+        try:
+            tensors = to_gptq(quantize_groupwise(W, bits, group_size, "gptq-asym"), "v2")
+            check_state(from_gptq(tensors, bits, group_size, "v2"))  # a float16 scale flushed to 0 is refused
+        except ValueError:
+            return False
+        return True
 
     _run(
         f"check_qalora_forward({bits} bits, group {group_size}, pooling {pooling})",
