@@ -64,11 +64,19 @@ def _matmul(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
 
 
 def linear(
-    x, W_tilde, compute: str = "bfloat16", accumulate: str = "float32", out: str | None = None, exact: bool = False
+    x,
+    W_tilde,
+    compute: str = "bfloat16",
+    accumulate: str = "float32",
+    out: str | None = None,
+    exact: bool = False,
+    products: str | None = None,
 ):
     """(y, bound): y = x W~^T of the operands rounded to `compute`, in float64, and the largest
     |y_kernel - y| the contract allows (module doc), both float64 of shape (..., D_out). With
-    `exact`, the products are formed in rational arithmetic and rounded once (reproducible bits)."""
+    `exact`, the products are formed in rational arithmetic and rounded once (reproducible bits).
+    `products`: a format each product x_i W~_ji is rounded to before the sum (clause 2 with a
+    product rounding coarser than the accumulator's): the bound gains u_products |x| |W~|^T."""
     validation.one_of(compute, FLOAT_FORMATS, "compute")
     validation.one_of(accumulate, ACCUMULATE, "accumulate")
     out = compute if out is None else out
@@ -83,6 +91,8 @@ def linear(
     u_acc, u_out = UNIT_ROUNDOFF[accumulate], UNIT_ROUNDOFF[out]
     bound = (gamma(n, u_acc) + gamma(n, UNIT_ROUNDOFF["float64"])) * magnitude * (1 + u_out) + u_out * np.abs(y)
     bound += n * TINY[accumulate] + TINY[out]
+    if products is not None:
+        bound += UNIT_ROUNDOFF[validation.one_of(products, FLOAT_FORMATS, "products")] * magnitude
     return y, bound
 
 
@@ -119,17 +129,13 @@ def linear_4bit(
     if kernel == "reference":
         return linear(x, dequantize_4bit(packed, state, out_dtype=compute), compute, accumulate, out)
     validation.one_of(compute, ("float16", "bfloat16"), "compute (the inference kernel's formats)")
-    W = dequantize_16bit_operands(packed, state, compute)
-    y, bound = linear(x, W, compute, accumulate, out)
-    magnitude = np.abs(_operand(x, "x", compute)) @ np.abs(W.astype(np.float64)).T
-    return y, bound + UNIT_ROUNDOFF[compute] * magnitude
+    return linear(x, dequantize_16bit_operands(packed, state, compute), compute, accumulate, out, products=compute)
 
 
 def check_linear(y_kernel, y, bound) -> tuple[bool, int, float]:
     """(within, first flat index beyond the bound or -1, largest |diff| / bound) for a kernel's
     output (any accepted float array; a NaN or Inf is beyond any bound)."""
-    yk = np.asarray(y_kernel, dtype=np.float64) if isinstance(y_kernel, np.ndarray) else as_float32(y_kernel)
-    yk = np.asarray(yk, dtype=np.float64)
+    yk = np.asarray(y_kernel if isinstance(y_kernel, np.ndarray) else as_float32(y_kernel), dtype=np.float64)
     if yk.shape != np.shape(y):
         raise ValueError(f"the kernel's output has shape {yk.shape}, the reference's {np.shape(y)}")
     with np.errstate(invalid="ignore"):
@@ -147,7 +153,9 @@ def qalora_linear(
     may show that forms the base product and the adapter chain (pool: g terms, A: G terms, B: r
     terms, then the scaling and the sum) in `accumulate` format in any order: the base term's bound
     (above) plus gamma_{g + G + r + 3}(u) scaling c (sum_group |x| |A|^T) |B|^T."""
-    from .groupwise import dequantize_groupwise
+    from fractions import Fraction
+
+    from .groupwise import as_fractions, dequantize_groupwise
     from .qalora import check_adapter, forward, pool
 
     r = check_adapter(gq, A, B)
@@ -155,21 +163,14 @@ def qalora_linear(
     if not np.array_equal(W64.astype(np.float32), W64):
         raise ValueError("W~ is not exact in float32 (scales beyond float32?): no float32 operand to certify")
     y_base, bound = linear(np.asarray(x, np.float32), W64.astype(np.float32), "float32", accumulate, out, exact)
+    # exact: the same products in rationals (forward and pool keep Fractions), rounded once at the end
+    cast = as_fractions if exact else (lambda a: np.asarray(a, np.float64))
+    s = Fraction(float(scaling)) if exact else float(scaling)
     x64 = np.asarray(x, np.float32).astype(np.float64)
-    A64, B64 = np.asarray(A, np.float64), np.asarray(B, np.float64)
+    y = forward(cast(x64), gq, cast(A), cast(B), s * r, pooling)
+    chain = abs(s) * ((pool(cast(np.abs(x64)), gq.group_size, pooling) @ cast(np.abs(A)).T) @ cast(np.abs(B)).T)
     if exact:
-        from fractions import Fraction
-
-        from .groupwise import as_fractions
-
-        to64 = np.vectorize(float, otypes=[np.float64])
-        s = Fraction(float(scaling))
-        y = to64(forward(as_fractions(x64), gq, as_fractions(A64), as_fractions(B64), s * r, pooling))
-        pooled = pool(as_fractions(np.abs(x64)), gq.group_size, pooling)
-        chain = to64(abs(s) * ((pooled @ as_fractions(np.abs(A64)).T) @ as_fractions(np.abs(B64)).T))
-    else:
-        y = forward(x64, gq, A64, B64, float(scaling) * r, pooling)
-        chain = float(abs(scaling)) * ((pool(np.abs(x64), gq.group_size, pooling) @ np.abs(A64).T) @ np.abs(B64).T)
+        y, chain = (np.vectorize(float, otypes=[np.float64])(a) for a in (y, chain))
     groups = gq.shape[1] // gq.group_size
     terms = gq.group_size + groups + r + 3
     u_acc = UNIT_ROUNDOFF[accumulate]

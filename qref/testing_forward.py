@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dtypes import FLOAT_FORMATS, as_float32, round_to
+from .dtypes import FLOAT_FORMATS, BFloat16Array, as_float32, round_to
 from .fourbit import quantize_4bit
 from .testing_core import ARRAYS, _back, _check_layout, _float32_battery, _run, _to, _to_format
 from .validation import one_of
@@ -15,7 +15,7 @@ def _certify(what: str, want: np.ndarray, bound: np.ndarray, got) -> str | None:
     """None when got is within the certified bound of want everywhere, else the first element beyond."""
     from .linear import check_linear
 
-    got = np.asarray(_back(got), dtype=np.float64)
+    got = as_float32(got).astype(np.float64) if isinstance(got, BFloat16Array) else np.asarray(got, np.float64)
     if got.shape != want.shape:
         return f"{what}: shape {got.shape}, expected {want.shape}"
     within, i, worst = check_linear(got, want, bound)
@@ -27,18 +27,14 @@ def _certify(what: str, want: np.ndarray, bound: np.ndarray, got) -> str | None:
     )
 
 
-def _row_shrink(shrink_x):
+def _row_shrink(data, compare):
     """For a failing (x, ...) case: the first row of x that fails alone."""
-
-    def shrink(data, compare):
-        x = data[0]
-        for r in range(x.shape[0]):
-            small = (x[r : r + 1].copy(), *data[1:])
-            if compare(small) is not None:
-                return shrink_x(small)
-        return data
-
-    return shrink
+    x = data[0]
+    for r in range(x.shape[0]):
+        small = (x[r : r + 1].copy(), *data[1:])
+        if compare(small) is not None:
+            return small
+    return data
 
 
 def check_linear_4bit(
@@ -77,7 +73,7 @@ def check_linear_4bit(
             _to(state.absmax, array, device),
             W.shape,
         )
-        return _certify("y", want, bound, as_float32(_back(got)))
+        return _certify("y", want, bound, _back(got))
 
     rng = np.random.default_rng(0)
 
@@ -103,7 +99,7 @@ def check_linear_4bit(
         battery,
         layers(),
         max_examples,
-        _row_shrink(lambda d: d),
+        _row_shrink,
     )
 
 
@@ -137,7 +133,7 @@ def check_qalora_forward(
         want, bound = qalora_linear(x, from_gptq(tensors, bits, group_size, "v2"), A, B, scaling, pooling)
         given = {k: _to(v, array, device) for k, v in tensors.items()}
         got = fn(_to(x, array, device), given, _to(A, array, device), _to(B, array, device), scaling)
-        return _certify("y", want, bound, got)
+        return _certify("y", want, bound, _back(got))
 
     def layer(W, seed=0):
         rng = np.random.default_rng(seed)
@@ -160,5 +156,5 @@ def check_qalora_forward(
         ((name, layer(W)) for name, W in groupwise_cases(group_size) if storable(W)),
         group_weights(group_size, bits).filter(storable).map(layer),
         max_examples,
-        _row_shrink(lambda d: d),
+        _row_shrink,
     )
