@@ -131,6 +131,12 @@ def _group_view(weight, group_size):
     return w.reshape(w.shape[0], -1, group_size)
 
 
+def _all_in(groups_mask, idx, shape, weight, group_size) -> bool:
+    """Every differing index falls in a (row, group) where groups_mask (D_out, G) is true."""
+    rows, groups = _groups(idx, shape, weight, group_size)
+    return bool(np.all(groups_mask[rows, groups]))
+
+
 def gptq_degenerate_group(ours, theirs, idx, weight=None, group_size=None, bits=None, **_) -> Divergence | None:
     """Every difference lies in a group GPTQ's rule treats as degenerate (all zero, or a float32
     scale that underflows to 0), which qref's gptq profiles quantize over [-1, 1] while
@@ -140,8 +146,7 @@ def gptq_degenerate_group(ours, theirs, idx, weight=None, group_size=None, bits=
     w = _group_view(weight, group_size)
     lo, hi = np.minimum(w.min(axis=2), 0), np.maximum(w.max(axis=2), 0)
     degenerate = (hi - lo) / np.float32(2**bits - 1) == 0
-    rows, groups = _groups(idx, ours.shape, weight, group_size)
-    if np.all(degenerate[rows, groups]):
+    if _all_in(degenerate, idx, ours.shape, weight, group_size):
         return Divergence(
             "ct-gptq-degenerate-group", "all-zero or underflowing group: [-1, 1] (qref gptq) vs eps scale"
         )
@@ -154,8 +159,7 @@ def gptq_sym_nonnegative_group(ours, theirs, idx, weight=None, group_size=None, 
     if weight is None or group_size is None:
         return None
     nonnegative = _group_view(weight, group_size).min(axis=2) >= 0
-    rows, groups = _groups(idx, ours.shape, weight, group_size)
-    if np.all(nonnegative[rows, groups]):
+    if _all_in(nonnegative, idx, ours.shape, weight, group_size):
         return Divergence("ct-gptq-sym-nonnegative-group", "group without negative values: [0, max] vs [-max, max]")
     return None
 
@@ -197,8 +201,7 @@ def scale_floor_group(ours, theirs, idx, weight=None, group_size=None, bits=None
         return None
     w = _group_view(weight, group_size)
     floored = (w.max(axis=2) - w.min(axis=2)) / np.float32(2**bits - 1) < np.float32(1e-6)
-    rows, groups = _groups(idx, ours.shape, weight, group_size)
-    if np.all(floored[rows, groups]):
+    if _all_in(floored, idx, ours.shape, weight, group_size):
         return Divergence(
             "torchao-int4-scale-floor", "group scale below 1e-6: floored (torchao) vs exact (qref minmax)"
         )
