@@ -13,10 +13,10 @@ import numpy as np
 
 from qref import groupwise, loftq, lqlora, quailora
 
-NF4 = lqlora.LQConfig(4, 64, 256)  # QLoRA's storage: NF4, block 64, 8-bit absmax in blocks of 256
-NF8 = lqlora.LQConfig(8, 64, 256)
-NF = {k: lqlora.LQConfig(k, 64, 256) for k in (2, 3, 4, 8)}  # the NF-k bases, same absmax storage
-ILP_CONFIGS = (lqlora.LQConfig(2, 64, 256), lqlora.LQConfig(3, 64, 256), NF4, NF8)
+#: The NF-k bases: QLoRA's storage (block 64, 8-bit absmax in blocks of 256) at k bits.
+NF = {k: lqlora.LQConfig(k, 64, 256) for k in (2, 3, 4, 8)}
+NF4, NF8 = NF[4], NF[8]
+ILP_CONFIGS = (NF[2], NF[3], NF4, NF8)
 QALORA_GROUP = 16  # QA-LoRA's pooled rank is at most d_in / group: 24 pooled inputs for d = 384
 
 

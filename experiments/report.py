@@ -63,15 +63,9 @@ def orderings(doc: dict) -> list[str]:
     and the QA-LoRA merge leaving float32 perplexity unchanged (relative 1e-5)."""
     e = {m: doc["methods"][m]["calibrated_error"] for m in doc["methods"]}
     bad = []
-    pairs = [
-        ("quailora-cal", "quailora-uncal"),
-        ("quailora-uncal", "qlora-nf4"),
-        ("loftq", "qlora-nf4"),
-        ("lqlora", "qlora-nf4"),
-    ]
-    for k in (k for k in doc.get("bits", [4]) if k != 4):  # the same at every other NF-k base
-        pairs += [(f"quailora-cal-nf{k}", f"quailora-uncal-nf{k}"), (f"quailora-uncal-nf{k}", f"qlora-nf{k}")]
-        pairs += [(f"loftq-nf{k}", f"qlora-nf{k}")]
+    every_base = [("quailora-cal", "quailora-uncal"), ("quailora-uncal", "qlora"), ("loftq", "qlora")]
+    pairs = [(stats.name(lo, k), stats.name(hi, k)) for k in doc.get("bits", [4]) for lo, hi in every_base]
+    pairs.append(("lqlora", "qlora-nf4"))  # LQ-LoRA runs on NF4 only
     for lo, hi in pairs:
         if not e[lo] < e[hi]:
             bad.append(f"calibrated error at init: {lo} {e[lo]:.4g} is not below {hi} {e[hi]:.4g}")

@@ -23,7 +23,7 @@ from qref import qalora
 from qref.groupwise import dequantize_groupwise
 
 from . import corpus as corpus_mod
-from . import inits, report
+from . import inits, report, stats
 from .model import SIZES, ByteGPT, perplexity, train
 
 SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets the same fine-tuning
@@ -63,7 +63,7 @@ LOW_BIT_METHODS = ("qlora", "loftq", "quailora-uncal", "quailora-cal")
 
 def methods_for(bits=(4,)) -> tuple[str, ...]:
     """The methods of a run: METHODS, then each LOW_BIT_METHODS on every NF-k base k != 4 asked for."""
-    extra = tuple(f"{m}-nf{k}" for k in bits if k != 4 for m in LOW_BIT_METHODS)
+    extra = tuple(stats.name(m, k) for k in bits if k != 4 for m in LOW_BIT_METHODS)
     return METHODS + tuple(m for m in extra if m not in METHODS)
 
 

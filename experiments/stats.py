@@ -48,7 +48,7 @@ def paired(doc: dict, method: str, baseline: str, when: str = "after", key: str 
 def gap_closed(doc: dict, bits: int = 4) -> dict | None:
     """QuAILoRA's fraction of the k -> 8-bit gap closed, per seed: (QLoRA-k - QuAILoRA-cal-k) /
     (QLoRA-k - QLoRA-8), with its interval (None without the methods)."""
-    low, cal = ("qlora-nf4", "quailora-cal") if bits == 4 else (f"qlora-nf{bits}", f"quailora-cal-nf{bits}")
+    low, cal = name("qlora", bits), name("quailora-cal", bits)
     m = doc["methods"]
     if low not in m or cal not in m:
         return None
@@ -69,7 +69,9 @@ CLAIMS = (
 )
 
 
-def _name(method: str, bits: int) -> str:
+def name(method: str, bits: int) -> str:
+    """A method's name on the NF-k base: QLoRA is "qlora-nf<k>" at every k (its NF8 is the 8-bit
+    reference); the others carry "-nf<k>" off NF4 (experiments.run.methods_for)."""
     if method == "qlora":
         return f"qlora-nf{bits}"
     return method if bits == 4 else f"{method}-nf{bits}"
@@ -80,7 +82,7 @@ def claims(doc: dict) -> list[dict]:
     out = []
     for bits in doc.get("bits", [4]):
         for text, source, method, baseline in CLAIMS:
-            m, b = _name(method, bits), _name(baseline, bits)
+            m, b = name(method, bits), name(baseline, bits)
             if m not in doc["methods"] or b not in doc["methods"]:
                 continue
             ci = paired(doc, m, b)
