@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stats
+from . import plots, stats
 
 LABELS = {
     "qlora-nf8": "QLoRA, NF8 base (8-bit reference)",
@@ -54,6 +54,8 @@ def summarise(doc: dict) -> dict:
     )
     out["orderings"] = orderings(doc)
     out["claims"] = stats.claims(doc)
+    out["ilp_curve"] = stats.ilp_curve(doc)
+    out["layer_link"] = stats.layer_link(doc)
     return out
 
 
@@ -126,15 +128,71 @@ def table(doc: dict) -> str:
         f"Claims, as paired differences over seeds (method - baseline, held-out perplexity after fine-tuning; "
         f"{int(stats.LEVEL * 100)}% t interval):",
         "",
-        "| claim (source) | base | mean difference | interval | n | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| claim (source) | base | mean difference | interval | n | detectable (80% power) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in s["claims"]:
         lines.append(
             f"| {c['claim']} ({c['source']}) | NF{c['bits']} | {c['mean']:+.4f} | [{c['lo']:+.4f}, {c['hi']:+.4f}] "
-            f"| {c['n']} | {c['verdict']} |"
+            f"| {c['n']} | {_detectable(c)} | {c['verdict']} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + ilp_table(s.get("ilp_curve") or []) + link_table(s.get("layer_link")))
+
+
+def _detectable(c: dict) -> str:
+    """The smallest effect n seeds detect, and the seeds an effect of the observed size would need."""
+    if "detectable" not in c:
+        return ""
+    need = c["seeds_needed"]
+    return f"{c['detectable']:.4f} (this effect: {need if need <= 10_000 else '> 10000'} seeds)"
+
+
+def ilp_table(curve: list[dict]) -> list[str]:
+    if not curve:
+        return []
+    lines = [
+        "",
+        "Bits per parameter against held-out perplexity after fine-tuning (LQ-LoRA's ILP at each budget, "
+        "and the uniform bases; interval of the mean over seeds, and the paired difference against QLoRA-NF4):",
+        "",
+        "| method | kind | bits/param | held-out ppl after FT | interval | vs QLoRA-NF4 (paired) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in curve:
+        p, d = r["ppl"], r["vs_qlora_nf4"]
+        vs = "" if d is None or r["method"] == "qlora-nf4" else f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+        lines.append(
+            f"| {r['method']} | {r['kind']} | {r['bits']:.3f} | {p['mean']:.4f} "
+            f"| [{p['lo']:.4f}, {p['hi']:.4f}] | {vs} |"
+        )
+    return lines
+
+
+def link_table(link: dict | None) -> list[str]:
+    if not link:
+        return []
+    lines = [
+        "",
+        f"Per-layer link (NF{link['bits']}): calibrated QuAILoRA on one layer group, zero-init QLoRA on the rest; "
+        f"the drop in calibrated error at initialisation it makes, and the paired difference in held-out "
+        f"perplexity after fine-tuning against {link['baseline']}:",
+        "",
+        "| layer group | calibrated error drop at init | ppl difference after FT | interval | verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in link["rows"]:
+        lines.append(
+            f"| {r['group']} | {r['error_drop']:.4g} | {r['mean']:+.4f} | [{r['lo']:+.4f}, {r['hi']:+.4f}] "
+            f"| {stats.verdict(r)} |"
+        )
+    lines += [
+        "",
+        f"Sum of the groups' differences {link['sum_of_groups']:+.4f} (all layers at once "
+        f"{link['rows'][-1]['mean']:+.4f}). Over all {link['n']} methods with a calibrated error, Spearman "
+        f"correlation of calibrated error at initialisation with perplexity after fine-tuning: "
+        f"{link['spearman']:+.3f}.",
+    ]
+    return lines
 
 
 def line_plot(series: dict, xs, title, ylabel, path: Path, log_x=True, xlabels=None) -> None:
@@ -215,6 +273,11 @@ def write(doc: dict, out: Path) -> None:
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1, sort_keys=True, default=float) + "\n")
     atomic_write_text(out / "results.md", table(doc) + "\n")
     _svg_bars(doc, out / "perplexity.svg")
+    plots.claims_plot(doc["summary"]["claims"], out / "claims.svg")
+    if doc["summary"].get("ilp_curve"):
+        plots.ilp_plot(doc["summary"]["ilp_curve"], out / "bits_vs_perplexity.svg")
+    if not doc["error_vs_rank"]:  # written again once the curves are computed
+        return
     ranks = sorted(doc["error_vs_rank"])
     methods = list(doc["error_vs_rank"][ranks[0]])
     line_plot(

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qref import qalora
-from qref.groupwise import dequantize_groupwise
-
 from . import corpus as corpus_mod
-from . import inits, report, stats
+from . import finetune, inits, report, stats
+from .finetune import ONE_THREAD
 from .model import SIZES, ByteGPT, perplexity, train
+from .progress import Progress, ResumeError
 
 SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets the same fine-tuning
     "tiny": dict(
@@ -40,6 +39,7 @@ SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets 
         calib_windows=16,
         ranks=(2, 4, 8),
         budget=3.3,
+        budgets=(2.8,),
     ),
     "small": dict(
         pretrain=2500,
@@ -54,17 +54,28 @@ SETTINGS = {  # pretraining and fine-tuning budgets per size; every method gets 
         calib_windows=128,
         ranks=(4, 16, 64),
         budget=3.3,
+        budgets=(2.5, 3.0, 3.7, 4.5),
     ),
 }
 METHODS = ("qlora-nf8", "qlora-nf4", "loftq", "lqlora", "lqlora-ilp", "quailora-uncal", "quailora-cal", "qalora")
 #: The NF-k bases beside NF4 (--bits): QLoRA, LoftQ and QuAILoRA again on each, named "<method>-nf<k>".
 LOW_BIT_METHODS = ("qlora", "loftq", "quailora-uncal", "quailora-cal")
+#: The layer groups of the per-layer link: calibrated QuAILoRA on one group's layers, QLoRA elsewhere.
+GROUPS = ("qkv", "proj", "fc1", "fc2")
 
 
-def methods_for(bits=(4,)) -> tuple[str, ...]:
-    """The methods of a run: METHODS, then each LOW_BIT_METHODS on every NF-k base k != 4 asked for."""
+def methods_for(bits=(4,), budgets=()) -> tuple[str, ...]:
+    """The methods of a run: METHODS, each LOW_BIT_METHODS on every NF-k base k != 4 asked for, LQ-LoRA's
+    ILP at each extra budget, and the per-group QuAILoRA runs on the lowest base."""
     extra = tuple(stats.name(m, k) for k in bits if k != 4 for m in LOW_BIT_METHODS)
+    extra += tuple(stats.ilp_name(b) for b in budgets)
+    extra += tuple(stats.group_name(min(bits), g) for g in GROUPS)
     return METHODS + tuple(m for m in extra if m not in METHODS)
+
+
+def group_of(layer: str) -> str:
+    """blocks.{i}.{qkv,proj,fc1,fc2} -> its group."""
+    return layer.rsplit(".", 1)[-1]
 
 
 def calibration_moments(model: ByteGPT, data, windows: int, device) -> dict[str, np.ndarray]:
@@ -125,11 +136,6 @@ def _layer_task(kind: str, W, Cn, rank: int, bits=(4,)):
     }
 
 
-#: Thread-count variables a worker process starts with: one BLAS/OpenMP thread per process, so that
-#: N workers use N cores instead of N x N threads.
-ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
 def per_layer(kind: str, weights, C, rank, bits=(4,), workers: int | None = None) -> dict:
     """_layer_task for every layer: a pool of spawned processes, each with one BLAS thread
     (ONE_THREAD), when there are at least 4 cores; else in order in this process."""
@@ -150,33 +156,23 @@ def per_layer(kind: str, weights, C, rank, bits=(4,), workers: int | None = None
                 os.environ[k] = v
 
 
-def deterministic_inits(weights, C, s, bits=(4,)) -> dict[str, dict]:
+def deterministic_inits(weights, C, s, bits=(4,)) -> tuple[dict[str, dict], dict]:
+    """({method: {layer: Init}} of the seed-independent methods, {method: (random method, {layer: Init})}
+    of the per-group runs)."""
     done = per_layer("fixed", weights, C, s["rank"], bits)
     first = next(iter(weights))
     out = {m: {n: done[n][m] for n in weights} for m in done[first]}
     table = per_layer("ilp", weights, C, s["rank"])
     out["lqlora-ilp"], _ = inits.lqlora_ilp(weights, s["rank"], s["budget"], table=table)
-    return out
-
-
-def build_model(cfg, state, layer_inits, device) -> ByteGPT:
-    model = ByteGPT(cfg).to(device)
-    model.load_state_dict(state)
-    model.freeze_all()
-    for n, lin in model.linears().items():
-        init = layer_inits[n]
-        lin.weight.copy_(torch.from_numpy(init.W.astype(np.float32)))
-        lin.set_adapter(torch.from_numpy(init.A).to(device), torch.from_numpy(init.B).to(device), 1.0, init.pool)
-    return model
-
-
-def merge_qalora(model: ByteGPT, gqs, rank) -> None:
-    """Fold every QA-LoRA adapter into its zeros (qref.qalora.merge) and drop the adapter."""
-    for n, lin in model.linears().items():
-        A, B = lin.A.detach().double().cpu().numpy(), lin.B.detach().double().cpu().numpy()
-        merged = qalora.merge(gqs[n], A, B, alpha=rank, pooling="average", zeros_dtype="float64")
-        lin.weight.copy_(torch.from_numpy(dequantize_groupwise(merged).astype(np.float32)))
-        lin.A = lin.B = None
+    for b in s.get("budgets", ()):
+        out[stats.ilp_name(b)], _ = inits.lqlora_ilp(weights, s["rank"], b, table=table)
+    k = min(bits)
+    cal = out[stats.name("quailora-cal", k)]
+    mixes = {
+        stats.group_name(k, g): (stats.name("qlora", k), {n: cal[n] for n in weights if group_of(n) == g})
+        for g in GROUPS
+    }
+    return out, mixes
 
 
 def error_vs_rank(weights, C, ranks) -> dict:
@@ -195,7 +191,23 @@ def error_vs_rank(weights, C, ranks) -> dict:
     return rows
 
 
-def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrides=None, bits=(4,)) -> dict:
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def run(
+    size="small",
+    seeds=(0, 1, 2),
+    out=None,
+    device=None,
+    log=print,
+    overrides=None,
+    bits=(4,),
+    workers=None,
+    resume=False,
+) -> dict:
+    """The whole experiment; `workers` processes fine-tune (default: finetune.workers_for); `resume`
+    continues a run stopped in `out` (experiments/progress.py)."""
     s = {**SETTINGS[size], **(overrides or {})}
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cfg = SIZES[size]
@@ -203,74 +215,75 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
     corp = corpus_mod.build(s["corpus_bytes"])
     data = {k: torch.from_numpy(v.copy()) for k, v in corp.parts.items()}
     log(f"corpus {corp.root}: {corp.describe()}")
+    progress = Progress(out, resume, size, s)
+    saved = progress.base()
     torch.manual_seed(0)
     model = ByteGPT(cfg).to(device)
-    losses = train(
-        model,
-        data["train"],
-        s["pretrain"],
-        s["lr"],
-        s["batch"],
-        seed=0,
-        device=device,
-        warmup=max(1, s["pretrain"] // 20),
-    )
-    fp = {
-        "val": perplexity(model, data["val"], s["windows"], device),
-        "ft_val": perplexity(model, data["ft_val"], s["windows"], device),
-    }
-    log(
-        f"pretrained {cfg.params() / 1e6:.1f}M params, {s['pretrain']} steps in {time.time() - t0:.0f} s: "
-        f"loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.3f}, val ppl {fp['val']:.3f}, held-out ppl {fp['ft_val']:.3f}"
-    )
+    if saved is not None:
+        model.load_state_dict(saved["state"])
+        losses, fp = saved["losses"], saved["fp"]
+        log(f"pretrained model from {out}/base.pt: held-out ppl {fp['ft_val']:.3f}")
+    else:
+        losses = train(
+            model,
+            data["train"],
+            s["pretrain"],
+            s["lr"],
+            s["batch"],
+            seed=0,
+            device=device,
+            warmup=max(1, s["pretrain"] // 20),
+        )
+        fp = {
+            "val": perplexity(model, data["val"], s["windows"], device),
+            "ft_val": perplexity(model, data["ft_val"], s["windows"], device),
+        }
+        log(
+            f"pretrained {cfg.params() / 1e6:.1f}M params, {s['pretrain']} steps in {time.time() - t0:.0f} s: "
+            f"loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.3f}, val ppl {fp['val']:.3f}, "
+            f"held-out ppl {fp['ft_val']:.3f}"
+        )
+        progress.save_base(model.state_dict(), losses, fp)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     weights = {n: lin.weight.detach().float().cpu().numpy() for n, lin in model.linears().items()}
     C = calibration_moments(model, data["calib"], s["calib_windows"], device)
     t1 = time.time()
-    fixed = deterministic_inits(weights, C, s, bits)
+    fixed, mixes = deterministic_inits(weights, C, s, bits)
     log(f"initialisers (qref, NumPy on the CPU) in {time.time() - t1:.0f} s")
-    methods = methods_for(bits)
-    results = {m: {"seeds": {}} for m in methods}
+    methods = methods_for(bits, s.get("budgets", ()))
     w_cal = inits.calibrated_norm(weights, C)
-    for seed in seeds:
-        random_inits, gqs = compute_inits(weights, s, seed, bits)
-        for m in methods:
-            layer_inits = fixed.get(m) or random_inits[m]
-            res = results[m]
-            res["bits"] = float(
+    shared = finetune.Shared(cfg, _cpu(state), data, s, weights, tuple(bits), fixed, mixes)
+    first, _ = compute_inits(weights, s, seeds[0], bits)  # B = 0: the random methods' error is the seed's
+    results = {}
+    for m in methods:
+        layer_inits = finetune.layer_inits(shared, m, first)
+        per = {n: inits.calibrated_error(weights[n], i, C[n]) / w_cal for n, i in layer_inits.items()}
+        results[m] = {
+            "bits": float(
                 np.average([i.bits for i in layer_inits.values()], weights=[weights[n].size for n in layer_inits])
-            )
-            res["calibrated_error"] = (
-                sum(inits.calibrated_error(weights[n], i, C[n]) for n, i in layer_inits.items()) / w_cal
-            )
-            mdl = build_model(cfg, state, layer_inits, device)
-            r = {
-                "before": {
-                    "val": perplexity(mdl, data["val"], s["windows"], device),
-                    "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
-                }
-            }
-            train(mdl, data["ft_train"], s["ft_steps"], s["ft_lr"], s["ft_batch"], seed=seed, device=device)
-            r["after"] = {
-                "val": perplexity(mdl, data["val"], s["windows"], device),
-                "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
-            }
-            if m == "qalora":  # merged vs unmerged, also in float32 (bfloat16 autocast rounds W and W' apart)
-                r["after"]["ft_val_fp32"] = perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False)
-                merge_qalora(mdl, gqs, s["rank"])
-                r["merged"] = {
-                    "val": perplexity(mdl, data["val"], s["windows"], device),
-                    "ft_val": perplexity(mdl, data["ft_val"], s["windows"], device),
-                    "ft_val_fp32": perplexity(mdl, data["ft_val"], s["windows"], device, bf16=False),
-                }
-            res["seeds"][seed] = r
-            log(
-                f"seed {seed} {m:15s} before {r['before']['ft_val']:.4f} after {r['after']['ft_val']:.4f}"
-                + (f" merged {r['merged']['ft_val']:.4f}" if "merged" in r else "")
-            )
-    t2 = time.time()
-    curves = error_vs_rank(weights, C, s["ranks"])
-    log(f"error vs rank in {time.time() - t2:.0f} s")
+            ),
+            "calibrated_error": sum(per.values()),
+            "calibrated_error_layers": per,
+            "seeds": {},
+        }
+    t1 = time.time()
+    earlier = progress.done()
+
+    def record(seed, by_method):
+        progress.record(seed, by_method)
+        for m, r in by_method.items():
+            results[m]["seeds"][seed] = r
+
+    for (seed, m), r in earlier.items():
+        if seed in seeds and m in results:
+            results[m]["seeds"][seed] = r
+    tasks = finetune.tasks_for(seeds, methods, skip=set(earlier))
+    if earlier:
+        log(f"resuming: {sum(len(c) for _, c in tasks)} of {len(seeds) * len(methods)} fine-tunes left")
+    finetune.all_seeds(shared, tasks, device, log, workers, on_result=record)
+    for m in methods:  # in seed order, whatever order the tasks ended in
+        results[m]["seeds"] = {seed: results[m]["seeds"][seed] for seed in seeds}
+    log(f"{len(methods)} methods x {len(seeds)} seeds fine-tuned in {time.time() - t1:.0f} s")
     out_doc = {
         "size": size,
         "config": cfg.__dict__,
@@ -284,13 +297,23 @@ def run(size="small", seeds=(0, 1, 2), out=None, device=None, log=print, overrid
         "pretrain_loss": [losses[0], float(np.mean(losses[-20:]))],
         "fp": fp,
         "methods": results,
-        "error_vs_rank": curves,
+        "error_vs_rank": {},
         "seconds": time.time() - t0,
     }
     out_doc["summary"] = report.summarise(out_doc)
+    if out:  # the fine-tuning results first: the error-vs-rank curves take minutes more
+        report.write(out_doc, Path(out))
+    t2 = time.time()
+    out_doc["error_vs_rank"] = error_vs_rank(weights, C, s["ranks"])
+    log(f"error vs rank in {time.time() - t2:.0f} s")
+    out_doc["seconds"] = time.time() - t0
     if out:
         report.write(out_doc, Path(out))
     return out_doc
+
+
+def _stamped(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def _positive(text: str) -> int:
@@ -306,6 +329,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default=None, help="results folder (default experiment-SIZE-seedsA-B-...)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--resume", action="store_true", help="continue a run stopped in --out (its base.pt, progress)")
     p.add_argument("--device", default=None)
     p.add_argument("--pretrain-steps", type=_positive, default=None, help="override the size's pretraining steps")
     p.add_argument("--ft-steps", type=_positive, default=None, help="override the size's fine-tuning steps")
@@ -329,11 +353,11 @@ def main(argv=None) -> int:
 
     out = a.out or f"experiment-{a.size}-seeds{'-'.join(map(str, a.seeds))}"
     try:  # checked before the run: a refused or unwritable folder costs nothing
-        prepare_output(out, a.overwrite, "--out", directory=True)
-    except OutputError as e:
+        prepare_output(out, a.overwrite or a.resume, "--out", directory=True)
+        doc = run(a.size, tuple(a.seeds), out, a.device, _stamped, overrides, tuple(a.bits), resume=a.resume)
+    except (OutputError, ResumeError) as e:
         print(f"qref experiment: error: {e}", file=sys.stderr)
         return 2
-    doc = run(a.size, tuple(a.seeds), out, a.device, overrides=overrides, bits=tuple(a.bits))
     print(report.table(doc))
     return 0
 

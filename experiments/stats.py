@@ -15,16 +15,47 @@ from scipy import stats
 LEVEL = 0.95
 
 
+POWER = 0.8
+
+
 def interval(values, level: float = LEVEL) -> dict:
-    """Mean and the two-sided t interval of the mean; n < 2 gives an unbounded interval."""
+    """Mean and the two-sided t interval of the mean, with the sample standard deviation and the
+    smallest effect this many seeds detect (`detectable`); n < 2 gives an unbounded interval."""
     v = np.asarray(values, dtype=float)
     if v.size == 0 or not np.all(np.isfinite(v)):
         raise ValueError(f"need finite values, got {v.tolist()}")
     mean = float(v.mean())
     if v.size < 2:
-        return {"mean": mean, "lo": -np.inf, "hi": np.inf, "n": int(v.size), "level": level}
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(v.size), "level": level}
+        return {"mean": mean, "lo": -np.inf, "hi": np.inf, "n": int(v.size), "level": level, "sd": np.nan}
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * sd / np.sqrt(v.size))
+    return {
+        "mean": mean,
+        "lo": mean - half,
+        "hi": mean + half,
+        "n": int(v.size),
+        "level": level,
+        "sd": sd,
+        "detectable": detectable(sd, int(v.size), level),
+        "seeds_needed": seeds_needed(sd, mean, level),
+    }
+
+
+def detectable(sd: float, n: int, level: float = LEVEL, power: float = POWER) -> float:
+    """The smallest true mean difference a two-sided t test at `level` over n paired seeds detects with
+    probability `power` (normal-shift approximation: (t_{1-a/2} + t_power) sd / sqrt n, n - 1 d.o.f.)."""
+    dof = n - 1
+    return float((stats.t.ppf(0.5 + level / 2, dof) + stats.t.ppf(power, dof)) * sd / np.sqrt(n))
+
+
+def seeds_needed(sd: float, effect: float, level: float = LEVEL, power: float = POWER, most: int = 10_000) -> int:
+    """The fewest paired seeds (>= 2) whose `detectable` effect is at most |effect|; `most` + 1 when none."""
+    if effect == 0 or not np.isfinite(effect):
+        return most + 1
+    for n in range(2, most + 1):
+        if detectable(sd, n, level, power) <= abs(effect):
+            return n
+    return most + 1
 
 
 def verdict(ci: dict, lower_is_claimed: bool = True) -> str:
@@ -75,6 +106,73 @@ def name(method: str, bits: int) -> str:
     if method == "qlora":
         return f"qlora-nf{bits}"
     return method if bits == 4 else f"{method}-nf{bits}"
+
+
+def ilp_name(budget: float) -> str:
+    """LQ-LoRA's ILP allocation at a bits-per-parameter budget (the run's main budget is "lqlora-ilp")."""
+    return f"lqlora-ilp-b{budget:g}"
+
+
+def group_name(bits: int, group: str) -> str:
+    """Calibrated QuAILoRA on one layer group's layers only, zero-init QLoRA on the rest, NF-k base."""
+    return f"{name('quailora-cal', bits)}-only-{group}"
+
+
+def _after(doc: dict, method: str) -> list[float]:
+    return [r["after"]["ft_val"] for r in doc["methods"][method]["seeds"].values()]
+
+
+def ilp_curve(doc: dict) -> list[dict]:
+    """Bits per parameter against held-out perplexity after fine-tuning: LQ-LoRA's ILP at every budget
+    of the run and the uniform QLoRA bases, each with the t interval of its mean over seeds and its
+    paired difference against QLoRA-NF4; sorted by bits."""
+    m = doc["methods"]
+    ilp = [x for x in m if x == "lqlora-ilp" or x.startswith("lqlora-ilp-b")]
+    uniform = [x for x in m if x.startswith("qlora-nf")] + (["lqlora"] if "lqlora" in m else [])
+    rows = []
+    for x in ilp + uniform:
+        rows.append(
+            {
+                "method": x,
+                "kind": "ILP" if x in ilp else "uniform",
+                "bits": m[x]["bits"],
+                "ppl": interval(_after(doc, x)),
+                "vs_qlora_nf4": paired(doc, x, "qlora-nf4") if "qlora-nf4" in m else None,
+            }
+        )
+    return sorted(rows, key=lambda r: (r["bits"], r["kind"]))
+
+
+def layer_link(doc: dict) -> dict | None:
+    """The per-layer link on the lowest base k of the run: for each layer group g, calibrated QuAILoRA on
+    g alone (QLoRA elsewhere): the drop of the calibrated error at initialisation it makes, and its paired
+    perplexity difference after fine-tuning against QLoRA-NFk; the same for every layer at once; and
+    over every method (without pooled adapters), the rank correlation of calibrated error at
+    initialisation with perplexity after fine-tuning (the mean over seeds)."""
+    m = doc["methods"]
+    k = min(doc.get("bits", [4]))
+    base, whole = name("qlora", k), name("quailora-cal", k)
+    prefix = group_name(k, "")
+    groups = [x[len(prefix) :] for x in m if x.startswith(prefix)]
+    if base not in m or whole not in m or not groups:
+        return None
+    e0 = m[base]["calibrated_error"]
+    rows = []
+    for g, x in [(g, group_name(k, g)) for g in groups] + [("all", whole)]:
+        rows.append({"group": g, "method": x, "error_drop": e0 - m[x]["calibrated_error"], **paired(doc, x, base)})
+    finite = [x for x in m if np.isfinite(m[x]["calibrated_error"])]
+    err = [m[x]["calibrated_error"] for x in finite]
+    ppl = [float(np.mean(_after(doc, x))) for x in finite]
+    rho = stats.spearmanr(err, ppl).statistic if len(finite) > 2 else float("nan")
+    sum_groups = sum(r["mean"] for r in rows[:-1])
+    return {
+        "bits": k,
+        "baseline": base,
+        "rows": rows,
+        "sum_of_groups": sum_groups,
+        "spearman": float(rho),
+        "n": len(finite),
+    }
 
 
 def claims(doc: dict) -> list[dict]:

@@ -56,3 +56,45 @@ def test_lower_bit_bases_add_their_methods_orderings_and_claims():
     claims = {(c["bits"], c["source"]) for c in doc["summary"]["claims"]}
     assert {(3, "LoftQ"), (3, "QuAILoRA"), (4, "LoftQ")} <= claims
     assert "| claim (source) |" in report.table(doc)
+
+
+def test_budget_curve_groups_and_the_pool(tiny):
+    """The tiny run carries LQ-LoRA's extra ILP budget and the per-group QuAILoRA runs; fine-tuning in a
+    pool of two spawned processes gives what the in-process loop gives (the path a GPU run takes)."""
+    m = tiny["methods"]
+    assert m["lqlora-ilp-b2.8"]["bits"] <= 2.8 + 1e-9
+    groups = [x for x in m if "-only-" in x]
+    assert sorted(groups) == sorted(f"quailora-cal-only-{g}" for g in experiment.GROUPS)
+    drops = sum(m["qlora-nf4"]["calibrated_error"] - m[g]["calibrated_error"] for g in groups)
+    whole = m["qlora-nf4"]["calibrated_error"] - m["quailora-cal"]["calibrated_error"]
+    assert drops == pytest.approx(whole, rel=1e-9)  # the layer errors add up
+    assert tiny["summary"]["layer_link"]["rows"][-1]["group"] == "all"
+    pooled = experiment.run("tiny", seeds=(0,), out=None, device="cpu", log=lambda *_: None, workers=2)
+    for x in ("qlora-nf4", "quailora-cal-only-fc1"):
+        assert pooled["methods"][x]["seeds"][0]["after"] == pytest.approx(m[x]["seeds"][0]["after"], rel=1e-6)
+
+
+def test_resume_continues_a_stopped_run(tmp_path):
+    """A run stopped after some fine-tunes resumes from its folder: the pretrained model is read back, only
+    the missing (seed, method) pairs are fine-tuned, and the results are the uninterrupted run's."""
+    from experiments.progress import LINES, ResumeError
+
+    logs = []
+    first = experiment.run("tiny", seeds=(0,), out=tmp_path, device="cpu", log=logs.append, overrides={"ft_steps": 5})
+    lines = (tmp_path / LINES).read_text().splitlines()
+    assert len(lines) == len(experiment.methods_for((4,), experiment.SETTINGS["tiny"]["budgets"]))
+    (tmp_path / LINES).write_text("\n".join(lines[:3]) + '\n{"seed": 0, "meth')  # stopped mid-line
+    logs.clear()
+    again = experiment.run(
+        "tiny", seeds=(0,), out=tmp_path, device="cpu", log=logs.append, overrides={"ft_steps": 5}, resume=True
+    )
+    assert any("from" in x and "base.pt" in x for x in logs) and not any(x.startswith("pretrained 0") for x in logs)
+    assert any(f"{len(lines) - 3} of {len(lines)} fine-tunes left" in x for x in logs)
+    for m, res in first["methods"].items():
+        assert again["methods"][m]["seeds"][0]["after"] == pytest.approx(res["seeds"][0]["after"], rel=1e-6), m
+    with pytest.raises(ResumeError, match="made under"):
+        experiment.run(
+            "tiny", seeds=(0,), out=tmp_path, device="cpu", log=print, overrides={"ft_steps": 6}, resume=True
+        )
+    with pytest.raises(ResumeError, match="no base.pt"):
+        experiment.run("tiny", seeds=(0,), out=tmp_path / "new", device="cpu", log=print, resume=True)

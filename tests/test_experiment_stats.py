@@ -88,3 +88,60 @@ def test_the_process_pool_gives_the_sequential_initialisers():
         assert alone[n].keys() == pooled[n].keys() and "loftq-nf3" in pooled[n]
         for m in alone[n]:
             assert np.allclose(alone[n][m].W, pooled[n][m].W, rtol=0, atol=1e-6), (n, m)
+
+
+def test_detectable_effect_and_seeds_needed():
+    """The detectable effect shrinks as 1/sqrt(n); seeds_needed inverts it; the test's power is real:
+    simulated paired differences of exactly the detectable size are resolved about 80% of the time."""
+    d10 = stats.detectable(0.01, 10)
+    assert stats.detectable(0.01, 40) < d10 / 1.9
+    n = stats.seeds_needed(0.01, d10)
+    assert n == 10 and stats.detectable(0.01, n - 1) > d10
+    assert stats.seeds_needed(0.01, 0.0) > 10_000
+    rng = np.random.default_rng(1)
+    hits = [stats.interval(rng.normal(-d10, 0.01, 10))["hi"] < 0 for _ in range(2000)]
+    assert 0.74 < np.mean(hits) < 0.86
+
+
+def test_ilp_curve_and_layer_link():
+    effects = {
+        "qlora-nf8": -0.10,
+        "qlora-nf4": 0.0,
+        "qlora-nf2": 0.5,
+        "lqlora": -0.02,
+        "lqlora-ilp": 0.1,
+        "lqlora-ilp-b2.5": 0.3,
+        "quailora-cal-nf2": 0.2,
+        "quailora-cal-nf2-only-fc1": 0.38,
+        "quailora-cal-nf2-only-qkv": 0.5,
+    }
+    doc = doc_with(effects, bits=(2, 4), noise=0.002)
+    bits = {
+        "qlora-nf8": 8.1,
+        "qlora-nf4": 4.1,
+        "qlora-nf2": 2.1,
+        "lqlora": 4.1,
+        "lqlora-ilp": 3.3,
+        "lqlora-ilp-b2.5": 2.5,
+    }
+    errors = {
+        "qlora-nf2": 0.3,
+        "quailora-cal-nf2": 0.1,
+        "quailora-cal-nf2-only-fc1": 0.2,
+        "quailora-cal-nf2-only-qkv": 0.29,
+    }
+    for m, r in doc["methods"].items():
+        r["bits"] = bits.get(m, 2.1)
+        r["calibrated_error"] = errors.get(m, {"qlora-nf8": 0.001, "qlora-nf4": 0.01}.get(m, 0.05))
+    curve = stats.ilp_curve(doc)
+    assert [r["method"] for r in curve][:2] == ["qlora-nf2", "lqlora-ilp-b2.5"]
+    assert [r["kind"] for r in curve].count("ILP") == 2
+    ilp25 = next(r for r in curve if r["method"] == "lqlora-ilp-b2.5")
+    assert ilp25["vs_qlora_nf4"]["mean"] == pytest.approx(0.3, abs=0.01)
+    link = stats.layer_link(doc)
+    rows = {r["group"]: r for r in link["rows"]}
+    assert link["bits"] == 2 and set(rows) == {"fc1", "qkv", "all"}
+    assert rows["fc1"]["error_drop"] == pytest.approx(0.1) and rows["fc1"]["mean"] == pytest.approx(-0.12, abs=0.01)
+    assert stats.verdict(rows["fc1"]) == "confirmed" and stats.verdict(rows["qkv"]) == "not distinguishable"
+    assert link["sum_of_groups"] == pytest.approx(-0.12, abs=0.01)
+    assert link["spearman"] > 0.5  # more error at init, higher perplexity after, in these synthetic runs
