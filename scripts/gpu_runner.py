@@ -105,7 +105,7 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
         ),
         "experiment": (
             "the trained-model experiment",
-            500,
+            900,
             [
                 [
                     PY,
@@ -115,6 +115,9 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
                     "small",
                     "--seeds",
                     *a.seeds.split(),
+                    "--bits",
+                    "3",
+                    "2",
                     "--out",
                     str(a.out / "experiment"),
                 ]
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="1024x1024 4096x4096 11008x4096 28672x8192")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--libs", default="", help="libraries for validate (default: all)")
-    p.add_argument("--seeds", default="0 1 2")
+    p.add_argument("--seeds", default="0 1 2 3 4 5 6 7 8 9")
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
     global COMMIT
