@@ -11,6 +11,7 @@ from qref.dtypes import FLOAT_FORMATS
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
+from .cuda_memory import DeviceScalar, VerifiedScales
 from .fused4bit import Fused4bit, dtype_name, with_device
 
 
@@ -46,6 +47,7 @@ class TorchBridge:
             device_index,
         )
         self.index = device_index
+        self.verified = VerifiedScales()
         self._device = self.cp.cuda.Device(device_index)
         self._streams = {}
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # a Stream object costs microseconds
@@ -71,7 +73,7 @@ class TorchBridge:
         validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         x = self._on_device("x", x)
-        return with_device(
+        q = with_device(
             self.cp,
             self._device,
             self.fused.quantize,
@@ -83,6 +85,9 @@ class TorchBridge:
             double_quant,
             self._stream(),
         )
+        if q.absmax is not None:  # the call refused non-finite input: every absmax is finite
+            self.verified.add([q.absmax])
+        return q
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
         validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
@@ -97,7 +102,12 @@ class TorchBridge:
         )
         shape = tuple(shape)
         dtype = None if out_dtype == "float32" else getattr(self.torch, out_dtype)
-        return with_device(
+        # a state whose scales were found finite and are unchanged since: no wait for the flag
+        scales = [a for a in (cq.absmax, cq.qabsmax, cq.absmax2) if a is not None]
+        if isinstance(cq.offset, DeviceScalar):
+            scales.append(cq.offset.owner)
+        known = self.verified.holds(scales)
+        out = with_device(
             self.cp,
             self._device,
             self.fused.dequantize,
@@ -108,4 +118,8 @@ class TorchBridge:
             out_dtype,
             self._stream(),
             lambda out: (out if dtype is None else out.view(dtype)).reshape(shape),
+            not known,
         )
+        if not known:  # the call waited, and no scale was non-finite
+            self.verified.add(scales)
+        return out

@@ -24,7 +24,8 @@ def ptr(a) -> int:
 class Flag:
     """The non-finite flag: an int in pinned host memory that kernels set to 1 (under unified addressing
     pinned memory is mapped, so nothing is copied back or zeroed on the device). One per thread, reset by
-    `get` (a call waits for its kernels before it returns, so calls of one thread never share it)."""
+    `get`: a call waits for its kernels before it returns, or (a dequantize of scales known finite,
+    VerifiedScales) launches kernels that cannot set it, so calls of one thread never share a set flag."""
 
     _local = threading.local()
 
@@ -140,3 +141,42 @@ class DeviceScalar:
 
     def __repr__(self):
         return f"DeviceScalar({self.item()!r})"
+
+
+class VerifiedScales:
+    """Scale tensors (absmax; or qabsmax, absmax2 and the offset's memory) that a dequantize found finite,
+    remembered while they are unchanged, so that the next dequantize of the same state need not wait for
+    its kernel to read the non-finite flag (QLoRA dequantizes the same frozen states every step).
+
+    Unchanged means: the same live tensor object (a weak reference, so a freed tensor's address reused by
+    another never matches) at the same torch version counter, which every in-place write through any view
+    of its memory increments. Tensors without a counter (inference-mode tensors) are never remembered;
+    memory written behind torch's back (DLPack, raw pointers) is outside what the counter sees."""
+
+    def __init__(self, most: int = 65536):
+        self.seen: dict = {}
+        self.most = most
+
+    @staticmethod
+    def _version(a):
+        try:
+            return a._version
+        except (AttributeError, RuntimeError):  # inference-mode tensors have no version counter
+            return None
+
+    def holds(self, arrays) -> bool:
+        for a in arrays:
+            entry = self.seen.get(id(a))
+            if entry is None or entry[0]() is not a or entry[1] != self._version(a) or entry[1] is None:
+                return False
+        return True
+
+    def add(self, arrays) -> None:
+        import weakref
+
+        if len(self.seen) > self.most:
+            self.seen.clear()
+        for a in arrays:
+            version = self._version(a)
+            if version is not None:
+                self.seen[id(a)] = (weakref.ref(a), version)

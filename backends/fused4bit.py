@@ -249,8 +249,9 @@ class Fused4bit:
         flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
-    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream, finish=None):
-        """finish(out): the caller's view of the output (shape, dtype), made while the kernel runs."""
+    def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream, finish=None, wait=True):
+        """finish(out): the caller's view of the output (shape, dtype), made while the kernel runs. wait=False
+        (scales the caller knows finite): return without waiting for the kernel's non-finite flag."""
         mod = K.module(self.device_id)
         key = (mod, n, blocksize, quant_type, out_dtype, q.qabsmax is not None)
         r = self._dequant.get(key)
@@ -279,5 +280,6 @@ class Fused4bit:
             )
         if finish is not None:
             out = finish(out)
-        flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
+        if wait:
+            flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
         return out

@@ -232,3 +232,26 @@ def test_non_contiguous_input_is_read_as_its_values(cb):
     q = cb.quantize_4bit(cb.from_numpy(x)[::2], 64, "nf4")
     assert np.array_equal(cb.to_numpy(q.packed), r.packed)
     assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
+
+
+def test_verified_state_still_refuses_scales_made_non_finite():
+    """torch:cuda's dequantize skips the wait for the non-finite flag only for scales it found finite and
+    that are unchanged since: a state made non-finite in place (any view), or a new state at a reused
+    address, is checked again and refused; the values stay the reference's."""
+    torch = pytest.importorskip("torch")
+    from qref.backends.torch_backend import TorchBackend
+
+    tb = TorchBackend("cuda")
+    x = torch.randn(64 * 64, device="cuda")
+    for dq in (False, True):
+        q = tb.quantize_4bit(x, 64, "nf4", dq)
+        first = tb.dequantize_4bit(q, (x.numel(),), 64, "nf4", "bfloat16")
+        again = tb.dequantize_4bit(q, (x.numel(),), 64, "nf4", "bfloat16")  # no wait: known finite
+        assert torch.equal(first, again)
+        scale = q.absmax if not dq else q.absmax2
+        scale[3] = float("inf")  # in place, through the state's own view
+        with pytest.raises(ValueError, match="not finite"):
+            tb.dequantize_4bit(q, (x.numel(),), 64, "nf4", "bfloat16")
+    bad = type(q)(q.packed, torch.full((64,), float("nan"), device="cuda"))
+    with pytest.raises(ValueError, match="not finite"):
+        tb.dequantize_4bit(bad, (x.numel(),), 64, "nf4", "float32")
