@@ -4,15 +4,18 @@ reason), and `TorchBridge`, the fused 4-bit kernels of cuda_kernels.py on torch 
 from __future__ import annotations
 
 import math
+import weakref
 
 from qref import validation
 from qref.backend import FourBit
+from qref.double_quant import DQ_BLOCKSIZE
 from qref.dtypes import FLOAT_FORMATS
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
+from . import cuda_kernels as K
 from .cuda_memory import DeviceScalar, VerifiedScales
-from .fused4bit import Fused4bit, dtype_name, with_device
+from .fused4bit import Fused4bit, bounded, dtype_name, with_device
 
 
 def cupy_or_unavailable():
@@ -27,6 +30,34 @@ def cupy_or_unavailable():
     except cp.cuda.runtime.CUDARuntimeError as e:
         raise BackendUnavailable(f"cupy found no CUDA device ({e})") from e
     return cp
+
+
+class _Ready:
+    """A dequantize of one state made ready by a call that found its scales finite: the kernel's plan and
+    parameters but for the output's address. `run` launches it only while everything it was made from
+    holds: the same state object (FourBit is frozen: its arrays and offset stay the same objects), each
+    array at the same address, the scales unchanged (VerifiedScales), the same shape, stream and current
+    device; else it returns None and the full path runs."""
+
+    def __init__(self, bridge, q, scales, shape, dtype, plan, values, stream: int):
+        self.bridge, self.q = bridge, weakref.ref(q)
+        self.addresses = [None if a is None else a.data_ptr() for a in (q.packed, q.absmax, q.qabsmax, q.absmax2)]
+        self.scales = [weakref.ref(a) for a in scales]
+        self.shape, self.dtype, self.plan, self.stream = shape, dtype, plan, stream
+        self.head, self.tail = tuple(values[: K.OUT_AT]), tuple(values[K.OUT_AT + 1 :])
+
+    def run(self, q, shape):
+        b = self.bridge
+        if self.q() is not q or shape != self.shape or b._handle() != self.stream:
+            return None
+        for address, a in zip(self.addresses, (q.packed, q.absmax, q.qabsmax, q.absmax2)):
+            if a is not None and a.data_ptr() != address:
+                return None
+        if not b.verified.holds([ref() for ref in self.scales]) or b.cp.cuda.runtime.getDevice() != b.index:
+            return None
+        out = b.torch.empty(self.shape, dtype=self.dtype, device=b.device)
+        self.plan.launch((*self.head, out.data_ptr(), *self.tail), self.stream)
+        return out
 
 
 class TorchBridge:
@@ -46,8 +77,9 @@ class TorchBridge:
             lambda a: a.view(torch.float32),
             device_index,
         )
-        self.index = device_index
+        self.index, self.device = device_index, device
         self.verified = VerifiedScales()
+        self._ready: dict = {}
         self._device = self.cp.cuda.Device(device_index)
         self._streams = {}
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # a Stream object costs microseconds
@@ -90,6 +122,12 @@ class TorchBridge:
         return q
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
+        key = (id(q), blocksize, quant_type, out_dtype)
+        ready = self._ready.get(key)
+        if ready is not None:
+            out = ready.run(q, shape)
+            if out is not None:
+                return out
         validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         n = math.prod(shape)
         # raw addresses: each array on this device and contiguous (check_state checks sizes and dtypes)
@@ -122,4 +160,24 @@ class TorchBridge:
         )
         if not known:  # the call waited, and no scale was non-finite
             self.verified.add(scales)
+        self._prepare(key, q, cq, shape, n, blocksize, quant_type, out_dtype, scales)
         return out
+
+    def _prepare(self, key, q, cq, shape, n, blocksize, quant_type, out_dtype, scales):
+        """A _Ready for the next dequantize of q, where the arrays read are q's own (no contiguous copy)
+        and the dequant8 kernel reads them (else the full path keeps serving q)."""
+        arrays = (q.packed, q.absmax, q.qabsmax, q.absmax2)
+        if any(a is not b for a, b in zip(arrays, (cq.packed, cq.absmax, cq.qabsmax, cq.absmax2))):
+            return
+        recipe = self.fused.recipe(n, blocksize, quant_type, out_dtype, cq.qabsmax is not None)
+        cptr = cq.packed.data_ptr()
+        if recipe.plan is None or cptr % 4:
+            return
+        flag = K.Flag.get(self.cp)  # the kernel cannot set it: these scales are finite
+        values = K.dequant_values(
+            cptr, n, blocksize, recipe.table, (*arrays[1:], recipe.dyn), cq.offset, DQ_BLOCKSIZE, flag.ptr
+        )
+        bounded(self._ready)
+        self._ready[key] = _Ready(
+            self, q, scales, tuple(shape), getattr(self.torch, out_dtype), recipe.plan, values, self._handle()
+        )

@@ -450,6 +450,19 @@ def quantize(
     return out, absmax
 
 
+#: Where dequant8's output address sits in dequant_values.
+OUT_AT = 11
+
+
+def dequant_values(cptr: int, n: int, blocksize: int, table, arrays, offset, blocksize2: int, flag_ptr: int) -> list:
+    """dequant8's parameters (DEQUANT_ARGS) but for the output's address (OUT_AT, 0 here): the codes'
+    address, n, block size, the table, absmax / qabsmax / absmax2 / dynamic map (None: 0), the offset (a
+    float, or a DeviceScalar read in place), the second block size, the flag."""
+    scales = [0 if a is None else int(ptr(a)) for a in arrays]
+    value, at = (0.0, offset.ptr) if isinstance(offset, DeviceScalar) else (float(offset), 0)
+    return [cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, 0, flag_ptr]
+
+
 def dequantize(
     codes,
     n: int,
@@ -477,16 +490,13 @@ def dequantize(
     mod = module(device)
     out = empty(n, "float32" if out_fmt == "float32" else "uint16")
     cptr = int(ptr(codes))
-    on_device = isinstance(offset, DeviceScalar)
-    scales = [0 if a is None else int(ptr(a)) for a in (absmax, qabsmax, absmax2, dyn)]
-    value, at = (0.0, offset.ptr) if on_device else (float(offset), 0)
+    values = dequant_values(cptr, n, blocksize, table, (absmax, qabsmax, absmax2, dyn), offset, blocksize2, flag.ptr)
+    scales, (value, at) = values[4:8], values[8:10]
     if plan is None and pack:
         plan = dequant8_plan(mod, out_fmt, n, blocksize)
     if plan is not None and pack and cptr % 4 == 0:
-        plan.launch(
-            (cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, int(ptr(out)), flag.ptr),
-            None if stream is None else stream.ptr,
-        )
+        values[OUT_AT] = int(ptr(out))
+        plan.launch(tuple(values), None if stream is None else stream.ptr)
         return out
     threads = (n + 1) // 2 if pack else n
     with stream if stream is not None else nullcontext():

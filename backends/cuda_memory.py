@@ -150,7 +150,7 @@ class VerifiedScales:
 
     Unchanged means: the same live tensor object (a weak reference, so a freed tensor's address reused by
     another never matches) at the same torch version counter, which every in-place write through any view
-    of its memory increments. Tensors without a counter (inference-mode tensors) are never remembered;
+    of its memory increments, and at the same address (`t.data = other` swaps the memory without it). Tensors without a counter (inference-mode tensors) are never remembered;
     memory written behind torch's back (DLPack, raw pointers) is outside what the counter sees."""
 
     def __init__(self, most: int = 65536):
@@ -167,7 +167,9 @@ class VerifiedScales:
     def holds(self, arrays) -> bool:
         for a in arrays:
             entry = self.seen.get(id(a))
-            if entry is None or entry[0]() is not a or entry[1] != self._version(a) or entry[1] is None:
+            if entry is None or entry[0]() is not a or entry[1] is None:
+                return False
+            if entry[1] != self._version(a) or entry[2] != a.data_ptr():
                 return False
         return True
 
@@ -179,4 +181,4 @@ class VerifiedScales:
         for a in arrays:
             version = self._version(a)
             if version is not None:
-                self.seen[id(a)] = (weakref.ref(a), version)
+                self.seen[id(a)] = (weakref.ref(a), version, a.data_ptr())

@@ -249,15 +249,20 @@ class Fused4bit:
         flag.raise_if_set(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
+    def recipe(self, n, blocksize, quant_type, out_dtype, double_quant: bool) -> _Dequant:
+        """The dequantize recipe of this shape, codebook, block size, format and state kind (made once)."""
+        mod = K.module(self.device_id)
+        key = (mod, n, blocksize, quant_type, out_dtype, double_quant)
+        r = self._dequant.get(key)
+        if r is None:
+            r = self._dequant[key] = _Dequant(mod, self.tables, n, blocksize, quant_type, out_dtype, double_quant)
+            bounded(self._dequant)
+        return r
+
     def dequantize(self, q: FourBit, n, blocksize, quant_type, out_dtype, stream, finish=None, wait=True):
         """finish(out): the caller's view of the output (shape, dtype), made while the kernel runs. wait=False
         (scales the caller knows finite): return without waiting for the kernel's non-finite flag."""
-        mod = K.module(self.device_id)
-        key = (mod, n, blocksize, quant_type, out_dtype, q.qabsmax is not None)
-        r = self._dequant.get(key)
-        if r is None:
-            r = self._dequant[key] = _Dequant(mod, self.tables, n, blocksize, quant_type, out_dtype, key[-1])
-            bounded(self._dequant)
+        r = self.recipe(n, blocksize, quant_type, out_dtype, q.qabsmax is not None)
         check_state(q, r.layout, n, blocksize)
         flag = K.Flag.get(self.cp)
         kw = {"empty": self.empty, "flag": flag, "plan": r.plan, "stream": stream}

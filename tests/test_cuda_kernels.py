@@ -255,3 +255,45 @@ def test_verified_state_still_refuses_scales_made_non_finite():
     bad = type(q)(q.packed, torch.full((64,), float("nan"), device="cuda"))
     with pytest.raises(ValueError, match="not finite"):
         tb.dequantize_4bit(bad, (x.numel(),), 64, "nf4", "float32")
+
+
+def _bits(a):
+    return a.bits if isinstance(a, BFloat16Array) else a.view(np.uint16 if a.dtype.itemsize == 2 else np.uint32)
+
+
+@pytest.mark.parametrize("dq", [False, True])
+@pytest.mark.parametrize("out_dtype", ["bfloat16", "float16", "float32"])
+def test_prepared_dequantize_follows_the_state(dq, out_dtype):
+    """Repeated dequantizes of one state take the prepared launch: the reference's values each time, the
+    codes read afresh (written in place between calls), a new output per call, on the caller's stream; a
+    scale memory swapped behind the version counter is checked again and refused."""
+    torch = pytest.importorskip("torch")
+    from qref.backends.torch_backend import TorchBackend
+
+    tb, ref = TorchBackend("cuda"), NumpyBackend()
+    x = weights(64 * 512, "float32", 9)
+    q = tb.quantize_4bit(torch.from_numpy(x).cuda(), 64, "nf4", dq)
+    shape = (512, 64)
+
+    def expected():
+        arrays = (None if a is None else a.cpu().numpy() for a in (q.packed, q.absmax, q.qabsmax, q.absmax2))
+        state = type(q)(*arrays, np.float32(q.offset) if dq else None)
+        return _bits(ref.dequantize_4bit(state, shape, 64, "nf4", out_dtype))
+
+    outs = [tb.dequantize_4bit(q, shape, 64, "nf4", out_dtype) for _ in range(3)]
+    assert len(tb._fused._ready) >= 1  # the second and third call took the prepared launch
+    want = expected()
+    assert len({o.data_ptr() for o in outs}) == 3
+    for out in outs:
+        assert tuple(out.shape) == shape and str(out.dtype) == f"torch.{out_dtype}"
+        assert np.array_equal(_bits(tb.to_numpy(out)), want)
+    q.packed[:100] = 0x11  # codes written in place: read afresh by the prepared launch
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        out = tb.dequantize_4bit(q, shape, 64, "nf4", out_dtype)
+    side.synchronize()
+    assert np.array_equal(_bits(tb.to_numpy(out)), expected())
+    scale = q.absmax2 if dq else q.absmax
+    scale.data = torch.full_like(scale, float("inf"))
+    with pytest.raises(ValueError, match="not finite"):
+        tb.dequantize_4bit(q, shape, 64, "nf4", out_dtype)

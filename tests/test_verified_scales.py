@@ -48,3 +48,12 @@ def test_bounded():
     for t in kept:
         memo.add([t])
     assert len(memo.seen) <= 5
+
+
+def test_swapped_memory_is_checked_again():
+    """`t.data = other` replaces a tensor's memory without an in-place write: the address tells."""
+    memo = VerifiedScales()
+    a = torch.ones(8)
+    memo.add([a])
+    a.data = torch.full((8,), float("inf"))
+    assert not memo.holds([a])
