@@ -457,9 +457,12 @@ OUT_AT = 11
 def dequant_values(cptr: int, n: int, blocksize: int, table, arrays, offset, blocksize2: int, flag_ptr: int) -> list:
     """dequant8's parameters (DEQUANT_ARGS) but for the output's address (OUT_AT, 0 here): the codes'
     address, n, block size, the table, absmax / qabsmax / absmax2 / dynamic map (None: 0), the offset (a
-    float, or a DeviceScalar read in place), the second block size, the flag."""
+    float, a DeviceScalar read in place, or None for a plain state: 0), the second block size, the flag."""
     scales = [0 if a is None else int(ptr(a)) for a in arrays]
-    value, at = (0.0, offset.ptr) if isinstance(offset, DeviceScalar) else (float(offset), 0)
+    if isinstance(offset, DeviceScalar):
+        value, at = 0.0, offset.ptr
+    else:
+        value, at = (0.0 if offset is None else float(offset)), 0
     return [cptr, n, blocksize, int(ptr(table)), *scales, value, at, blocksize2, 0, flag_ptr]
 
 

@@ -150,8 +150,9 @@ class VerifiedScales:
 
     Unchanged means: the same live tensor object (a weak reference, so a freed tensor's address reused by
     another never matches) at the same torch version counter, which every in-place write through any view
-    of its memory increments, and at the same address (`t.data = other` swaps the memory without it). Tensors without a counter (inference-mode tensors) are never remembered;
-    memory written behind torch's back (DLPack, raw pointers) is outside what the counter sees."""
+    of its memory increments, and at the same address (`t.data = other` swaps the memory without it).
+    Tensors without a counter (inference-mode tensors) are never remembered; memory written behind
+    torch's back (DLPack, raw pointers) is outside what the counter sees."""
 
     def __init__(self, most: int = 65536):
         self.seen: dict = {}
