@@ -1,6 +1,6 @@
 """The torch:cpu backend against bitsandbytes' CPU kernels, in one run: 4096 x 4096 NF4, block 64,
 float32 and bfloat16 input, best of 5 (after a warm-up that also compiles the torch:cpu quantize
-path, backends/cpu_compiled.py). Prints a markdown table of times and ratios.
+path, backends/cpu_kernels.py). Prints a markdown table of times and ratios.
 
 python asv_bench/cpu_table.py        # targets: quantize >= 2x, dequantize >= 1x (bitsandbytes time / ours)
 """

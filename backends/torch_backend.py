@@ -22,7 +22,7 @@ from qref.dtypes import BFloat16Array
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
-from . import cpu_compiled, cuda_lut
+from . import cpu_kernels, cuda_lut
 from .checks import check_dequantize_4bit_codes, check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 
 try:
@@ -83,7 +83,11 @@ class TorchBackend(BackendBase):
         return isinstance(a, torch.Tensor)
 
     def all_finite(self, a) -> bool:
-        return bool(torch.isfinite(a).all())
+        # the min and max carry any NaN and are infinite where any value is: one pass, no bool array
+        if a.numel() == 0:
+            return True
+        lo, hi = torch.aminmax(a)
+        return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
     def _table(self, codebook: str):
         if not isinstance(codebook, str) or codebook not in self._tables:  # a list would fail the hashing
@@ -125,8 +129,8 @@ class TorchBackend(BackendBase):
         head = flat[: full * blocksize].view(full, blocksize)
         tail = flat[full * blocksize :]
         compiled = None
-        if self.device == "cpu":  # large inputs: one compiled loop (backends/cpu_compiled.py), same bits
-            compiled = cpu_compiled.codes(codebook, midpoints, order, head)
+        if self.device == "cpu":  # large inputs: one loop per block (backends/cpu_kernels.py), same bits
+            compiled = cpu_kernels.codes(codebook, midpoints, order, head)
         if compiled is not None:
             head_codes, absmax = compiled
         else:
@@ -256,6 +260,10 @@ class TorchBackend(BackendBase):
         n = int(np.prod(shape, dtype=np.int64))
         absmax = q.absmax if q.qabsmax is None else self.double_dequantize(q.qabsmax, q.absmax2, q.offset)
         n = check_dequantize_4bit_codes(self, q.packed, absmax, n, blocksize, out_dtype)
+        if self.device == "cpu":  # large inputs: one loop per block (backends/cpu_kernels.py), same bits
+            out = cpu_kernels.dequantize(quant_type, q.packed.reshape(-1), absmax, n, blocksize, out_dtype)
+            if out is not None:
+                return out.reshape(tuple(shape)).to(getattr(torch, out_dtype))
         out = torch.index_select(self._pairs(quant_type), 0, q.packed.reshape(-1).to(torch.int32)).reshape(-1)[:n]
         full, rem = divmod(n, blocksize)
         out[: full * blocksize].view(full, blocksize).mul_(absmax[:full, None])

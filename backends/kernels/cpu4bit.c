@@ -1,0 +1,112 @@
+/* qref's 4-bit kernels for the torch:cpu backend, compiled at first use by the system C compiler
+   (backends/cpu_kernels.py). Plain IEEE float32 arithmetic, compiled without -ffast-math and with
+   -ffp-contract=off: each product, reciprocal and comparison is the one qref/blockwise.py states,
+   so codes, absmax and values are the reference's bits. Each function handles a range of blocks;
+   the caller splits the blocks among its threads. */
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define CHUNK 256
+
+/* Whole blocks [b0, b1) of x (float32, blocksize per block): absmax = max |w| (NaN where the block holds
+   a NaN, so that the caller refuses non-finite input on it); scaled = clamp(w * RN(1 / max(absmax,
+   floor)), -1, 1); code = order[#{j < nmid : scaled > mid[j]}] (the count of midpoints below, one
+   comparison per midpoint, vectorised over the elements of a chunk). */
+void qref_codes4(const float *x, int64_t b0, int64_t b1, int64_t blocksize, const float *mid,
+                 const uint8_t *order, int nmid, float floor_, uint8_t *codes, float *absmax) {
+    for (int64_t b = b0; b < b1; b++) {
+        const float *w = x + b * blocksize;
+        uint8_t *c = codes + b * blocksize;
+        /* |w| as bits (sign cleared) orders like the value, and every NaN lies above +inf: an integer
+           max is max |w|, carrying any NaN or Inf of the block */
+        const uint32_t *bits = (const uint32_t *)w;
+        uint32_t top = 0;
+        for (int64_t i = 0; i < blocksize; i++) {
+            const uint32_t a = bits[i] & 0x7fffffffu;
+            top = a > top ? a : top;
+        }
+        float m;
+        memcpy(&m, &top, sizeof m);
+        absmax[b] = m;
+        if (m != m) continue; /* refused by the caller */
+        const float inv = 1.0f / (m > floor_ ? m : floor_);
+        for (int64_t i0 = 0; i0 < blocksize; i0 += CHUNK) {
+            const int64_t len = blocksize - i0 < CHUNK ? blocksize - i0 : CHUNK;
+            float s[CHUNK];
+            uint8_t k[CHUNK];
+            for (int64_t i = 0; i < len; i++) {
+                const float v = w[i0 + i] * inv;
+                s[i] = v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);
+                k[i] = 0;
+            }
+            for (int j = 0; j < nmid; j++) /* j outer, i inner: one vector comparison per midpoint */
+                for (int64_t i = 0; i < len; i++) k[i] += s[i] > mid[j];
+            for (int64_t i = 0; i < len; i++) c[i0 + i] = order[k[i]];
+        }
+    }
+}
+
+/* finite float32 -> bfloat16 bits, to nearest with ties to even (qref/dtypes.py's float32_to_bf16_bits;
+   no NaN arises: the caller refuses a non-finite absmax, and |value| <= 1). */
+static inline uint16_t bf16_bits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline uint32_t f32_bits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return u;
+}
+
+/* Values [v0, v1) of codes packed two per byte, high nibble first: out[i] = value[code i] *
+   absmax[i / blocksize], one float32 product; a byte's two values written as one 64-bit word (element
+   i in the low half: little-endian x86-64). values: the 16 codes' values. v0 is a block edge and blocksize is even, so a byte's two codes lie in one block; v1 may be an odd
+   n, whose last byte holds one code (its high nibble). */
+void qref_dequant4(const uint8_t *restrict packed, const float *restrict absmax, const float *restrict values,
+                   int64_t blocksize, int64_t v0, int64_t v1, float *restrict out) {
+    float t[16];
+    for (int k = 0; k < 16; k++) t[k] = values[k];
+    for (int64_t start = v0; start < v1; start += blocksize) {
+        const int64_t end = start + blocksize < v1 ? start + blocksize : v1;
+        const float a = absmax[start / blocksize];
+        const uint8_t *p = packed + (start >> 1);
+        uint64_t *o = (uint64_t *)(out + start);
+        const int64_t bytes = (end - start) >> 1;
+        for (int64_t j = 0; j < bytes; j++)
+            o[j] = (uint64_t)f32_bits(t[p[j] >> 4] * a) | ((uint64_t)f32_bits(t[p[j] & 15] * a) << 32);
+        if ((end - start) & 1) out[end - 1] = t[p[bytes] >> 4] * a;
+    }
+}
+
+/* The same values rounded to bfloat16 (the float32 product, then to nearest even), written a byte's
+   two values at a time as one 32-bit word (element i in the low half: little-endian x86-64). */
+void qref_dequant4_bf16(const uint8_t *restrict packed, const float *restrict absmax,
+                        const float *restrict values, int64_t blocksize, int64_t v0, int64_t v1,
+                        uint16_t *restrict out) {
+    float t[16];
+    for (int k = 0; k < 16; k++) t[k] = values[k];
+    for (int64_t start = v0; start < v1; start += blocksize) {
+        const int64_t end = start + blocksize < v1 ? start + blocksize : v1;
+        const float a = absmax[start / blocksize];
+        const uint8_t *p = packed + (start >> 1);
+        uint32_t *o = (uint32_t *)(out + start);
+        const int64_t bytes = (end - start) >> 1;
+        for (int64_t j = 0; j < bytes; j++)
+            o[j] = (uint32_t)bf16_bits(t[p[j] >> 4] * a) | ((uint32_t)bf16_bits(t[p[j] & 15] * a) << 16);
+        if ((end - start) & 1) out[end - 1] = bf16_bits(t[p[bytes] >> 4] * a);
+    }
+}
+
+/* Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh output before it is first
+   written: the kernel then faults in 2 MiB pages instead of 4 KiB ones (a hint; no effect on values). */
+void qref_huge_pages(void *out, int64_t bytes) {
+    const uintptr_t huge = (uintptr_t)1 << 21;
+    uintptr_t lo = ((uintptr_t)out + huge - 1) & ~(huge - 1);
+    uintptr_t hi = ((uintptr_t)out + (uintptr_t)bytes) & ~(huge - 1);
+#ifdef MADV_HUGEPAGE
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#endif
+}

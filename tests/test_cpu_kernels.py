@@ -1,0 +1,143 @@
+"""torch:cpu's 4-bit kernels (backends/cpu_kernels.py, kernels/cpu4bit.c) give the reference's bits:
+codes, absmax and dequantized values, on large inputs made of the battery's hard values and on every
+battery case with the size floor removed; a wrong constant in them is caught; without a compiler the
+eager path gives the same bits."""
+
+import numpy as np
+import pytest
+
+import qref
+
+torch = pytest.importorskip("torch")
+
+from qref.backends import cpu_kernels  # noqa: E402
+from qref.conformance import battery  # noqa: E402
+from qref.dtypes import BFloat16Array, as_float32  # noqa: E402
+from qref.registry import get_backend  # noqa: E402
+
+
+def hard_input(quant_type: str, fmt: str, blocksize: int = 64) -> object:
+    """Every float32 battery case of this codebook, tiled to just over MIN_ELEMENTS, with a ragged tail."""
+    parts = [as_float32(x).reshape(-1) for _, x in battery.cases(quant_type, blocksize)]
+    flat = np.concatenate(parts)
+    reps = -(-(cpu_kernels.MIN_ELEMENTS + blocksize) // flat.size)
+    x = np.tile(flat, reps)[: cpu_kernels.MIN_ELEMENTS + blocksize * 3 + 17]
+    return BFloat16Array.from_float32(x) if fmt == "bfloat16" else x.astype(fmt)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    if not cpu_kernels.enabled():
+        pytest.skip("the CPU kernels are switched off (QREF_CPU_KERNELS=0)")
+    if cpu_kernels._lib() is None:
+        pytest.skip(f"no C compiler here: {cpu_kernels._failed[0]}")
+    return get_backend("torch:cpu")
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """How many times the kernels ran (each call of _run is one kernel launch over all threads)."""
+    calls = []
+    run = cpu_kernels._run
+
+    def counted(fns):
+        calls.append(len(fns))
+        run(fns)
+
+    monkeypatch.setattr(cpu_kernels, "_run", counted)
+    return calls
+
+
+def same_as_reference(be, x, blocksize, quant_type, out_dtype, double_quant=False):
+    """Quantize and dequantize x on `be` and on the reference (the numpy backend, the same interface);
+    assert every array equal bit for bit."""
+    ref = get_backend("numpy")
+    q = be.quantize_4bit(be.from_numpy(x), blocksize, quant_type, double_quant)
+    r = ref.quantize_4bit(x, blocksize, quant_type, double_quant)
+    for name in ("packed", "absmax", "qabsmax", "absmax2"):
+        ours, theirs = getattr(q, name), getattr(r, name)
+        assert (ours is None) == (theirs is None), name
+        if ours is not None:
+            assert np.array_equal(be.to_numpy(ours).reshape(-1), np.asarray(theirs).reshape(-1)), name
+    try:
+        expected = ref.dequantize_4bit(r, x.shape, blocksize, quant_type, out_dtype)
+    except ValueError as exc:  # a double-quantized absmax that overflows: refused by both
+        with pytest.raises(ValueError, match="non-finite" if "non-finite" in str(exc) else None):
+            be.dequantize_4bit(q, x.shape, blocksize, quant_type, out_dtype)
+        return
+    out = be.to_numpy(be.dequantize_4bit(q, x.shape, blocksize, quant_type, out_dtype))
+    assert bits(out) == bits(expected)
+
+
+def bits(a) -> bytes:
+    """The bytes of a float array (bfloat16 as its bits): equality of these is bit-for-bit equality."""
+    return np.ascontiguousarray(getattr(a, "bits", a)).tobytes() + str(getattr(a, "dtype", "bf16")).encode()
+
+
+@pytest.mark.parametrize("fmt", ["float32", "bfloat16"])
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_kernels_give_the_references_bits(backend, kernel_calls, quant_type, fmt):
+    x = hard_input(quant_type, fmt)
+    for out_dtype in ("float32", "bfloat16", "float16"):
+        same_as_reference(backend, x, 64, quant_type, out_dtype)
+    assert len(kernel_calls) == 3 + 2  # three quantizes; dequantize to float32 and bfloat16 (float16: eager)
+
+
+@pytest.mark.parametrize("blocksize", [32, 64, 256, 4096])
+def test_every_battery_case_without_the_size_floor(backend, kernel_calls, monkeypatch, blocksize):
+    """Tiny, ragged and odd-length inputs through the kernels: the block edges, the odd last byte."""
+    monkeypatch.setattr(cpu_kernels, "MIN_ELEMENTS", 0)
+    for quant_type in ("nf4", "fp4"):
+        for _, x in battery.cases(quant_type, blocksize):
+            for out_dtype in ("float32", "bfloat16"):
+                same_as_reference(backend, as_float32(x), blocksize, quant_type, out_dtype, double_quant=True)
+    assert kernel_calls
+
+
+def test_non_finite_input_is_refused_on_the_kernel_path(backend):
+    for bad in (np.nan, np.inf, -np.inf):
+        x = hard_input("nf4", "float32")
+        x[cpu_kernels.MIN_ELEMENTS // 2] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            backend.quantize_4bit(backend.from_numpy(x), 64, "nf4")
+
+
+def test_a_wrong_midpoint_in_the_kernels_is_caught(backend, monkeypatch):
+    cb = qref.codebooks.get_codebook("nf4")
+    mid, order = cpu_kernels._search_table("nf4", cb.midpoints, cb.order)
+    wrong = mid.copy()
+    wrong[7] = np.nextafter(wrong[7], np.float32(1))  # one ulp: only values on that midpoint move
+    monkeypatch.setitem(cpu_kernels._tables, ("search", "nf4"), (wrong, order))
+    x = hard_input("nf4", "float32")
+    packed = backend.to_numpy(backend.quantize_4bit(backend.from_numpy(x), 64, "nf4").packed)
+    assert not np.array_equal(packed.reshape(-1), qref.quantize_4bit(x, 64, "nf4")[0].reshape(-1))
+
+
+@pytest.mark.parametrize("out_dtype", ["float32", "bfloat16"])
+def test_a_wrong_code_value_in_the_kernels_is_caught(backend, monkeypatch, out_dtype):
+    values = cpu_kernels._values("nf4").copy()
+    ulps = 1 if out_dtype == "float32" else 1 << 16  # one unit in the output format's last place
+    values[3:4] = (values[3:4].view(np.uint32) - np.uint32(ulps)).view(np.float32)
+    monkeypatch.setitem(cpu_kernels._tables, ("values", "nf4"), values)
+    x = hard_input("nf4", "float32")
+    q = backend.quantize_4bit(backend.from_numpy(x), 64, "nf4")
+    out = backend.to_numpy(backend.dequantize_4bit(q, x.shape, 64, "nf4", out_dtype))
+    assert bits(out) != bits(qref.dequantize_4bit(*qref.quantize_4bit(x, 64, "nf4"), out_dtype=out_dtype))
+
+
+def test_without_a_compiler_the_eager_path_gives_the_same_bits(monkeypatch):
+    """A compiler that fails: the failure is recorded once, and the eager path answers."""
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setattr(cpu_kernels, "_state", {})
+    monkeypatch.setattr(cpu_kernels, "_failed", [])
+    assert cpu_kernels._lib() is None and "false failed" in cpu_kernels._failed[0]
+    be = get_backend("torch:cpu")
+    for out_dtype in ("float32", "bfloat16"):
+        same_as_reference(be, hard_input("nf4", "float32"), 64, "nf4", out_dtype)
+
+
+def test_the_switch_turns_the_kernels_off(monkeypatch, kernel_calls):
+    monkeypatch.setenv("QREF_CPU_KERNELS", "0")
+    be = get_backend("torch:cpu")
+    same_as_reference(be, hard_input("fp4", "float32"), 64, "fp4", "float32")
+    assert not kernel_calls
