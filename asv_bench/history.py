@@ -49,9 +49,9 @@ def host_machine(name: str | None, env_file: str | None) -> dict[str, str]:
     }
     if env_file:
         env = json.loads(Path(env_file).read_text())
-        gpu = env.get("device") or env.get("gpu") or "GPU"
+        gpu = (env.get("device") or "GPU").split(",")[0].strip()  # "NVIDIA H200, driver, memory"
         info["machine"] = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", str(gpu)).strip("-").lower()
-        info["cpu"] = f"{gpu}; host: {env.get('cpu', info['cpu'])}"
+        info["cpu"] = f"{env.get('device') or gpu}; CUDA {env.get('cuda')}; host {env.get('cpu', info['cpu'])}"
         for key in ("num_cpu", "ram", "os", "arch"):
             if env.get(key):
                 info[key] = str(env[key])
@@ -87,7 +87,7 @@ def asv(args: list[str], results: Path, check: bool = True) -> subprocess.Comple
 
 
 def record(a) -> int:
-    if git("status", "--porcelain", "--untracked-files=no") and not a.dirty:
+    if not a.dirty and git("status", "--porcelain", "--untracked-files=no"):
         raise SystemExit("the working tree has changes: commit them first (or --dirty for a trial run)")
     info = host_machine(a.machine, a.env)
     fields = [f"--{k}={v}" for k, v in info.items()]

@@ -83,6 +83,25 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
             ],
         ),
         "anatomy": ("where a whole call's time goes", 150, [[PY, "asv_bench/call_anatomy.py"]]),
+        "asv": (
+            "the asv suite, quick, filed under this machine (asv_bench/history.py; results in OUT/asv-results)",
+            500,
+            [
+                [
+                    PY,
+                    "asv_bench/history.py",
+                    "record",
+                    "--quick",
+                    "--dirty",
+                    "--env",
+                    str(a.out / "env.json"),
+                    "--results",
+                    str(a.out / "asv-results"),
+                    "--bench",
+                    a.asv_bench,
+                ]
+            ],
+        ),
         "tune": ("the kernel knobs side by side", 200, [[PY, "asv_bench/tune_kernels.py", "--size", sizes[-1]]]),
         "profile": ("host time per call", 150, [[PY, "asv_bench/profile_quant.py"]]),
         "ktimes": ("kernel times (CUPTI)", 200, [[PY, "asv_bench/kernel_times.py"]]),
@@ -165,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--libs", default="", help="libraries for validate (default: all)")
     p.add_argument("--seeds", default="0 1 2 3 4 5 6 7 8 9")
+    p.add_argument("--asv-bench", default=".", help="asv step: a regular expression of the benchmarks to run")
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
     global COMMIT
