@@ -92,7 +92,7 @@ def record(a) -> int:
     info = host_machine(a.machine, a.env)
     fields = [f"--{k}={v}" for k, v in info.items()]
     asv(["machine", "--yes", *fields], a.results)
-    commit = git("rev-parse", "HEAD")
+    commit = git("rev-parse", "HEAD")  # with --commit: the stand-in repository's, replaced below
     run = ["run", "--python=same", f"--set-commit-hash={commit}", f"--machine={info['machine']}", "--show-stderr"]
     if a.quick:
         run.append("--quick")
@@ -100,18 +100,23 @@ def record(a) -> int:
         run += ["--bench", a.bench]
     asv(run, a.results)
     for path in (a.results / info["machine"]).glob(f"{commit[:8]}-existing-*.json"):
-        neutral_environment(path)
-    print(f"recorded {commit[:10]} on {info['machine']} in {a.results}")
+        neutral_environment(path, a.commit, a.commit_time)
+    print(f"recorded {(a.commit or commit)[:10]} on {info['machine']} in {a.results}")
     return 0
 
 
-def neutral_environment(path: Path) -> None:
+def neutral_environment(path: Path, commit: str | None = None, commit_time: int | None = None) -> None:
     """asv names an "existing" environment after the interpreter's path; the history names it after
-    the Python version only, so that runs from different checkouts of one machine line up."""
+    the Python version only, so that runs from different checkouts of one machine line up. With
+    `commit` (and its time, seconds since the epoch), the results are filed under that commit: the
+    measured copy had a stand-in repository."""
     data = json.loads(path.read_text())
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     data["env_name"] = f"existing-py{version}"
     data["python"] = data["params"]["python"] = version
+    if commit:
+        data["commit_hash"] = commit
+        data["date"] = 1000 * int(commit_time or 0) or data["date"]
     path.unlink()
     (path.parent / f"{data['commit_hash'][:8]}-{data['env_name']}.json").write_text(json.dumps(data))
 
@@ -164,6 +169,8 @@ def main(argv=None) -> int:
     r.add_argument("--env", help="the GPU runner's env.json: the machine's description")
     r.add_argument("--bench", help="a regular expression: only the benchmarks it matches")
     r.add_argument("--dirty", action="store_true", help="record although the working tree has changes")
+    r.add_argument("--commit", help="file the results under this full hash (the copy measured has a stand-in repo)")
+    r.add_argument("--commit-time", type=int, help="with --commit: its commit time, seconds since the epoch")
     sub.choices["check"].add_argument("--factor", type=float, default=1.5)
     a = ap.parse_args(argv)
     a.results = a.results.resolve()

@@ -99,6 +99,7 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
                     str(a.out / "asv-results"),
                     "--bench",
                     a.asv_bench,
+                    *(["--commit", a.commit, "--commit-time", str(a.commit_time)] if a.commit else []),
                 ]
             ],
         ),
@@ -184,6 +185,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--libs", default="", help="libraries for validate (default: all)")
     p.add_argument("--seeds", default="0 1 2 3 4 5 6 7 8 9")
+    p.add_argument("--commit-time", type=int, default=0, help="with --commit: its time, seconds since the epoch")
     p.add_argument("--asv-bench", default=".", help="asv step: a regular expression of the benchmarks to run")
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
