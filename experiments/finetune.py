@@ -8,6 +8,7 @@ to a file the workers read; a task returns {method: perplexities before and afte
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -24,6 +25,22 @@ from .model import ByteGPT, Config, perplexity, train
 #: Thread-count variables a worker process starts with: one BLAS/OpenMP thread per process, so that
 #: N workers use N cores instead of N x N threads.
 ONE_THREAD = {k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+@contextlib.contextmanager
+def one_thread_children():
+    """ONE_THREAD set in this process's environment while the block runs (read by spawned interpreters
+    when they load their BLAS), then the previous values back."""
+    saved = {k: os.environ.get(k) for k in ONE_THREAD}
+    os.environ.update(ONE_THREAD)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @dataclass
@@ -153,21 +170,12 @@ def all_seeds(sh: Shared, tasks, device: torch.device, log=print, workers: int |
         for i, (seed, methods) in enumerate(tasks):
             done(i, seed, one_seed(sh, seed, methods, device))
         return
-    saved = {k: os.environ.get(k) for k in ONE_THREAD}
-    os.environ.update(ONE_THREAD)  # read by the spawned interpreters when they load their BLAS
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, one_thread_children():
         path = os.path.join(tmp, "shared.pkl")
         with open(path, "wb") as f:
             pickle.dump(sh, f, protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_load, initargs=(path,)) as pool:
-                futures = {pool.submit(_task, seed, methods, str(device)): seed for seed, methods in tasks}
-                for i, f in enumerate(as_completed(futures)):
-                    done(i, futures[f], f.result())
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_load, initargs=(path,)) as pool:
+            futures = {pool.submit(_task, seed, methods, str(device)): seed for seed, methods in tasks}
+            for i, f in enumerate(as_completed(futures)):
+                done(i, futures[f], f.result())

@@ -21,7 +21,6 @@ import torch
 
 from . import corpus as corpus_mod
 from . import finetune, inits, report, stats
-from .finetune import ONE_THREAD
 from .model import SIZES, ByteGPT, perplexity, train
 from .progress import Progress, ResumeError
 
@@ -142,18 +141,10 @@ def per_layer(kind: str, weights, C, rank, bits=(4,), workers: int | None = None
     workers = workers or os.cpu_count() or 1
     if workers < 4:
         return {n: _layer_task(kind, W, C[n], rank, bits) for n, W in weights.items()}
-    saved = {k: os.environ.get(k) for k in ONE_THREAD}
-    os.environ.update(ONE_THREAD)  # read by the spawned interpreters when they load NumPy's BLAS
-    try:
+    with finetune.one_thread_children():
         with ProcessPoolExecutor(min(workers, len(weights)), mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {n: pool.submit(_layer_task, kind, W, C[n], rank, bits) for n, W in weights.items()}
             return {n: f.result() for n, f in futures.items()}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def deterministic_inits(weights, C, s, bits=(4,)) -> tuple[dict[str, dict], dict]:
