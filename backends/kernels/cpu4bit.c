@@ -61,44 +61,33 @@ static inline uint32_t f32_bits(float v) {
     return u;
 }
 
-/* Values [v0, v1) of codes packed two per byte, high nibble first: out[i] = value[code i] *
-   absmax[i / blocksize], one float32 product; a byte's two values written as one 64-bit word (element
-   i in the low half: little-endian x86-64). values: the 16 codes' values. v0 is a block edge and blocksize is even, so a byte's two codes lie in one block; v1 may be an odd
-   n, whose last byte holds one code (its high nibble). */
-void qref_dequant4(const uint8_t *restrict packed, const float *restrict absmax, const float *restrict values,
-                   int64_t blocksize, int64_t v0, int64_t v1, float *restrict out) {
-    float t[16];
-    for (int k = 0; k < 16; k++) t[k] = values[k];
-    for (int64_t start = v0; start < v1; start += blocksize) {
-        const int64_t end = start + blocksize < v1 ? start + blocksize : v1;
-        const float a = absmax[start / blocksize];
-        const uint8_t *p = packed + (start >> 1);
-        uint64_t *o = (uint64_t *)(out + start);
-        const int64_t bytes = (end - start) >> 1;
-        for (int64_t j = 0; j < bytes; j++)
-            o[j] = (uint64_t)f32_bits(t[p[j] >> 4] * a) | ((uint64_t)f32_bits(t[p[j] & 15] * a) << 32);
-        if ((end - start) & 1) out[end - 1] = t[p[bytes] >> 4] * a;
-    }
-}
+static inline float f32_value(float v) { return v; }
 
-/* The same values rounded to bfloat16 (the float32 product, then to nearest even), written a byte's
-   two values at a time as one 32-bit word (element i in the low half: little-endian x86-64). */
-void qref_dequant4_bf16(const uint8_t *restrict packed, const float *restrict absmax,
-                        const float *restrict values, int64_t blocksize, int64_t v0, int64_t v1,
-                        uint16_t *restrict out) {
-    float t[16];
-    for (int k = 0; k < 16; k++) t[k] = values[k];
-    for (int64_t start = v0; start < v1; start += blocksize) {
-        const int64_t end = start + blocksize < v1 ? start + blocksize : v1;
-        const float a = absmax[start / blocksize];
-        const uint8_t *p = packed + (start >> 1);
-        uint32_t *o = (uint32_t *)(out + start);
-        const int64_t bytes = (end - start) >> 1;
-        for (int64_t j = 0; j < bytes; j++)
-            o[j] = (uint32_t)bf16_bits(t[p[j] >> 4] * a) | ((uint32_t)bf16_bits(t[p[j] & 15] * a) << 16);
-        if ((end - start) & 1) out[end - 1] = bf16_bits(t[p[bytes] >> 4] * a);
+/* Values [v0, v1) of codes packed two per byte, high nibble first: out[i] = value[code i] *
+   absmax[i / blocksize], one float32 product, stored as T (BITS of a value; ONE for a lone value). A
+   byte's two values are written as one word W of two T (element i in the low half: little-endian
+   x86-64). values: the 16 codes' values. v0 is a block edge and blocksize is even, so a byte's two
+   codes lie in one block; v1 may be an odd n, whose last byte holds one code (its high nibble). */
+#define DEQUANT4(name, T, W, BITS, ONE)                                                                 \
+    void name(const uint8_t *restrict packed, const float *restrict absmax, const float *restrict values, \
+              int64_t blocksize, int64_t v0, int64_t v1, T *restrict out) {                              \
+        float t[16];                                                                                     \
+        for (int k = 0; k < 16; k++) t[k] = values[k];                                                   \
+        for (int64_t start = v0; start < v1; start += blocksize) {                                       \
+            const int64_t end = start + blocksize < v1 ? start + blocksize : v1;                         \
+            const float a = absmax[start / blocksize];                                                   \
+            const uint8_t *p = packed + (start >> 1);                                                    \
+            W *o = (W *)(out + start);                                                                   \
+            const int64_t bytes = (end - start) >> 1;                                                    \
+            for (int64_t j = 0; j < bytes; j++)                                                          \
+                o[j] = (W)BITS(t[p[j] >> 4] * a) | ((W)BITS(t[p[j] & 15] * a) << (4 * sizeof(W)));      \
+            if ((end - start) & 1) out[end - 1] = ONE(t[p[bytes] >> 4] * a);                             \
+        }                                                                                                \
     }
-}
+
+DEQUANT4(qref_dequant4, float, uint64_t, f32_bits, f32_value)
+/* rounded to bfloat16: the float32 product, then to nearest even */
+DEQUANT4(qref_dequant4_bf16, uint16_t, uint32_t, bf16_bits, bf16_bits)
 
 /* Ask for transparent huge pages on the 2 MiB-aligned interior of a fresh output before it is first
    written: the kernel then faults in 2 MiB pages instead of 4 KiB ones (a hint; no effect on values). */
