@@ -150,7 +150,8 @@ def check(a) -> int:
             continue
         old, new = commits[-2], commits[-1]
         out = asv(["compare", old, new, f"--machine={machine}", f"--factor={a.factor}", "--split"], a.results).stdout
-        slower = [line for line in out.splitlines() if line.startswith("+") and ".time_" in line]
+        rows = [line.split("|") for line in out.splitlines() if line.startswith("|")]
+        slower = [r for r in rows if len(r) > 2 and r[1].strip() == "+" and ".time_" in r[-2]]  # "+": got worse
         print(f"{machine}: {old[:10]} -> {new[:10]}: {len(slower)} timing(s) slower by more than {a.factor}x")
         worse += len(slower)
     return 1 if worse else 0

@@ -1,0 +1,74 @@
+"""The performance history (asv_bench/history.py): results are filed under the Python version and the
+given commit, a GPU runner's env.json names the machine, and `check` fails on a timing that got slower
+between a machine's two newest recorded commits (and passes on the recorded history)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "asv_bench"))
+import history  # noqa: E402
+
+MACHINE = "x86-64-2core-avx512"
+
+
+def test_a_gpu_runner_environment_names_the_machine(tmp_path):
+    env = tmp_path / "env.json"
+    env.write_text(json.dumps({"device": "NVIDIA H200, 580.159.04, 143771 MiB", "cuda": "13.0", "cpu": "x86_64"}))
+    info = history.host_machine(None, str(env))
+    assert info["machine"] == "nvidia-h200"
+    assert "NVIDIA H200, 580.159.04, 143771 MiB" in info["cpu"] and "CUDA 13.0" in info["cpu"]
+    assert history.host_machine("mine", str(env))["machine"] == "mine"
+
+
+def test_results_are_filed_under_the_python_version_and_the_commit(tmp_path):
+    path = tmp_path / "0123abcd-existing-py_some_checkout_.venv_bin_python.json"
+    data = {"commit_hash": "0123abcd" * 5, "env_name": "existing-py_some_checkout", "date": 5, "python": "/x/python"}
+    path.write_text(json.dumps(dict(data, params={"python": "/x/python", "machine": "m"})))
+    history.neutral_environment(path, "fedcba98" * 5, 1700000000)
+    (filed,) = tmp_path.glob("*.json")
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert filed.name == f"fedcba98-existing-py{version}.json"
+    out = json.loads(filed.read_text())
+    assert out["commit_hash"] == "fedcba98" * 5 and out["date"] == 1700000000000
+    assert out["python"] == out["params"]["python"] == version and "checkout" not in filed.read_text()
+
+
+@pytest.fixture
+def recorded_history(tmp_path):
+    """A copy of the committed history of one machine, where this clone has both commits."""
+    pytest.importorskip("asv")
+    source = ROOT / "asv_bench" / "results"
+    results = tmp_path / "results"
+    shutil.copytree(source, results)
+    commits = history.recorded(results, MACHINE)
+    if len(commits) < 2:
+        pytest.skip("this clone lacks the recorded commits (a shallow clone)")
+    return results, commits
+
+
+def check(results) -> int:
+    cmd = [sys.executable, str(ROOT / "asv_bench" / "history.py"), "check", "--machine", MACHINE, "--results"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([*cmd, str(results)], capture_output=True, text=True, env=env, timeout=300).returncode
+
+
+def test_check_passes_on_the_recorded_history(recorded_history):
+    results, _ = recorded_history
+    assert check(results) == 0
+
+
+def test_check_fails_when_a_timing_gets_slower(recorded_history):
+    results, commits = recorded_history
+    newest = next((results / MACHINE).glob(f"{commits[-1][:8]}-*.json"))
+    data = json.loads(newest.read_text())
+    times = data["results"]["backends.Backends.time_op"][0]
+    data["results"]["backends.Backends.time_op"][0] = [None if t is None else 3 * t for t in times]
+    newest.write_text(json.dumps(data))
+    assert check(results) == 1
