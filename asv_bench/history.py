@@ -43,7 +43,7 @@ def host_machine(name: str | None, env_file: str | None) -> dict[str, str]:
         "machine": name or platform.node() or "host",
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
         "num_cpu": str(os.cpu_count() or 1),
         "ram": str(_ram_kib()),
     }
@@ -56,6 +56,17 @@ def host_machine(name: str | None, env_file: str | None) -> dict[str, str]:
             if env.get(key):
                 info[key] = str(env[key])
     return info
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _ram_kib() -> int:
