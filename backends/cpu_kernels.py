@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,8 @@ MAX_CODES = 16
 _state: dict = {}
 _failed: list[str] = []
 _tables: dict = {}
+_pools: dict = {}  # (process id, size) -> ThreadPoolExecutor
+_lock = threading.Lock()
 
 
 def enabled() -> bool:
@@ -74,13 +77,13 @@ def _lib():
     """The loaded kernels, or None (disabled, or compilation failed: recorded once in _failed)."""
     if not enabled():
         return None
-    if "lib" not in _state:
-        try:
-            _state["lib"] = _compile()
-        except Exception as exc:  # noqa: BLE001 - no compiler, a failed build: the eager path runs
-            _failed.append(f"{type(exc).__name__}: {exc}")
-            return None
-    return _state["lib"]
+    with _lock:  # one build per process, whichever thread asks first
+        if "lib" not in _state and not _failed:
+            try:
+                _state["lib"] = _compile()
+            except Exception as exc:  # noqa: BLE001 - no compiler, a failed build: the eager path runs
+                _failed.append(f"{type(exc).__name__}: {exc}")
+    return _state.get("lib")
 
 
 def _split(count: int, threads: int, step: int = 1) -> list[tuple[int, int]]:
@@ -91,18 +94,21 @@ def _split(count: int, threads: int, step: int = 1) -> list[tuple[int, int]]:
 
 
 def _run(calls) -> None:
-    """Run the zero-argument calls, in the caller's thread when there is one, else in a pool."""
-    if len(calls) == 1:
-        calls[0]()
-        return
-    pool = _state.get("pool")
-    if pool is None or _state.get("pool_size") != len(calls):
-        if pool is not None:
-            pool.shutdown(wait=True)
-        pool = _state["pool"] = ThreadPoolExecutor(len(calls), thread_name_prefix="qref-cpu4bit")
-        _state["pool_size"] = len(calls)
-    for f in [pool.submit(c) for c in calls]:
+    """Run the zero-argument calls: the first in the caller's thread, the others in a pool of threads
+    of this process (a forked child makes its own: the parent's threads do not exist there)."""
+    rest = [_pool(len(calls) - 1).submit(c) for c in calls[1:]] if len(calls) > 1 else []
+    calls[0]()
+    for f in rest:
         f.result()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), size)
+    with _lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(size, thread_name_prefix="qref-cpu4bit")
+    return pool
 
 
 def _threads() -> int:

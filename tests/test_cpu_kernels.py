@@ -3,6 +3,8 @@ codes, absmax and dequantized values, on large inputs made of the battery's hard
 battery case with the size floor removed; a wrong constant in them is caught; without a compiler the
 eager path gives the same bits."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,31 @@ def test_the_switch_turns_the_kernels_off(monkeypatch, kernel_calls):
     be = get_backend("torch:cpu")
     same_as_reference(be, hard_input("fp4", "float32"), 64, "fp4", "float32")
     assert not kernel_calls
+
+
+def _pool_in_child(queue, parent_pool):
+    pool = cpu_kernels._pool(1)
+    done = []
+    cpu_kernels._run([lambda: done.append(1), lambda: done.append(2)])
+    queue.put((pool is not parent_pool, pool.submit(lambda: 7).result(timeout=10), sorted(done)))
+
+
+def test_a_forked_child_gets_its_own_pool():
+    """The parent's pool threads do not exist in a forked child: a pool inherited as it is takes the
+    child's work and never runs it. The kernels' pools are per process. (torch's own ops need
+    torch.set_num_threads(1) in such a child, as its DataLoader workers do.)"""
+    import multiprocessing
+
+    parent_pool = cpu_kernels._pool(1)
+    assert parent_pool.submit(lambda: 7).result() == 7  # a thread, now idle
+    time.sleep(0.2)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_pool_in_child, args=(queue, parent_pool))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child hung"
+    assert child.exitcode == 0 and queue.get(timeout=10) == (True, 7, [1, 2])
