@@ -70,6 +70,6 @@ def dequantize_4bit(packed: np.ndarray, state: QuantState, out_dtype: str | None
         raise ValueError(f"state.code must hold 16 float32 values, got shape {table.shape}")
     # One lookup per byte: pairs[b] = (code[b >> 4], code[b & 15]), i.e. unpack and look up at once.
     pairs = np.stack([table[np.arange(256) >> 4], table[np.arange(256) & 15]], axis=1)
-    values = np.take(np.ascontiguousarray(pairs).view(np.uint64).ravel(), raw).view(np.float32)[:n]
-    out = times_absmax(values, absmax, state.blocksize)
+    values = np.ascontiguousarray(pairs).view(np.uint64).ravel()[raw.ravel()].view(np.float32)[:n]
+    out = times_absmax(values, absmax, state.blocksize, in_place=True)
     return cast_float32(out.reshape(state.shape), out_dtype)
