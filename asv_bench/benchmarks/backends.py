@@ -12,6 +12,9 @@ class Backends:
     params = (BACKENDS, BACKEND_OPS, SIZES)
     param_names = ["backend", "op", "n"]
     timeout = 300
+    # one call a sample, 3 to 5 samples (asv's median and spread: what `history.py check` compares),
+    # no asv warm-up (setup has run the op once); --quick takes one sample
+    number, repeat, warmup_time, rounds = 1, (3, 5, 10.0), 0, 1
 
     def setup(self, backend, op, n):
         self.run, self.bytes, self.sync = backend_workload(backend, op, n)  # NotImplementedError: skipped

@@ -10,6 +10,7 @@ from workloads import IMPLS, OPS, make, ratios
 class FourBit:
     params = (IMPLS, OPS, [1024, 4096])
     param_names = ["impl", "op", "n"]
+    number, repeat, warmup_time, rounds = 1, (3, 5, 10.0), 0, 1  # as backends.Backends
 
     def setup(self, impl, op, n):
         self.fn = make(impl, op, n)  # NotImplementedError skips an impl that is not installed
