@@ -39,6 +39,7 @@ MAX_CODES = 16
 _state: dict = {}
 _failed: list[str] = []
 _tables: dict = {}
+_CODES = {"torch.float32": "qref_codes4", "torch.bfloat16": "qref_codes4_bf16"}  # input dtype -> kernel
 _pools: dict = {}  # (process id, size) -> ThreadPoolExecutor
 _lock = threading.Lock()
 
@@ -65,10 +66,21 @@ def _compile() -> ctypes.CDLL:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-    dll.qref_codes4.argtypes = [ptr, i64, i64, i64, ptr, ptr, ctypes.c_int, f32, ptr, ptr]
+    dll.qref_codes4.argtypes = dll.qref_codes4_bf16.argtypes = [
+        ptr,
+        i64,
+        i64,
+        i64,
+        ptr,
+        ptr,
+        ctypes.c_int,
+        f32,
+        ptr,
+        ptr,
+    ]
     dll.qref_dequant4.argtypes = dll.qref_dequant4_bf16.argtypes = [ptr, ptr, ptr, i64, i64, i64, ptr]
     dll.qref_huge_pages.argtypes = [ptr, i64]
-    for fn in (dll.qref_codes4, dll.qref_dequant4, dll.qref_dequant4_bf16, dll.qref_huge_pages):
+    for fn in (dll.qref_codes4, dll.qref_codes4_bf16, dll.qref_dequant4, dll.qref_dequant4_bf16, dll.qref_huge_pages):
         fn.restype = None
     return dll
 
@@ -118,10 +130,11 @@ def _threads() -> int:
 
 
 def codes(codebook: str, midpoints, order, head):
-    """(codes, absmax) of `head` (full, blocksize) float32 on the CPU, or None when the kernels do not
-    apply or are unavailable (the caller then runs the eager path). A block holding NaN or Inf has a
-    non-finite absmax: the caller refuses the input on it, as on the eager path."""
-    if head.numel() < max(MIN_ELEMENTS, 1) or len(order) > MAX_CODES:
+    """(codes, absmax) of `head` (full, blocksize) float32 or bfloat16 (read as it is, widened exactly)
+    on the CPU, or None when the kernels do not apply or are unavailable (the caller then runs the
+    eager path). A block holding NaN or Inf has a non-finite absmax: the caller refuses the input on
+    it, as on the eager path."""
+    if head.numel() < max(MIN_ELEMENTS, 1) or len(order) > MAX_CODES or str(head.dtype) not in _CODES:
         return None
     lib = _lib()
     if lib is None:
@@ -135,8 +148,8 @@ def codes(codebook: str, midpoints, order, head):
     absmax = torch.empty(full, dtype=torch.float32)
     floor = np.float32(ABSMAX_FLOOR)
     args = (blocksize, mid.ctypes.data, table.ctypes.data, len(order) - 1, floor, out.data_ptr(), absmax.data_ptr())
-    x = head.data_ptr()
-    _run([lambda lo=lo, hi=hi: lib.qref_codes4(x, lo, hi, *args) for lo, hi in _split(full, _threads())])
+    x, kernel = head.data_ptr(), getattr(lib, _CODES[str(head.dtype)])
+    _run([lambda lo=lo, hi=hi: kernel(x, lo, hi, *args) for lo, hi in _split(full, _threads())])
     return out, absmax
 
 

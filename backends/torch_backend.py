@@ -98,14 +98,18 @@ class TorchBackend(BackendBase):
             )
         return self._tables[codebook]
 
-    def _float_input(self, x, name="x", check_finite=True):
+    def _float_tensor(self, x, name="x"):
+        """x itself, refused unless a non-empty float32, float16 or bfloat16 tensor."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise TypeError(f"{name} must be float32, float16 or bfloat16, got {x.dtype}")
         if x.numel() == 0:
             raise ValueError(f"{name} is empty; quantization needs at least one element")
-        x32 = x.float()
+        return x
+
+    def _float_input(self, x, name="x", check_finite=True):
+        x32 = self._float_tensor(x, name).float()
         if not check_finite:
             return x32
         bad = ~torch.isfinite(x32)
@@ -120,16 +124,20 @@ class TorchBackend(BackendBase):
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
         blocksize = validation.positive_int(blocksize, "blocksize")
-        x32 = self._float_input(x, check_finite=False)
+        x = self._float_tensor(x)
         _, midpoints, order = self._table(codebook)  # refuses an unknown codebook before any work
-        flat = x32.reshape(-1)
-        n = flat.numel()
+        n = x.numel()
         full, rem = divmod(n, blocksize)
-        floor = torch.tensor(ABSMAX_FLOOR, device=flat.device)
-        head = flat[: full * blocksize].view(full, blocksize)
-        tail = flat[full * blocksize :]
+        floor = torch.tensor(ABSMAX_FLOOR, device=x.device)
         compiled = None
-        if self.device == "cpu":  # large inputs: one loop per block (backends/cpu_kernels.py), same bits
+        if self.device == "cpu" and x.dtype == torch.bfloat16:  # the kernels widen bfloat16 as they read it
+            compiled = cpu_kernels.codes(
+                codebook, midpoints, order, x.reshape(-1)[: full * blocksize].view(full, blocksize)
+            )
+        flat = x.reshape(-1) if x.dtype == torch.float32 or compiled is not None else x.float().reshape(-1)
+        head = flat[: full * blocksize].view(full, blocksize)
+        tail = flat[full * blocksize :].float()
+        if self.device == "cpu" and compiled is None:  # large inputs: one loop per block, same bits
             compiled = cpu_kernels.codes(codebook, midpoints, order, head)
         if compiled is not None:
             head_codes, absmax = compiled

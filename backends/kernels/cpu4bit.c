@@ -9,43 +9,51 @@
 
 #define CHUNK 256
 
-/* Whole blocks [b0, b1) of x (float32, blocksize per block): absmax = max |w| (NaN where the block holds
-   a NaN, so that the caller refuses non-finite input on it); scaled = clamp(w * RN(1 / max(absmax,
-   floor)), -1, 1); code = order[#{j < nmid : scaled > mid[j]}] (the count of midpoints below, one
-   comparison per midpoint, vectorised over the elements of a chunk). */
-void qref_codes4(const float *x, int64_t b0, int64_t b1, int64_t blocksize, const float *mid,
-                 const uint8_t *order, int nmid, float floor_, uint8_t *codes, float *absmax) {
-    for (int64_t b = b0; b < b1; b++) {
-        const float *w = x + b * blocksize;
-        uint8_t *c = codes + b * blocksize;
-        /* |w| as bits (sign cleared) orders like the value, and every NaN lies above +inf: an integer
-           max is max |w|, carrying any NaN or Inf of the block */
-        const uint32_t *bits = (const uint32_t *)w;
-        uint32_t top = 0;
-        for (int64_t i = 0; i < blocksize; i++) {
-            const uint32_t a = bits[i] & 0x7fffffffu;
-            top = a > top ? a : top;
-        }
-        float m;
-        memcpy(&m, &top, sizeof m);
-        absmax[b] = m;
-        if (m != m) continue; /* refused by the caller */
-        const float inv = 1.0f / (m > floor_ ? m : floor_);
-        for (int64_t i0 = 0; i0 < blocksize; i0 += CHUNK) {
-            const int64_t len = blocksize - i0 < CHUNK ? blocksize - i0 : CHUNK;
-            float s[CHUNK];
-            uint8_t k[CHUNK];
-            for (int64_t i = 0; i < len; i++) {
-                const float v = w[i0 + i] * inv;
-                s[i] = v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);
-                k[i] = 0;
-            }
-            for (int j = 0; j < nmid; j++) /* j outer, i inner: one vector comparison per midpoint */
-                for (int64_t i = 0; i < len; i++) k[i] += s[i] > mid[j];
-            for (int64_t i = 0; i < len; i++) c[i0 + i] = order[k[i]];
-        }
-    }
+static inline float from_f32_bits(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
+
+/* Whole blocks [b0, b1) of x (blocksize values per block, float32 or bfloat16 bits U, widened exactly
+   to float32 as read): absmax = max |w| (NaN where the block holds a NaN, so that the caller refuses
+   non-finite input on it); scaled = clamp(w * RN(1 / max(absmax, floor)), -1, 1);
+   code = order[#{j < nmid : scaled > mid[j]}] (the count of midpoints below, one comparison per
+   midpoint, vectorised over the elements of a chunk). |w| as bits (sign cleared, MASK) orders like
+   the value, and every NaN lies above +inf: an integer max is max |w|, carrying any NaN or Inf. */
+#define CODES4(name, U, MASK, SHIFT)                                                                     \
+    void name(const U *x, int64_t b0, int64_t b1, int64_t blocksize, const float *mid,                 \
+              const uint8_t *order, int nmid, float floor_, uint8_t *codes, float *absmax) {            \
+        for (int64_t b = b0; b < b1; b++) {                                                              \
+            const U *w = x + b * blocksize;                                                              \
+            uint8_t *c = codes + b * blocksize;                                                          \
+            U top = 0;                                                                                   \
+            for (int64_t i = 0; i < blocksize; i++) {                                                    \
+                const U a = (U)(w[i] & MASK);                                                            \
+                top = a > top ? a : top;                                                                 \
+            }                                                                                            \
+            const float m = from_f32_bits((uint32_t)top << SHIFT);                                       \
+            absmax[b] = m;                                                                               \
+            if (m != m) continue; /* refused by the caller */                                            \
+            const float inv = 1.0f / (m > floor_ ? m : floor_);                                          \
+            for (int64_t i0 = 0; i0 < blocksize; i0 += CHUNK) {                                          \
+                const int64_t len = blocksize - i0 < CHUNK ? blocksize - i0 : CHUNK;                     \
+                float s[CHUNK];                                                                          \
+                uint8_t k[CHUNK];                                                                        \
+                for (int64_t i = 0; i < len; i++) {                                                      \
+                    const float v = from_f32_bits((uint32_t)w[i0 + i] << SHIFT) * inv;                   \
+                    s[i] = v > 1.0f ? 1.0f : (v < -1.0f ? -1.0f : v);                                    \
+                    k[i] = 0;                                                                            \
+                }                                                                                        \
+                for (int j = 0; j < nmid; j++) /* j outer, i inner: a vector comparison per midpoint */  \
+                    for (int64_t i = 0; i < len; i++) k[i] += s[i] > mid[j];                             \
+                for (int64_t i = 0; i < len; i++) c[i0 + i] = order[k[i]];                               \
+            }                                                                                            \
+        }                                                                                                \
+    }
+
+CODES4(qref_codes4, uint32_t, 0x7fffffffu, 0)
+CODES4(qref_codes4_bf16, uint16_t, 0x7fffu, 16)
 
 /* finite float32 -> bfloat16 bits, to nearest with ties to even (qref/dtypes.py's float32_to_bf16_bits;
    no NaN arises: the caller refuses a non-finite absmax, and |value| <= 1). */
