@@ -2,7 +2,7 @@
 check the newest commit against the one before it.
 
     python asv_bench/history.py record [--quick] [--machine NAME] [--env env.json] [--results DIR]
-    python asv_bench/history.py publish [--results DIR]          # the html pages, under .asv/html
+    python asv_bench/history.py publish [--results DIR] [--html DIR]   # the pages (default .asv/html)
     python asv_bench/history.py check [--machine NAME] [--factor 1.5] [--results DIR]
 
 `record` benchmarks the installed qref (asv's "existing" environment: the Python running this) and
@@ -79,10 +79,13 @@ def _ram_kib() -> int:
     return 0
 
 
-def asv(args: list[str], results: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """asv with this configuration, its results kept in `results`."""
+HTML = (HERE / CONF["html_dir"]).resolve()
+
+
+def asv(args: list[str], results: Path, check: bool = True, html: Path = HTML) -> subprocess.CompletedProcess:
+    """asv with this configuration, its results kept in `results` (pages in `html`)."""
     conf = dict(CONF, results_dir=str(results), repo=str(ROOT), benchmark_dir=str(HERE / CONF["benchmark_dir"]))
-    conf["html_dir"] = str((HERE / CONF["html_dir"]).resolve())
+    conf["html_dir"] = str(html)
     path = results.parent / f".asv-conf-{os.getpid()}.json"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(conf))
@@ -124,7 +127,10 @@ def neutral_environment(path: Path, commit: str | None = None, commit_time: int 
     data = json.loads(path.read_text())
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     data["env_name"] = f"existing-py{version}"
-    data["python"] = data["params"]["python"] = version
+    data["python"] = version
+    # the graphs are per machine name and Python version; the machine's description (cpu, ram, ...)
+    # lives in its machine.json, and a changed description must not split one machine's history
+    data["params"] = {"machine": data["params"]["machine"], "python": version}
     if commit:
         data["commit_hash"] = commit
         data["date"] = 1000 * int(commit_time or 0) or data["date"]
@@ -146,8 +152,8 @@ def recorded(results: Path, machine: str) -> list[str]:
 
 
 def publish(a) -> int:
-    asv(["publish"], a.results)
-    print(f"pages: {(HERE / CONF['html_dir']).resolve() / 'index.html'}")
+    asv(["publish"], a.results, html=a.html)
+    print(f"pages: {a.html / 'index.html'}")
     return 0
 
 
@@ -176,6 +182,8 @@ def main(argv=None) -> int:
         p.add_argument("--results", type=Path, default=RESULTS, help="the results folder (default: the history)")
         if name != "publish":
             p.add_argument("--machine", help="the machine's name in the history")
+        else:
+            p.add_argument("--html", type=Path, default=HTML, help="where the pages go (default: .asv/html)")
     r = sub.choices["record"]
     r.add_argument("--quick", action="store_true", help="each benchmark once (asv --quick)")
     r.add_argument("--env", help="the GPU runner's env.json: the machine's description")
@@ -186,6 +194,8 @@ def main(argv=None) -> int:
     sub.choices["check"].add_argument("--factor", type=float, default=1.5)
     a = ap.parse_args(argv)
     a.results = a.results.resolve()
+    if a.command == "publish":
+        a.html = a.html.resolve()
     return {"record": record, "publish": publish, "check": check}[a.command](a)
 
 

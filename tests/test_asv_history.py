@@ -72,3 +72,17 @@ def test_check_fails_when_a_timing_gets_slower(recorded_history):
     data["results"]["backends.Backends.time_op"][0] = [None if t is None else 3 * t for t in times]
     newest.write_text(json.dumps(data))
     assert check(results) == 1
+
+
+def test_publish_builds_a_page_per_benchmark(recorded_history, tmp_path):
+    """asv publish over the recorded history: the index and a graph of a timing over the commits."""
+    results, commits = recorded_history
+    html = tmp_path / "html"
+    cmd = [sys.executable, str(ROOT / "asv_bench" / "history.py"), "publish", "--results", str(results)]
+    done = subprocess.run([*cmd, "--html", str(html)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (html / "index.html").is_file() and (html / "regressions.json").is_file()
+    graphs = [g for g in (html / "graphs").rglob("backends.Backends.time_op.json") if f"machine-{MACHINE}" in str(g)]
+    assert len(graphs) == 1, graphs  # one graph for the machine: a changed description does not split it
+    points = json.loads(graphs[0].read_text())
+    assert len(points) == len(commits)  # one point per recorded commit
