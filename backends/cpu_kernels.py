@@ -8,11 +8,13 @@ loops of kernels/cpu4bit.c do the same arithmetic in one pass per block:
                 code = order[#{j : scaled > m_j}]
     dequantize: out[i] = value[code i] * absmax[i / blocksize]
 
-compiled by the system C compiler (`$CC`, else `cc`) with -O3 -march=native -ffp-contract=off and no fast-math
-flag, so each operation is the IEEE float32 one the reference states; tests/test_cpu_kernels.py holds
-them to the reference on the battery's hard values. The blocks are split among torch's intra-op thread
-count of Python threads (ctypes releases the GIL during a call). Where no compiler works, or with
-QREF_CPU_KERNELS=0, `codes` and `dequantize` return None and the eager path runs.
+compiled by the system C compiler (`$CC`, else `cc`) with -O3 -march=native -ffp-contract=off and no
+fast-math flag, so each operation is the IEEE float32 one the reference states (bfloat16 input is
+widened exactly as it is read); tests/test_cpu_kernels.py holds them to the reference on the battery's
+hard values. The blocks are split among torch's intra-op thread count of Python threads, a pool per
+process (ctypes releases the GIL during a call). Where no compiler works, on a big-endian machine (the
+loops store two values as one little-endian word), or with QREF_CPU_KERNELS=0, `codes` and
+`dequantize` return None and the eager path runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +48,7 @@ _lock = threading.Lock()
 
 
 def enabled() -> bool:
-    return os.environ.get("QREF_CPU_KERNELS", "1") != "0" and not _failed
+    return os.environ.get("QREF_CPU_KERNELS", "1") != "0" and sys.byteorder == "little" and not _failed
 
 
 def _compile() -> ctypes.CDLL:

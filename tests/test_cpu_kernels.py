@@ -183,3 +183,10 @@ def test_a_forked_child_gets_its_own_pool():
         child.kill()
     assert not alive, "the child hung"
     assert child.exitcode == 0 and queue.get(timeout=10) == (True, 7, [1, 2])
+
+
+def test_a_big_endian_machine_runs_the_eager_path(monkeypatch, kernel_calls):
+    """The loops store a byte's two values as one little-endian word: elsewhere they must not run."""
+    monkeypatch.setattr(cpu_kernels.sys, "byteorder", "big")
+    same_as_reference(get_backend("torch:cpu"), hard_input("nf4", "float32"), 64, "nf4", "float32")
+    assert not kernel_calls
