@@ -129,23 +129,23 @@ class TorchBackend(BackendBase):
         n = x.numel()
         full, rem = divmod(n, blocksize)
         floor = torch.tensor(ABSMAX_FLOOR, device=x.device)
+        flat = x.reshape(-1)
+        if not (self.device == "cpu" and flat.dtype == torch.bfloat16):  # the kernels widen bfloat16 as read
+            flat = flat.float()
         compiled = None
-        if self.device == "cpu" and x.dtype == torch.bfloat16:  # the kernels widen bfloat16 as they read it
-            compiled = cpu_kernels.codes(
-                codebook, midpoints, order, x.reshape(-1)[: full * blocksize].view(full, blocksize)
-            )
-        flat = x.reshape(-1) if x.dtype == torch.float32 or compiled is not None else x.float().reshape(-1)
+        if self.device == "cpu":  # large inputs: one loop per block (backends/cpu_kernels.py), same bits
+            compiled = cpu_kernels.codes(codebook, midpoints, order, flat[: full * blocksize].view(full, blocksize))
+        if compiled is None:
+            flat = flat.float()  # the eager path works in float32 (a no-op on float32)
         head = flat[: full * blocksize].view(full, blocksize)
         tail = flat[full * blocksize :].float()
-        if self.device == "cpu" and compiled is None:  # large inputs: one loop per block, same bits
-            compiled = cpu_kernels.codes(codebook, midpoints, order, head)
         if compiled is not None:
             head_codes, absmax = compiled
         else:
             absmax = head.abs().amax(1) if full else flat.new_zeros(0)
         if rem:
             absmax = torch.cat([absmax, torch.maximum(tail.abs().amax(), floor)[None]])
-        if not bool(torch.isfinite(absmax).all()):  # amax carries any NaN or Inf of its block
+        if not self.all_finite(absmax):  # amax carries any NaN or Inf of its block
             self._float_input(x)  # raises, naming the first non-finite element
         if compiled is not None:
             if not rem:
@@ -270,8 +270,8 @@ class TorchBackend(BackendBase):
         n = check_dequantize_4bit_codes(self, q.packed, absmax, n, blocksize, out_dtype)
         if self.device == "cpu":  # large inputs: one loop per block (backends/cpu_kernels.py), same bits
             out = cpu_kernels.dequantize(quant_type, q.packed.reshape(-1), absmax, n, blocksize, out_dtype)
-            if out is not None:
-                return out.reshape(tuple(shape)).to(getattr(torch, out_dtype))
+            if out is not None:  # already in out_dtype
+                return out.reshape(tuple(shape))
         out = torch.index_select(self._pairs(quant_type), 0, q.packed.reshape(-1).to(torch.int32)).reshape(-1)[:n]
         full, rem = divmod(n, blocksize)
         out[: full * blocksize].view(full, blocksize).mul_(absmax[:full, None])

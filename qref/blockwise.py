@@ -79,14 +79,14 @@ def dequantize_blockwise(
             f"codes holds {int(codes.max())}, out of range for the {codebook.size}-entry codebook {codebook.name!r}"
         )
     values = codebook.values[codes.reshape(-1)]
-    return cast_float32(times_absmax(values, absmax, blocksize, in_place=True).reshape(codes.shape), out_dtype)
+    return cast_float32(times_absmax(values, absmax, blocksize).reshape(codes.shape), out_dtype)
 
 
-def times_absmax(values: np.ndarray, absmax: np.ndarray, blocksize: int, in_place: bool = False) -> np.ndarray:
-    """float32 values * absmax_b of each element's block (the tail block included); in_place: into
-    `values` (a fresh 1-D float32 array of the caller's), which saves a second output's allocation."""
+def times_absmax(values: np.ndarray, absmax: np.ndarray, blocksize: int) -> np.ndarray:
+    """float32 values * absmax_b of each element's block (the tail block included), in place: `values`
+    is the caller's fresh 1-D float32 array (no second output to allocate)."""
     full, rem = split_blocks(values.size, blocksize)
-    out = values if in_place else np.empty(values.size, dtype=np.float32)
+    out = values
     np.multiply(
         values[: full * blocksize].reshape(full, blocksize),
         absmax[:full, None],

@@ -71,5 +71,5 @@ def dequantize_4bit(packed: np.ndarray, state: QuantState, out_dtype: str | None
     # One lookup per byte: pairs[b] = (code[b >> 4], code[b & 15]), i.e. unpack and look up at once.
     pairs = np.stack([table[np.arange(256) >> 4], table[np.arange(256) & 15]], axis=1)
     values = np.ascontiguousarray(pairs).view(np.uint64).ravel()[raw.ravel()].view(np.float32)[:n]
-    out = times_absmax(values, absmax, state.blocksize, in_place=True)
+    out = times_absmax(values, absmax, state.blocksize)
     return cast_float32(out.reshape(state.shape), out_dtype)
