@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from workloads import timed  # noqa: E402
+from workloads import timed, traffic  # noqa: E402
 
 
 def main(n: int = 4096) -> int:
@@ -60,8 +60,7 @@ def main(n: int = 4096) -> int:
                 1.0,
             ),
         }
-        width = 4 if fmt == "float32" else 2
-        moved = width * n * n + n * n // 2 + 4 * (n * n // 64)  # the weight, the packed codes, absmax
+        moved = traffic(n * n, width=4 if fmt == "float32" else 2)  # the weight, the packed codes, absmax
         for op, (theirs, ours, target) in pairs.items():
             t_b, t_o = timed(theirs, lambda: None), timed(ours, lambda: None)
             ok &= t_b / t_o >= target

@@ -22,13 +22,7 @@ import time
 import numpy as np
 from gpu_common import as_cupy_bf16, median_ms  # asv_bench/, the script's folder
 from kernel_times import kernel_us
-
-
-def traffic(n: int, op: str, dq: bool) -> int:
-    """Bytes read + written by NF4 block-64 quantize/dequantize of n bf16 values."""
-    blocks = -(-n // 64)
-    scale_bytes = blocks + 4 * -(-blocks // 256) if dq else 4 * blocks
-    return 2 * n + (n + 1) // 2 + scale_bytes
+from workloads import traffic
 
 
 def impls(x, torch):
@@ -156,7 +150,7 @@ def main(argv=None) -> int:
         }
         for name, ops in impls(x, torch).items():
             for op, fn in ops.items():
-                timed[name, op] = (fn, traffic(n, op, "dq" in name))
+                timed[name, op] = (fn, traffic(n, "dq" in name))
         rounds = {key: [] for key in timed}
         for i in range(args.rounds):
             print(f"{size} round {i + 1} starts {time.strftime('%H:%M:%S')}", flush=True)

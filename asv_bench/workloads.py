@@ -72,6 +72,15 @@ def _sync(backend):
     return lambda: None
 
 
+def traffic(n: int, dq: bool = False, width: int = 2) -> int:
+    """Bytes read + written by NF4 block-64 quantize or dequantize of n values of `width` bytes: the
+    values, the packed codes and the scales (float32 absmax; or uint8 codes and a float32 absmax per
+    256 blocks with double quantization)."""
+    blocks = -(-n // 64)
+    scale_bytes = blocks + 4 * -(-blocks // 256) if dq else 4 * blocks
+    return width * n + (n + 1) // 2 + scale_bytes
+
+
 def backend_workload(name: str, op: str, n: int):
     """(run, bytes moved, sync) for one backend op on an n x n bfloat16 weight (float32 for
     group-wise), run once already (kernels compiled, tables built: a timing, even asv's single quick
@@ -97,8 +106,7 @@ def _backend_workload(name: str, op: str, n: int):
         return (lambda: be.quantize_groupwise(W, 4, 32, "gptq-asym"), 4 * n * n + n * n + 8 * groups, _sync(be))
     x = be.from_numpy(BFloat16Array.from_float32(w32))
     dq = op.endswith("+dq")
-    blocks = n * n // 64
-    moved = 2 * n * n + n * n // 2 + (blocks + 4 * (blocks // 256) if dq else 4 * blocks)
+    moved = traffic(n * n, dq)
     if op.startswith("quantize"):
         return (lambda: be.quantize_4bit(x, 64, "nf4", dq)), moved, _sync(be)
     q = be.quantize_4bit(x, 64, "nf4", dq)
