@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from contextlib import contextmanager
 
 from qref import validation
 from qref.backend import FourBit
@@ -79,6 +80,7 @@ class TorchBridge:
         )
         self.index, self.device = device_index, device
         self.verified = VerifiedScales()
+        self._pending: list | None = None  # inside a batch: the scales found finite if the batch passes
         self._ready: dict = {}
         self._device = self.cp.cuda.Device(device_index)
         self._streams = {}
@@ -118,7 +120,7 @@ class TorchBridge:
             self._stream(),
         )
         if q.absmax is not None:  # the call refused non-finite input: every absmax is finite
-            self.verified.add([q.absmax])
+            self._found_finite([q.absmax])
         return q
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
@@ -159,9 +161,33 @@ class TorchBridge:
             not known,
         )
         if not known:  # the call waited, and no scale was non-finite
-            self.verified.add(scales)
+            self._found_finite(scales)
         self._prepare(key, q, cq, shape, n, blocksize, quant_type, out_dtype, scales)
         return out
+
+    def _found_finite(self, scales):
+        """Scales a call found finite: remembered now, or inside a batch once its wait found no flag set."""
+        if self._pending is None:
+            self.verified.add(scales)
+        else:
+            self._pending.append(scales)
+
+    @contextmanager
+    def batch(self):
+        """Fused4bit.batch on torch's current stream; the scales its calls found finite are remembered
+        (VerifiedScales) only when no kernel of the batch set the flag."""
+        if self._pending is not None:  # a batch inside a batch: the outer one waits
+            yield lambda: False
+            return
+        self._pending = []
+        try:
+            with self.fused.batch(self._handle()) as failed:
+                yield failed
+        finally:
+            pending, self._pending = self._pending, None
+        if not failed():
+            for scales in pending:
+                self.verified.add(scales)
 
     def _prepare(self, key, q, cq, shape, n, blocksize, quant_type, out_dtype, scales):
         """A _Ready for the next dequantize of q, where the arrays read are q's own (no contiguous copy)

@@ -25,16 +25,19 @@ class Flag:
     """The non-finite flag: an int in pinned host memory that kernels set to 1 (under unified addressing
     pinned memory is mapped, so nothing is copied back or zeroed on the device). One per thread, reset by
     `get`: a call waits for its kernels before it returns, or (a dequantize of scales known finite,
-    VerifiedScales) launches kernels that cannot set it, so calls of one thread never share a set flag."""
+    VerifiedScales) launches kernels that cannot set it, so calls of one thread never share a set flag;
+    the calls of a batch share it, reset once before the first and read once after the last."""
 
     _local = threading.local()
 
     @classmethod
     def get(cls, cp) -> Flag:
+        """This thread's flag, reset; inside a batch (`deferred`) as it is, so that no set flag is lost."""
         flag = getattr(cls._local, "flag", None)
         if flag is None:
             flag = cls._local.flag = cls(cp)
-        flag.value[0] = 0
+        if not flag.deferred:
+            flag.value[0] = 0
         return flag
 
     def __init__(self, cp):
@@ -43,6 +46,7 @@ class Flag:
         self.value = np.frombuffer(self.mem, dtype=np.int32, count=1)
         self.value[0] = 0
         self.ptr = self.mem.ptr
+        self.deferred = False  # inside a batch (Fused4bit.batch): calls queue their kernels and do not wait
 
     def wait(self, stream: int | None = None):
         """Waits for the kernels queued so far on `stream` (a handle; None: CuPy's current stream)."""

@@ -182,6 +182,10 @@ class CupyBackend(BackendBase):
             self.cp.cuda.get_current_stream(),
         )
 
+    def batch(self):
+        """The calls of a batch wait once, on CuPy's current stream (Fused4bit.batch, qref.batch)."""
+        return self._fused.batch(self.cp.cuda.get_current_stream().ptr)
+
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         validation.one_of(out_dtype, FLOAT_FORMATS, "out_dtype")
         shape = tuple(shape)

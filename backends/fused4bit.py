@@ -6,6 +6,8 @@ allocates once, launches on the caller's stream and waits once (the non-finite f
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from qref.backend import FourBit, zero_code
@@ -173,7 +175,8 @@ class Fused4bit:
         if r.dq2 is None:
             r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
             q = FourBit(buf[: r.npk], self.as_float32(buf[r.at_abs :]))
-            flag.raise_if_set(K.NONFINITE, stream)
+            if not flag.deferred:
+                flag.raise_if_set(K.NONFINITE, stream)
             return q
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
         absmax = ws.scratch(4 * r.nb)
@@ -184,6 +187,8 @@ class Fused4bit:
         q = FourBit(
             buf[: r.npk], None, buf[r.at_abs : r.at_abs + r.nb], second[: r.nb2], K.DeviceScalar(second, at, cp)
         )
+        if flag.deferred:  # stream order keeps the workspace's reuse by the next call safe
+            return q
         flag.wait(stream)
         ws.finish()
         flag.raise_if_set(K.NONFINITE, stream)
@@ -285,6 +290,25 @@ class Fused4bit:
             )
         if finish is not None:
             out = finish(out)
-        if wait:
+        if wait and not flag.deferred:
             flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
         return out
+
+    @contextmanager
+    def batch(self, stream: int):
+        """The calls inside (this thread's, on `stream`, a handle) queue their kernels and return without
+        waiting for the non-finite flag, reset once here; after the last one wait. The value, called after
+        the exit, says whether any kernel set the flag (qref.batch.run_many then finds the item). The two-
+        kernel double quantization's workspace is reused call after call in stream order; the next call
+        outside the batch clears it (Workspace.get: not finished)."""
+        flag = K.Flag.get(self.cp)
+        if flag.deferred:  # a batch inside a batch: the outer one waits
+            yield lambda: False
+            return
+        flag.deferred, failed = True, []
+        try:
+            yield lambda: bool(failed and failed[0])
+        finally:
+            flag.deferred = False
+            flag.wait(stream)
+            failed.append(bool(flag.value[0]))

@@ -258,6 +258,10 @@ class TorchBackend(BackendBase):
             self._float_input(x)  # raises the reference's error; finiteness is checked inside the kernel
         return self._fused.quantize_4bit(self, x, blocksize, quant_type, double_quant)
 
+    def batch(self):
+        """On CUDA the calls of a batch wait once (TorchBridge.batch, qref.batch)."""
+        return super().batch() if self._fused is None else self._fused.batch()
+
     def dequantize_4bit(self, q, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         if self._fused is not None:
             return self._fused.dequantize_4bit(self, q, shape, blocksize, quant_type, out_dtype)

@@ -59,6 +59,55 @@ def quantize_4bit(bk, ref, x, quant_type, blocksize, double_quant, out_dtypes=FO
         _dequantize_4bit(bk, ref, q, r, shape, blocksize, quant_type, out_dtype, prof, where)
 
 
+def quantize_4bit_many(bk, ref, xs, quant_type, blocksize, double_quant, out_dtype, bad=None):
+    """The batched ops against the reference's single calls, item by item (states, then dequantized values);
+    with `bad` (an index) xs[bad] holds a NaN and both must refuse the batch naming that item."""
+    prof = f"{quant_type}{' +dq' if double_quant else ''}"
+    shapes = [np.shape(x.bits if hasattr(x, "bits") else x) for x in xs]
+    where = f"{bk} (block {blocksize}, shapes {shapes})"
+    if bad is not None:
+        xs = list(xs)
+        xs[bad] = _with_nan(xs[bad])
+        expect_error(
+            "quantize_4bit_many",
+            prof,
+            ValueError,
+            lambda: bk.quantize_4bit_many([bk.from_numpy(x) for x in xs], blocksize, quant_type, double_quant),
+            where,
+            f"xs[{bad}]: ",
+        )
+        return
+    qs = bk.quantize_4bit_many([bk.from_numpy(x) for x in xs], blocksize, quant_type, double_quant)
+    rs = [ref.quantize_4bit(x, blocksize, quant_type, double_quant) for x in xs]
+    for i, (q, r) in enumerate(zip(qs, rs)):
+        at = f"{where} item {i}"
+        expect_exact("quantize_4bit_many packed", prof, _np(bk, q.packed), r.packed, at)
+        if double_quant:
+            expect_exact("quantize_4bit_many qabsmax", prof, _np(bk, q.qabsmax), r.qabsmax, at)
+            expect_exact("quantize_4bit_many absmax2", prof, _np(bk, q.absmax2), r.absmax2, at)
+            expect_exact("quantize_4bit_many offset", prof, np.float32(q.offset), np.float32(r.offset), at)
+        else:
+            expect_exact("quantize_4bit_many absmax", prof, _np(bk, q.absmax), r.absmax, at)
+    with np.errstate(over="ignore"):
+        try:
+            want = [ref.dequantize_4bit(r, s, blocksize, quant_type, out_dtype) for r, s in zip(rs, shapes)]
+        except ValueError:  # a restored absmax overflows float32: the batch must be refused too
+            call = lambda: bk.dequantize_4bit_many(qs, shapes, blocksize, quant_type, out_dtype)  # noqa: E731
+            expect_error("dequantize_4bit_many", f"{prof} -> {out_dtype}", ValueError, call, where)
+            return
+    outs = bk.dequantize_4bit_many(qs, shapes, blocksize, quant_type, out_dtype)
+    for i, (out, w) in enumerate(zip(outs, want)):
+        expect_exact("dequantize_4bit_many", f"{prof} -> {out_dtype}", _np(bk, out), w, f"{where} item {i}")
+
+
+def _with_nan(x):
+    """A copy of x (float32, float16 or a BFloat16Array) with a NaN at its middle element."""
+    bits = x.bits if hasattr(x, "bits") else x
+    out = bits.copy()
+    out.reshape(-1)[out.size // 2] = 0x7FC0 if hasattr(x, "bits") else np.nan
+    return type(x)(out) if hasattr(x, "bits") else out
+
+
 def _restored(bk, ref, q, r, prof, where):
     """The restored first-level absmax, compared exactly (a bfloat16 output would hide a 1-ulp error)."""
     with np.errstate(over="ignore"):

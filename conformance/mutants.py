@@ -441,3 +441,23 @@ class ExpSumsF64(NumpyBackend):
 
 
 from . import mutants_solvers  # noqa: E402, F401  (registers the other half of the catalogue)
+
+
+@mutant("batch-first-offset", "batch.same-as-single", "a double-quantized batch centres every item on item 0's mean")
+class BatchFirstOffset(NumpyBackend):
+    def quantize_4bit_many(self, xs, blocksize=64, quant_type="nf4", double_quant=False):
+        qs = super().quantize_4bit_many(xs, blocksize, quant_type, double_quant)
+        if not double_quant:
+            return qs
+        out = [qs[0]]
+        for x, q in zip(xs[1:], qs[1:]):
+            absmax = self.quantize_4bit(x, blocksize, quant_type).absmax
+            qabsmax, absmax2, offset = self.double_quantize(absmax, offset=qs[0].offset)
+            out.append(FourBit(q.packed, None, qabsmax, absmax2, offset))
+        return out
+
+
+@mutant("batch-error-unnamed", "batch.errors", "a refused batch raises the item's error without naming the item")
+class BatchErrorUnnamed(NumpyBackend):
+    def quantize_4bit_many(self, xs, blocksize=64, quant_type="nf4", double_quant=False):
+        return [self.quantize_4bit(x, blocksize, quant_type, double_quant) for x in xs]

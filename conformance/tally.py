@@ -70,15 +70,18 @@ def expect_exact(op: str, profile: str, got, want, backend="") -> None:
     _fail(key, f"{backend} {op} [{profile}]: {diff}")
 
 
-def expect_error(op: str, profile: str, error: type, call, backend="") -> None:
-    """The reference refuses this input: the backend must raise the same exception type."""
+def expect_error(op: str, profile: str, error: type, call, backend="", prefix: str = "") -> None:
+    """The reference refuses this input: the backend must raise the same exception type (its message
+    starting with `prefix`: a batch names the item it refused)."""
     key = (op, profile)
     _COUNTS[key]["cases"] += 1
     try:
         call()
-    except error:
-        _COUNTS[key]["exact"] += 1
-        return
+    except error as e:
+        if str(e).startswith(prefix):
+            _COUNTS[key]["exact"] += 1
+            return
+        _fail(key, f"{backend} {op} [{profile}]: the reference's error starts {prefix!r}, the backend's: {e}")
     _fail(key, f"{backend} {op} [{profile}]: the reference raises {error.__name__}, the backend returned")
 
 

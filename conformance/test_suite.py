@@ -109,6 +109,20 @@ def test_quantize_4bit(backend, reference, quant_type, double_quant, data):
     held(checks.quantize_4bit, backend, reference, x, quant_type, bs, double_quant)
 
 
+@pytest.mark.parametrize("quant_type,double_quant", FOURBIT)
+@per_stratum(2 * len(FOURBIT))
+@given(st.data())
+def test_quantize_4bit_many(backend, reference, quant_type, double_quant, data):
+    """A batch of 1-4 arrays (each drawn like test_quantize_4bit's, formats and sizes mixed) equals the single
+    calls item by item; a NaN in one item refuses the batch naming that item."""
+    bs = data.draw(st.sampled_from((64, 128, 256)))
+    xs = data.draw(st.lists(qs.hard_inputs(quant_type, bs, 2), min_size=1, max_size=4))
+    out_dtype = data.draw(st.sampled_from(("float32", "float16", "bfloat16")))
+    held(checks.quantize_4bit_many, backend, reference, xs, quant_type, bs, double_quant, out_dtype)
+    bad = data.draw(st.integers(0, len(xs) - 1))
+    held(checks.quantize_4bit_many, backend, reference, xs, quant_type, bs, double_quant, out_dtype, bad)
+
+
 # restoring code * absmax2 + offset overflows float32 here: dequantize_4bit must refuse the state
 @pytest.mark.parametrize("quant_type,double_quant", FOURBIT)
 @per_stratum(2 * len(FOURBIT))

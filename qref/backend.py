@@ -16,6 +16,7 @@ profiles) come from the reference modules; a backend holds none of its own.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -24,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import validation
+from .batch import run_many, same_length, sequence
 from .codebooks import get_codebook
 from .double_quant import DQ_BLOCKSIZE, offset_from_exponent_sums
 from .fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
@@ -84,6 +86,12 @@ class Backend(Protocol):
     def dequantize_4bit(
         self, q: FourBit, shape: tuple, blocksize: int = 64, quant_type: str = "nf4", out_dtype: str = "float32"
     ) -> Array: ...
+    def quantize_4bit_many(
+        self, xs: list, blocksize: int = 64, quant_type: str = "nf4", double_quant: bool = False
+    ) -> list[FourBit]: ...
+    def dequantize_4bit_many(
+        self, qs: list, shapes: list, blocksize: int = 64, quant_type: str = "nf4", out_dtype: str = "float32"
+    ) -> list: ...
     def mean_offset(self, absmax: Array) -> np.float32: ...
     def double_quantize(
         self, absmax: Array, blocksize: int = DQ_BLOCKSIZE, offset=None
@@ -257,6 +265,30 @@ class BackendBase:
         absmax = q.absmax if q.qabsmax is None else self.double_dequantize(q.qabsmax, q.absmax2, q.offset)
         codes = self.unpack_nibbles(q.packed, n).reshape(tuple(shape))
         return self.dequantize_blockwise(codes, absmax, quant_type, blocksize, out_dtype)
+
+    def quantize_4bit_many(self, xs, blocksize=64, quant_type="nf4", double_quant=False) -> list[FourBit]:
+        """quantize_4bit of every array of xs (a whole model's weights in one call): the same states, and the
+        first refused array's error, naming it (`xs[3]: ...`). See qref.batch."""
+        xs = sequence(xs, "xs")
+        return run_many(
+            "xs", [(x,) for x in xs], lambda x: self.quantize_4bit(x, blocksize, quant_type, double_quant), self.batch
+        )
+
+    def dequantize_4bit_many(self, qs, shapes, blocksize=64, quant_type="nf4", out_dtype="float32") -> list:
+        """dequantize_4bit of every state of qs to its shape in shapes, as quantize_4bit_many."""
+        qs, shapes = sequence(qs, "qs"), sequence(shapes, "shapes")
+        same_length(qs, shapes, "qs", "shapes")
+        return run_many(
+            "qs",
+            list(zip(qs, shapes)),
+            lambda q, shape: self.dequantize_4bit(q, shape, blocksize, quant_type, out_dtype),
+            self.batch,
+        )
+
+    def batch(self):
+        """A context for the calls of one batch, whose value, called after its exit, says whether a check the
+        calls deferred failed (qref.batch.run_many). Here nothing is deferred."""
+        return nullcontext(lambda: False)
 
     def mean_offset(self, absmax) -> np.float32:
         """The reference's exactly rounded mean, from the backend's integer exponent sums."""

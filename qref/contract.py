@@ -113,6 +113,22 @@ OPS: tuple[Op, ...] = (
         "unpack + dequantize (+ double dequantization), any output format",
     ),
     Op(
+        "quantize_4bit_many",
+        "composite",
+        "exact",
+        "bitwise",
+        "test_quantize_4bit_many",
+        "quantize_4bit of many arrays in one call (a whole model: one wait on a device)",
+    ),
+    Op(
+        "dequantize_4bit_many",
+        "composite",
+        "exact",
+        "bitwise",
+        "test_quantize_4bit_many",
+        "dequantize_4bit of many states in one call",
+    ),
+    Op(
         "mean_offset", "composite", "exact", "bitwise", "test_mean_offset", "exactly rounded float32 mean of the absmax"
     ),
     Op(
