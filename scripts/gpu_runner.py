@@ -82,6 +82,11 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
                 ]
             ],
         ),
+        "model": (
+            "a whole LLaMA-7B-shaped model as one batch (asv_bench/model_batch.py)",
+            300,
+            [[PY, "asv_bench/model_batch.py", "--out", str(a.out / "model_batch.json"), "--layers", str(a.layers)]],
+        ),
         "anatomy": ("where a whole call's time goes", 150, [[PY, "asv_bench/call_anatomy.py"]]),
         "asv": (
             "the asv suite, quick, filed under this machine (asv_bench/history.py; results in OUT/asv-results)",
