@@ -118,10 +118,15 @@ class TorchBridge:
             quant_type,
             double_quant,
             self._stream(),
+            self._queued,
         )
-        if q.absmax is not None:  # the call refused non-finite input: every absmax is finite
-            self._found_finite([q.absmax])
         return q
+
+    def _queued(self, q):
+        """A quantize's state while its kernels run: its absmax will be finite if the call returns it (the
+        call refuses non-finite input), so it is remembered now rather than after the wait."""
+        if q.absmax is not None:
+            self._found_finite([q.absmax])
 
     def dequantize_4bit(self, backend, q, shape, blocksize, quant_type, out_dtype):
         key = (id(q), blocksize, quant_type, out_dtype)

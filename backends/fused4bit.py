@@ -139,9 +139,11 @@ class Fused4bit:
         self.as_float32, self.device_id = as_float32, device_id
         self._quant, self._dequant = {}, {}
 
-    def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream):
+    def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream, queued=None):
         """With double_quant the offset (the exact mean of the absmax) is computed on the device, used there,
-        and kept after the second-level absmax: FourBit.offset is a DeviceScalar over it."""
+        and kept after the second-level absmax: FourBit.offset is a DeviceScalar over it. queued(q), if
+        given, runs while the kernels do, before the wait (a refused state is dropped: it never reaches
+        the caller)."""
         mod = K.module(self.device_id)
         key = (mod, fmt, n, blocksize, quant_type, double_quant)
         r = self._quant.get(key)
@@ -161,10 +163,13 @@ class Fused4bit:
         xp = int(K.ptr(x))
         if r is False or xp % 16:
             with stream:
-                return self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
-        return self._quantize64(r, xp, stream.ptr)
+                q = self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
+            if queued is not None:
+                queued(q)
+            return q
+        return self._quantize64(r, xp, stream.ptr, queued)
 
-    def _quantize64(self, r: _Quant64, xp: int, stream: int):
+    def _quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
         """Whole blocks of 64, 16-byte aligned input (the QLoRA case): one allocation, the returned arrays are
         views of it made while the kernels run; with double quantization the first level's absmax go to the
         workspace's scratch memory and the offset stays on the device."""
@@ -175,6 +180,8 @@ class Fused4bit:
         if r.dq2 is None:
             r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
             q = FourBit(buf[: r.npk], self.as_float32(buf[r.at_abs :]))
+            if queued is not None:
+                queued(q)
             if not flag.deferred:
                 flag.raise_if_set(K.NONFINITE, stream)
             return q
@@ -187,11 +194,13 @@ class Fused4bit:
         q = FourBit(
             buf[: r.npk], None, buf[r.at_abs : r.at_abs + r.nb], second[: r.nb2], K.DeviceScalar(second, at, cp)
         )
+        if queued is not None:
+            queued(q)
         if flag.deferred:  # stream order keeps the workspace's reuse by the next call safe
             return q
         flag.wait(stream)
         ws.finish()
-        flag.raise_if_set(K.NONFINITE, stream)
+        flag.check(K.NONFINITE)
         return q
 
     def _quantize_any(self, x, n, fmt, blocksize, quant_type, double_quant):
@@ -251,7 +260,7 @@ class Fused4bit:
         offset = K.DeviceScalar(second, at, cp)
         flag.wait()
         ws.finish()
-        flag.raise_if_set(K.NONFINITE)
+        flag.check(K.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
     def recipe(self, n, blocksize, quant_type, out_dtype, double_quant: bool) -> _Dequant:

@@ -114,3 +114,60 @@ def test_dequant8_plan_only_where_its_conditions_hold():
     assert K.dequant8_plan(mod, "bfloat16", 64 * 10, 64) is not None
     for n, blocksize in ((64 * 10 + 4, 64), (48 * 10, 48), (64 * 10, 4)):  # n % 8, not a power of two, < 8
         assert K.dequant8_plan(mod, "bfloat16", n, blocksize) is None
+
+
+class FakeCupy:
+    """Just what Flag.wait needs: the current device and stream, events that end after `polls` queries."""
+
+    def __init__(self, polls: int):
+        self.log, self.polls = [], polls
+        outer = self
+
+        class Event:
+            def __init__(self, block, disable_timing):
+                self.ptr, self.queries = 7, 0
+
+            @property
+            def done(self):
+                self.queries += 1
+                outer.log.append("query")
+                return self.queries > outer.polls
+
+            def synchronize(self):
+                outer.log.append("synchronize")
+
+        def record(ptr, stream):
+            outer.log.append(("record", stream))
+
+        self.cuda = SimpleNamespace(
+            Event=Event,
+            runtime=SimpleNamespace(getDevice=lambda: 0, eventRecord=record),
+            get_current_stream=lambda: SimpleNamespace(ptr=5),
+        )
+
+
+def _flag(cp):
+    from qref.backends.cuda_memory import Flag
+
+    flag = Flag.__new__(Flag)
+    flag.cp, flag.value, flag.deferred, flag.events = cp, np.zeros(1, np.int32), False, {}
+    return flag
+
+
+def test_flag_wait_polls_an_event_behind_the_kernels():
+    cp = FakeCupy(polls=3)
+    _flag(cp).wait(11)
+    assert cp.log == [("record", 11), "query", "query", "query", "query"]
+
+
+def test_flag_wait_lets_the_driver_wait_after_the_spin(monkeypatch):
+    from qref.backends import cuda_memory
+
+    monkeypatch.setattr(cuda_memory, "SPIN_S", 0.0)
+    cp = FakeCupy(polls=10**9)
+    flag = _flag(cp)
+    flag.wait()
+    assert cp.log[0] == ("record", 5) and cp.log[-1] == "synchronize" and cp.log.count("query") < 1000
+    flag.value[0] = 1
+    with pytest.raises(ValueError, match="bad"):
+        flag.raise_if_set("bad", 3)
