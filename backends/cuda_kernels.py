@@ -39,7 +39,7 @@ KNOBS = {
     "DQ2_SHARED": 0,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
     # 1 = copied to shared memory by every CTA of a persistent grid
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
-    "SUMS_REPLICAS": 8,  # copies of the absmax sums CTAs add into (1 to SUMS_SLOTS): fewer atomics per address
+    "SUMS_REPLICAS": 1,  # copies of the absmax sums CTAs add into (1 to SUMS_SLOTS); more were slower on an H200
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
