@@ -6,6 +6,7 @@ A workload is (setup, run) for an implementation ("qref" or "bitsandbytes") and 
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -85,10 +86,19 @@ def backend_workload(name: str, op: str, n: int):
     """(run, bytes moved, sync) for one backend op on an n x n bfloat16 weight (float32 for
     group-wise), run once already (kernels compiled, tables built: a timing, even asv's single quick
     one, is of the op alone); raises NotImplementedError when the backend is not available here."""
+    check_selected(name)
     run, moved, sync = _backend_workload(name, op, n)
     run()
     sync()
     return run, moved, sync
+
+
+def check_selected(name: str) -> None:
+    """NotImplementedError (asv: skipped) for a backend outside QREF_ASV_BACKENDS, a comma-separated list,
+    where it is set: a GPU machine's record times its GPU backends only, with the same parameters."""
+    selected = os.environ.get("QREF_ASV_BACKENDS")
+    if selected and name not in selected.split(","):
+        raise NotImplementedError(f"{name} is not in QREF_ASV_BACKENDS ({selected})")
 
 
 def _backend_workload(name: str, op: str, n: int):

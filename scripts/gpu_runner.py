@@ -192,6 +192,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0 1 2 3 4 5 6 7 8 9")
     p.add_argument("--commit-time", type=int, default=0, help="with --commit: its time, seconds since the epoch")
     p.add_argument("--asv-bench", default=".", help="asv step: a regular expression of the benchmarks to run")
+    p.add_argument(
+        "--asv-backends", default="torch:cuda,cupy", help="asv step: the backends timed ('' for all of them)"
+    )
     p.add_argument("--list", action="store_true")
     a = p.parse_args(argv)
     global COMMIT
@@ -215,6 +218,8 @@ def main(argv=None) -> int:
         capture_output=True,
     )
     child_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+    if a.asv_backends:  # the asv step times these backends only (the others are recorded as skipped)
+        child_env["QREF_ASV_BACKENDS"] = a.asv_backends
     summary = []
     with open(a.out / "log.txt", "w") as log:
 

@@ -86,3 +86,16 @@ def test_publish_builds_a_page_per_benchmark(recorded_history, tmp_path):
     assert len(graphs) == 1, graphs  # one graph for the machine: a changed description does not split it
     points = json.loads(graphs[0].read_text())
     assert len(points) == len(commits)  # one point per recorded commit
+
+
+def test_a_gpu_record_times_the_selected_backends_only(monkeypatch):
+    """QREF_ASV_BACKENDS (the GPU runner's --asv-backends): the other backends are skipped by asv (their
+    setup raises NotImplementedError) with the same parameters; unset, every backend runs."""
+    import workloads
+
+    monkeypatch.setenv("QREF_ASV_BACKENDS", "torch:cuda,cupy")
+    with pytest.raises(NotImplementedError, match="QREF_ASV_BACKENDS"):
+        workloads.backend_workload("numpy", "quantize_4bit", 64)
+    monkeypatch.delenv("QREF_ASV_BACKENDS")
+    run, moved, _ = workloads.backend_workload("numpy", "quantize_4bit", 64)
+    assert moved > 0
