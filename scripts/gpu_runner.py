@@ -18,8 +18,10 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -179,6 +181,25 @@ def environment() -> dict:
     }
 
 
+def stream(cmd, limit: float, env: dict, say) -> int:
+    """Runs cmd, passing each line of its output (stdout and stderr) to `say` as it comes, so that a step
+    stopped by its limit, or a runner stopped from outside, leaves what it printed in the log; the exit
+    status, or 124 when the limit stopped it."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    # the whole process group: a step's own children (asv's benchmark processes) hold the pipe open too
+    timer = threading.Timer(limit, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        for line in proc.stdout:
+            say(line.rstrip("\n"))
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    return 124 if code < 0 else code
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--commit", default=None, help="the commit measured, where the copy has no usable .git")
@@ -235,14 +256,7 @@ def main(argv=None) -> int:
             say(f"== {name}: {what}")
             for cmd in cmds:
                 say("$ " + " ".join(str(c) for c in cmd).replace(PY, "python"))
-                try:
-                    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit, env=child_env)
-                    out, code = r.stdout + r.stderr, r.returncode
-                except subprocess.TimeoutExpired as e:
-                    out, code = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or ""), 124
-                for line in out.splitlines():
-                    say("  " + line)
-                codes.append(code)
+                codes.append(stream(cmd, limit, child_env, lambda line: say("  " + line)))
             summary.append(f"{name}: exit {max(codes)} in {time.monotonic() - start:.0f} s")
         say("== summary")
         for line in summary:

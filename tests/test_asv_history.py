@@ -99,3 +99,26 @@ def test_a_gpu_record_times_the_selected_backends_only(monkeypatch):
     monkeypatch.delenv("QREF_ASV_BACKENDS")
     run, moved, _ = workloads.backend_workload("numpy", "quantize_4bit", 64)
     assert moved > 0
+
+
+def test_the_gpu_runner_logs_a_step_as_it_runs_and_stops_it_at_its_limit():
+    """A step's lines reach the log as they come, also when its time limit stops it (exit 124), children
+    included; a step that ends in time gives its own exit status."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_runner
+
+    lines = []
+    slow = [
+        sys.executable,
+        "-c",
+        "import subprocess, sys; print('started', flush=True); "
+        "subprocess.run([sys.executable, '-c', 'import time; time.sleep(60)'])",
+    ]
+    code = gpu_runner.stream(slow, 2, dict(os.environ), lines.append)
+    assert code == 124 and lines == ["started"]
+    lines.clear()
+    assert (
+        gpu_runner.stream([sys.executable, "-c", "print('a'); raise SystemExit(3)"], 30, dict(os.environ), lines.append)
+        == 3
+    )
+    assert lines == ["a"]
