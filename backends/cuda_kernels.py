@@ -18,7 +18,7 @@ from importlib import resources
 
 import numpy as np
 
-from .cuda_memory import N_BINS, SUMS_SLOTS, DeviceScalar, Flag, Workspace, ptr  # noqa: F401 (used by the backends)
+from .cuda_memory import N_BINS, DeviceScalar, Flag, Workspace, ptr  # noqa: F401 (used by the backends)
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
 #: Launch shapes and compile-time switches; asv_bench/tune_kernels.py compares others side by side
@@ -39,7 +39,6 @@ KNOBS = {
     "DQ2_SHARED": 0,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
     # 1 = copied to shared memory by every CTA of a persistent grid
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
-    "SUMS_REPLICAS": 1,  # copies of the absmax sums CTAs add into (1 to SUMS_SLOTS); more were slower on an H200
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
@@ -92,8 +91,6 @@ class Module:
 
     def __init__(self, device_id: int, **knobs):
         self.knobs = {**KNOBS, **knobs}
-        if not 1 <= self.knobs["SUMS_REPLICAS"] <= SUMS_SLOTS:
-            raise ValueError(f"SUMS_REPLICAS must be in [1, {SUMS_SLOTS}], got {self.knobs['SUMS_REPLICAS']}")
         import cupy as cp
         from cupy.cuda import function
         from cupy_backends.cuda.libs import nvrtc
@@ -449,17 +446,7 @@ def quantize(
         mod("exponent_sums")(
             (min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), np.uint64(ws.sums))
         )
-        mod("dq_offset")(
-            (1,),
-            (32,),
-            (
-                np.uint64(ws.sums),
-                np.int64(nblocks),
-                np.uint64(offset_out),
-                np.int32(mod.knobs["SUMS_REPLICAS"]),
-                np.uint64(ws.done),
-            ),
-        )
+        mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(nblocks), np.uint64(offset_out)))
     return out, absmax
 
 
@@ -582,9 +569,9 @@ def device_offset(sums, n: int):
     """The double-quantization offset computed on the device from 277 uint64 sums (tests)."""
     import cupy as cp
 
-    work = cp.asarray(sums).astype(cp.uint64)  # one copy of the sums, a copy: the kernel clears it
+    work = cp.zeros(N_BINS + 1, dtype=cp.uint64)  # the kernel clears the sums and the counter word after them
+    work[:N_BINS] = sums
     out = cp.zeros(1, dtype=cp.float32)
-    module(work.device.id)("dq_offset")((1,), (32,), (work, np.int64(n), out, np.int32(1), np.uint64(0)))
-    assert not work.any(), "dq_offset leaves its workspace zero"
+    module(work.device.id)("dq_offset")((1,), (32,), (work, np.int64(n), out))
     assert not work.any(), "dq_offset leaves its workspace zero"
     return np.float32(out.get()[0])

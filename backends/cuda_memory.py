@@ -9,7 +9,6 @@ import time
 import numpy as np
 
 N_BINS = 277  # qref.double_quant.FREXP_EXPONENTS.size
-SUMS_SLOTS = 32  # copies of the sums a workspace half has room for (kernels/common.cuh; the kernels use SUMS_REPLICAS)
 SPIN_S = 0.002  # Flag.wait polls this long (a 28672 x 8192 quantize takes 0.2 ms), then lets the driver wait
 
 
@@ -84,13 +83,12 @@ class Flag:
 
 class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
-    (a call waits for its kernels before it returns): two halves, each the absmax sums (SUMS_SLOTS copies of
-    277 uint64, of which the kernels use SUMS_REPLICAS), the
+    (a call waits for its kernels before it returns): two halves, each the absmax sums (277 uint64), the
     finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
     half (`use`): the two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the
     other. A call that did not finish (`done` not called) makes the next one clear everything first."""
 
-    HALF = SUMS_SLOTS * N_BINS + 2
+    HALF = N_BINS + 2
     _local = threading.local()
 
     @classmethod
@@ -133,7 +131,7 @@ class Workspace:
     def use(self, h: int):
         self.half = h
         at = self.base + 8 * self.HALF * h
-        self.sums, self.done, self.offset = at, at + 8 * SUMS_SLOTS * N_BINS, at + 8 * SUMS_SLOTS * N_BINS + 8
+        self.sums, self.done, self.offset = at, at + 8 * N_BINS, at + 8 * N_BINS + 8
         self.other = self.base + 8 * self.HALF * (1 - h)
 
     def finish(self):

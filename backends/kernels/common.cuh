@@ -3,7 +3,6 @@
 // Formats: 0 float32, 1 float16, 2 bfloat16 (as its uint16 bits).
 #define FLOOR 1e-38f
 #define FULL 0xffffffffu
-#define SUMS_SLOTS 32  // copies of the absmax sums a workspace half holds (backends/cuda_memory.SUMS_SLOTS)
 
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;

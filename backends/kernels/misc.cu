@@ -86,18 +86,12 @@ __device__ float total_to_offset(const unsigned long long* limb, long long n) {
     return __double2float_rn(total / (double)n);
 }
 
-// Called by one whole warp: the sums' `replicas` copies (277 apart) added per bin, the nonzero bins found by
-// ballot, added by lane 0, which returns the offset. A bin's copies add up to at most the one sum a single
-// copy would hold (no new overflow).
-__device__ float offset_value_warp(const unsigned long long* sums, int replicas, long long n) {
+// Called by one whole warp: the nonzero bins found by ballot, added by lane 0, which returns the offset.
+__device__ float offset_value_warp(const unsigned long long* sums, long long n) {
     const int lane = threadIdx.x & 31;
     unsigned long long limb[6] = {0, 0, 0, 0, 0, 0}, v[9];
     #pragma unroll
     for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;  // all loads first
-    for (int c = 1; c < replicas; ++c) {
-        #pragma unroll
-        for (int r = 0; r < 9; ++r) v[r] += 32 * r + lane < 277 ? __ldcg(sums + 277 * c + 32 * r + lane) : 0ull;
-    }
     #pragma unroll
     for (int r = 0; r < 9; ++r) {
         unsigned int nz = __ballot_sync(FULL, v[r] != 0ull);
@@ -115,18 +109,13 @@ __device__ float offset_value_warp(const unsigned long long* sums, int replicas,
     return lane == 0 ? total_to_offset(limb, n) : 0.0f;
 }
 
-// The offset written by lane 0; the sums' copies and the finished-CTA counter (done, if not null) left zero.
-__device__ void offset_warp(const unsigned long long* sums, int replicas, long long n, float* offset,
-                            unsigned long long* done) {
-    const float v = offset_value_warp(sums, replicas, n);
-    if ((threadIdx.x & 31) == 0) {
-        *offset = v;
-        if (done) *(volatile unsigned long long*)done = 0ull;
-    }
-    for (int k = threadIdx.x & 31; k < 277 * replicas; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
+// The offset written by lane 0; the sums and the finished-CTA counter (the word after them) left zero.
+__device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
+    const float v = offset_value_warp(sums, n);
+    if ((threadIdx.x & 31) == 0) *offset = v;
+    for (int k = threadIdx.x & 31; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
 }
 
-extern "C" __global__ void dq_offset(const unsigned long long* sums, long long n, float* offset, int replicas,
-                                     unsigned long long* done) {
-    if (threadIdx.x < 32) offset_warp(sums, replicas, n, offset, done);
+extern "C" __global__ void dq_offset(const unsigned long long* sums, long long n, float* offset) {
+    if (threadIdx.x < 32) offset_warp(sums, n, offset);
 }

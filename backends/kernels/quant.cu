@@ -184,8 +184,7 @@ __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long lon
     else atomicAdd(&bins[e + 22], v);
 }
 
-__device__ void offset_warp(const unsigned long long* sums, int replicas, long long n, float* offset,
-                            unsigned long long* done);  // misc.cu
+__device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
 
 // 4 lanes per block, 16 values per lane: lane j of a block holds its 16-byte chunks j, j + 4, ... so every
 // load instruction of a warp reads whole 32-byte sectors. absmax by an integer max of |bits| (NaN above
@@ -277,20 +276,14 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
         __shared__ bool last;
         if (acc) atomicAdd(&bins[base + 22], acc);
         __syncthreads();
-        // one of SUMS_REPLICAS copies of the sums per CTA: fewer CTAs contend for each address (integer sums:
-        // the total, and the offset, do not depend on how they are split)
-        unsigned long long* sums = a.sums + (blockIdx.x % SUMS_REPLICAS) * 277;
         for (int k = threadIdx.x; k < 277; k += blockDim.x)
-            if (bins[k]) atomicAdd(&sums[k], bins[k]);
+            if (bins[k]) atomicAdd(&a.sums[k], bins[k]);
         if (MODE == 2) return;  // the fused kernel's grid barrier orders the sums before anyone reads them
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) last = atomicAdd(a.done, 1u) == gridDim.x - 1;
         __syncthreads();
-        if (last && threadIdx.x < 32) {
-            __threadfence();
-            offset_warp(a.sums, SUMS_REPLICAS, a.n_absmax, a.offset, (unsigned long long*)a.done);
-        }
+        if (last && threadIdx.x < 32) { __threadfence(); offset_warp(a.sums, a.n_absmax, a.offset); }
     }
 }
 
@@ -304,7 +297,7 @@ struct FusedArgs {
 };
 static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_kernels.FUSED_ARGS");
 
-__device__ float offset_value_warp(const unsigned long long* sums, int replicas, long long n);  // misc.cu
+__device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
 // bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation
 __device__ void grid_sync(unsigned int* bar) {
@@ -331,13 +324,11 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     grid_sync(f.bar);
     __shared__ float offset;
     if (threadIdx.x < 32) {
-        const float v = offset_value_warp(f.q.sums, SUMS_REPLICAS, f.q.n_absmax);
+        const float v = offset_value_warp(f.q.sums, f.q.n_absmax);
         if (threadIdx.x == 0) offset = v;
     }
-    if (blockIdx.x == 0) {  // the other half: its sums' copies and its counter (SUMS_SLOTS copies on)
-        for (int k = threadIdx.x; k < SUMS_REPLICAS * 277; k += blockDim.x) f.clear[k] = 0ull;
-        if (threadIdx.x == 0) f.clear[SUMS_SLOTS * 277] = 0ull;
-    }
+    if (blockIdx.x == 0)
+        for (int k = threadIdx.x; k < 278; k += blockDim.x) f.clear[k] = 0ull;
     __syncthreads();
     if (blockIdx.x == 0 && threadIdx.x == 0) *f.offset_copy = offset;
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
