@@ -82,19 +82,24 @@ def _ram_kib() -> int:
 HTML = (HERE / CONF["html_dir"]).resolve()
 
 
-def asv(args: list[str], results: Path, check: bool = True, html: Path = HTML) -> subprocess.CompletedProcess:
-    """asv with this configuration, its results kept in `results` (pages in `html`)."""
+def asv(
+    args: list[str], results: Path, check: bool = True, html: Path = HTML, capture: bool = True
+) -> subprocess.CompletedProcess:
+    """asv with this configuration, its results kept in `results` (pages in `html`). capture=False: asv's
+    output reaches this process's as it comes (a long run shows which benchmark it is at)."""
     conf = dict(CONF, results_dir=str(results), repo=str(ROOT), benchmark_dir=str(HERE / CONF["benchmark_dir"]))
     conf["html_dir"] = str(html)
     path = results.parent / f".asv-conf-{os.getpid()}.json"
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(conf))
     try:
-        done = subprocess.run([*ASV, *args, "--config", str(path)], cwd=HERE, text=True, capture_output=True)
+        sys.stdout.flush()
+        done = subprocess.run([*ASV, *args, "--config", str(path)], cwd=HERE, text=True, capture_output=capture)
     finally:
         path.unlink()
-    sys.stdout.write(done.stdout)
-    sys.stderr.write(done.stderr)
+    if capture:
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
     if check and done.returncode != 0:
         raise SystemExit(f"asv {args[0]} failed (exit {done.returncode})")
     return done
@@ -112,7 +117,7 @@ def record(a) -> int:
         run.append("--quick")
     if a.bench:
         run += ["--bench", a.bench]
-    asv(run, a.results)
+    asv(run, a.results, capture=False)
     for path in (a.results / info["machine"]).glob(f"{commit[:8]}-existing-*.json"):
         neutral_environment(path, a.commit, a.commit_time)
     print(f"recorded {(a.commit or commit)[:10]} on {info['machine']} in {a.results}")
