@@ -18,6 +18,7 @@ from importlib import resources
 
 import numpy as np
 
+from . import kernel_cache
 from .cuda_memory import N_BINS, DeviceScalar, Flag, Workspace, ptr  # noqa: F401 (used by the backends)
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -96,16 +97,26 @@ class Module:
         from cupy_backends.cuda.libs import nvrtc
 
         with cp.cuda.Device(device_id) as dev:
-            arch = f"--gpu-architecture=compute_{dev.compute_capability}"
-            prog = nvrtc.createProgram(source(self.knobs), "qref_kernels.cu", [], [])
-            try:
-                nvrtc.compileProgram(prog, [*OPTIONS, arch])
-            except Exception as e:
-                raise RuntimeError(f"NVRTC failed: {e}\n{nvrtc.getProgramLog(prog)}") from e
-            ptx = nvrtc.getPTX(prog)
-            nvrtc.destroyProgram(prog)
+            options = (*OPTIONS, f"--gpu-architecture=compute_{dev.compute_capability}")
+            src, version = source(self.knobs), ".".join(map(str, nvrtc.getVersion()))
+
+            def compile() -> bytes:
+                prog = nvrtc.createProgram(src, "qref_kernels.cu", [], [])
+                try:
+                    nvrtc.compileProgram(prog, list(options))
+                except Exception as e:
+                    raise RuntimeError(f"NVRTC failed: {e}\n{nvrtc.getProgramLog(prog)}") from e
+                ptx = nvrtc.getPTX(prog)
+                nvrtc.destroyProgram(prog)
+                return ptx if isinstance(ptx, bytes) else ptx.encode()
+
             self.mod = function.Module()
-            self.mod.load(ptx if isinstance(ptx, bytes) else ptx.encode())
+            try:
+                self.mod.load(kernel_cache.ptx(src, options, version, compile))
+            except cp.cuda.driver.CUDADriverError:  # a kept file the driver refuses: compile afresh
+                kernel_cache.forget(src, options, version)
+                self.mod = function.Module()
+                self.mod.load(kernel_cache.ptx(src, options, version, compile))
             self.sms = dev.attributes["MultiProcessorCount"]
         self._functions = {}
         self._local = threading.local()
