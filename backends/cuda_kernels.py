@@ -32,6 +32,8 @@ KNOBS = {
     "QUANT_MIN_CTAS": 1,  # __launch_bounds__ minimum resident CTAs per SM of quant_lut (caps its registers)
     "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
+    "LUT_NEXT": 1,  # 1: quant_lut's NEXT lookup (code = lo + (s > midpoint)) for codebooks whose codes are in
+    # value order (cuda_lut.next_entries); 0: the general select for every codebook
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
     "DQ_FUSED": 0,  # 1: double quantization in one cooperative launch (grid barrier) instead of two kernels
@@ -65,10 +67,12 @@ def _wrappers() -> str:
                 f"offset, offset_p, B2, out, bad); }}"
             )
         for sums in (0, 1):
-            out.append(
-                f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
-                f"quant_lut_f{fmt}_s{sums}(const LutArgs a) {{ quant_lut<{fmt}, {sums}>(a); }}"
-            )
+            for nxt, suffix in ((False, ""), (True, "_next")):
+                out.append(
+                    f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+                    f"quant_lut_f{fmt}_s{sums}{suffix}(const LutArgs a) "
+                    f"{{ quant_lut<{fmt}, {sums}, {str(nxt).lower()}>(a); }}"
+                )
         out.append(
             f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
             f"quant_lut_dq_f{fmt}(const FusedArgs f) {{ quant_lut_dq<{fmt}>(f); }}"
@@ -243,9 +247,9 @@ class LutPlan:
     """quant_lut over `nfull` full blocks of 64 values of `fmt` with a codebook's bucket table (entries,
     bits), with (sums) or without the exact absmax sums: everything but the addresses (Module.plan)."""
 
-    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, sums: bool):
+    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, sums: bool, nxt: bool = False):
         k, warps = 1 << bits, mod.knobs["WARPS_PER_CTA"]
-        name = f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}"
+        name = f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}{'_next' if nxt else ''}"
         self.mod, self.fn, self.block = mod, mod(name).ptr, 32 * warps
         self.shared = 8 * k + (8 * N_BINS if sums else 0)
         self.grid = min(mod.resident(name, self.block, self.shared), -(-nfull // (8 * warps)))
@@ -311,8 +315,12 @@ class Dequant8Plan:
         self.mod.launch(self.fn, self.grid, 256, DEQUANT_ARGS, values, 0, stream)
 
 
-def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool) -> LutPlan:
+def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool, nxt=None) -> LutPlan:
+    """table: (entries, bits) on the device; nxt: the same codebook's NEXT entries (cuda_lut.next_entries)
+    or None; used where the knob LUT_NEXT is set."""
     entries, bits = table
+    if nxt is not None and mod.knobs["LUT_NEXT"]:
+        return mod.plan(LutPlan, fmt, nfull, int(ptr(nxt)), bits, sums, True)
     return mod.plan(LutPlan, fmt, nfull, int(ptr(entries)), bits, sums)
 
 

@@ -87,6 +87,24 @@ def lookup(table: BucketTable, s: np.ndarray) -> np.ndarray:
     return _code(table.entries[bucket(s, table.bits)], s)
 
 
+def next_entries(table: BucketTable) -> np.ndarray | None:
+    """The entries of the kernel's NEXT lookup, (midpoint or +inf, lo), where every midpoint separates a
+    code from the next one (codes in value order, as NF4's): code = lo + (s > midpoint). None otherwise."""
+    mid, y = table.entries[:, 0], table.entries[:, 1]
+    lo, hi = y & np.uint32(0xFF), y >> np.uint32(8)
+    has_mid = np.isfinite(mid.view(np.float32))
+    if not np.all(hi[has_mid] == lo[has_mid] + 1):
+        return None
+    return np.ascontiguousarray(np.stack([mid, lo], axis=1).astype(np.uint32))
+
+
+def lookup_next(entries: np.ndarray, bits: int, s: np.ndarray) -> np.ndarray:
+    """The NEXT kernel's code for scaled values s (float32), from next_entries: an emulation for tests."""
+    s = np.asarray(s, dtype=np.float32)
+    e = entries[bucket(s, bits)]
+    return (e[..., 1] + (s > e[..., 0].view(np.float32))).astype(np.uint8)
+
+
 # ---- Log-scale buckets: codebooks whose midpoints crowd near 0 (the 8-bit dynamic map) ----
 # g(s) = (bits(|s|) >> shift) clamped to [low, high], mirrored for s < 0 (s = -0 is not below 0, so it
 # shares +0's bucket): monotone in s, one binade split into 2^(23 - shift) buckets. Used by the second

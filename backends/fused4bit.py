@@ -23,7 +23,18 @@ class _Tables:
     log-scale one (entries, size, shift, low, high), else None) on one device, from qref.codebooks."""
 
     def __init__(self, cp, device_id: int):
-        self.cp, self.device_id, self.cache = cp, device_id, {}
+        self.cp, self.device_id, self.cache, self.nexts = cp, device_id, {}, {}
+
+    def next(self, name: str):
+        """The codebook's NEXT entries on the device (cuda_lut.next_entries), or None (no bucket table, or
+        codes not in value order)."""
+        if name not in self.nexts:
+            cb = get_codebook(name)
+            lut = cuda_lut.build(cb.midpoints, cb.order)
+            entries = None if lut is None else cuda_lut.next_entries(lut)
+            with self.cp.cuda.Device(self.device_id):
+                self.nexts[name] = None if entries is None else self.cp.asarray(entries)
+        return self.nexts[name]
 
     def __call__(self, name):
         if not isinstance(name, str) or name not in self.cache:  # a list would fail the cache's hashing
@@ -106,9 +117,9 @@ class _Quant64:
     quantization, on one Module: its launch plans and the layout of its one allocation (codes, then absmax,
     or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape."""
 
-    def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool):
+    def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool, nxt=None):
         self.nb, self.npk = n // 64, n // 2
-        self.plan = K.lut_plan(mod, fmt, self.nb, lut, double_quant)
+        self.plan = K.lut_plan(mod, fmt, self.nb, lut, double_quant, nxt)
         self.at_abs = _up16(self.npk)
         self.dq2 = K.dq2_plan(mod, self.nb, dlut) if double_quant else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
@@ -158,7 +169,8 @@ class Fused4bit:
                 and len(dlut) == 5
                 and not mod.knobs["DQ_FUSED"]
             )
-            r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant) if fast else False
+            nxt = self.tables.next(quant_type) if fast else None
+            r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant, nxt) if fast else False
             bounded(self._quant)
         xp = int(K.ptr(x))
         if r is False or xp % 16:

@@ -100,3 +100,25 @@ def test_dynamic_map_has_a_log_table():
     t = cuda_lut.build_log(get_codebook("dynamic").midpoints, get_codebook("dynamic").order)
     assert t is not None and t.entries.shape[0] <= 4096
     print(t.shift, t.low, t.high, t.entries.shape)
+
+
+@pytest.mark.parametrize("name", FOUR_BIT)
+def test_next_lookup_equals_reference_count(name):
+    """The NEXT kernel (lo + (s > midpoint)) where the codebook allows it: the reference's code on every hard
+    scaled value; where it does not (FP4: codes not in value order), no NEXT table."""
+    cb = get_codebook(name)
+    table = cuda_lut.build(cb.midpoints, cb.order)
+    entries = cuda_lut.next_entries(table)
+    in_order = bool(np.all(np.diff(cb.order.astype(np.int64)) == 1))
+    assert (entries is not None) == in_order, name
+    if entries is None:
+        return
+    s = hard_scaled(cb)
+    got, want = cuda_lut.lookup_next(entries, table.bits, s), reference_code(cb, s)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{name}: s={s[bad[:5]]} got {got[bad[:5]]} want {want[bad[:5]]}"
+
+
+def test_nf4_has_a_next_table():
+    cb = get_codebook("nf4")
+    assert cuda_lut.next_entries(cuda_lut.build(cb.midpoints, cb.order)) is not None
