@@ -70,7 +70,11 @@ def _sync(backend):
         import torch
 
         return torch.cuda.synchronize
-    return lambda: None
+    return _no_sync
+
+
+def _no_sync():
+    """A CPU backend's op has ended when it returns."""
 
 
 def traffic(n: int, dq: bool = False, width: int = 2) -> int:
@@ -82,14 +86,25 @@ def traffic(n: int, dq: bool = False, width: int = 2) -> int:
     return width * n + (n + 1) // 2 + scale_bytes
 
 
+#: A device backend's op runs this long before it is timed: a new process's first calls on a GPU are several
+#: times slower than later ones (clocks, caches, the allocator), which a timing of a few calls would record.
+DEVICE_WARMUP_S = 0.25
+
+
 def backend_workload(name: str, op: str, n: int):
     """(run, bytes moved, sync) for one backend op on an n x n bfloat16 weight (float32 for
     group-wise), run once already (kernels compiled, tables built: a timing, even asv's single quick
-    one, is of the op alone); raises NotImplementedError when the backend is not available here."""
+    one, is of the op alone), on a device for DEVICE_WARMUP_S; raises NotImplementedError when the
+    backend is not available here."""
     check_selected(name)
     run, moved, sync = _backend_workload(name, op, n)
     run()
     sync()
+    if sync is not _no_sync:
+        until = time.perf_counter() + DEVICE_WARMUP_S
+        while time.perf_counter() < until:
+            run()
+            sync()
     return run, moved, sync
 
 

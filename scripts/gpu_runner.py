@@ -91,14 +91,14 @@ def steps(a) -> dict[str, tuple[str, int, list[list[str]]]]:
         ),
         "anatomy": ("where a whole call's time goes", 150, [[PY, "asv_bench/call_anatomy.py"]]),
         "asv": (
-            "the asv suite, quick, filed under this machine (asv_bench/history.py; results in OUT/asv-results)",
+            "the asv suite (3 to 5 samples after a warm-up), filed under this machine (asv_bench/history.py; "
+            "results in OUT/asv-results)",
             500,
             [
                 [
                     PY,
                     "asv_bench/history.py",
                     "record",
-                    "--quick",
                     "--dirty",
                     "--env",
                     str(a.out / "env.json"),
