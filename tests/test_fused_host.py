@@ -1,0 +1,159 @@
+"""The host side of a block-64 quantize (Fused4bit._quantize64) without a GPU: torch CPU tensors stand in for
+device memory and a stand-in module records each launch instead of running it. The kernels must get the
+addresses of the very arrays the returned state holds (codes and absmax; or codes, qabsmax, absmax2 and the
+offset kept after it), in both layouts (one allocation and its views; QUANT_SPLIT, an allocation each); a
+flag set by a kernel must refuse the state; a codebook in value order must launch the NEXT kernel."""
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from qref.backends import cuda_kernels as K
+from qref.backends import cuda_memory
+from qref.backends.fused4bit import Fused4bit, check_state, state_layout
+
+DT = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
+
+
+class Pinned(bytearray):
+    ptr = 0  # the flag's host memory; no kernel runs here
+
+
+class Event:
+    ptr, done = 1, True
+
+    def __init__(self, block=False, disable_timing=True):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+class Device:
+    def __init__(self, i=0):
+        self.id = i
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class FakeCupy:
+    def __init__(self):
+        runtime = SimpleNamespace(getDevice=lambda: 0, eventRecord=lambda e, s: None, memsetAsync=lambda *a: None)
+        self.cuda = SimpleNamespace(
+            runtime=runtime,
+            Event=Event,
+            Device=Device,
+            alloc_pinned_memory=Pinned,
+            get_current_stream=lambda: SimpleNamespace(ptr=0),
+        )
+
+    @staticmethod
+    def asarray(a):
+        return torch.from_numpy(np.array(a, copy=True))
+
+
+class RecordingModule:
+    """A compiled Module's stand-in: plans as the real one makes them, launches recorded (name, values);
+    `bad` makes the first kernel set the non-finite flag, as a kernel does on NaN or Inf."""
+
+    sms = 132
+    plan = K.Module.plan
+
+    def __init__(self, bad=False, **knobs):
+        self.knobs = {**K.KNOBS, **knobs}
+        self._plans, self.launches, self.names, self.bad = {}, [], {}, bad
+
+    def __call__(self, name):
+        fn = SimpleNamespace(ptr=len(self.names) + 100)
+        self.names[fn.ptr] = name
+        return fn
+
+    def resident(self, name, block, shared=0):
+        return 3 * self.sms
+
+    def launch(self, fn, grid, block, layout, values, shared=0, stream=None):
+        layout.pack(*values)  # the values fit the kernel's parameter struct
+        self.launches.append((self.names[fn], tuple(values)))
+        if self.bad:
+            cuda_memory.Flag._local.flag.value[0] = 1
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """A Fused4bit over torch CPU memory with its own thread-locals (the real flag and workspace untouched)."""
+    monkeypatch.setattr(cuda_memory.Flag, "_local", threading.local())
+    monkeypatch.setattr(cuda_memory.Workspace, "_local", threading.local())
+
+    def make(**knobs):
+        mod = RecordingModule(**knobs)
+        monkeypatch.setattr(K, "module", lambda device_id: mod)
+        fused = Fused4bit(
+            FakeCupy(),
+            lambda size, dtype: torch.empty(size, dtype=DT[dtype]),
+            lambda size, dtype: torch.zeros(size, dtype=DT[dtype]),
+            lambda a: a.view(torch.float32),
+            0,
+        )
+        return fused, mod
+
+    return make
+
+
+def _quantize(fused, quant_type, dq, n=64 * 1000, fmt="bfloat16", queued=None):
+    x = torch.zeros(n, dtype=torch.bfloat16 if fmt == "bfloat16" else torch.float32)
+    return fused.quantize(x, n, fmt, 64, quant_type, dq, SimpleNamespace(ptr=7), queued), x
+
+
+@pytest.mark.parametrize("split", [0, 1])
+@pytest.mark.parametrize("dq", [False, True])
+def test_kernels_write_the_arrays_the_state_holds(host, split, dq):
+    fused, mod = host(QUANT_SPLIT=split)
+    n = 64 * 1000
+    seen = []
+    q, x = _quantize(fused, "nf4", dq, n, queued=seen.append)
+    assert seen == [q]  # the state was handed over while the kernels ran
+    check_state(q, state_layout(n, 64, dq), n, 64)
+    (name, first), *rest = mod.launches
+    x_at, codes_at, absmax_at = first[0], first[6], first[7]
+    assert name.startswith("quant_lut_f2") and x_at == x.data_ptr() and codes_at == q.packed.data_ptr()
+    regions = [(q.packed.data_ptr(), q.packed.numel())]
+    if not dq:
+        assert not rest and absmax_at == q.absmax.data_ptr()
+        regions.append((q.absmax.data_ptr(), 4 * q.absmax.numel()))
+    else:
+        ((name2, second),) = rest
+        assert name2 == "quant_dq256"
+        scratch, qabsmax_at, absmax2_at, offset_at = second[0], second[8], second[9], second[10]
+        assert scratch == absmax_at  # the second level reads what the first wrote
+        assert qabsmax_at == q.qabsmax.data_ptr() and absmax2_at == q.absmax2.data_ptr()
+        assert offset_at == q.offset.ptr == q.absmax2.data_ptr() + 4 * q.absmax2.numel()
+        assert q.offset.owner.data_ptr() <= offset_at < q.offset.owner.data_ptr() + 4 * q.offset.owner.numel()
+        regions += [(qabsmax_at, q.qabsmax.numel()), (absmax2_at, 4 * q.absmax2.numel() + 4)]
+    regions.sort()
+    assert all(a + size <= b for (a, size), (b, _) in zip(regions, regions[1:]))  # nothing overlaps
+    assert all(at % 16 == 0 for at, _ in regions)
+
+
+@pytest.mark.parametrize("split", [0, 1])
+@pytest.mark.parametrize("dq", [False, True])
+def test_a_flag_set_by_a_kernel_refuses_the_state(host, split, dq):
+    fused, mod = host(QUANT_SPLIT=split, bad=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        _quantize(fused, "nf4", dq)
+
+
+@pytest.mark.parametrize(("quant_type", "kernel"), [("nf4", "quant_lut_f2_s0_next"), ("fp4", "quant_lut_f2_s0")])
+def test_codebooks_in_value_order_launch_the_next_kernel(host, quant_type, kernel):
+    fused, mod = host()
+    _quantize(fused, quant_type, False)
+    assert mod.launches[0][0] == kernel
+    fused, mod = host(LUT_NEXT=0)
+    _quantize(fused, quant_type, False)
+    assert mod.launches[0][0] == "quant_lut_f2_s0"
