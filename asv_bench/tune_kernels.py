@@ -24,7 +24,6 @@ CONFIGS = [{}, {"QUANT_SPLIT": 1}, {"LUT_NEXT": 0}]
 
 def main(argv=None):
     import cupy as cp
-    import numpy as np
     import torch
 
     from qref.backends import cuda_kernels as K
@@ -64,8 +63,9 @@ def main(argv=None):
                     qd = cb.quantize_4bit(xb, 64, "nf4", True)
                     tq = tb.quantize_4bit(xt, 64, "nf4")
                     arrays = (q.packed, q.absmax, out.bits, qd.packed, qd.qabsmax, qd.absmax2, qd.offset.item())
-                    host = [cp.asnumpy(cp.asarray(a)) for a in arrays] + [np.asarray(tq.packed.cpu())]
-                    digests.append(hash(tuple(a.tobytes() for a in host + [np.asarray(tq.absmax.cpu())])))
+                    host = [cp.asnumpy(cp.asarray(a)) for a in arrays]
+                    host += [t.cpu().numpy() for t in (tq.packed, tq.absmax)]
+                    digests.append(hash(tuple(a.tobytes() for a in host)))
                 for k, fn in ops.items():
                     res[i][k].append(moved[k] / median_ms(fn) / 1e6)
     kernels = {}

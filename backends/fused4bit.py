@@ -27,13 +27,8 @@ class _Tables:
 
     def next(self, name: str):
         """The codebook's NEXT entries on the device (cuda_lut.next_entries), or None (no bucket table, or
-        codes not in value order)."""
-        if name not in self.nexts:
-            cb = get_codebook(name)
-            lut = cuda_lut.build(cb.midpoints, cb.order)
-            entries = None if lut is None else cuda_lut.next_entries(lut)
-            with self.cp.cuda.Device(self.device_id):
-                self.nexts[name] = None if entries is None else self.cp.asarray(entries)
+        codes not in value order); made with its bucket table."""
+        self(name)
         return self.nexts[name]
 
     def __call__(self, name):
@@ -42,8 +37,10 @@ class _Tables:
             lut, log = cuda_lut.build(cb.midpoints, cb.order), None
             if lut is None:
                 log = cuda_lut.build_log(cb.midpoints, cb.order)
+            nxt = None if lut is None else cuda_lut.next_entries(lut)
             with self.cp.cuda.Device(self.device_id):
                 table = None
+                self.nexts[name] = None if nxt is None else self.cp.asarray(nxt)
                 if lut is not None:
                     table = (self.cp.asarray(lut.entries), lut.bits)
                 elif log is not None:

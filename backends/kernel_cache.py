@@ -35,10 +35,14 @@ def key(source: str, options: tuple[str, ...], compiler_version: str) -> str:
     return h.hexdigest()
 
 
+def _path(source: str, options: tuple[str, ...], compiler_version: str) -> Path | None:
+    where = folder()
+    return None if where is None else where / f"{key(source, options, compiler_version)}.ptx"
+
+
 def ptx(source: str, options: tuple[str, ...], compiler_version: str, compile: Callable[[], bytes]) -> bytes:
     """The kept PTX of this compile, else compile() (kept for the next process where the folder allows)."""
-    where = folder()
-    path = None if where is None else where / f"{key(source, options, compiler_version)}.ptx"
+    path = _path(source, options, compiler_version)
     if path is not None:
         try:
             return path.read_bytes()
@@ -59,9 +63,9 @@ def ptx(source: str, options: tuple[str, ...], compiler_version: str, compile: C
 
 def forget(source: str, options: tuple[str, ...], compiler_version: str) -> None:
     """Removes a kept compile (one the driver refused to load)."""
-    where = folder()
-    if where is not None:
+    path = _path(source, options, compiler_version)
+    if path is not None:
         try:
-            (where / f"{key(source, options, compiler_version)}.ptx").unlink()
+            path.unlink()
         except OSError:
             pass
