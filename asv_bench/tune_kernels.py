@@ -1,8 +1,8 @@
 """Side-by-side comparison of kernel knobs (backends/cuda_kernels.KNOBS) in one process: every configuration
 is compiled once, then timed in interleaved rounds next to the device copy, so the drift between processes
 and rounds (about 10% on an H100) cancels in the ratios (whole calls: the CuPy backend's quantize, with
-double quantization and dequantize, and the torch backend's quantize, whose host path QUANT_SPLIT
-changes); after the rounds, each configuration's kernels alone (the GPU's activity records, no host time).
+double quantization and dequantize, and the torch backend's quantize); after the rounds, each
+configuration's kernels alone (the GPU's activity records, no host time).
 Each configuration's bytes are checked against the first, the double-quantized state too (diagnostic ones
 are expected to differ).
 
@@ -19,7 +19,7 @@ from gpu_common import median_ms  # asv_bench/, the script's folder
 from kernel_times import kernel_us
 from workloads import traffic
 
-CONFIGS = [{}, {"QUANT_SPLIT": 1}, {"LUT_NEXT": 0}]
+CONFIGS = [{}, {"LUT_NEXT": 0}]
 
 
 def main(argv=None):
@@ -48,7 +48,7 @@ def main(argv=None):
         "q": lambda: cb.quantize_4bit(xb, 64, "nf4"),
         "qdq": lambda: cb.quantize_4bit(xb, 64, "nf4", True),
         "d": lambda: cb.dequantize_4bit(q, (n,), 64, "nf4", "bfloat16"),
-        "tq": lambda: tb.quantize_4bit(xt, 64, "nf4"),  # the torch backend's host path (QUANT_SPLIT)
+        "tq": lambda: tb.quantize_4bit(xt, 64, "nf4"),
         "tqdq": lambda: tb.quantize_4bit(xt, 64, "nf4", True),
     }
     digests, res = [], {i: {k: [] for k in ops} for i in range(len(mods))}

@@ -29,7 +29,6 @@ KNOBS = {
     "CTAS_PER_SM": 8,  # persistent grids: 8 = as many CTAs as fit at once (occupancy), 16 = twice that, ...
     "QUANT_ITER": 2,  # groups of 8 blocks loaded together in quant_lut
     "QUANT_LDCS": 0,  # 1: quant_lut reads its input with streaming (evict-first) loads
-    "QUANT_SPLIT": 0,  # 1: a block-64 quantize allocates each array of its state (0: one allocation, views)
     "QUANT_MIN_CTAS": 1,  # __launch_bounds__ minimum resident CTAs per SM of quant_lut (caps its registers)
     "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8

@@ -112,11 +112,9 @@ def _up16(n: int) -> int:
 class _Quant64:
     """The block-64 quantize of n values (n % 64 == 0) of one format and codebook, with or without double
     quantization, on one Module: its launch plans and the layout of its one allocation (codes, then absmax,
-    or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape; with the knob QUANT_SPLIT
-    an allocation per array instead (a framework's view of an allocation can cost more than an allocation)."""
+    or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape."""
 
     def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool, nxt=None):
-        self.split = bool(mod.knobs["QUANT_SPLIT"])
         self.nb, self.npk = n // 64, n // 2
         self.plan = K.lut_plan(mod, fmt, self.nb, lut, double_quant, nxt)
         self.at_abs = _up16(self.npk)
@@ -182,21 +180,16 @@ class Fused4bit:
 
     def _quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
         """Whole blocks of 64, 16-byte aligned input (the QLoRA case): one allocation, the returned arrays are
-        views of it made while the kernels run (or, QUANT_SPLIT, an allocation per array); with double
-        quantization the first level's absmax go to the workspace's scratch memory and the offset stays on
-        the device, after the second-level absmax."""
+        views of it made while the kernels run (an allocation per array instead was measured no faster); with
+        double quantization the first level's absmax go to the workspace's scratch memory and the offset stays
+        on the device, after the second-level absmax."""
         cp = self.cp
         flag = K.Flag.get(cp)
+        buf = self.empty(r.nbytes, "uint8")
+        base = int(K.ptr(buf))
         if r.dq2 is None:
-            if r.split:
-                codes, scales = self.empty(r.npk, "uint8"), self.empty(r.nb, "float32")
-                r.plan.launch(xp, int(K.ptr(codes)), int(K.ptr(scales)), flag.ptr, stream=stream)
-            else:
-                buf = self.empty(r.nbytes, "uint8")
-                base = int(K.ptr(buf))
-                r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
-                codes, scales = buf[: r.npk], self.as_float32(buf[r.at_abs :])
-            q = FourBit(codes, scales)
+            r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
+            q = FourBit(buf[: r.npk], self.as_float32(buf[r.at_abs :]))
             if queued is not None:
                 queued(q)
             if not flag.deferred:
@@ -204,23 +197,13 @@ class Fused4bit:
             return q
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
         absmax = ws.scratch(4 * r.nb)
-        if r.split:
-            codes, qabsmax, second = (
-                self.empty(r.npk, "uint8"),
-                self.empty(r.nb, "uint8"),
-                self.empty(r.nb2 + 1, "float32"),
-            )
-            at_codes, at_q, at_2 = (int(K.ptr(a)) for a in (codes, qabsmax, second))
-        else:
-            buf = self.empty(r.nbytes, "uint8")
-            base = int(K.ptr(buf))
-            at_codes, at_q, at_2 = base, base + r.at_abs, base + r.at_abs2
-        at = at_2 + 4 * r.nb2
-        r.plan.launch(xp, at_codes, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
-        r.dq2.launch(absmax, ws.offset, at_q, at_2, at, stream=stream)
-        if not r.split:
-            codes, qabsmax, second = buf[: r.npk], buf[r.at_abs : r.at_abs + r.nb], self.as_float32(buf[r.at_abs2 :])
-        q = FourBit(codes, None, qabsmax, second[: r.nb2], K.DeviceScalar(second, at, cp))
+        at = base + r.at_abs2 + 4 * r.nb2
+        r.plan.launch(xp, base, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+        r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
+        second = self.as_float32(buf[r.at_abs2 :])
+        q = FourBit(
+            buf[: r.npk], None, buf[r.at_abs : r.at_abs + r.nb], second[: r.nb2], K.DeviceScalar(second, at, cp)
+        )
         if queued is not None:
             queued(q)
         if flag.deferred:  # stream order keeps the workspace's reuse by the next call safe

@@ -1,8 +1,8 @@
 """The host side of a block-64 quantize (Fused4bit._quantize64) without a GPU: torch CPU tensors stand in for
 device memory and a stand-in module records each launch instead of running it. The kernels must get the
 addresses of the very arrays the returned state holds (codes and absmax; or codes, qabsmax, absmax2 and the
-offset kept after it), in both layouts (one allocation and its views; QUANT_SPLIT, an allocation each); a
-flag set by a kernel must refuse the state; a codebook in value order must launch the NEXT kernel."""
+offset kept after it), views of one allocation that do not overlap; a flag set by a kernel must refuse
+the state; a codebook in value order must launch the NEXT kernel."""
 
 import threading
 from types import SimpleNamespace
@@ -111,10 +111,9 @@ def _quantize(fused, quant_type, dq, n=64 * 1000, fmt="bfloat16", queued=None):
     return fused.quantize(x, n, fmt, 64, quant_type, dq, SimpleNamespace(ptr=7), queued), x
 
 
-@pytest.mark.parametrize("split", [0, 1])
 @pytest.mark.parametrize("dq", [False, True])
-def test_kernels_write_the_arrays_the_state_holds(host, split, dq):
-    fused, mod = host(QUANT_SPLIT=split)
+def test_kernels_write_the_arrays_the_state_holds(host, dq):
+    fused, mod = host()
     n = 64 * 1000
     seen = []
     q, x = _quantize(fused, "nf4", dq, n, queued=seen.append)
@@ -141,10 +140,9 @@ def test_kernels_write_the_arrays_the_state_holds(host, split, dq):
     assert all(at % 16 == 0 for at, _ in regions)
 
 
-@pytest.mark.parametrize("split", [0, 1])
 @pytest.mark.parametrize("dq", [False, True])
-def test_a_flag_set_by_a_kernel_refuses_the_state(host, split, dq):
-    fused, mod = host(QUANT_SPLIT=split, bad=True)
+def test_a_flag_set_by_a_kernel_refuses_the_state(host, dq):
+    fused, mod = host(bad=True)
     with pytest.raises(ValueError, match="non-finite"):
         _quantize(fused, "nf4", dq)
 
