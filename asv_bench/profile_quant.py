@@ -60,6 +60,7 @@ def host_breakdown(reps: int = 300):
     import cupy as cp
 
     from qref.backends import cuda_kernels as K
+    from qref.backends import cuda_launch as L
     from qref.backends.cupy_backend import CupyBackend, CupyBF16
 
     cb = CupyBackend("cuda")
@@ -74,7 +75,7 @@ def host_breakdown(reps: int = 300):
         "Flag.get (reused)": lambda: K.Flag.get(cp),
         "Workspace.get (memset)": lambda: K.Workspace.get(cp, cb._fused.zeros, 0),
         "flag read (stream sync)": lambda: flag.raise_if_set("x"),
-        "K.quantize (launch only)": lambda: K.quantize(
+        "cuda_launch.quantize (launch only)": lambda: L.quantize(
             flat, "bfloat16", flat.size, 64, mids, order, True, table=lut, empty=empty, flag=flag
         ),
         "cb.quantize_4bit": lambda: cb.quantize_4bit(xb, 64, "nf4"),
@@ -157,6 +158,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
     import numpy as np
 
     from qref.backends import cuda_kernels as K
+    from qref.backends import cuda_launch as L
     from qref.backends.cupy_backend import CupyBackend
 
     cb = CupyBackend("cuda")
@@ -169,7 +171,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
     second = empty(-(-n // 64 // 256) + 1, "float32")
     at = int(K.ptr(second)) + 4 * (second.size - 1)
     ws = K.Workspace.get(cp, zeros, 0)
-    _, absmax = K.quantize(
+    _, absmax = L.quantize(
         flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, ws=ws, offset_out=at, flag=flag
     )
     offset = K.DeviceScalar(second, at, cp)
@@ -178,8 +180,8 @@ def kernel_breakdown(size="28672x8192", reps=20):
         return median_ms(fn, reps) * 1e3
 
     steps = {
-        "quant_lut": lambda: K.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, flag=flag),
-        "quant_lut + sums + offset": lambda: K.quantize(
+        "quant_lut": lambda: L.quantize(flat, "bfloat16", n, 64, mids, order, True, empty=empty, table=lut, flag=flag),
+        "quant_lut + sums + offset": lambda: L.quantize(
             flat,
             "bfloat16",
             n,
@@ -194,7 +196,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
             flag=flag,
         ),
         "Workspace.get (memset)": lambda: K.Workspace.get(cp, zeros, 0),
-        "second level (quant_dq256)": lambda: K.quantize(
+        "second level (quant_dq256)": lambda: L.quantize(
             absmax, "float32", absmax.size, 256, dmids, dorder, False, empty=empty, offset=offset
         ),
     }
@@ -206,7 +208,7 @@ def kernel_breakdown(size="28672x8192", reps=20):
         "launch dq_offset (3 args)": lambda: mod("dq_offset")(
             (1,), (32,), (np.uint64(ws.sums), np.int64(5), np.uint64(at))
         ),
-        "launch quant_lut (13 args, 64 values)": lambda: K.quantize(
+        "launch quant_lut (13 args, 64 values)": lambda: L.quantize(
             flat[:64], "bfloat16", 64, 64, mids, order, True, empty=empty, table=lut, flag=flag
         ),
     }.items():

@@ -15,6 +15,7 @@ from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 from qref.registry import BackendUnavailable
 
 from . import cuda_kernels as K
+from . import cuda_launch as L
 from .cuda_memory import DeviceScalar, VerifiedScales
 from .fused4bit import Fused4bit, bounded, dtype_name, with_device
 
@@ -45,7 +46,7 @@ class _Ready:
         self.addresses = [None if a is None else a.data_ptr() for a in (q.packed, q.absmax, q.qabsmax, q.absmax2)]
         self.scales = [weakref.ref(a) for a in scales]
         self.shape, self.dtype, self.plan, self.stream = shape, dtype, plan, stream
-        self.head, self.tail = tuple(values[: K.OUT_AT]), tuple(values[K.OUT_AT + 1 :])
+        self.head, self.tail = tuple(values[: L.OUT_AT]), tuple(values[L.OUT_AT + 1 :])
 
     def run(self, q, shape):
         b = self.bridge
@@ -205,7 +206,7 @@ class TorchBridge:
         if recipe.plan is None or cptr % 4:
             return
         flag = K.Flag.get(self.cp)  # the kernel cannot set it: these scales are finite
-        values = K.dequant_values(
+        values = L.dequant_values(
             cptr, n, blocksize, recipe.table, (*arrays[1:], recipe.dyn), cq.offset, DQ_BLOCKSIZE, flag.ptr
         )
         bounded(self._ready)

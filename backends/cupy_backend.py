@@ -17,6 +17,7 @@ from qref.dtypes import FLOAT_FORMATS, BFloat16Array
 from qref.fourbit import BLOCKSIZES_4BIT, QUANT_TYPES_4BIT
 
 from . import cuda_kernels as K
+from . import cuda_launch as L
 from .checks import check_dequantize_blockwise, check_pack_nibbles, check_unpack_nibbles
 from .cuda_bridge import cupy_or_unavailable as _cupy
 from .fused4bit import Fused4bit, with_device
@@ -97,7 +98,7 @@ class CupyBackend(BackendBase):
         with self._dev:
             _, mids, order, _ = self._fused.tables(codebook)
             flag = K.Flag.get(self.cp)
-            codes, absmax = K.quantize(
+            codes, absmax = L.quantize(
                 flat,
                 fmt,
                 flat.size,
@@ -109,7 +110,7 @@ class CupyBackend(BackendBase):
                 flag=flag,
                 device=self._dev.id,
             )
-            flag.raise_if_set(K.NONFINITE)
+            flag.raise_if_set(L.NONFINITE)
         return codes.reshape(shape), absmax
 
     def dequantize_blockwise(self, codes, absmax, codebook, blocksize, out_dtype="float32"):
@@ -117,7 +118,7 @@ class CupyBackend(BackendBase):
         n = check_dequantize_blockwise(self, codes, absmax, table.size, blocksize, out_dtype)
         with self._dev:
             flag = K.Flag.get(self.cp)
-            out = K.dequantize(
+            out = L.dequantize(
                 self.cp.ascontiguousarray(codes.reshape(-1)),
                 n,
                 blocksize,
@@ -129,7 +130,7 @@ class CupyBackend(BackendBase):
                 flag=flag,
                 device=self._dev.id,
             )
-            flag.raise_if_set(K.NONFINITE_SCALE)
+            flag.raise_if_set(L.NONFINITE_SCALE)
         return self._wrap(out.reshape(codes.shape), out_dtype)
 
     def _wrap(self, out, out_dtype):

@@ -15,6 +15,7 @@ from qref.codebooks import get_codebook
 from qref.double_quant import DQ_BLOCKSIZE
 
 from . import cuda_kernels as K
+from . import cuda_launch as L
 from . import cuda_lut
 
 
@@ -116,9 +117,9 @@ class _Quant64:
 
     def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool, nxt=None):
         self.nb, self.npk = n // 64, n // 2
-        self.plan = K.lut_plan(mod, fmt, self.nb, lut, double_quant, nxt)
+        self.plan = L.lut_plan(mod, fmt, self.nb, lut, double_quant, nxt)
         self.at_abs = _up16(self.npk)
-        self.dq2 = K.dq2_plan(mod, self.nb, dlut) if double_quant else None
+        self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
         self.at_abs2 = self.at_abs + _up16(self.nb)
         self.nbytes = self.at_abs2 + 4 * (self.nb2 + 1) if double_quant else self.at_abs + 4 * self.nb
@@ -132,7 +133,7 @@ class _Dequant:
     def __init__(self, mod, tables, n: int, blocksize: int, quant_type: str, out_dtype: str, double_quant: bool):
         self.layout = state_layout(n, blocksize, double_quant)
         self.table, self.dyn = tables(quant_type)[0], tables("dynamic")[0] if double_quant else None
-        self.plan = K.dequant8_plan(mod, out_dtype, n, blocksize)
+        self.plan = L.dequant8_plan(mod, out_dtype, n, blocksize)
 
 
 class Fused4bit:
@@ -193,7 +194,7 @@ class Fused4bit:
             if queued is not None:
                 queued(q)
             if not flag.deferred:
-                flag.raise_if_set(K.NONFINITE, stream)
+                flag.raise_if_set(L.NONFINITE, stream)
             return q
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
         absmax = ws.scratch(4 * r.nb)
@@ -210,21 +211,21 @@ class Fused4bit:
             return q
         flag.wait(stream)
         ws.finish()
-        flag.check(K.NONFINITE)
+        flag.check(L.NONFINITE)
         return q
 
     def _quantize_any(self, x, n, fmt, blocksize, quant_type, double_quant):
         """Any block size, tail and alignment, on CuPy's current stream; both levels in one cooperative
-        launch where DQ_FUSED is set and the driver allows it (K.quantize's `second`), else in two kernels."""
+        launch where DQ_FUSED is set and the driver allows it (cuda_launch.quantize's `second`), else in two kernels."""
         cp = self.cp
         _, mids, order, lut = self.tables(quant_type)
         flag, dev = K.Flag.get(cp), self.device_id
         kw = {"empty": self.empty, "device": dev}
         if not double_quant:
-            packed, absmax = K.quantize(
+            packed, absmax = L.quantize(
                 x, fmt, n, blocksize, mids, order, True, zero_code=zero_code(quant_type), table=lut, flag=flag, **kw
             )
-            flag.raise_if_set(K.NONFINITE)
+            flag.raise_if_set(L.NONFINITE)
             return FourBit(packed, absmax)
         nb = -(-n // blocksize)
         nb2 = -(-nb // DQ_BLOCKSIZE)
@@ -234,7 +235,7 @@ class Fused4bit:
         at = int(K.ptr(second)) + 4 * nb2
         qabsmax = self.empty(nb, "uint8")
         fused = (dlut, qabsmax, second, at) if dlut is not None and len(dlut) == 5 else None
-        packed, absmax = K.quantize(
+        packed, absmax = L.quantize(
             x,
             fmt,
             n,
@@ -252,7 +253,7 @@ class Fused4bit:
         )
         if not ws.fused:  # the second level by its own kernel, the offset from the first one's last CTA
             # finite absmax minus their finite mean cannot overflow: the second kernel needs no flag
-            K.quantize(
+            L.quantize(
                 absmax,
                 "float32",
                 nb,
@@ -270,7 +271,7 @@ class Fused4bit:
         offset = K.DeviceScalar(second, at, cp)
         flag.wait()
         ws.finish()
-        flag.check(K.NONFINITE)
+        flag.check(L.NONFINITE)
         return FourBit(packed, None, qabsmax, second[:nb2], offset)
 
     def recipe(self, n, blocksize, quant_type, out_dtype, double_quant: bool) -> _Dequant:
@@ -291,9 +292,9 @@ class Fused4bit:
         flag = K.Flag.get(self.cp)
         kw = {"empty": self.empty, "flag": flag, "plan": r.plan, "stream": stream}
         if r.dyn is None:
-            out = K.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, absmax=q.absmax, **kw)
+            out = L.dequantize(q.packed, n, blocksize, r.table, out_dtype, True, absmax=q.absmax, **kw)
         else:
-            out = K.dequantize(
+            out = L.dequantize(
                 q.packed,
                 n,
                 blocksize,
@@ -310,7 +311,7 @@ class Fused4bit:
         if finish is not None:
             out = finish(out)
         if wait and not flag.deferred:
-            flag.raise_if_set(K.NONFINITE_SCALE, stream.ptr)
+            flag.raise_if_set(L.NONFINITE_SCALE, stream.ptr)
         return out
 
     @contextmanager

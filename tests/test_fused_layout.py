@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from qref.backend import FourBit
 from qref.backends import cuda_kernels as K
+from qref.backends import cuda_launch as L
 from qref.backends.cuda_memory import Workspace
 from qref.backends.fused4bit import _Quant64, check_state, state_layout
 from qref.double_quant import DQ_BLOCKSIZE
@@ -111,9 +112,9 @@ def test_plan_cache_stays_bounded():
 
 def test_dequant8_plan_only_where_its_conditions_hold():
     mod = FakeModule()
-    assert K.dequant8_plan(mod, "bfloat16", 64 * 10, 64) is not None
+    assert L.dequant8_plan(mod, "bfloat16", 64 * 10, 64) is not None
     for n, blocksize in ((64 * 10 + 4, 64), (48 * 10, 48), (64 * 10, 4)):  # n % 8, not a power of two, < 8
-        assert K.dequant8_plan(mod, "bfloat16", n, blocksize) is None
+        assert L.dequant8_plan(mod, "bfloat16", n, blocksize) is None
 
 
 class FakeCupy:

@@ -43,7 +43,7 @@ struct DequantArgs {  // one by-value kernel parameter (dequant8)
     const void* packed; long long n; int B; const float* table; const float* absmax; const unsigned char* qabsmax;
     const float* absmax2; const float* dyn; float offset; const float* offset_p; int B2; void* out; int* bad;
 };
-static_assert(sizeof(DequantArgs) == 104, "DequantArgs: layout of backends/cuda_kernels.DEQUANT_ARGS");
+static_assert(sizeof(DequantArgs) == 104, "DequantArgs: layout of backends/cuda_launch.DEQUANT_ARGS");
 
 // Packed codes, n % 8 == 0, B a power of two >= 8: a grid-stride loop (by default one step per thread,
 // DQ_GRID in backends/cuda_kernels.py); each thread takes DQ_WORDS 32-bit

@@ -72,7 +72,7 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
 // loads, one 8-byte store); the tail block as in quant_blocks.
 struct DqArgs { const float* x; long long n; const uint2* lut; int lut_size, shift, low, high;
                 const float* offset_p; unsigned char* out; float* absmax; float* offset_copy; };
-static_assert(sizeof(DqArgs) == 72, "DqArgs: layout of backends/cuda_kernels.DQ_ARGS");
+static_assert(sizeof(DqArgs) == 72, "DqArgs: layout of backends/cuda_launch.DQ_ARGS");
 
 template <bool GLOBAL>  // the table in shared memory, or read in place through the read-only cache
 __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int shift, int low, int high) {
@@ -200,7 +200,7 @@ struct LutArgs {  // one by-value kernel parameter: a launch costs about a micro
     unsigned char* out; float* absmax; int* bad; unsigned long long* sums; unsigned int* done; float* offset;
     long long n_absmax;
 };
-static_assert(sizeof(LutArgs) == 96, "LutArgs: layout of backends/cuda_kernels.LUT_ARGS");
+static_assert(sizeof(LutArgs) == 96, "LutArgs: layout of backends/cuda_launch.LUT_ARGS");
 
 template <int FMT, int MODE, bool NEXT = false>  // MODE 0: codes and absmax; 1: also the sums and the offset
 __device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: the sums only. NEXT: lut_code
@@ -300,7 +300,7 @@ struct FusedArgs {
     LutArgs q; const uint2* lut2; int lut2_size, shift2, low2, high2;
     unsigned char* qabsmax; float* absmax2; float* offset_copy; unsigned int* bar; unsigned long long* clear;
 };
-static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_kernels.FUSED_ARGS");
+static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
 
 __device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
