@@ -20,6 +20,7 @@ LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQq")
 DQ_ARGS = struct.Struct("<QqQiiiiQQQQ")
 FUSED_ARGS = struct.Struct(LUT_ARGS.format + "QiiiiQQQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
+SUMS_ARGS = struct.Struct("<QqQQQ")
 
 
 NONFINITE = "x contains non-finite values; the reference rejects NaN and Inf (docs/nan-inf.md)"
@@ -83,6 +84,18 @@ class Dq2Plan:
         )
 
 
+class SumsPlan:
+    """absmax_sums over n float32 absmax (16-byte aligned): the exact sums into a workspace and the offset
+    from the CTA that finishes last, as quant_lut's sums do; a grid of 4 CTAs per multiprocessor at most."""
+
+    def __init__(self, mod: Module, n: int):
+        self.mod, self.fn, self.n = mod, mod("absmax_sums").ptr, n
+        self.grid = max(1, min(4 * mod.sms, -(-n // (8 * 256))))
+
+    def launch(self, x: int, sums: int, done: int, offset: int, stream: int | None = None):
+        self.mod.launch(self.fn, self.grid, 256, SUMS_ARGS, (x, self.n, sums, done, offset), 0, stream)
+
+
 class Dequant8Plan:
     """dequant8 over n packed values (n % 8 == 0, block size a power of two >= 8) into out_fmt: its
     function and grid (DQ_GRID)."""
@@ -110,6 +123,10 @@ def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool, nxt=None) -> 
 def dq2_plan(mod: Module, n: int, table) -> Dq2Plan:
     entries, *shape = table
     return mod.plan(Dq2Plan, n, int(ptr(entries)), *shape)
+
+
+def sums_plan(mod: Module, n: int) -> SumsPlan:
+    return mod.plan(SumsPlan, n)
 
 
 def dequant8_plan(mod: Module, out_fmt: str, n: int, blocksize: int) -> Dequant8Plan | None:

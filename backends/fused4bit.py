@@ -117,7 +117,9 @@ class _Quant64:
 
     def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool, nxt=None):
         self.nb, self.npk = n // 64, n // 2
-        self.plan = L.lut_plan(mod, fmt, self.nb, lut, double_quant, nxt)
+        least = mod.knobs["SUMS_PASS_MIN"]  # the absmax summed by their own kernel, not inside quant_lut
+        self.sums = L.sums_plan(mod, self.nb) if double_quant and least and self.nb >= least else None
+        self.plan = L.lut_plan(mod, fmt, self.nb, lut, double_quant and self.sums is None, nxt)
         self.at_abs = _up16(self.npk)
         self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
@@ -199,7 +201,11 @@ class Fused4bit:
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
         absmax = ws.scratch(4 * r.nb)
         at = base + r.at_abs2 + 4 * r.nb2
-        r.plan.launch(xp, base, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+        if r.sums is None:
+            r.plan.launch(xp, base, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+        else:
+            r.plan.launch(xp, base, absmax, flag.ptr, stream=stream)
+            r.sums.launch(absmax, ws.sums, ws.done, ws.offset, stream=stream)
         r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
         second = self.as_float32(buf[r.at_abs2 :])
         q = FourBit(

@@ -122,17 +122,30 @@ def test_device_offset_equals_reference():
         assert got.view(np.int32) == np.float32(want).view(np.int32), (np.flatnonzero(sums), n)
 
 
-def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb):
-    """The windowed per-lane sums and the shared bins: the exact total of absmax values spread over many
-    exponents (2^-140 .. 2^100) gives the reference's offset."""
+@pytest.mark.parametrize("nb", [8 * 2000, 8 * 2000 + 1, 8 * 2000 + 3])
+@pytest.mark.parametrize("own_pass", [False, True])
+def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, own_pass):
+    """The windowed per-lane sums and the shared bins, inside quant_lut or in their own kernel (SUMS_PASS_MIN,
+    its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
+    (2^-140 .. 2^100), zero blocks among them, gives the reference's offset; a refused input (an inf)
+    leaves the workspace fit for the next call."""
+    from qref.backends import cuda_kernels as K
+
     rng = np.random.default_rng(3)
-    nb = 8 * 2000
     scales = (2.0 ** rng.integers(-140, 100, nb)).astype(np.float32)
+    scales[rng.integers(0, nb, 50)] = 0.0
     x = (rng.uniform(-1, 1, (nb, 64)) * scales[:, None]).astype(np.float32).reshape(-1)
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
-    q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
-    assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
-    assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+    bad = x.copy()
+    bad[64 * 7 + 3] = np.inf
+    with K.using(K.Module(0, SUMS_PASS_MIN=1) if own_pass else K.module(0)):
+        for _ in range(2):
+            with pytest.raises(ValueError, match="non-finite"):
+                cb.quantize_4bit(cb.from_numpy(bad), 64, "nf4", True)
+            q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
+            assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
+            assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+            assert np.array_equal(cb.to_numpy(q.packed), r.packed)
 
 
 def test_strided_state_is_read_as_its_values(cb):

@@ -155,3 +155,24 @@ def test_codebooks_in_value_order_launch_the_next_kernel(host, quant_type, kerne
     fused, mod = host(LUT_NEXT=0)
     _quantize(fused, quant_type, False)
     assert mod.launches[0][0] == "quant_lut_f2_s0"
+
+
+@pytest.mark.parametrize("least", [1, 1000, 1001])
+def test_absmax_summed_by_their_own_kernel_from_a_size_on(host, least):
+    """SUMS_PASS_MIN: from that many blocks on, quant_lut without sums, then absmax_sums over the absmax it
+    wrote into the workspace's sums, counter and offset, then the second level from that offset."""
+    fused, mod = host(SUMS_PASS_MIN=least)
+    q, _ = _quantize(fused, "nf4", True, n=64 * 1000)
+    names = [name for name, _ in mod.launches]
+    ws = cuda_memory.Workspace._local.cache[0]
+    first = mod.launches[0][1]
+    if least > 1000:  # below the size: the sums inside quant_lut, as before
+        assert names == ["quant_lut_f2_s1_next", "quant_dq256"]
+        assert first[9:13] == (ws.sums, ws.done, ws.offset, 1000)
+        return
+    assert names == ["quant_lut_f2_s0_next", "absmax_sums", "quant_dq256"]
+    sums, second = mod.launches[1][1], mod.launches[2][1]
+    assert first[9:13] == (0, 0, 0, 0)  # no sums inside quant_lut
+    assert sums == (first[7], 1000, ws.sums, ws.done, ws.offset)  # the absmax quant_lut wrote, all of them
+    assert second[0] == first[7] and second[7] == ws.offset  # the second level reads that offset
+    assert second[10] == q.offset.ptr

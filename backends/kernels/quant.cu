@@ -191,6 +191,75 @@ __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long lon
 
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
 
+// The lanes' window sums into the CTA's bins (a whole warp calls it): one shared atomic per warp and window
+// base present, not one per lane (a 64-bit atomic add on shared memory is a compare-and-swap loop: 256
+// threads on one address serialize). A warp's sum stays below 2^63: below 2^31 blocks, each < 2^32.
+__device__ __forceinline__ void flush_window(int base, unsigned long long acc, unsigned long long* bins) {
+    const int lane = threadIdx.x & 31, key = acc ? base : NOBASE;
+    unsigned int todo = __ballot_sync(FULL, key != NOBASE);
+    while (todo) {
+        const int src = __ffs(todo) - 1, k = __shfl_sync(FULL, key, src);
+        const bool in = key == k;
+        unsigned long long s = in ? acc : 0ull;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
+        if (lane == src) atomicAdd(&bins[k + 22], s);
+        todo &= ~__ballot_sync(FULL, in);
+    }
+}
+
+// A CTA's sums (its lanes' windows and its shared bins) added into the global sums (the whole CTA calls it).
+__device__ __forceinline__ void cta_sums(int base, unsigned long long acc, unsigned long long* bins,
+                                         unsigned long long* sums) {
+    flush_window(base, acc, bins);
+    __syncthreads();
+    for (int k = threadIdx.x; k < 277; k += blockDim.x)
+        if (bins[k]) atomicAdd(&sums[k], bins[k]);
+}
+
+// After cta_sums, by the whole CTA: the CTA that finishes last (the counter at done) computes the offset of
+// n absmax from the sums and leaves the sums and the counter zero (offset_warp).
+__device__ __forceinline__ void last_cta_offset(unsigned long long* sums, unsigned int* done, long long n,
+                                                float* offset) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (last && threadIdx.x < 32) { __threadfence(); offset_warp(sums, n, offset); }
+}
+
+// The exact sums of n float32 absmax and, in the CTA that finishes last, the double-quantization offset:
+// the same sums and offset as quant_lut's SUMS, as their own pass over the first level's absmax (knob
+// SUMS_PASS_MIN: large states, where reading the absmax again costs less than summing them inside
+// quant_lut). Two 16-byte loads in flight per thread and step; the last n % 4 by the first threads.
+struct SumsArgs { const float* v; long long n; unsigned long long* sums; unsigned int* done; float* offset; };
+static_assert(sizeof(SumsArgs) == 40, "SumsArgs: layout of backends/cuda_launch.SUMS_ARGS");
+
+extern "C" __global__ void absmax_sums(const SumsArgs a) {
+    __shared__ unsigned long long bins[277];
+    for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
+    __syncthreads();
+    int base = NOBASE;
+    unsigned long long acc = 0;
+    const long long n4 = a.n >> 2, stride = (long long)gridDim.x * blockDim.x;
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const float4* v4 = (const float4*)a.v;
+    const float INF = __int_as_float(0x7f800000);  // non-finite absmax (a refused call) have no bin
+    for (long long i = t; i < n4; i += 2 * stride) {
+        const float4 p = __ldcg(v4 + i);
+        const float4 q = i + stride < n4 ? __ldcg(v4 + i + stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        const float m[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) if (m[k] != 0.0f && m[k] < INF) sum_absmax(m[k], base, acc, bins);
+    }
+    if (t < (a.n & 3)) {
+        const float m = __ldcg(a.v + 4 * n4 + t);
+        if (m != 0.0f && m < INF) sum_absmax(m, base, acc, bins);
+    }
+    cta_sums(base, acc, bins, a.sums);
+    last_cta_offset(a.sums, a.done, a.n, a.offset);
+}
+
 // 4 lanes per block, 16 values per lane: lane j of a block holds its 16-byte chunks j, j + 4, ... so every
 // load instruction of a warp reads whole 32-byte sectors. absmax by an integer max of |bits| (NaN above
 // inf: one comparison flags both). A persistent grid walks groups of 8 blocks. SUMS: also the exact
@@ -272,23 +341,15 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: 
             }
             if (j == 0 && valid) {
                 absmax[b] = m;
-                if (SUMS && SUMS_DIAG != 1 && m != 0.0f) sum_absmax(m, base, acc, bins);
+                if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
             }
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0) { if (a.bad) *(volatile int*)a.bad = 1; }
     if (SUMS && SUMS_DIAG != 2) {
-        __shared__ bool last;
-        if (acc) atomicAdd(&bins[base + 22], acc);
-        __syncthreads();
-        for (int k = threadIdx.x; k < 277; k += blockDim.x)
-            if (bins[k]) atomicAdd(&a.sums[k], bins[k]);
-        if (MODE == 2) return;  // the fused kernel's grid barrier orders the sums before anyone reads them
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) last = atomicAdd(a.done, 1u) == gridDim.x - 1;
-        __syncthreads();
-        if (last && threadIdx.x < 32) { __threadfence(); offset_warp(a.sums, a.n_absmax, a.offset); }
+        cta_sums(base, acc, bins, a.sums);
+        // MODE 2: the fused kernel's grid barrier orders the sums before anyone reads them
+        if (MODE == 1) last_cta_offset(a.sums, a.done, a.n_absmax, a.offset);
     }
 }
 
