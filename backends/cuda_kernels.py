@@ -44,6 +44,8 @@ KNOBS = {
     # 2 = one step per thread, every word covered (not persistent)
     "DQ2_SHARED": 0,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
     # 1 = copied to shared memory by every CTA of a persistent grid
+    "DQ2_NEXT": 0,  # 1: the second level's log table in its compact form (cuda_lut.compact_log: a code byte per
+    # bucket, code = lo + (s > midpoint above lo)) where the codebook allows it; 0: 8-byte entries
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})

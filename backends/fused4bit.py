@@ -24,7 +24,15 @@ class _Tables:
     log-scale one (entries, size, shift, low, high), else None) on one device, from qref.codebooks."""
 
     def __init__(self, cp, device_id: int):
-        self.cp, self.device_id, self.cache, self.nexts = cp, device_id, {}, {}
+        self.cp, self.device_id, self.cache, self.nexts, self.compacts = cp, device_id, {}, {}, {}
+
+    def log(self, name: str, mod):
+        """The codebook's log-scale table as `mod`'s kernels read it: with the knob DQ2_NEXT its compact form
+        (cuda_lut.compact_log), None where the codebook has none; else (entries, size, shift, low, high)."""
+        table = self(name)[3]
+        if mod.knobs["DQ2_NEXT"]:
+            return self.compacts[name]
+        return table if table is not None and len(table) == 5 else None
 
     def next(self, name: str):
         """The codebook's NEXT entries on the device (cuda_lut.next_entries), or None (no bucket table, or
@@ -46,6 +54,8 @@ class _Tables:
                     table = (self.cp.asarray(lut.entries), lut.bits)
                 elif log is not None:
                     table = (self.cp.asarray(log.entries), log.entries.shape[0], log.shift, log.low, log.high)
+                raw = None if log is None else cuda_lut.compact_log(log, cb.midpoints)
+                self.compacts[name] = None if raw is None else (self.cp.asarray(raw), raw.shape[0], *table[2:])
                 self.cache[name] = (
                     *(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))),
                     table,
@@ -159,14 +169,14 @@ class Fused4bit:
         key = (mod, fmt, n, blocksize, quant_type, double_quant)
         r = self._quant.get(key)
         if r is None:
-            lut, dlut = self.tables(quant_type)[3], self.tables("dynamic")[3]
+            lut, dlut = self.tables(quant_type)[3], self.tables.log("dynamic", mod)
             fast = (
                 blocksize == 64
                 and n % 64 == 0
                 and n // 64 < 2**31
                 and lut is not None
                 and len(lut) == 2
-                and len(dlut) == 5
+                and dlut is not None
                 and not mod.knobs["DQ_FUSED"]
             )
             nxt = self.tables.next(quant_type) if fast else None
@@ -235,7 +245,8 @@ class Fused4bit:
             return FourBit(packed, absmax)
         nb = -(-n // blocksize)
         nb2 = -(-nb // DQ_BLOCKSIZE)
-        _, dmids, dorder, dlut = self.tables("dynamic")
+        _, dmids, dorder, _ = self.tables("dynamic")
+        dlut = self.tables.log("dynamic", K.module(dev))
         ws = K.Workspace.get(cp, self.zeros, dev)
         second = self.empty(nb2 + 1, "float32")  # absmax2, then the offset kept with it
         at = int(K.ptr(second)) + 4 * nb2

@@ -203,8 +203,9 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
 
 def test_second_level_table_read_in_place_or_from_shared_memory(cb):
     """quant_dq256 with its bucket table read through the read-only cache (default) and copied to shared
-    memory (DQ2_SHARED=1), one or several blocks loaded per warp (DQ2_BLOCKS): the reference's bits every
-    way, a tail block of absmax included."""
+    memory (DQ2_SHARED=1), one or several blocks loaded per warp (DQ2_BLOCKS), in its compact form
+    (DQ2_NEXT=1; in the cooperative kernel too, DQ_FUSED=1): the reference's bits every way, a tail block of
+    absmax included."""
     from qref.backends import cuda_kernels as K
 
     x = weights(64 * (256 * 37 + 5), "bfloat16", 11)
@@ -214,6 +215,9 @@ def test_second_level_table_read_in_place_or_from_shared_memory(cb):
         K.Module(0, DQ2_SHARED=1),
         K.Module(0, DQ2_BLOCKS=3),
         K.Module(0, DQ2_BLOCKS=2, DQ2_SHARED=1),
+        K.Module(0, DQ2_NEXT=1),
+        K.Module(0, DQ2_NEXT=1, DQ2_SHARED=1),
+        K.Module(0, DQ2_NEXT=1, DQ_FUSED=1),
     ):
         with K.using(mod):
             q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)

@@ -122,3 +122,35 @@ def test_next_lookup_equals_reference_count(name):
 def test_nf4_has_a_next_table():
     cb = get_codebook("nf4")
     assert cuda_lut.next_entries(cuda_lut.build(cb.midpoints, cb.order)) is not None
+
+
+@pytest.mark.parametrize("name", ["dynamic", "nf4", "nf8", "int8"])
+def test_compact_log_lookup_equals_reference_count(name):
+    """The second level's compact table (DQ2_NEXT: a code byte per bucket and the midpoint above each code)
+    gives the reference's code on every hard scaled value."""
+    cb = get_codebook(name)
+    table = cuda_lut.build_log(cb.midpoints, cb.order)
+    raw = cuda_lut.compact_log(table, cb.midpoints)
+    s = hard_scaled(cb)
+    got, want = cuda_lut.lookup_log_compact(raw, table, s), reference_code(cb, s)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{name}: s={s[bad[:5]]} got {got[bad[:5]]} want {want[bad[:5]]}"
+
+
+def test_compact_log_table_has_teeth_and_limits():
+    """One midpoint one ulp off changes codes on the sweep; codes not in value order get no compact table."""
+    cb = get_codebook("dynamic")
+    table = cuda_lut.build_log(cb.midpoints, cb.order)
+    raw = cuda_lut.compact_log(table, cb.midpoints).copy()
+    above = raw.view(np.uint8).reshape(-1)[: cuda_lut.ABOVE_BYTES].view(np.float32)
+    above[200] = np.nextafter(above[200], np.float32(2))
+    s = hard_scaled(cb)
+    assert np.any(cuda_lut.lookup_log_compact(raw, table, s) != reference_code(cb, s))
+    reordered = cuda_lut.build_log(cb.midpoints, cb.order[::-1].copy())
+    assert cuda_lut.compact_log(reordered, cb.midpoints) is None
+
+
+def test_dynamic_map_compact_table_size():
+    cb = get_codebook("dynamic")
+    raw = cuda_lut.compact_log(cuda_lut.build_log(cb.midpoints, cb.order), cb.midpoints)
+    assert raw is not None and raw.nbytes == 1024 + 2800  # against 2800 x 8 bytes

@@ -79,8 +79,15 @@ __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int 
     const int kc = min(max((int)(__float_as_uint(fabsf(s)) >> shift), low), high) - low;
     const int r = high - low + 1;
     const int at = s < 0.0f ? r - 1 - kc : r + kc;
+#if DQ2_NEXT  // cuda_lut.compact_log: 256 midpoints by code, then each bucket's code "not above" (a byte)
+    const float* above = (const float*)lut;
+    const unsigned char* lo = (const unsigned char*)lut + 1024;
+    const unsigned int c = GLOBAL ? __ldg(lo + at) : lo[at];
+    return c + (s > (GLOBAL ? __ldg(above + c) : above[c]) ? 1u : 0u);
+#else
     const uint2 e = GLOBAL ? __ldg(lut + at) : lut[at];
     return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 0xFFu;
+#endif
 }
 
 // One block of 256 absmax (warp w), the offset given, in two steps so that a warp can have several blocks'
