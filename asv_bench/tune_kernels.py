@@ -19,7 +19,7 @@ from gpu_common import median_ms  # asv_bench/, the script's folder
 from kernel_times import kernel_us
 from workloads import traffic
 
-CONFIGS = [{}, {"LUT_NEXT": 0}]
+CONFIGS = [{}, {"SUMS_PASS_MIN": 0, "DQ2_NEXT": 0, "DQ2_SHARED": 0}, {"SUMS_PASS_MIN": 1}, {"LUT_NEXT": 0}]
 
 
 def main(argv=None):

@@ -36,15 +36,15 @@ KNOBS = {
     "LUT_NEXT": 1,  # 1: quant_lut's NEXT lookup (code = lo + (s > midpoint)) for codebooks whose codes are in
     # value order (cuda_lut.next_entries); 0: the general select for every codebook
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
-    "SUMS_PASS_MIN": 0,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
+    "SUMS_PASS_MIN": 2**21,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
     "DQ_FUSED": 0,  # 1: double quantization in one cooperative launch (grid barrier) instead of two kernels
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
     # 2 = one step per thread, every word covered (not persistent)
-    "DQ2_SHARED": 0,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
+    "DQ2_SHARED": 1,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
     # 1 = copied to shared memory by every CTA of a persistent grid
-    "DQ2_NEXT": 0,  # 1: the second level's log table in its compact form (cuda_lut.compact_log: a code byte per
+    "DQ2_NEXT": 1,  # 1: the second level's log table in its compact form (cuda_lut.compact_log: a code byte per
     # bucket, code = lo + (s > midpoint above lo)) where the codebook allows it; 0: 8-byte entries
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
 }

@@ -212,12 +212,12 @@ def test_second_level_table_read_in_place_or_from_shared_memory(cb):
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
     for mod in (
         K.module(0),
-        K.Module(0, DQ2_SHARED=1),
-        K.Module(0, DQ2_BLOCKS=3),
-        K.Module(0, DQ2_BLOCKS=2, DQ2_SHARED=1),
-        K.Module(0, DQ2_NEXT=1),
-        K.Module(0, DQ2_NEXT=1, DQ2_SHARED=1),
-        K.Module(0, DQ2_NEXT=1, DQ_FUSED=1),
+        K.Module(0, DQ2_NEXT=0, DQ2_SHARED=0),
+        K.Module(0, DQ2_NEXT=0, DQ2_SHARED=1),
+        K.Module(0, DQ2_NEXT=0, DQ2_SHARED=0, DQ2_BLOCKS=3),
+        K.Module(0, DQ2_NEXT=1, DQ2_SHARED=0),
+        K.Module(0, DQ2_BLOCKS=2),
+        K.Module(0, DQ_FUSED=1),
     ):
         with K.using(mod):
             q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
