@@ -251,7 +251,7 @@ class Fused4bit:
         second = self.empty(nb2 + 1, "float32")  # absmax2, then the offset kept with it
         at = int(K.ptr(second)) + 4 * nb2
         qabsmax = self.empty(nb, "uint8")
-        fused = (dlut, qabsmax, second, at) if dlut is not None and len(dlut) == 5 else None
+        fused = (dlut, qabsmax, second, at) if dlut is not None else None  # tables.log: None or a log table
         packed, absmax = L.quantize(
             x,
             fmt,
