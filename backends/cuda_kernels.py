@@ -19,7 +19,7 @@ from importlib import resources
 
 import numpy as np
 
-from . import kernel_cache
+from . import cuda_lut, kernel_cache
 from .cuda_memory import N_BINS, DeviceScalar, Flag, Workspace, ptr  # noqa: F401 (used by the backends)
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -90,8 +90,12 @@ def _wrappers() -> str:
     return "\n".join(out)
 
 
+#: Layout constants the kernels share with the host code that builds their tables (defined like the knobs).
+LAYOUT = {"ABOVE_BYTES": cuda_lut.ABOVE_BYTES}
+
+
 def source(knobs: dict) -> str:
-    head = "".join(f"#define {k} {v}\n" for k, v in knobs.items())
+    head = "".join(f"#define {k} {v}\n" for k, v in {**knobs, **LAYOUT}.items())
     files = resources.files(__package__) / "kernels"
     return head + "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
 

@@ -261,11 +261,8 @@ def quantize(
             if ws.fused:
                 return out, absmax
         plan.launch(xp, outp, absp, bad, *sums)
-    elif ws is not None:
-        mod("exponent_sums")(
-            (min(-(-nblocks // 256), 1024),), (256,), (np.uint64(absp), np.int64(nblocks), np.uint64(ws.sums))
-        )
-        mod("dq_offset")((1,), (32,), (np.uint64(ws.sums), np.int64(nblocks), np.uint64(offset_out)))
+    elif ws is not None:  # the exact sums of the fresh (aligned) absmax and, by its last CTA, the offset
+        sums_plan(mod, nblocks).launch(absp, ws.sums, ws.done, int(offset_out))
     return out, absmax
 
 

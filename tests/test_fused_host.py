@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from qref.backends import cuda_kernels as K
+from qref.backends import cuda_launch as L
 from qref.backends import cuda_memory
 from qref.backends.fused4bit import Fused4bit, check_state, state_layout
 
@@ -43,6 +44,23 @@ class Device:
         return False
 
 
+class HostArray(np.ndarray):
+    """A codebook table in host memory standing in for a CuPy array (an int `size`, an address)."""
+
+    def data_ptr(self):
+        return self.ctypes.data
+
+
+class Stream:
+    ptr = 7
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 class FakeCupy:
     def __init__(self):
         runtime = SimpleNamespace(getDevice=lambda: 0, eventRecord=lambda e, s: None, memsetAsync=lambda *a: None)
@@ -56,7 +74,15 @@ class FakeCupy:
 
     @staticmethod
     def asarray(a):
-        return torch.from_numpy(np.array(a, copy=True))
+        return np.array(a, copy=True).view(HostArray)
+
+
+class _Function:
+    def __init__(self, ptr, call):
+        self.ptr, self._call = ptr, call
+
+    def __call__(self, grid, block, args):
+        self._call(grid, block, args)
 
 
 class RecordingModule:
@@ -71,9 +97,10 @@ class RecordingModule:
         self._plans, self.launches, self.names, self.bad = {}, [], {}, bad
 
     def __call__(self, name):
-        fn = SimpleNamespace(ptr=len(self.names) + 100)
-        self.names[fn.ptr] = name
-        return fn
+        """The function `name`; called as CuPy's (grid, block, args), the launch is recorded too."""
+        ptr = len(self.names) + 100
+        self.names[ptr] = name
+        return _Function(ptr, lambda grid, block, args: self.launches.append((name, tuple(args))))
 
     def resident(self, name, block, shared=0):
         return 3 * self.sms
@@ -94,6 +121,7 @@ def host(monkeypatch):
     def make(**knobs):
         mod = RecordingModule(**knobs)
         monkeypatch.setattr(K, "module", lambda device_id: mod)
+        monkeypatch.setattr(L, "module", lambda device_id: mod)  # the general launchers' own reference
         fused = Fused4bit(
             FakeCupy(),
             lambda size, dtype: torch.empty(size, dtype=DT[dtype]),
@@ -106,9 +134,9 @@ def host(monkeypatch):
     return make
 
 
-def _quantize(fused, quant_type, dq, n=64 * 1000, fmt="bfloat16", queued=None):
+def _quantize(fused, quant_type, dq, n=64 * 1000, fmt="bfloat16", queued=None, blocksize=64):
     x = torch.zeros(n, dtype=torch.bfloat16 if fmt == "bfloat16" else torch.float32)
-    return fused.quantize(x, n, fmt, 64, quant_type, dq, SimpleNamespace(ptr=7), queued), x
+    return fused.quantize(x, n, fmt, blocksize, quant_type, dq, Stream(), queued), x
 
 
 @pytest.mark.parametrize("dq", [False, True])
@@ -176,3 +204,21 @@ def test_absmax_summed_by_their_own_kernel_from_a_size_on(host, least):
     assert sums == (first[7], 1000, ws.sums, ws.done, ws.offset)  # the absmax quant_lut wrote, all of them
     assert second[0] == first[7] and second[7] == ws.offset  # the second level reads that offset
     assert second[10] == q.offset.ptr
+
+
+def test_double_quantization_of_any_block_size_sums_in_one_pass(host):
+    """The general path (block 128 here): the general quantize kernel, then absmax_sums over every absmax it
+    wrote (the exact sums and, by its last CTA, the offset, into the workspace), then the second level from
+    that offset, writing the state's qabsmax and absmax2 and keeping the offset after them."""
+    fused, mod = host()
+    q, x = _quantize(fused, "nf4", True, n=128 * 500, blocksize=128)
+    names = [name for name, _ in mod.launches]
+    assert names == ["quant_f2_p1_s16", "absmax_sums", "quant_dq256"]
+    (_, first), (_, sums), (_, second) = mod.launches
+    ws = cuda_memory.Workspace._local.cache[0]
+    assert int(first[0]) == x.data_ptr() and int(first[8]) == q.packed.data_ptr()
+    absmax_at = int(first[9])
+    assert sums == (absmax_at, 500, ws.sums, ws.done, ws.offset)
+    assert second[0] == absmax_at and second[7] == ws.offset
+    assert second[8:11] == (q.qabsmax.data_ptr(), q.absmax2.data_ptr(), q.offset.ptr)
+

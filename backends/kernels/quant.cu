@@ -81,7 +81,7 @@ __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int 
     const int at = s < 0.0f ? r - 1 - kc : r + kc;
 #if DQ2_NEXT  // cuda_lut.compact_log: 256 midpoints by code, then each bucket's code "not above" (a byte)
     const float* above = (const float*)lut;
-    const unsigned char* lo = (const unsigned char*)lut + 1024;
+    const unsigned char* lo = (const unsigned char*)lut + ABOVE_BYTES;
     const unsigned int c = GLOBAL ? __ldg(lo + at) : lo[at];
     return c + (s > (GLOBAL ? __ldg(above + c) : above[c]) ? 1u : 0u);
 #else
