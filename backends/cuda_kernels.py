@@ -47,6 +47,8 @@ KNOBS = {
     "DQ2_NEXT": 1,  # 1: the second level's log table in its compact form (cuda_lut.compact_log: a code byte per
     # bucket, code = lo + (s > midpoint above lo)) where the codebook allows it; 0: 8-byte entries
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
+    "END_SIGNAL": 1,  # 1: a block-64 quantize's last kernel signals its grid's end, which the call polls
+    # (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
 SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")

@@ -16,8 +16,8 @@ from .cuda_memory import N_BINS, DeviceScalar, ptr
 # By-value parameter structs of the hot kernels (layouts of LutArgs, DqArgs, DequantArgs in kernels/*.cu,
 # natural alignment, pads explicit): one parameter instead of 8-13, each of which costs CuPy's launcher
 # about a microsecond.
-LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQq")
-DQ_ARGS = struct.Struct("<QqQiiiiQQQQ")
+LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQqQ")
+DQ_ARGS = struct.Struct("<QqQiiiiQQQQQQ")
 FUSED_ARGS = struct.Struct(LUT_ARGS.format + "QiiiiQQQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
 SUMS_ARGS = struct.Struct("<QqQQQ")
@@ -49,16 +49,18 @@ class LutPlan:
         done: int = 0,
         offset: int = 0,
         n_absmax: int = 0,
+        fin: int = 0,
         stream: int | None = None,
     ):
         """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and the offset of the
-        n_absmax absmax (this kernel's and any written before it) at offset."""
+        n_absmax absmax (this kernel's and any written before it) at offset. Without sums, fin (not 0): the
+        grid signals its end there, counting its CTAs at `done` (Flag.end)."""
         self.mod.launch(
             self.fn,
             self.grid,
             self.block,
             LUT_ARGS,
-            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax),
+            (x, *self.head, out, absmax, bad, sums, done, offset, n_absmax, fin),
             self.shared,
             stream,
         )
@@ -76,12 +78,20 @@ class Dq2Plan:
             self.grid = min(self.grid, mod.resident("quant_dq256", 256, self.shared))
         self.head = (n, entries_at, size, shift, low, high)
 
-    def launch(self, x: int, offset: int, out: int, absmax: int, offset_copy: int = 0, stream: int | None = None):
+    def launch(
+        self,
+        x: int,
+        offset: int,
+        out: int,
+        absmax: int,
+        offset_copy: int = 0,
+        end: tuple = (0, 0),
+        stream: int | None = None,
+    ):
         """codes at out, absmax at absmax of the values at x minus the device scalar at offset (kept at
-        offset_copy if not 0)."""
-        self.mod.launch(
-            self.fn, self.grid, 256, DQ_ARGS, (x, *self.head, offset, out, absmax, offset_copy), self.shared, stream
-        )
+        offset_copy if not 0); end: (counter, fin) of the grid's end signal (Flag.end), or (0, 0)."""
+        values = (x, *self.head, offset, out, absmax, offset_copy, *end)
+        self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
 
 
 class SumsPlan:
@@ -245,6 +255,7 @@ def quantize(
                     absp,
                     bad,
                     *sums,
+                    0,  # no end signal: the caller waits on the stream
                     ptr(lut2),
                     size2,
                     shift2,

@@ -28,7 +28,11 @@ class Flag:
     pinned memory is mapped, so nothing is copied back or zeroed on the device). One per thread, reset by
     `get`: a call waits for its kernels before it returns, or (a dequantize of scales known finite,
     VerifiedScales) launches kernels that cannot set it, so calls of one thread never share a set flag;
-    the calls of a batch share it, reset once before the first and read once after the last."""
+    the calls of a batch share it, reset once before the first and read once after the last.
+
+    After it, `fin`: a word the last kernel of a call can set when its grid has ended (signal_end in
+    kernels/common.cuh, counting its CTAs on a device counter of this thread's, `end`), which the call's
+    `wait_end` polls: the driver's event for the kernel completes microseconds later than that."""
 
     _local = threading.local()
 
@@ -39,15 +43,35 @@ class Flag:
         if flag is None:
             flag = cls._local.flag = cls(cp)
         if not flag.deferred:
-            flag.value[0] = 0
+            flag.value[0] = flag.value[1] = 0
         return flag
+
+    def end(self, device: int, zeros) -> tuple:
+        """(counter, fin) for a kernel's end signal on `device`; the counter (device memory from the caller's
+        framework, `zeros(size, dtype)`, made once) is left 0 by every grid that signals."""
+        c = self.counters.get(device)
+        if c is None:
+            mem = zeros(1, "uint64")
+            c = self.counters[device] = (mem, int(ptr(mem)))
+        return c[1], self.fin
+
+    def wait_end(self, stream: int):
+        """Waits for the kernel queued last on `stream` that signals its end at fin (`end`): polls fin for up
+        to SPIN_S, then lets the driver wait for the stream."""
+        value, until = self.value, time.perf_counter() + SPIN_S
+        while not value[1]:
+            if time.perf_counter() > until:
+                self.cp.cuda.runtime.streamSynchronize(stream)
+                return
 
     def __init__(self, cp):
         self.cp = cp
-        self.mem = cp.cuda.alloc_pinned_memory(4)
-        self.value = np.frombuffer(self.mem, dtype=np.int32, count=1)
-        self.value[0] = 0
+        self.mem = cp.cuda.alloc_pinned_memory(8)
+        self.value = np.frombuffer(self.mem, dtype=np.int32, count=2)
+        self.value[:] = 0
         self.ptr = self.mem.ptr
+        self.fin = self.ptr + 4
+        self.counters: dict = {}  # device -> (its counter's memory, address)
         self.deferred = False  # inside a batch (Fused4bit.batch): calls queue their kernels and do not wait
         self.events: dict = {}  # device -> the event `wait` records
 

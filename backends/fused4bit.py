@@ -126,7 +126,7 @@ class _Quant64:
     or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape."""
 
     def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool, nxt=None):
-        self.nb, self.npk = n // 64, n // 2
+        self.mod, self.nb, self.npk = mod, n // 64, n // 2
         least = mod.knobs["SUMS_PASS_MIN"]  # the absmax summed by their own kernel, not inside quant_lut
         self.sums = L.sums_plan(mod, self.nb) if double_quant and least and self.nb >= least else None
         self.plan = L.lut_plan(mod, fmt, self.nb, lut, double_quant and self.sums is None, nxt)
@@ -165,6 +165,18 @@ class Fused4bit:
         and kept after the second-level absmax: FourBit.offset is a DeviceScalar over it. queued(q), if
         given, runs while the kernels do, before the wait (a refused state is dropped: it never reaches
         the caller)."""
+        r = self.recipe64(fmt, n, blocksize, quant_type, double_quant)
+        xp = int(K.ptr(x))
+        if r is False or xp % 16:
+            with stream:
+                q = self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
+            if queued is not None:
+                queued(q)
+            return q
+        return self.quantize64(r, xp, stream.ptr, queued)
+
+    def recipe64(self, fmt, n, blocksize, quant_type, double_quant) -> _Quant64 | bool:
+        """The block-64 recipe of this shape (made once per module), or False where the general path runs."""
         mod = K.module(self.device_id)
         key = (mod, fmt, n, blocksize, quant_type, double_quant)
         r = self._quant.get(key)
@@ -182,31 +194,29 @@ class Fused4bit:
             nxt = self.tables.next(quant_type) if fast else None
             r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant, nxt) if fast else False
             bounded(self._quant)
-        xp = int(K.ptr(x))
-        if r is False or xp % 16:
-            with stream:
-                q = self._quantize_any(x, n, fmt, blocksize, quant_type, double_quant)
-            if queued is not None:
-                queued(q)
-            return q
-        return self._quantize64(r, xp, stream.ptr, queued)
+        return r
 
-    def _quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
-        """Whole blocks of 64, 16-byte aligned input (the QLoRA case): one allocation, the returned arrays are
-        views of it made while the kernels run (an allocation per array instead was measured no faster); with
-        double quantization the first level's absmax go to the workspace's scratch memory and the offset stays
-        on the device, after the second-level absmax."""
+    def quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
+        """The quantize of a recipe64 recipe (whole blocks of 64: the QLoRA case), for a caller that checked
+        the input (C-contiguous, on this device, which is current; its address xp 16-byte aligned; `stream`
+        a handle): one allocation, the returned arrays are views of it made while the kernels run (an
+        allocation per array instead was measured no faster); with double quantization the first level's
+        absmax go to the workspace's scratch memory and the offset stays on the device, after the
+        second-level absmax. The last kernel signals its end (Flag.end), which the call polls."""
         cp = self.cp
         flag = K.Flag.get(cp)
+        signal = r.mod.knobs["END_SIGNAL"] and not flag.deferred  # the last kernel signals its end
+        end = flag.end(self.device_id, self.zeros) if signal else (0, 0)
         buf = self.empty(r.nbytes, "uint8")
         base = int(K.ptr(buf))
         if r.dq2 is None:
-            r.plan.launch(xp, base, base + r.at_abs, flag.ptr, stream=stream)
+            r.plan.launch(xp, base, base + r.at_abs, flag.ptr, 0, end[0], 0, 0, end[1], stream=stream)
             q = FourBit(buf[: r.npk], self.as_float32(buf[r.at_abs :]))
             if queued is not None:
                 queued(q)
             if not flag.deferred:
-                flag.raise_if_set(L.NONFINITE, stream)
+                (flag.wait_end if signal else flag.wait)(stream)
+                flag.check(L.NONFINITE)
             return q
         ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
         absmax = ws.scratch(4 * r.nb)
@@ -216,7 +226,7 @@ class Fused4bit:
         else:
             r.plan.launch(xp, base, absmax, flag.ptr, stream=stream)
             r.sums.launch(absmax, ws.sums, ws.done, ws.offset, stream=stream)
-        r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, stream=stream)
+        r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, end, stream=stream)
         second = self.as_float32(buf[r.at_abs2 :])
         q = FourBit(
             buf[: r.npk], None, buf[r.at_abs : r.at_abs + r.nb], second[: r.nb2], K.DeviceScalar(second, at, cp)
@@ -225,7 +235,7 @@ class Fused4bit:
             queued(q)
         if flag.deferred:  # stream order keeps the workspace's reuse by the next call safe
             return q
-        flag.wait(stream)
+        (flag.wait_end if signal else flag.wait)(stream)
         ws.finish()
         flag.check(L.NONFINITE)
         return q

@@ -87,6 +87,42 @@ def test_non_finite_input_is_refused(cb, fmt, bad, where):
             cb.quantize_4bit(dev, 64, "nf4", dq)
 
 
+@pytest.mark.parametrize("backend", ["cupy", "torch"])
+@pytest.mark.parametrize("where", [None, 0, 64 * 8 * 300 - 1, 64 * 8 * 150 + 5])
+def test_block64_call_ends_on_its_last_kernels_signal(cb, backend, where):
+    """The block-64 quantize polls the end signal of its last kernel (kernels/common.cuh signal_end): a
+    non-finite value anywhere is still refused (every CTA's flag write is ordered before the signal), the
+    kernel did signal (fin set), the CTA counter is left 0 for the next grid, and the next call's state is
+    the reference's, plain and double-quantized, through the CuPy and the torch backend."""
+    from qref.backends import cuda_kernels as K
+
+    x = np.random.default_rng(1).standard_normal(64 * 8 * 300).astype(np.float32)
+    if where is not None:
+        x[where] = np.nan
+    if backend == "cupy":
+        run, dev = cb.quantize_4bit, cb.from_numpy(x)
+    else:
+        torch = pytest.importorskip("torch")
+        from qref.backends.torch_backend import TorchBackend
+
+        run, dev = TorchBackend("cuda").quantize_4bit, torch.from_numpy(x).cuda()
+    ref = NumpyBackend()
+    for dq in (False, True):
+        if where is not None:
+            with pytest.raises(ValueError, match="non-finite"):
+                run(dev, 64, "nf4", dq)
+        flag = K.Flag.get(cp)
+        cp.cuda.runtime.deviceSynchronize()
+        mem, _ = flag.counters[0]
+        assert int(mem.item()) == 0
+        y = np.random.default_rng(2).standard_normal(64 * 8 * 301).astype(np.float32)
+        q = run(cb.from_numpy(y) if backend == "cupy" else torch.from_numpy(y).cuda(), 64, "nf4", dq)
+        assert flag.value[1] == 1  # the last kernel signalled its end
+        r = ref.quantize_4bit(y, 64, "nf4", dq)
+        got = cb.to_numpy(q.packed) if backend == "cupy" else q.packed.cpu().numpy()
+        assert np.array_equal(got, r.packed)
+
+
 def random_sums(rng):
     sums = np.zeros(277, dtype=np.uint64)
     for _ in range(int(rng.choice([1, 2, 3, 8, 277]))):

@@ -1,4 +1,4 @@
-"""The host side of a block-64 quantize (Fused4bit._quantize64) without a GPU: torch CPU tensors stand in for
+"""The host side of a block-64 quantize (Fused4bit.quantize64) without a GPU: torch CPU tensors stand in for
 device memory and a stand-in module records each launch instead of running it. The kernels must get the
 addresses of the very arrays the returned state holds (codes and absmax; or codes, qabsmax, absmax2 and the
 offset kept after it), views of one allocation that do not overlap; a flag set by a kernel must refuse
@@ -20,7 +20,7 @@ DT = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "ui
 
 
 class Pinned(bytearray):
-    ptr = 0  # the flag's host memory; no kernel runs here
+    ptr = 0x7000  # the flag's host memory (an address no other value takes here); no kernel runs here
 
 
 class Event:
@@ -61,9 +61,18 @@ class Stream:
         return False
 
 
+SYNCS = []
+
+
+def _sync(stream):
+    SYNCS.append(stream)
+
+
 class FakeCupy:
     def __init__(self):
-        runtime = SimpleNamespace(getDevice=lambda: 0, eventRecord=lambda e, s: None, memsetAsync=lambda *a: None)
+        runtime = SimpleNamespace(
+            getDevice=lambda: 0, eventRecord=lambda e, s: None, memsetAsync=lambda *a: None, streamSynchronize=_sync
+        )
         self.cuda = SimpleNamespace(
             runtime=runtime,
             Event=Event,
@@ -108,8 +117,11 @@ class RecordingModule:
     def launch(self, fn, grid, block, layout, values, shared=0, stream=None):
         layout.pack(*values)  # the values fit the kernel's parameter struct
         self.launches.append((self.names[fn], tuple(values)))
+        flag = cuda_memory.Flag._local.flag
         if self.bad:
-            cuda_memory.Flag._local.flag.value[0] = 1
+            flag.value[0] = 1
+        if flag.fin in values:  # the grid's end signal (signal_end)
+            flag.value[1] = 1
 
 
 @pytest.fixture
@@ -222,3 +234,22 @@ def test_double_quantization_of_any_block_size_sums_in_one_pass(host):
     assert second[0] == absmax_at and second[7] == ws.offset
     assert second[8:11] == (q.qabsmax.data_ptr(), q.absmax2.data_ptr(), q.offset.ptr)
 
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_the_call_waits_for_the_end_signal_of_its_last_kernel(host, dq):
+    """The last kernel gets the thread's counter and fin (signal_end); no other kernel does, so the call's
+    poll cannot end before the last kernel has (a first kernel that signalled would let a double-quantized
+    call return before its second level ran); inside a batch no kernel signals (the batch waits once)."""
+    fused, mod = host()
+    SYNCS.clear()
+    _quantize(fused, "nf4", dq)
+    flag = cuda_memory.Flag._local.flag
+    counter, fin = flag.end(0, None)
+    *others, (_, last) = mod.launches
+    assert (last[-2:] if dq else (last[10], last[13])) == (counter, fin)  # DqArgs' last two; LutArgs' done, fin
+    assert all(fin not in values for _, values in others)
+    assert not SYNCS  # the signal was seen: no driver wait
+    mod.launches.clear()
+    with fused.batch(7):
+        _quantize(fused, "nf4", dq)
+    assert all(fin not in values for _, values in mod.launches)

@@ -4,6 +4,21 @@
 #define FLOOR 1e-38f
 #define FULL 0xffffffffu
 
+// The end of a grid, for the host that waits for it (cuda_memory.Flag.wait_end): each CTA counts itself at
+// `count` (device memory, left 0 for the next grid); the CTA that counts last writes 1 to `fin` (mapped
+// pinned memory the host polls). The thread that sets the non-finite flag fences it at system scope before
+// its CTA's barrier here, so the flag is visible before its CTA counts, hence before fin: a host that sees
+// fin sees the flag. No other write needs ordering for the host (the state's arrays are read in stream
+// order, after the kernel). fin null: no signal (the host waits on the stream).
+__device__ __forceinline__ void signal_end(unsigned int* count, int* fin) {
+    if (!fin) return;
+    __syncthreads();
+    if (threadIdx.x == 0 && atomicAdd(count, 1u) == gridDim.x - 1) {
+        *(volatile unsigned int*)count = 0;
+        *(volatile int*)fin = 1;
+    }
+}
+
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }

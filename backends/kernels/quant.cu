@@ -71,8 +71,9 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
 // below 0; code = s > midpoint ? hi : lo. One warp per block, 8 consecutive values per lane (two 16-byte
 // loads, one 8-byte store); the tail block as in quant_blocks.
 struct DqArgs { const float* x; long long n; const uint2* lut; int lut_size, shift, low, high;
-                const float* offset_p; unsigned char* out; float* absmax; float* offset_copy; };
-static_assert(sizeof(DqArgs) == 72, "DqArgs: layout of backends/cuda_launch.DQ_ARGS");
+                const float* offset_p; unsigned char* out; float* absmax; float* offset_copy;
+                unsigned int* count; int* fin; };  // signal_end's
+static_assert(sizeof(DqArgs) == 88, "DqArgs: layout of backends/cuda_launch.DQ_ARGS");
 
 template <bool GLOBAL>  // the table in shared memory, or read in place through the read-only cache
 __device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int shift, int low, int high) {
@@ -163,6 +164,7 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
                 dq_store<DQ2_SHARED == 0>(a.n, w0 + k * nwarps, lane, offset, v[k], DQ2_SHARED ? lut_s : a.lut,
                                           a.shift, a.low, a.high, a.out, a.absmax);
     }
+    signal_end(a.count, a.fin);
 }
 
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
@@ -274,9 +276,9 @@ extern "C" __global__ void absmax_sums(const SumsArgs a) {
 struct LutArgs {  // one by-value kernel parameter: a launch costs about a microsecond per parameter
     const uint4* x; long long nfull; const uint2* lut; int lut_size, shift; unsigned int mask;
     unsigned char* out; float* absmax; int* bad; unsigned long long* sums; unsigned int* done; float* offset;
-    long long n_absmax;
+    long long n_absmax; int* fin;  // MODE 0: signal_end(done, fin); MODE 1: done counts the sums' CTAs
 };
-static_assert(sizeof(LutArgs) == 96, "LutArgs: layout of backends/cuda_launch.LUT_ARGS");
+static_assert(sizeof(LutArgs) == 104, "LutArgs: layout of backends/cuda_launch.LUT_ARGS");
 
 template <int FMT, int MODE, bool NEXT = false>  // MODE 0: codes and absmax; 1: also the sums and the offset
 __device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: the sums only. NEXT: lut_code
@@ -352,12 +354,13 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: 
             }
         }
     }
-    if (!__all_sync(FULL, finite) && lane == 0) { if (a.bad) *(volatile int*)a.bad = 1; }
+    if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
     if (SUMS && SUMS_DIAG != 2) {
         cta_sums(base, acc, bins, a.sums);
         // MODE 2: the fused kernel's grid barrier orders the sums before anyone reads them
         if (MODE == 1) last_cta_offset(a.sums, a.done, a.n_absmax, a.offset);
     }
+    if (MODE == 0) signal_end(a.done, a.fin);
 }
 
 // ---- Fused double quantization: one cooperative launch (every CTA resident) ----
@@ -368,7 +371,7 @@ struct FusedArgs {
     LutArgs q; const uint2* lut2; int lut2_size, shift2, low2, high2;
     unsigned char* qabsmax; float* absmax2; float* offset_copy; unsigned int* bar; unsigned long long* clear;
 };
-static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
+static_assert(sizeof(FusedArgs) == 168, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
 
 __device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 

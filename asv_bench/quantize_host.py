@@ -1,0 +1,165 @@
+"""Where a torch:cuda quantize's host time goes, on the machine it runs on: the cost of each host piece
+(timeit over CUDA tensors: the allocation, the views, the state, the flag, the launch, the checks), then
+the stages of whole calls by perf_counter stamps (call start, each launch, the wait's start and end, the
+return; median of `--reps` calls, each after a synchronize), with and without double quantization: as
+shipped, by the full path of a first call (no recipe kept for the shape), and with the event wait in
+place of the last kernel's end signal (knob END_SIGNAL 0).
+
+    python asv_bench/quantize_host.py [--size 4096x4096] [--reps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import timeit
+
+from gpu_common import bf16_weight, on_launch  # asv_bench/, the script's folder
+
+
+def pieces(tb, x, number: int) -> dict:
+    """Microseconds per call of each host piece of a block-64 quantize of x."""
+    import cupy as cp
+    import torch
+
+    from qref.backend import FourBit
+    from qref.backends import cuda_kernels as K
+    from qref.backends.fused4bit import dtype_name
+
+    bridge = tb._fused
+    n = x.numel()
+    nbytes = n // 2 + 4 * (n // 64)
+    buf = torch.empty(nbytes, dtype=torch.uint8, device=x.device)
+    at = n // 2
+    a, b = buf[:at], buf[at:].view(torch.float32)
+    stream = bridge._handle()
+    env = {"torch": torch, "buf": buf, "at": at, "x": x, "a": a, "b": b, "FourBit": FourBit, "K": K, "cp": cp}
+    env.update(bridge=bridge, dtype_name=dtype_name, stream=stream, nbytes=nbytes, dev=x.device)
+    flag = K.Flag.get(cp)
+    env["flag"] = flag
+    stmts = {
+        "torch.empty(state bytes)": "torch.empty(nbytes, dtype=torch.uint8, device=dev)",
+        "two torch.empty (codes, absmax)": "torch.empty(at, dtype=torch.uint8, device=dev); "
+        "torch.empty(at // 32, dtype=torch.float32, device=dev)",
+        "buf[:at]": "buf[:at]",
+        "buf.narrow(0, 0, at)": "buf.narrow(0, 0, at)",
+        "buf[at:].view(float32)": "buf[at:].view(torch.float32)",
+        "FourBit(a, b)": "FourBit(a, b)",
+        "Flag.get": "K.Flag.get(cp)",
+        "Flag.wait (idle stream)": "flag.wait(stream)",
+        "getDevice": "cp.cuda.runtime.getDevice()",
+        "current stream handle": "bridge._handle()",
+        "bridge._stream()": "bridge._stream()",
+        "x.is_cuda; get_device; is_contiguous": "x.is_cuda; x.get_device(); x.is_contiguous()",
+        "x.numel(); dtype_name(x)": "x.numel(); dtype_name(x)",
+        "x.data_ptr()": "x.data_ptr()",
+    }
+    out = {}
+    for name, stmt in stmts.items():
+        timeit.timeit(stmt, globals=env, number=100)
+        out[name] = min(timeit.repeat(stmt, globals=env, number=number, repeat=3)) / number * 1e6
+    # the launch alone: the quantize's kernel, 100 queued at a time (a full queue would block the host)
+    mod = K.module(x.device.index or 0)
+    real = mod._driver
+    captured = []
+
+    class Capture:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def launchKernel(*args):
+            captured.append(args)
+            return real.launchKernel(*args)
+
+    mod._driver = Capture()
+    try:
+        tb.quantize_4bit(x, 64, "nf4", False)
+    finally:
+        mod._driver = real
+    args = captured[0]
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(5):
+        t = time.perf_counter_ns()
+        for _ in range(100):
+            real.launchKernel(*args)
+        times.append((time.perf_counter_ns() - t) / 100 / 1e3)
+        torch.cuda.synchronize()
+    out["driver launchKernel (queued)"] = min(times)
+    return out
+
+
+def stages(fn, mod, reps: int) -> dict:
+    """Median microseconds from a call's start to each stage of it."""
+    import torch
+
+    from qref.backends import cuda_memory
+
+    stamps: list = []
+    real = {name: getattr(cuda_memory.Flag, name) for name in ("wait", "wait_end")}
+
+    def stamped(name):
+        def wait(self, stream=None):
+            stamps.append(("wait start", time.perf_counter_ns()))
+            real[name](self, stream)
+            stamps.append(("wait end", time.perf_counter_ns()))
+
+        return wait
+
+    rows: dict = {}
+    for name in real:
+        setattr(cuda_memory.Flag, name, stamped(name))
+    try:
+        with on_launch(mod, lambda args: stamps.append((f"launch {len(stamps)}", time.perf_counter_ns()))):
+            fn()
+            for _ in range(reps):
+                torch.cuda.synchronize()
+                stamps.clear()
+                t0 = time.perf_counter_ns()
+                fn()
+                stamps.append(("return", time.perf_counter_ns()))
+                for name, t in stamps:
+                    rows.setdefault(name, []).append((t - t0) / 1e3)
+    finally:
+        for name, fn in real.items():
+            setattr(cuda_memory.Flag, name, fn)
+    return {k: statistics.median(v) for k, v in rows.items()}
+
+
+def main(argv=None) -> int:
+    from qref.backends import cuda_kernels as K
+    from qref.backends.torch_backend import TorchBackend
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="4096x4096")
+    ap.add_argument("--reps", type=int, default=300)
+    args = ap.parse_args(argv)
+    tb = TorchBackend("cuda")
+    x, _ = bf16_weight(args.size)
+    print(f"== host pieces, us per call ({args.size} bf16, torch:cuda)", flush=True)
+    for name, us in pieces(tb, x, 2000).items():
+        print(f"{us:7.2f}  {name}", flush=True)
+    recipes = tb._fused._recipes
+
+    def full(dq):  # the call without its shape's recipe: the checks and lookups of a first call
+        recipes.clear()
+        return tb.quantize_4bit(x, 64, "nf4", dq)
+
+    for label, knobs, call in (
+        ("", {}, lambda dq: tb.quantize_4bit(x, 64, "nf4", dq)),
+        (", full path", {}, full),
+        (", event wait (END_SIGNAL 0)", {"END_SIGNAL": 0}, lambda dq: tb.quantize_4bit(x, 64, "nf4", dq)),
+    ):
+        mod = K.Module(0, **knobs) if knobs else K.module(0)
+        with K.using(mod):
+            for dq in (False, True):
+                print(f"== stages of a quantize{' +dq' if dq else ''}{label}: us from the call's start (median)")
+                for name, us in stages(lambda dq=dq: call(dq), mod, args.reps).items():
+                    print(f"{us:7.2f}  {name}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
