@@ -3,7 +3,8 @@
 the stages of whole calls by perf_counter stamps (call start, each launch, the wait's start and end, the
 return; median of `--reps` calls, each after a synchronize), with and without double quantization: as
 shipped, by the full path of a first call (no recipe kept for the shape), and with the event wait in
-place of the last kernel's end signal (knob END_SIGNAL 0).
+place of the last kernel's end signal (knob END_SIGNAL 0); last, whole calls (CUDA events around the call,
+as the GPU table) and host time, with the wait and without it.
 
     python asv_bench/quantize_host.py [--size 4096x4096] [--reps 300]
 """
@@ -15,7 +16,7 @@ import statistics
 import time
 import timeit
 
-from gpu_common import bf16_weight, on_launch  # asv_bench/, the script's folder
+from gpu_common import bf16_weight, median_ms, on_launch  # asv_bench/, the script's folder
 
 
 def pieces(tb, x, number: int) -> dict:
@@ -128,6 +129,45 @@ def stages(fn, mod, reps: int) -> dict:
     return {k: statistics.median(v) for k, v in rows.items()}
 
 
+def host_us(fn, reps: int) -> float:
+    """Median host time (perf_counter) of a call, each after a synchronize."""
+    import torch
+
+    fn()
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t)
+    return statistics.median(times) / 1e3
+
+
+def whole_calls(tb, x, size: str, reps: int):
+    """Whole calls (CUDA events around the call, as the GPU table) and host time, as shipped (the call waits
+    for its kernels' non-finite flag) and with the wait skipped (the flag deferred, as inside a batch: the
+    figure a call without a wait would have)."""
+    import cupy as cp
+
+    from qref.backends import cuda_kernels as K
+
+    for dq in (False, True):
+        fn = lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq)  # noqa: E731
+        name = f"quantize{' +dq' if dq else ''}"
+        whole, host = median_ms(fn, reps, 5) * 1e3, host_us(fn, reps)
+        flag = K.Flag.get(cp)
+        flag.deferred = True  # no wait (diagnostics only: a non-finite input would go unnoticed)
+        try:
+            whole_nw, host_nw = median_ms(fn, reps, 5) * 1e3, host_us(fn, reps)
+        finally:
+            flag.deferred = False
+        print(
+            f"{size} {name:12s} whole call {whole:6.1f} us (host {host:6.1f}); "
+            f"without the wait {whole_nw:6.1f} us (host {host_nw:6.1f})",
+            flush=True,
+        )
+
+
 def main(argv=None) -> int:
     from qref.backends import cuda_kernels as K
     from qref.backends.torch_backend import TorchBackend
@@ -158,6 +198,7 @@ def main(argv=None) -> int:
                 print(f"== stages of a quantize{' +dq' if dq else ''}{label}: us from the call's start (median)")
                 for name, us in stages(lambda dq=dq: call(dq), mod, args.reps).items():
                     print(f"{us:7.2f}  {name}", flush=True)
+    whole_calls(tb, x, args.size, args.reps)
     return 0
 
 
