@@ -31,6 +31,8 @@ KNOBS = {
     "QUANT_ITER": 2,  # groups of 8 blocks loaded together in quant_lut
     "QUANT_LDCS": 0,  # 1: quant_lut reads its input with streaming (evict-first) loads
     "QUANT_MIN_CTAS": 1,  # __launch_bounds__ minimum resident CTAs per SM of quant_lut (caps its registers)
+    "QUANT_MIN_CTAS_WIDE": 4,  # the same for quant_lut's NEXT lookup from QUANT_WIDE_MIN blocks on
+    "QUANT_WIDE_MIN": 2**21,  # blocks of 64 from which quant_lut's NEXT lookup uses QUANT_MIN_CTAS_WIDE (0: never)
     "DQ_WORDS": 4,  # packed 32-bit words per thread and step in dequant8
     "DQ_STREAM": 0,  # streaming (evict-first) loads and stores in dequant8
     "LUT_NEXT": 1,  # 1: quant_lut's NEXT lookup (code = lo + (s > midpoint)) for codebooks whose codes are in
@@ -74,9 +76,13 @@ def _wrappers() -> str:
                 f"offset, offset_p, B2, out, bad); }}"
             )
         for sums in (0, 1):
-            for nxt, suffix in ((False, ""), (True, "_next")):
+            for nxt, suffix, least in (
+                (False, "", "QUANT_MIN_CTAS"),
+                (True, "_next", "QUANT_MIN_CTAS"),
+                (True, "_next_wide", "QUANT_MIN_CTAS_WIDE"),
+            ):
                 out.append(
-                    f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+                    f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, {least}) '
                     f"quant_lut_f{fmt}_s{sums}{suffix}(const LutArgs a) "
                     f"{{ quant_lut<{fmt}, {sums}, {str(nxt).lower()}>(a); }}"
                 )

@@ -33,7 +33,8 @@ class LutPlan:
 
     def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, sums: bool, nxt: bool = False):
         k, warps = 1 << bits, mod.knobs["WARPS_PER_CTA"]
-        name = f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}{'_next' if nxt else ''}"
+        wide = nxt and 0 < mod.knobs["QUANT_WIDE_MIN"] <= nfull  # fewer registers, more CTAs an SM
+        name = f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}{'_next' if nxt else ''}{'_wide' if wide else ''}"
         self.mod, self.fn, self.block = mod, mod(name).ptr, 32 * warps
         self.shared = 8 * k + (8 * N_BINS if sums else 0)
         self.grid = min(mod.resident(name, self.block, self.shared), -(-nfull // (8 * warps)))

@@ -279,6 +279,25 @@ def test_results_outlive_the_next_call(cb):
             assert np.float32(q.offset) == np.float32(r.offset)
 
 
+@pytest.mark.parametrize("fmt", ["float32", "float16", "bfloat16"])
+def test_wide_kernel_equals_reference(cb, fmt):
+    """quant_lut's NEXT lookup compiled for more CTAs an SM (QUANT_WIDE_MIN 1: used at every size here), with
+    and without the sums of double quantization: the reference's bits."""
+    from qref.backends import cuda_kernels as K
+
+    x = weights(64 * 8 * 300 + 64 * 5, fmt, 12)
+    ref = NumpyBackend()
+    with K.using(K.Module(0, QUANT_WIDE_MIN=1)):
+        for dq in (False, True):
+            r, q = ref.quantize_4bit(x, 64, "nf4", dq), cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", dq)
+            assert np.array_equal(cb.to_numpy(q.packed), r.packed)
+            if dq:
+                assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+                assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
+            else:
+                assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
+
+
 def test_non_contiguous_input_is_read_as_its_values(cb):
     x = weights(64 * 8 * 20 * 2, "float32", 4)
     r = NumpyBackend().quantize_4bit(x[::2], 64, "nf4")

@@ -253,3 +253,20 @@ def test_the_call_waits_for_the_end_signal_of_its_last_kernel(host, dq):
     with fused.batch(7):
         _quantize(fused, "nf4", dq)
     assert all(fin not in values for _, values in mod.launches)
+
+
+@pytest.mark.parametrize(
+    ("least", "quant_type", "kernel"),
+    [
+        (1000, "nf4", "quant_lut_f2_s0_next_wide"),
+        (1001, "nf4", "quant_lut_f2_s0_next"),
+        (0, "nf4", "quant_lut_f2_s0_next"),
+        (1, "fp4", "quant_lut_f2_s0"),  # codes not in value order: no NEXT lookup, no wide form of it
+    ],
+)
+def test_the_wide_kernel_from_a_size_on(host, least, quant_type, kernel):
+    """QUANT_WIDE_MIN: from that many blocks on (0: never), the NEXT lookup's form compiled for more CTAs an
+    SM (QUANT_MIN_CTAS_WIDE), the same arguments."""
+    fused, mod = host(QUANT_WIDE_MIN=least)
+    _quantize(fused, quant_type, False, n=64 * 1000)
+    assert mod.launches[0][0] == kernel
