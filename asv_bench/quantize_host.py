@@ -1,9 +1,10 @@
 """Where a torch:cuda quantize's host time goes, on the machine it runs on: the cost of each host piece
-(timeit over CUDA tensors: the allocation, the views, the state, the flag, the launch, the checks), then
+(timeit over CUDA tensors: the allocations, views, the state, the flag, the launch, the checks), then
 the stages of whole calls by perf_counter stamps (call start, each launch, the wait's start and end, the
 return; median of `--reps` calls, each after a synchronize), with and without double quantization: as
-shipped, by the full path of a first call (no recipe kept for the shape), and with the event wait in
-place of the last kernel's end signal (knob END_SIGNAL 0); last, whole calls (CUDA events around the call,
+shipped, by the full path of a first call (no recipe kept for the shape), with the event wait in place of
+the last kernel's end signal (knob END_SIGNAL 0) and with each call's state allocated in the call (knob
+SPARE_MAX 0); last, whole calls (CUDA events around the call,
 as the GPU table) and host time, with the wait and without it.
 
     python asv_bench/quantize_host.py [--size 4096x4096] [--reps 300]
@@ -39,13 +40,15 @@ def pieces(tb, x, number: int) -> dict:
     env.update(bridge=bridge, dtype_name=dtype_name, stream=stream, nbytes=nbytes, dev=x.device)
     flag = K.Flag.get(cp)
     env["flag"] = flag
+    recipe = {dq: bridge.fused.recipe64("bfloat16", n, 64, "nf4", dq) for dq in (False, True)}
+    env.update(recipe=recipe, fused=bridge.fused)
     stmts = {
         "torch.empty(state bytes)": "torch.empty(nbytes, dtype=torch.uint8, device=dev)",
-        "two torch.empty (codes, absmax)": "torch.empty(at, dtype=torch.uint8, device=dev); "
-        "torch.empty(at // 32, dtype=torch.float32, device=dev)",
+        "buf.new_empty(state bytes)": "buf.new_empty(nbytes)",
         "buf[:at]": "buf[:at]",
-        "buf.narrow(0, 0, at)": "buf.narrow(0, 0, at)",
         "buf[at:].view(float32)": "buf[at:].view(torch.float32)",
+        "state64 (codes, absmax)": "fused.state64(recipe[False])",
+        "state64 (codes, qabsmax, absmax2, offset)": "fused.state64(recipe[True])",
         "FourBit(a, b)": "FourBit(a, b)",
         "Flag.get": "K.Flag.get(cp)",
         "Flag.wait (idle stream)": "flag.wait(stream)",
@@ -191,6 +194,7 @@ def main(argv=None) -> int:
         ("", {}, lambda dq: tb.quantize_4bit(x, 64, "nf4", dq)),
         (", full path", {}, full),
         (", event wait (END_SIGNAL 0)", {"END_SIGNAL": 0}, lambda dq: tb.quantize_4bit(x, 64, "nf4", dq)),
+        (", no spare state (SPARE_MAX 0)", {"SPARE_MAX": 0}, lambda dq: tb.quantize_4bit(x, 64, "nf4", dq)),
     ):
         mod = K.Module(0, **knobs) if knobs else K.module(0)
         with K.using(mod):

@@ -72,11 +72,11 @@ class TorchBridge:
         self.cp, self.torch = cupy_or_unavailable(), torch
         device = torch.device("cuda", device_index)
         dt = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
+        like = {name: torch.empty(0, dtype=t, device=device) for name, t in dt.items()}  # new_empty: fewer arguments
         self.fused = Fused4bit(
             self.cp,
-            lambda size, dtype: torch.empty(size, dtype=dt[dtype], device=device),
+            lambda size, dtype: like[dtype].new_empty(size),
             lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device),
-            lambda a: a.view(torch.float32),
             device_index,
         )
         self.index, self.device = device_index, device

@@ -49,6 +49,8 @@ KNOBS = {
     "DQ2_NEXT": 1,  # 1: the second level's log table in its compact form (cuda_lut.compact_log: a code byte per
     # bucket, code = lo + (s > midpoint above lo)) where the codebook allows it; 0: 8-byte entries
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
+    "SPARE_MAX": 2**27,  # a block-64 quantize's state of at most this many bytes is made while the previous
+    # call of its shape waits for its kernels (the spare: one a thread; 0: none)
     "END_SIGNAL": 1,  # 1: a block-64 quantize's last kernel signals its grid's end, which the call polls
     # (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }

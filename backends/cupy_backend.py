@@ -54,7 +54,6 @@ class CupyBackend(BackendBase):
             cp,
             lambda size, dtype: cp.empty(size, dtype=dt[dtype]),
             lambda size, dtype: cp.zeros(size, dtype=dt[dtype]),
-            lambda a: a.view(cp.float32),
             index,
         )
 

@@ -1,11 +1,13 @@
 """The fused 4-bit calls (quantize_4bit / dequantize_4bit, with and without double quantization) on the
 device memory of any framework, shared by the CuPy backend and the PyTorch backend on CUDA: per shape a
-recipe (launch plans of backends/cuda_kernels.py, the state's layout) made once, so that a call checks,
-allocates once, launches on the caller's stream and waits once (the non-finite flag).
+recipe (launch plans of backends/cuda_kernels.py, the state's sizes) made once, so that a call checks, takes
+the state the previous call of its shape allocated while it waited (or allocates it), launches on the
+caller's stream and waits once (the non-finite flag).
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -116,25 +118,19 @@ def bounded(cache: dict, most: int = 4096):
         cache.clear()
 
 
-def _up16(n: int) -> int:
-    return -(-n // 16) * 16
-
-
 class _Quant64:
     """The block-64 quantize of n values (n % 64 == 0) of one format and codebook, with or without double
-    quantization, on one Module: its launch plans and the layout of its one allocation (codes, then absmax,
-    or qabsmax, absmax2 and the offset, each 16-byte aligned), made once per shape."""
+    quantization, on one Module: its launch plans and its state's sizes (codes, then absmax, or qabsmax,
+    absmax2 and the offset kept after them), made once per shape."""
 
     def __init__(self, mod, fmt: str, n: int, lut, dlut, double_quant: bool, nxt=None):
         self.mod, self.nb, self.npk = mod, n // 64, n // 2
         least = mod.knobs["SUMS_PASS_MIN"]  # the absmax summed by their own kernel, not inside quant_lut
         self.sums = L.sums_plan(mod, self.nb) if double_quant and least and self.nb >= least else None
         self.plan = L.lut_plan(mod, fmt, self.nb, lut, double_quant and self.sums is None, nxt)
-        self.at_abs = _up16(self.npk)
         self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
-        self.at_abs2 = self.at_abs + _up16(self.nb)
-        self.nbytes = self.at_abs2 + 4 * (self.nb2 + 1) if double_quant else self.at_abs + 4 * self.nb
+        self.nbytes = self.npk + (self.nb + 4 * (self.nb2 + 1) if double_quant else 4 * self.nb)
 
 
 class _Dequant:
@@ -150,15 +146,16 @@ class _Dequant:
 
 class Fused4bit:
     """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
-    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's), `as_float32(a)`
-    views uint8 bytes as float32. Inputs are C-contiguous arrays of it on this device (the callers check);
-    `stream` is the CuPy stream (or an ExternalStream over torch's) the kernels run on. One host round-trip
-    per call (the non-finite flag), after every kernel is queued."""
+    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's). Inputs are
+    C-contiguous arrays of it on this device (the callers check); `stream` is the CuPy stream (or an
+    ExternalStream over torch's) the kernels run on. One host round-trip per call (the non-finite flag),
+    after every kernel is queued."""
 
-    def __init__(self, cp, empty, zeros, as_float32, device_id: int):
+    def __init__(self, cp, empty, zeros, device_id: int):
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
-        self.as_float32, self.device_id = as_float32, device_id
+        self.device_id = device_id
         self._quant, self._dequant = {}, {}
+        self._local = threading.local()  # `spare`: (recipe, stream, state64's) or None
 
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream, queued=None):
         """With double_quant the offset (the exact mean of the absmax) is computed on the device, used there,
@@ -196,47 +193,59 @@ class Fused4bit:
             bounded(self._quant)
         return r
 
+    def state64(self, r: _Quant64) -> tuple:
+        """A recipe's state, an allocation per array (the allocator aligns each), and the addresses its
+        kernels write: (FourBit, (codes, absmax)) or (FourBit, (codes, qabsmax, absmax2, offset)), the
+        offset a float32 kept after absmax2."""
+        empty = self.empty
+        packed = empty(r.npk, "uint8")
+        if r.dq2 is None:
+            absmax = empty(r.nb, "float32")
+            return FourBit(packed, absmax), (int(K.ptr(packed)), int(K.ptr(absmax)))
+        qabsmax, second = empty(r.nb, "uint8"), empty(r.nb2 + 1, "float32")
+        at = (int(K.ptr(packed)), int(K.ptr(qabsmax)), int(K.ptr(second)))
+        at += (at[2] + 4 * r.nb2,)
+        return FourBit(packed, None, qabsmax, second[: r.nb2], K.DeviceScalar(second, at[3], self.cp)), at
+
     def quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
         """The quantize of a recipe64 recipe (whole blocks of 64: the QLoRA case), for a caller that checked
         the input (C-contiguous, on this device, which is current; its address xp 16-byte aligned; `stream`
-        a handle): one allocation, the returned arrays are views of it made while the kernels run (an
-        allocation per array instead was measured no faster); with double quantization the first level's
-        absmax go to the workspace's scratch memory and the offset stays on the device, after the
-        second-level absmax. The last kernel signals its end (Flag.end), which the call polls."""
-        cp = self.cp
+        a handle). Its state (state64) was made while the previous call of this recipe on this thread and
+        stream waited for its kernels (the spare: one a thread, of at most SPARE_MAX bytes, the last
+        recipe's), else it is made now; with double quantization the first level's absmax go to the
+        workspace's scratch memory and the offset stays on the device, after the second-level absmax. The
+        last kernel signals its end (Flag.end), which the call polls."""
+        cp, local = self.cp, self._local
         flag = K.Flag.get(cp)
-        signal = r.mod.knobs["END_SIGNAL"] and not flag.deferred  # the last kernel signals its end
+        knobs = r.mod.knobs
+        signal = knobs["END_SIGNAL"] and not flag.deferred  # the last kernel signals its end
         end = flag.end(self.device_id, self.zeros) if signal else (0, 0)
-        buf = self.empty(r.nbytes, "uint8")
-        base = int(K.ptr(buf))
-        if r.dq2 is None:
-            r.plan.launch(xp, base, base + r.at_abs, flag.ptr, 0, end[0], 0, 0, end[1], stream=stream)
-            q = FourBit(buf[: r.npk], self.as_float32(buf[r.at_abs :]))
-            if queued is not None:
-                queued(q)
-            if not flag.deferred:
-                (flag.wait_end if signal else flag.wait)(stream)
-                flag.check(L.NONFINITE)
-            return q
-        ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
-        absmax = ws.scratch(4 * r.nb)
-        at = base + r.at_abs2 + 4 * r.nb2
-        if r.sums is None:
-            r.plan.launch(xp, base, absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+        spare = getattr(local, "spare", None)
+        if spare is not None and spare[0] is r and spare[1] == stream:
+            q, at = spare[2]
+            local.spare = None
         else:
-            r.plan.launch(xp, base, absmax, flag.ptr, stream=stream)
-            r.sums.launch(absmax, ws.sums, ws.done, ws.offset, stream=stream)
-        r.dq2.launch(absmax, ws.offset, base + r.at_abs, base + r.at_abs2, at, end, stream=stream)
-        second = self.as_float32(buf[r.at_abs2 :])
-        q = FourBit(
-            buf[: r.npk], None, buf[r.at_abs : r.at_abs + r.nb], second[: r.nb2], K.DeviceScalar(second, at, cp)
-        )
+            q, at = self.state64(r)
+        if r.dq2 is None:
+            r.plan.launch(xp, at[0], at[1], flag.ptr, 0, end[0], 0, 0, end[1], stream=stream)
+        else:
+            ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
+            absmax = ws.scratch(4 * r.nb)
+            if r.sums is None:
+                r.plan.launch(xp, at[0], absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+            else:
+                r.plan.launch(xp, at[0], absmax, flag.ptr, stream=stream)
+                r.sums.launch(absmax, ws.sums, ws.done, ws.offset, stream=stream)
+            r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], end, stream=stream)
         if queued is not None:
             queued(q)
-        if flag.deferred:  # stream order keeps the workspace's reuse by the next call safe
+        if flag.deferred:  # in a batch; stream order keeps the workspace's reuse by the next call safe
             return q
+        if r.nbytes <= knobs["SPARE_MAX"]:  # the next call's state, made while these kernels run
+            local.spare = (r, stream, self.state64(r))
         (flag.wait_end if signal else flag.wait)(stream)
-        ws.finish()
+        if r.dq2 is not None:
+            ws.finish()
         flag.check(L.NONFINITE)
         return q
 

@@ -298,6 +298,35 @@ def test_wide_kernel_equals_reference(cb, fmt):
                 assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
 
 
+@pytest.mark.parametrize("backend", ["cupy", "torch"])
+def test_states_of_one_shape_stay_apart(cb, backend):
+    """Calls of one shape launch into the state the call before made while it waited (the spare): each
+    state keeps its own values after the calls that follow it, refused inputs among them."""
+    ref = NumpyBackend()
+    if backend == "torch":
+        pytest.importorskip("torch")
+        from qref.backends.torch_backend import TorchBackend
+
+        bk = TorchBackend("cuda")
+    else:
+        bk = cb
+    xs = [weights(64 * 8 * 50, "float32", 20 + k) for k in range(4)]
+    bad = xs[0].copy()
+    bad[3] = np.nan
+    for dq in (False, True):
+        got = []
+        for k, x in enumerate(xs):
+            got.append(bk.quantize_4bit(bk.from_numpy(x), 64, "nf4", dq))
+            if k == 1:  # a refused call of the same shape takes the spare and makes the next one
+                with pytest.raises(ValueError, match="non-finite"):
+                    bk.quantize_4bit(bk.from_numpy(bad), 64, "nf4", dq)
+        for q, x in zip(got, xs):
+            r = ref.quantize_4bit(x, 64, "nf4", dq)
+            assert np.array_equal(bk.to_numpy(q.packed), r.packed)
+            scales = (q.absmax, r.absmax) if not dq else (q.qabsmax, r.qabsmax)
+            assert np.array_equal(bk.to_numpy(scales[0]).view(np.uint8), scales[1].view(np.uint8))
+
+
 def test_non_contiguous_input_is_read_as_its_values(cb):
     x = weights(64 * 8 * 20 * 2, "float32", 4)
     r = NumpyBackend().quantize_4bit(x[::2], 64, "nf4")

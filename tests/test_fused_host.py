@@ -138,7 +138,6 @@ def host(monkeypatch):
             FakeCupy(),
             lambda size, dtype: torch.empty(size, dtype=DT[dtype]),
             lambda size, dtype: torch.zeros(size, dtype=DT[dtype]),
-            lambda a: a.view(torch.float32),
             0,
         )
         return fused, mod
@@ -270,3 +269,83 @@ def test_the_wide_kernel_from_a_size_on(host, least, quant_type, kernel):
     fused, mod = host(QUANT_WIDE_MIN=least)
     _quantize(fused, quant_type, False, n=64 * 1000)
     assert mod.launches[0][0] == kernel
+
+
+def _counting(fused, mod):
+    """The states `fused` makes, in order: (bytes, codes' address, launches made before it)."""
+    made, state64 = [], fused.state64
+
+    def count(r):
+        q, at = state64(r)
+        made.append((r.nbytes, q.packed.data_ptr(), len(mod.launches)))
+        return q, at
+
+    fused.state64 = count
+    return made
+
+
+class OtherStream(Stream):
+    ptr = 8
+
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_the_next_state_is_made_while_the_kernels_run(host, dq):
+    """A call of a shape makes the next call's state after its launches, before its wait; the next call of
+    that shape on that stream launches into it (one state made a call); the two states share no memory."""
+    fused, mod = host()
+    made = _counting(fused, mod)
+    first, _ = _quantize(fused, "nf4", dq)
+    launches = len(mod.launches)
+    assert [m[2] for m in made] == [0, launches]  # this call's state, then the spare after the launches
+    second, _ = _quantize(fused, "nf4", dq)
+    assert len(made) == 3 and second.packed.data_ptr() == made[1][1] != first.packed.data_ptr()
+    assert mod.launches[launches][1][6] == second.packed.data_ptr()  # the codes' address (LutArgs' out)
+    regions = sorted(
+        (a.data_ptr(), a.data_ptr() + a.numel() * a.element_size())
+        for q in (first, second)
+        for a in (q.packed, q.absmax, q.qabsmax, q.offset and q.offset.owner)
+        if a is not None
+    )
+    assert all(end <= start for (_, end), (start, _) in zip(regions, regions[1:]))
+
+
+def test_a_spare_serves_only_its_shape_and_stream(host):
+    """A call that finds no spare of its shape and stream makes its state (two states made: its own and the
+    next spare); one that finds it makes only the next spare."""
+    fused, mod = host()
+    made = _counting(fused, mod)
+    x = torch.zeros(64 * 999, dtype=torch.bfloat16)
+    calls = [
+        (64 * 1000, Stream, 2),
+        (64 * 1000, Stream, 1),
+        (64 * 999, Stream, 2),  # another shape
+        (64 * 999, OtherStream, 2),  # the same shape on another stream
+        (64 * 999, Stream, 2),  # back on the first: the other stream's spare is the one kept
+        (64 * 999, Stream, 1),
+    ]
+    for n, stream, states in calls:
+        before = len(made)
+        q = fused.quantize(
+            x[:n] if n < x.numel() else torch.zeros(n, dtype=torch.bfloat16), n, "bfloat16", 64, "nf4", False, stream()
+        )
+        assert len(made) - before == states
+        assert q.packed.data_ptr() == made[before if states == 2 else before - 1][1]  # its own, or the spare
+
+
+@pytest.mark.parametrize(("most", "made"), [(0, 3), (36000 - 1, 3), (36000, 4)])
+def test_no_spare_past_its_size(host, most, made):
+    """SPARE_MAX bounds the spare's bytes: 36000 are the state of 64000 values (codes, then absmax)."""
+    fused, mod = host(SPARE_MAX=most)
+    states = _counting(fused, mod)
+    for _ in range(3):
+        _quantize(fused, "nf4", False)
+    assert len(states) == made and states[0][0] == 36000
+
+
+def test_no_spare_inside_a_batch(host):
+    fused, mod = host()
+    made = _counting(fused, mod)
+    with fused.batch(7):
+        for _ in range(3):
+            _quantize(fused, "nf4", False)
+    assert len(made) == 3
