@@ -105,16 +105,24 @@ class TorchBridge:
             raise ValueError(f"{name} is on {a.device}; this backend runs on cuda:{self.index}")
         return a if a.is_contiguous() else a.contiguous()
 
-    def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
-        # a shape quantized before (its recipe64 recipe, made after the checks below): the input's checks only
+    def quantize_known(self, x, blocksize, quant_type, double_quant):
+        """The quantize of a tensor of a shape quantized before (its recipe64 recipe, kept by quantize_4bit
+        after its checks: a float dtype, values), where the input passes the checks the kernels need (on
+        this device, which is current; C-contiguous; 16-byte aligned); else None."""
+        if not isinstance(x, self.torch.Tensor):
+            return None
         try:
             r = self._recipes.get((x.dtype, x.numel(), blocksize, quant_type, double_quant))
-        except TypeError:  # an unhashable argument: the checks below say what is wrong with it
-            r = None
+        except TypeError:  # an unhashable argument: quantize_4bit's checks say what is wrong with it
+            return None
         if r is not None and r.mod is K.module(self.index) and x.is_cuda and x.get_device() == self.index:
             xp = x.data_ptr()
             if xp % 16 == 0 and x.is_contiguous() and self.cp.cuda.runtime.getDevice() == self.index:
                 return self.fused.quantize64(r, xp, self._handle(), self._queued)
+        return None
+
+    def quantize_4bit(self, backend, x, blocksize, quant_type, double_quant):
+        """Any input the backend's checks passed: the full path, whose recipe serves quantize_known after."""
         validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
         x = self._on_device("x", x)

@@ -175,11 +175,13 @@ class Module:
 
     def _params(self, layout: struct.Struct, values) -> int:
         local = self._local
-        if not hasattr(local, "buf"):
+        try:
+            layout.pack_into(local.buf, 0, *values)
+        except AttributeError:  # this thread's first launch
             local.buf = ctypes.create_string_buffer(256)
             local.params = (ctypes.c_void_p * 1)(ctypes.addressof(local.buf))
             local.params_at = ctypes.addressof(local.params)
-        layout.pack_into(local.buf, 0, *values)
+            layout.pack_into(local.buf, 0, *values)
         return local.params_at
 
     def launch(

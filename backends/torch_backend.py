@@ -250,6 +250,9 @@ class TorchBackend(BackendBase):
     def quantize_4bit(self, x, blocksize=64, quant_type="nf4", double_quant=False):
         if self._fused is None:
             return super().quantize_4bit(x, blocksize, quant_type, double_quant)
+        q = self._fused.quantize_known(x, blocksize, quant_type, double_quant)  # a shape quantized before
+        if q is not None:
+            return q
         if (
             not isinstance(x, torch.Tensor)
             or x.dtype not in (torch.float32, torch.float16, torch.bfloat16)
