@@ -194,6 +194,10 @@ class Module:
             stream = self._cp.cuda.get_current_stream().ptr
         self._driver.launchKernel(fn, grid, 1, 1, block, 1, 1, shared, stream, self._params(layout, values), 0)
 
+    def prepare(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0) -> Prepared:
+        """A launch like `launch`'s with its parameter packed now, into memory of its own (Prepared)."""
+        return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values)
+
     def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
         """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
         resident at once, which the grid barrier needs) of as many CTAs as fit; False if refused."""
@@ -214,6 +218,27 @@ class Module:
             ctypes.c_void_p(params),
         )
         return res == 0
+
+
+class Prepared:
+    """One kernel launch whose by-value struct is packed ahead (Module.prepare) but for its first field, an
+    address: `launch(x, stream)` writes x there and launches (the driver copies the parameter at launch, so
+    the memory may be packed again, `pack`, once the launch has returned)."""
+
+    def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values):
+        self.mod, self.head, self.layout = mod, head, layout
+        self.buf = ctypes.create_string_buffer(layout.size)
+        self.first = ctypes.c_uint64.from_buffer(self.buf)
+        self.params = (ctypes.c_void_p * 1)(ctypes.addressof(self.buf))
+        self.at = ctypes.addressof(self.params)
+        self.pack(values)
+
+    def pack(self, values):
+        self.layout.pack_into(self.buf, 0, *values)
+
+    def launch(self, x: int, stream: int):
+        self.first.value = x
+        self.mod._driver.launchKernel(*self.head, stream, self.at, 0)
 
 
 @cache

@@ -155,7 +155,7 @@ class Fused4bit:
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
         self.device_id = device_id
         self._quant, self._dequant = {}, {}
-        self._local = threading.local()  # `spare`: (recipe, stream, state64's) or None
+        self._local = threading.local()  # `spare`: (recipe, stream, state64's two, a Prepared or None) or None
 
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream, queued=None):
         """With double_quant the offset (the exact mean of the absmax) is computed on the device, used there,
@@ -212,9 +212,10 @@ class Fused4bit:
         the input (C-contiguous, on this device, which is current; its address xp 16-byte aligned; `stream`
         a handle). Its state (state64) was made while the previous call of this recipe on this thread and
         stream waited for its kernels (the spare: one a thread, of at most SPARE_MAX bytes, the last
-        recipe's), else it is made now; with double quantization the first level's absmax go to the
-        workspace's scratch memory and the offset stays on the device, after the second-level absmax. The
-        last kernel signals its end (Flag.end), which the call polls."""
+        recipe's; without double quantization its launch too, packed but for the input's address), else it
+        is made now; with double quantization the first level's absmax go to the workspace's scratch memory
+        and the offset stays on the device, after the second-level absmax. The last kernel signals its end
+        (Flag.end), which the call polls."""
         cp, local = self.cp, self._local
         flag = K.Flag.get(cp)
         knobs = r.mod.knobs
@@ -222,12 +223,15 @@ class Fused4bit:
         end = flag.end(self.device_id, self.zeros) if signal else (0, 0)
         spare = getattr(local, "spare", None)
         if spare is not None and spare[0] is r and spare[1] == stream:
-            q, at = spare[2]
+            _, _, q, at, ready = spare
             local.spare = None
         else:
-            q, at = self.state64(r)
+            (q, at), ready = self.state64(r), None
         if r.dq2 is None:
-            r.plan.launch(xp, at[0], at[1], flag.ptr, 0, end[0], 0, 0, end[1], stream=stream)
+            if ready is not None and signal:  # its launch packed but for the input's address
+                ready.launch(xp, stream)
+            else:
+                r.plan.launch(xp, at[0], at[1], flag.ptr, 0, end[0], 0, 0, end[1], stream=stream)
         else:
             ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
             absmax = ws.scratch(4 * r.nb)
@@ -241,8 +245,11 @@ class Fused4bit:
             queued(q)
         if flag.deferred:  # in a batch; stream order keeps the workspace's reuse by the next call safe
             return q
-        if r.nbytes <= knobs["SPARE_MAX"]:  # the next call's state, made while these kernels run
-            local.spare = (r, stream, self.state64(r))
+        if r.nbytes <= knobs["SPARE_MAX"]:  # the next call's state (and launch), made while these kernels run
+            q2, at2 = self.state64(r)
+            if r.dq2 is None and signal:
+                ready = r.plan.prepare(at2[0], at2[1], flag.ptr, end, ready)
+            local.spare = (r, stream, q2, at2, ready)
         (flag.wait_end if signal else flag.wait)(stream)
         if r.dq2 is not None:
             ws.finish()

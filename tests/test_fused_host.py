@@ -103,7 +103,7 @@ class RecordingModule:
 
     def __init__(self, bad=False, **knobs):
         self.knobs = {**K.KNOBS, **knobs}
-        self._plans, self.launches, self.names, self.bad = {}, [], {}, bad
+        self._plans, self.launches, self.names, self.bad, self.prepared = {}, [], {}, bad, []
 
     def __call__(self, name):
         """The function `name`; called as CuPy's (grid, block, args), the launch is recorded too."""
@@ -113,6 +113,23 @@ class RecordingModule:
 
     def resident(self, name, block, shared=0):
         return 3 * self.sms
+
+    def prepare(self, fn, grid, block, layout, values, shared=0):
+        """Module.prepare's stand-in: its launch is recorded as `launch` records one, marked prepared."""
+        mod = self
+
+        class Ready:
+            def pack(self, values):
+                layout.pack(*values)
+                self.values = tuple(values)
+
+            def launch(self, x, stream):
+                mod.prepared.append(len(mod.launches))
+                mod.launch(fn, grid, block, layout, (x, *self.values[1:]), shared, stream)
+
+        ready = Ready()
+        ready.pack(values)
+        return ready
 
     def launch(self, fn, grid, block, layout, values, shared=0, stream=None):
         layout.pack(*values)  # the values fit the kernel's parameter struct
@@ -349,3 +366,41 @@ def test_no_spare_inside_a_batch(host):
         for _ in range(3):
             _quantize(fused, "nf4", False)
     assert len(made) == 3
+
+
+def test_the_next_launch_is_packed_while_the_kernels_run(host):
+    """Without double quantization the spare holds the next call's launch too, packed but for the input's
+    address: that call launches it with the values a launch made in the call would have."""
+    fused, mod = host()
+    first, _ = _quantize(fused, "nf4", False)
+    second, x = _quantize(fused, "nf4", False)
+    flag = cuda_memory.Flag._local.flag
+    counter, fin = flag.end(0, None)
+    assert mod.prepared == [1]  # the second call's launch, the first call's made in the call
+    ((_, made), (_, ready)) = mod.launches
+    want = (x.data_ptr(), *made[1:6], second.packed.data_ptr(), second.absmax.data_ptr(), flag.ptr, 0, counter)
+    assert ready == (*want, 0, 0, fin)
+    third, x = _quantize(fused, "nf4", False)
+    assert mod.prepared == [1, 2] and mod.launches[2][1][:7] == (x.data_ptr(), *made[1:6], third.packed.data_ptr())
+    fused.quantize(torch.zeros(64 * 999, dtype=torch.bfloat16), 64 * 999, "bfloat16", 64, "nf4", False, Stream())
+    assert mod.prepared == [1, 2]  # another shape: launched in the call
+
+
+def test_a_prepared_launch_packs_the_struct_with_the_input_first():
+    """Module.prepare's Prepared: the driver gets the parameter struct packed from the values, with the
+    address given at launch in its first field, and the same memory packed again serves the next launch."""
+    import ctypes
+
+    calls = []
+    driver = SimpleNamespace(launchKernel=lambda *args: calls.append((args, ctypes.string_at(args[9], 8))))
+    mod = SimpleNamespace(_driver=driver)
+    values = (0, 1000, 4096, 16, 18, 15, 1 << 40, 2 << 40, 3 << 40, 0, 5 << 40, 0, 0, 6 << 40)
+    ready = K.Prepared(mod, (101, 396, 1, 1, 256, 1, 1, 128), L.LUT_ARGS, values)
+    ready.launch(7 << 40, 9)
+    ((args, pointer),) = calls
+    assert args[:9] == (101, 396, 1, 1, 256, 1, 1, 128, 9) and args[10] == 0
+    address = int.from_bytes(pointer, "little")
+    assert ctypes.string_at(address, L.LUT_ARGS.size) == L.LUT_ARGS.pack(7 << 40, *values[1:])
+    ready.pack((0, *values[1:6], 8 << 40, *values[7:]))
+    ready.launch(9 << 40, 9)
+    assert ctypes.string_at(address, L.LUT_ARGS.size) == L.LUT_ARGS.pack(9 << 40, *values[1:6], 8 << 40, *values[7:])
