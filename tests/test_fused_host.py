@@ -1,8 +1,9 @@
 """The host side of a block-64 quantize (Fused4bit.quantize64) without a GPU: torch CPU tensors stand in for
 device memory and a stand-in module records each launch instead of running it. The kernels must get the
 addresses of the very arrays the returned state holds (codes and absmax; or codes, qabsmax, absmax2 and the
-offset kept after it), views of one allocation that do not overlap; a flag set by a kernel must refuse
-the state; a codebook in value order must launch the NEXT kernel."""
+offset kept after it), arrays that do not overlap; a flag set by a kernel must refuse the state; a codebook
+in value order must launch the NEXT kernel; the next call's state (and launch) is made after the launches
+and before the wait, and serves only its shape and stream."""
 
 import threading
 from types import SimpleNamespace
