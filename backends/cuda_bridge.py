@@ -78,6 +78,7 @@ class TorchBridge:
             lambda size, dtype: like[dtype].new_empty(size),
             lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device),
             device_index,
+            (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError),
         )
         self.index, self.device = device_index, device
         self.verified = VerifiedScales()

@@ -146,14 +146,15 @@ class _Dequant:
 
 class Fused4bit:
     """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
-    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's). Inputs are
+    `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's; `out_of_memory`,
+    the exceptions `empty` raises when the device is short of memory). Inputs are
     C-contiguous arrays of it on this device (the callers check); `stream` is the CuPy stream (or an
     ExternalStream over torch's) the kernels run on. One host round-trip per call (the non-finite flag),
     after every kernel is queued."""
 
-    def __init__(self, cp, empty, zeros, device_id: int):
+    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,)):
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
-        self.device_id = device_id
+        self.device_id, self.out_of_memory = device_id, out_of_memory  # what `empty` raises when short
         self._quant, self._dequant = {}, {}
         self._local = threading.local()  # `spare`: (recipe, stream, state64's two, a Prepared or None) or None
 
@@ -246,10 +247,14 @@ class Fused4bit:
         if flag.deferred:  # in a batch; stream order keeps the workspace's reuse by the next call safe
             return q
         if r.nbytes <= knobs["SPARE_MAX"]:  # the next call's state (and launch), made while these kernels run
-            q2, at2 = self.state64(r)
-            if r.dq2 is None and signal:
-                ready = r.plan.prepare(at2[0], at2[1], flag.ptr, end, ready)
-            local.spare = (r, stream, q2, at2, ready)
+            try:
+                q2, at2 = self.state64(r)
+            except self.out_of_memory:  # the spare is optional: none where the device is short of memory
+                pass
+            else:
+                if r.dq2 is None and signal:
+                    ready = r.plan.prepare(at2[0], at2[1], flag.ptr, end, ready)
+                local.spare = (r, stream, q2, at2, ready)
         (flag.wait_end if signal else flag.wait)(stream)
         if r.dq2 is not None:
             ws.finish()

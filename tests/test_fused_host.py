@@ -405,3 +405,26 @@ def test_a_prepared_launch_packs_the_struct_with_the_input_first():
     ready.pack((0, *values[1:6], 8 << 40, *values[7:]))
     ready.launch(9 << 40, 9)
     assert ctypes.string_at(address, L.LUT_ARGS.size) == L.LUT_ARGS.pack(9 << 40, *values[1:6], 8 << 40, *values[7:])
+
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_no_spare_where_the_device_is_short_of_memory(host, dq):
+    """The spare is optional: where its allocation fails for memory the call still waits for its kernels
+    and returns its state, and the next call allocates its own (a refused allocation is not an error)."""
+    fused, mod = host()
+    empty, calls = fused.empty, []
+
+    def short(size, dtype):
+        calls.append(size)
+        if len(calls) > (2 if not dq else 3):  # the call's own state fits, the spare does not
+            raise MemoryError("out of memory")
+        return empty(size, dtype)
+
+    fused.empty = short
+    SYNCS.clear()
+    q, x = _quantize(fused, "nf4", dq)
+    assert mod.launches[0][1][6] == q.packed.data_ptr() and getattr(fused._local, "spare", None) is None
+    fused.empty = empty
+    made = _counting(fused, mod)
+    second, _ = _quantize(fused, "nf4", dq)
+    assert made[0][1] == second.packed.data_ptr() and len(made) == 2  # its own state, then a spare
