@@ -174,15 +174,12 @@ class Module:
         return plan
 
     def _params(self, layout: struct.Struct, values) -> int:
-        local = self._local
         try:
-            layout.pack_into(local.buf, 0, *values)
+            mem = self._local.mem
         except AttributeError:  # this thread's first launch
-            local.buf = ctypes.create_string_buffer(256)
-            local.params = (ctypes.c_void_p * 1)(ctypes.addressof(local.buf))
-            local.params_at = ctypes.addressof(local.params)
-            layout.pack_into(local.buf, 0, *values)
-        return local.params_at
+            mem = self._local.mem = ParamMemory(256)
+        layout.pack_into(mem.buf, 0, *values)
+        return mem.at
 
     def launch(
         self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, stream: int | None = None
@@ -220,6 +217,16 @@ class Module:
         return res == 0
 
 
+class ParamMemory:
+    """Host memory for one by-value kernel parameter of up to `size` bytes (`buf`) and the one-entry pointer
+    array cuLaunchKernel reads, at address `at`."""
+
+    def __init__(self, size: int):
+        self.buf = ctypes.create_string_buffer(size)
+        self.params = (ctypes.c_void_p * 1)(ctypes.addressof(self.buf))
+        self.at = ctypes.addressof(self.params)
+
+
 class Prepared:
     """One kernel launch whose by-value struct is packed ahead (Module.prepare) but for its first field, an
     address: `launch(x, stream)` writes x there and launches (the driver copies the parameter at launch, so
@@ -227,14 +234,12 @@ class Prepared:
 
     def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values):
         self.mod, self.head, self.layout = mod, head, layout
-        self.buf = ctypes.create_string_buffer(layout.size)
-        self.first = ctypes.c_uint64.from_buffer(self.buf)
-        self.params = (ctypes.c_void_p * 1)(ctypes.addressof(self.buf))
-        self.at = ctypes.addressof(self.params)
+        self.mem = ParamMemory(layout.size)
+        self.first, self.at = ctypes.c_uint64.from_buffer(self.mem.buf), self.mem.at
         self.pack(values)
 
     def pack(self, values):
-        self.layout.pack_into(self.buf, 0, *values)
+        self.layout.pack_into(self.mem.buf, 0, *values)
 
     def launch(self, x: int, stream: int):
         self.first.value = x
