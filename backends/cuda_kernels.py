@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import struct
 import threading
 from contextlib import contextmanager
@@ -105,9 +106,13 @@ LAYOUT = {"ABOVE_BYTES": cuda_lut.ABOVE_BYTES}
 
 
 def source(knobs: dict) -> str:
-    head = "".join(f"#define {k} {v}\n" for k, v in {**knobs, **LAYOUT}.items())
+    """The kernels' source with the knobs they read defined first (a knob only the host reads leaves the
+    source, and so the compiled module kept by kernel_cache, as it is)."""
     files = resources.files(__package__) / "kernels"
-    return head + "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
+    body = "\n".join((files / name).read_text() for name in SOURCES) + "\n" + _wrappers()
+    code = re.sub(r"//[^\n]*", "", body)  # what the kernels read, not their comments
+    head = "".join(f"#define {k} {v}\n" for k, v in {**knobs, **LAYOUT}.items() if re.search(rf"\b{k}\b", code))
+    return head + body
 
 
 class Module:
