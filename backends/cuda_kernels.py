@@ -52,11 +52,15 @@ KNOBS = {
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
     "SPARE_MAX": 2**27,  # a block-64 quantize's state of at most this many bytes is made while the previous
     # call of its shape waits for its kernels (the spare: one a thread; 0: none)
+    "DQ2_OFFSET": 1,  # 1: a block-64 double quantization's quant_dq256 computes the offset from the sums
+    # (quant_lut or absmax_sums leave the sums alone); 0: the last CTA of the kernel that sums computes it
+    "PDL": 1,  # 1: quant_dq256 and absmax_sums are launched with programmatic serialization (sm_90 on): they
+    # start before the kernel ahead of them ends and wait for it in the kernel (grid_wait)
     "END_SIGNAL": 1,  # 1: a block-64 quantize's last kernel signals its grid's end, which the call polls
     # (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }
 KNOBS.update({k: int(os.environ[f"QREF_{k}"]) for k in KNOBS if f"QREF_{k}" in os.environ})
-SOURCES = ("common.cuh", "quant.cu", "dequant.cu", "misc.cu")
+SOURCES = ("common.cuh", "double_quant.cu", "quant.cu", "dequant.cu", "misc.cu")
 OPTIONS = ("--std=c++14", "--fmad=false", "--ftz=false", "--prec-div=true", "--prec-sqrt=true")
 
 
@@ -78,7 +82,7 @@ def _wrappers() -> str:
                 f"dequant_blocks<{fmt}, {str(pack).lower()}>(codes, n, B, table, absmax, qabsmax, absmax2, dyn, "
                 f"offset, offset_p, B2, out, bad); }}"
             )
-        for sums in (0, 1):
+        for sums in (0, 1, 2):  # quant_lut's MODE
             for nxt, suffix, least in (
                 (False, "", "QUANT_MIN_CTAS"),
                 (True, "_next", "QUANT_MIN_CTAS"),
@@ -146,6 +150,11 @@ class Module:
                 self.mod = function.Module()
                 self.mod.load(kernel_cache.ptx(src, options, version, compile))
             self.sms = dev.attributes["MultiProcessorCount"]
+            cc = int(dev.compute_capability)
+        # programmatic serialization: compute capability 9.0 on, and a driver with cuLaunchKernelEx
+        lib = _libcuda()
+        self.pdl = bool(self.knobs["PDL"]) and cc >= 90 and lib is not None and hasattr(lib, "cuLaunchKernelEx")
+        self._configs = {}
         self._functions = {}
         self._local = threading.local()
         self._per_sm = {}
@@ -196,30 +205,62 @@ class Module:
             stream = self._cp.cuda.get_current_stream().ptr
         self._driver.launchKernel(fn, grid, 1, 1, block, 1, 1, shared, stream, self._params(layout, values), 0)
 
+    def launch_after(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int, stream: int):
+        """`launch`, with programmatic serialization where the module allows it (`pdl`): the kernel may start
+        before the one ahead of it on the stream ends, and waits for it in its code (grid_wait)."""
+        if not self.pdl:
+            return self.launch(fn, grid, block, layout, values, shared, stream)
+        key = (grid, block, shared)
+        cfg = self._configs.get(key)
+        if cfg is None:
+            cfg = self._configs[key] = _LaunchConfig(grid, block, shared)
+        cfg.hStream = stream
+        res = _libcuda().cuLaunchKernelEx(cfg.at, fn, self._params(layout, values), None)
+        if res:
+            raise self._driver.CUDADriverError(res)
+
     def prepare(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0) -> Prepared:
         """A launch like `launch`'s with its parameter packed now, into memory of its own (Prepared)."""
         return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values)
 
-    def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
+    def launch_cooperative(
+        self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, stream: int | None = None
+    ) -> bool:
         """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
-        resident at once, which the grid barrier needs) of as many CTAs as fit; False if refused."""
-        per_sm = self.per_sm(name, block, shared)
-        if per_sm < 1 or _libcuda() is None:
+        resident at once, which a grid barrier needs) of function handle `fn`, as `launch`'s; False if
+        refused."""
+        if grid < 1 or _libcuda() is None:
             return False
+        if stream is None:
+            stream = self._cp.cuda.get_current_stream().ptr
         params = self._params(layout, values)
-        res = _libcuda().cuLaunchCooperativeKernel(
-            ctypes.c_void_p(self(name).ptr),
-            per_sm * self.sms,
-            1,
-            1,
-            block,
-            1,
-            1,
-            shared,
-            ctypes.c_void_p(self._cp.cuda.get_current_stream().ptr),
-            ctypes.c_void_p(params),
-        )
-        return res == 0
+        return _libcuda().cuLaunchCooperativeKernel(fn, grid, 1, 1, block, 1, 1, shared, stream, params) == 0
+
+
+class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, then a 64-byte value (a union)
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
+
+
+PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+
+class _LaunchConfig(ctypes.Structure):
+    """CUlaunchConfig of cuLaunchKernelEx for a 1-D grid with the one attribute programmatic serialization;
+    `at` its address (the stream is set per launch)."""
+
+    _fields_ = [
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("sharedMemBytes", ctypes.c_uint),
+        ("hStream", ctypes.c_void_p),
+        ("attrs", ctypes.POINTER(_LaunchAttribute)),
+        ("numAttrs", ctypes.c_uint),
+    ]
+
+    def __init__(self, grid: int, block: int, shared: int):
+        attr = _LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+        super().__init__((grid, 1, 1), (block, 1, 1), shared, None, ctypes.pointer(attr), 1)
+        self._attr, self.at = attr, ctypes.addressof(self)
 
 
 class ParamMemory:
@@ -259,6 +300,9 @@ def _libcuda():
         return None
     lib.cuLaunchCooperativeKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p, ctypes.c_void_p]
     lib.cuLaunchCooperativeKernel.restype = ctypes.c_int
+    if hasattr(lib, "cuLaunchKernelEx"):  # CUDA 12 on
+        lib.cuLaunchKernelEx.argtypes = [ctypes.c_void_p] * 4
+        lib.cuLaunchKernelEx.restype = ctypes.c_int
     return lib
 
 

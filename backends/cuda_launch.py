@@ -17,7 +17,7 @@ from .cuda_memory import N_BINS, DeviceScalar, ptr
 # natural alignment, pads explicit): one parameter instead of 8-13, each of which costs CuPy's launcher
 # about a microsecond.
 LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQqQ")
-DQ_ARGS = struct.Struct("<QqQiiiiQQQQQQ")
+DQ_ARGS = struct.Struct("<QqQiiiiQQQQQQQ")
 FUSED_ARGS = struct.Struct(LUT_ARGS.format + "QiiiiQQQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
 SUMS_ARGS = struct.Struct("<QqQQQ")
@@ -29,9 +29,10 @@ ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 class LutPlan:
     """quant_lut over `nfull` full blocks of 64 values of `fmt` with a codebook's bucket table (entries,
-    bits), with (sums) or without the exact absmax sums: everything but the addresses (Module.plan)."""
+    bits), without the exact absmax sums (sums 0), with them and the offset (1) or with the sums alone (2,
+    for quant_dq256 to compute the offset): everything but the addresses (Module.plan)."""
 
-    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, sums: bool, nxt: bool = False):
+    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, sums: int, nxt: bool = False):
         k, warps = 1 << bits, mod.knobs["WARPS_PER_CTA"]
         wide = nxt and 0 < mod.knobs["QUANT_WIDE_MIN"] <= nfull  # fewer registers, more CTAs an SM
         name = f"quant_lut_f{FORMATS[fmt]}_s{int(sums)}{'_next' if nxt else ''}{'_wide' if wide else ''}"
@@ -53,8 +54,8 @@ class LutPlan:
         fin: int = 0,
         stream: int | None = None,
     ):
-        """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and the offset of the
-        n_absmax absmax (this kernel's and any written before it) at offset. Without sums, fin (not 0): the
+        """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and (sums 1) the offset
+        of the n_absmax absmax (this kernel's and any written before it) at offset. Without sums, fin (not 0): the
         grid signals its end there, counting its CTAs at `done` (Flag.end)."""
         self.mod.launch(
             self.fn,
@@ -98,23 +99,36 @@ class Dq2Plan:
         offset_copy: int = 0,
         end: tuple = (0, 0),
         stream: int | None = None,
+        sums: int = 0,
     ):
         """codes at out, absmax at absmax of the values at x minus the device scalar at offset (kept at
-        offset_copy if not 0); end: (counter, fin) of the grid's end signal (Flag.end), or (0, 0)."""
-        values = (x, *self.head, offset, out, absmax, offset_copy, *end)
-        self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
+        offset_copy if not 0), or, where sums (an address) is given, minus the offset the kernel computes
+        from the exact sums there (a workspace's: it leaves them zero); end: (counter, fin) of the grid's end
+        signal (Flag.end), or (0, 0). With sums, on `stream`: launched after the kernel that wrote them
+        (Module.launch_after)."""
+        values = (x, *self.head, offset, out, absmax, offset_copy, *end, sums)
+        if sums:
+            self.mod.launch_after(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
+        else:
+            self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
 
 
 class SumsPlan:
-    """absmax_sums over n float32 absmax (16-byte aligned): the exact sums into a workspace and the offset
-    from the CTA that finishes last, as quant_lut's sums do; a grid of 4 CTAs per multiprocessor at most."""
+    """absmax_sums over n float32 absmax (16-byte aligned): the exact sums into a workspace and (offset not
+    0) the offset from the CTA that finishes last, as quant_lut's sums do; a grid of 4 CTAs per
+    multiprocessor at most. With a stream, launched after the kernel that wrote the absmax
+    (Module.launch_after)."""
 
     def __init__(self, mod: Module, n: int):
         self.mod, self.fn, self.n = mod, mod("absmax_sums").ptr, n
         self.grid = max(1, min(4 * mod.sms, -(-n // (8 * 256))))
 
     def launch(self, x: int, sums: int, done: int, offset: int, stream: int | None = None):
-        self.mod.launch(self.fn, self.grid, 256, SUMS_ARGS, (x, self.n, sums, done, offset), 0, stream)
+        values = (x, self.n, sums, done, offset)
+        if stream is None:
+            self.mod.launch(self.fn, self.grid, 256, SUMS_ARGS, values, 0, stream)
+        else:
+            self.mod.launch_after(self.fn, self.grid, 256, SUMS_ARGS, values, 0, stream)
 
 
 class Dequant8Plan:
@@ -132,7 +146,7 @@ class Dequant8Plan:
         self.mod.launch(self.fn, self.grid, 256, DEQUANT_ARGS, values, 0, stream)
 
 
-def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: bool, nxt=None) -> LutPlan:
+def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: int, nxt=None) -> LutPlan:
     """table: (entries, bits) on the device; nxt: the same codebook's NEXT entries (cuda_lut.next_entries)
     or None; used where the knob LUT_NEXT is set."""
     entries, bits = table
@@ -251,12 +265,14 @@ def quantize(
                 (1,), (32,), (np.uint64(absp + 4 * done), np.int64(nblocks - done), np.uint64(ws.sums))
             )
     if fast:
-        plan = lut_plan(mod, fmt, done, table, ws is not None)
+        plan = lut_plan(mod, fmt, done, table, int(ws is not None))
         sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
+            name = f"quant_lut_dq_f{FORMATS[fmt]}"
             ws.fused = mod.launch_cooperative(
-                f"quant_lut_dq_f{FORMATS[fmt]}",
+                mod(name).ptr,
+                mod.per_sm(name, plan.block, plan.shared) * mod.sms,
                 plan.block,
                 FUSED_ARGS,
                 (

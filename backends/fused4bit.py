@@ -127,7 +127,9 @@ class _Quant64:
         self.mod, self.nb, self.npk = mod, n // 64, n // 2
         least = mod.knobs["SUMS_PASS_MIN"]  # the absmax summed by their own kernel, not inside quant_lut
         self.sums = L.sums_plan(mod, self.nb) if double_quant and least and self.nb >= least else None
-        self.plan = L.lut_plan(mod, fmt, self.nb, lut, double_quant and self.sums is None, nxt)
+        self.own = double_quant and bool(mod.knobs["DQ2_OFFSET"])  # quant_dq256 computes the offset
+        mode = 0 if not double_quant or self.sums is not None else 2 if self.own else 1
+        self.plan = L.lut_plan(mod, fmt, self.nb, lut, mode, nxt)
         self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
         self.nbytes = self.npk + (self.nb + 4 * (self.nb2 + 1) if double_quant else 4 * self.nb)
@@ -214,8 +216,10 @@ class Fused4bit:
         a handle). Its state (state64) was made while the previous call of this recipe on this thread and
         stream waited for its kernels (the spare: one a thread, of at most SPARE_MAX bytes, the last
         recipe's; without double quantization its launch too, packed but for the input's address), else it
-        is made now; with double quantization the first level's absmax go to the workspace's scratch memory
-        and the offset stays on the device, after the second-level absmax. The last kernel signals its end
+        is made now; with double quantization the first level's absmax go to the workspace's scratch memory,
+        their exact sums to the workspace, from which quant_dq256 computes the offset (knob DQ2_OFFSET; else
+        the last CTA of the kernel that sums); the offset stays on the device, after the second-level absmax. The
+        last kernel signals its end
         (Flag.end), which the call polls."""
         cp, local = self.cp, self._local
         flag = K.Flag.get(cp)
@@ -236,12 +240,14 @@ class Fused4bit:
         else:
             ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
             absmax = ws.scratch(4 * r.nb)
+            offset = 0 if r.own else ws.offset  # the last CTA's offset, else quant_dq256's own from the sums
             if r.sums is None:
-                r.plan.launch(xp, at[0], absmax, flag.ptr, ws.sums, ws.done, ws.offset, r.nb, stream=stream)
+                r.plan.launch(xp, at[0], absmax, flag.ptr, ws.sums, ws.done, offset, r.nb, stream=stream)
             else:
                 r.plan.launch(xp, at[0], absmax, flag.ptr, stream=stream)
-                r.sums.launch(absmax, ws.sums, ws.done, ws.offset, stream=stream)
-            r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], end, stream=stream)
+                r.sums.launch(absmax, ws.sums, ws.done, offset, stream=stream)
+            sums = ws.sums if r.own else 0
+            r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], end, stream=stream, sums=sums)
         if queued is not None:
             queued(q)
         if flag.deferred:  # in a batch; stream order keeps the workspace's reuse by the next call safe

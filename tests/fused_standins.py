@@ -100,7 +100,7 @@ class RecordingModule:
 
     def __init__(self, bad=False, **knobs):
         self.knobs = {**K.KNOBS, **knobs}
-        self._plans, self.launches, self.names, self.bad, self.prepared = {}, [], {}, bad, []
+        self._plans, self.launches, self.names, self.bad, self.prepared, self.after = {}, [], {}, bad, [], []
 
     def __call__(self, name):
         """The function `name`; called as CuPy's (grid, block, args), the launch is recorded too."""
@@ -127,6 +127,11 @@ class RecordingModule:
         ready = Ready()
         ready.pack(values)
         return ready
+
+    def launch_after(self, fn, grid, block, layout, values, shared, stream):
+        """Module.launch_after's stand-in: recorded as `launch` records one, its index kept in `after`."""
+        self.after.append(len(self.launches))
+        self.launch(fn, grid, block, layout, values, shared, stream)
 
     def launch(self, fn, grid, block, layout, values, shared=0, stream=None):
         layout.pack(*values)  # the values fit the kernel's parameter struct

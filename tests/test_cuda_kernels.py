@@ -159,12 +159,22 @@ def test_device_offset_equals_reference():
 
 
 @pytest.mark.parametrize("nb", [8 * 2000, 8 * 2000 + 1, 8 * 2000 + 3])
-@pytest.mark.parametrize("own_pass", [False, True])
-def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, own_pass):
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {},
+        {"SUMS_PASS_MIN": 1},
+        {"SUMS_PASS_MIN": 1, "PDL": 0},
+        {"DQ2_OFFSET": 0},
+        {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
+    ],
+)
+def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
     """The windowed per-lane sums and the shared bins, inside quant_lut or in their own kernel (SUMS_PASS_MIN,
     its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
-    (2^-140 .. 2^100), zero blocks among them, gives the reference's offset; a refused input (an inf)
-    leaves the workspace fit for the next call."""
+    (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by quant_dq256's CTAs
+    (with or without programmatic serialization, PDL) or by the summing kernel's last CTA (DQ2_OFFSET 0); a
+    refused input (an inf) leaves the workspace fit for the next call, and so does each call."""
     from qref.backends import cuda_kernels as K
 
     rng = np.random.default_rng(3)
@@ -174,7 +184,7 @@ def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, own_pass):
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
     bad = x.copy()
     bad[64 * 7 + 3] = np.inf
-    with K.using(K.Module(0, SUMS_PASS_MIN=1) if own_pass else K.module(0)):
+    with K.using(K.Module(0, **knobs) if knobs else K.module(0)):
         for _ in range(2):
             with pytest.raises(ValueError, match="non-finite"):
                 cb.quantize_4bit(cb.from_numpy(bad), 64, "nf4", True)

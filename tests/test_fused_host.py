@@ -62,25 +62,32 @@ def test_codebooks_in_value_order_launch_the_next_kernel(host, quant_type, kerne
     assert mod.launches[0][0] == "quant_lut_f2_s0"
 
 
+@pytest.mark.parametrize("own", [0, 1])
 @pytest.mark.parametrize("least", [1, 1000, 1001])
-def test_absmax_summed_by_their_own_kernel_from_a_size_on(host, least):
+def test_absmax_summed_by_their_own_kernel_from_a_size_on(host, least, own):
     """SUMS_PASS_MIN: from that many blocks on, quant_lut without sums, then absmax_sums over the absmax it
-    wrote into the workspace's sums, counter and offset, then the second level from that offset."""
-    fused, mod = host(SUMS_PASS_MIN=least)
+    wrote into the workspace's sums; below it quant_lut sums. Then the second level, which (DQ2_OFFSET 1)
+    computes the offset from those sums itself, launched after the kernel that summed (programmatic
+    serialization, `launch_after`), or (0) reads the offset the summing kernel's last CTA wrote."""
+    fused, mod = host(SUMS_PASS_MIN=least, DQ2_OFFSET=own)
     q, _ = quantize(fused, "nf4", True, n=64 * 1000)
     names = [name for name, _ in mod.launches]
     ws = cuda_memory.Workspace._local.cache[0]
-    first = mod.launches[0][1]
-    if least > 1000:  # below the size: the sums inside quant_lut, as before
-        assert names == ["quant_lut_f2_s1_next", "quant_dq256"]
-        assert first[9:13] == (ws.sums, ws.done, ws.offset, 1000)
+    first, second = mod.launches[0][1], mod.launches[-1][1]
+    offset = 0 if own else ws.offset  # the summing kernel's last CTA writes no offset where the second level does
+    assert second[10] == q.offset.ptr  # the offset is kept with the state
+    assert second[13] == (ws.sums if own else 0) and (second[7] == ws.offset or own)
+    if least > 1000:  # below the size: the sums inside quant_lut
+        assert names == [f"quant_lut_f2_s{2 if own else 1}_next", "quant_dq256"]
+        assert first[9:13] == (ws.sums, ws.done, offset, 1000)
+        assert mod.after == ([1] if own else [])
         return
     assert names == ["quant_lut_f2_s0_next", "absmax_sums", "quant_dq256"]
-    sums, second = mod.launches[1][1], mod.launches[2][1]
+    sums = mod.launches[1][1]
     assert first[9:13] == (0, 0, 0, 0)  # no sums inside quant_lut
-    assert sums == (first[7], 1000, ws.sums, ws.done, ws.offset)  # the absmax quant_lut wrote, all of them
-    assert second[0] == first[7] and second[7] == ws.offset  # the second level reads that offset
-    assert second[10] == q.offset.ptr
+    assert sums == (first[7], 1000, ws.sums, ws.done, offset)  # the absmax quant_lut wrote, all of them
+    assert second[0] == first[7]
+    assert mod.after == ([1, 2] if own else [1])
 
 
 def test_double_quantization_of_any_block_size_sums_in_one_pass(host):
@@ -111,7 +118,7 @@ def test_the_call_waits_for_the_end_signal_of_its_last_kernel(host, dq):
     flag = cuda_memory.Flag._local.flag
     counter, fin = flag.end(0, None)
     *others, (_, last) = mod.launches
-    assert (last[-2:] if dq else (last[10], last[13])) == (counter, fin)  # DqArgs' last two; LutArgs' done, fin
+    assert (last[11:13] if dq else (last[10], last[13])) == (counter, fin)  # DqArgs' count, fin; LutArgs' done, fin
     assert all(fin not in values for _, values in others)
     assert not SYNCS  # the signal was seen: no driver wait
     mod.launches.clear()

@@ -65,12 +65,13 @@ def test_unwritable_folder_as_a_file(tmp_path, monkeypatch):
 
 
 def test_knobs_only_the_host_reads_leave_the_source_alone():
-    """A knob the kernels do not read (launch choices: the spare, the end signal, the sums' pass, the grid)
-    leaves the source, hence the kept module, as it is; one they read (QUANT_ITER, DQ2_SHARED) changes it."""
+    """A knob the kernels do not read (launch choices: the spare, the end signal, who computes the offset,
+    programmatic serialization, the sums' pass, the grid) leaves the source, hence the kept module, as it
+    is; one they read (QUANT_ITER, DQ2_SHARED) changes it."""
     from qref.backends import cuda_kernels as K
 
     base = K.source(K.KNOBS)
-    for name in ("SPARE_MAX", "END_SIGNAL", "SUMS_PASS_MIN", "CTAS_PER_SM"):
+    for name in ("SPARE_MAX", "END_SIGNAL", "DQ2_OFFSET", "PDL", "SUMS_PASS_MIN", "CTAS_PER_SM"):
         assert K.source({**K.KNOBS, name: K.KNOBS[name] + 3}) == base, name
     for name in ("QUANT_ITER", "DQ2_SHARED"):
         assert K.source({**K.KNOBS, name: K.KNOBS[name] + 3}) != base, name

@@ -19,6 +19,21 @@ __device__ __forceinline__ void signal_end(unsigned int* count, int* fin) {
     }
 }
 
+// Programmatic dependent launch (sm_90 on; no-ops before it, and in a grid launched without it): a grid
+// launched with the driver's programmatic serialization may start once every CTA of the grid before it has
+// called dependents_may_start (or ended); its grid_wait returns once that grid has ended and its writes are
+// visible. What comes before grid_wait must not read what the grid before writes.
+__device__ __forceinline__ void grid_wait() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void dependents_may_start() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 __device__ __forceinline__ float half_to_float(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }

@@ -65,108 +65,6 @@ __device__ void quant_blocks(const void* x, long long n, int B, const float* mid
     }
 }
 
-// The second level of double quantization (qref/double_quant.py): float32 absmax minus the offset (a device
-// scalar), blocks of 256, unpacked codes of a codebook with a log-scale bucket table (backends/cuda_lut.py,
-// build_log: the 8-bit dynamic map): clamped s, key = bits(|s|) >> shift clamped to [low, high], mirrored
-// below 0; code = s > midpoint ? hi : lo. One warp per block, 8 consecutive values per lane (two 16-byte
-// loads, one 8-byte store); the tail block as in quant_blocks.
-struct DqArgs { const float* x; long long n; const uint2* lut; int lut_size, shift, low, high;
-                const float* offset_p; unsigned char* out; float* absmax; float* offset_copy;
-                unsigned int* count; int* fin; };  // signal_end's
-static_assert(sizeof(DqArgs) == 88, "DqArgs: layout of backends/cuda_launch.DQ_ARGS");
-
-template <bool GLOBAL>  // the table in shared memory, or read in place through the read-only cache
-__device__ __forceinline__ unsigned int log_code(float s, const uint2* lut, int shift, int low, int high) {
-    const int kc = min(max((int)(__float_as_uint(fabsf(s)) >> shift), low), high) - low;
-    const int r = high - low + 1;
-    const int at = s < 0.0f ? r - 1 - kc : r + kc;
-#if DQ2_NEXT  // cuda_lut.compact_log: 256 midpoints by code, then each bucket's code "not above" (a byte)
-    const float* above = (const float*)lut;
-    const unsigned char* lo = (const unsigned char*)lut + ABOVE_BYTES;
-    const unsigned int c = GLOBAL ? __ldg(lo + at) : lo[at];
-    return c + (s > (GLOBAL ? __ldg(above + c) : above[c]) ? 1u : 0u);
-#else
-    const uint2 e = GLOBAL ? __ldg(lut + at) : lut[at];
-    return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 0xFFu;
-#endif
-}
-
-// One block of 256 absmax (warp w), the offset given, in two steps so that a warp can have several blocks'
-// loads in flight: dq_load reads lane's 8 values (through L2: other CTAs may have just written them, in the
-// fused kernel; past the end: the offset, which counts as 0), dq_store quantizes and writes them.
-__device__ __forceinline__ void dq_load(const float* x, long long n, long long w, int lane, float offset, float v[8]) {
-    const long long start = w * 256;
-    const int len = (int)min(256LL, n - start);
-    if (len == 256) {
-        const float4 p = __ldcg((const float4*)(x + start) + 2 * lane), q = __ldcg((const float4*)(x + start) + 2 * lane + 1);
-        v[0] = p.x; v[1] = p.y; v[2] = p.z; v[3] = p.w; v[4] = q.x; v[5] = q.y; v[6] = q.z; v[7] = q.w;
-    } else {
-        #pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = 8 * lane + k < len ? __ldcg(x + start + 8 * lane + k) : offset;
-    }
-}
-
-template <bool GLOBAL>
-__device__ __forceinline__ void dq_store(long long n, long long w, int lane, float offset, float v[8], const uint2* lut,
-                                         int shift, int low, int high, unsigned char* out, float* absmax) {
-    const long long start = w * 256;
-    const int len = (int)min(256LL, n - start);
-    const bool tail = len < 256;
-    float m = 0.0f;
-    #pragma unroll
-    for (int k = 0; k < 8; ++k) { v[k] = v[k] - offset; m = fmaxf(m, fabsf(v[k])); }
-    for (int k = 16; k > 0; k >>= 1) m = fmaxf(m, __shfl_xor_sync(FULL, m, k));
-    const float d = fmaxf(m, FLOOR), r = 1.0f / d;
-    if (lane == 0) absmax[w] = tail ? d : m;
-    unsigned int c[8];
-    #pragma unroll
-    for (int k = 0; k < 8; ++k)
-        c[k] = log_code<GLOBAL>(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, shift, low, high);
-    if (!tail) {
-        ((uint2*)(out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
-                                                    c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
-    } else {
-        for (int k = 0; k < 8; ++k) if (8 * lane + k < len) out[start + 8 * lane + k] = (unsigned char)c[k];
-    }
-}
-
-template <bool GLOBAL>
-__device__ __forceinline__ void dq_block(const float* x, long long n, long long w, int lane, float offset,
-                                         const uint2* lut, int shift, int low, int high, unsigned char* out,
-                                         float* absmax) {
-    float v[8];
-    dq_load(x, n, w, lane, offset, v);
-    dq_store<GLOBAL>(n, w, lane, offset, v, lut, shift, low, high, out, absmax);
-}
-
-// DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a
-// persistent grid first copies it to shared memory. Each warp loads DQ2_BLOCKS blocks (nwarps apart) before
-// it quantizes them.
-extern "C" __global__ void quant_dq256(const DqArgs a) {
-    extern __shared__ uint2 lut_s[];
-    if (DQ2_SHARED) {
-        for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut_s[k] = a.lut[k];
-        __syncthreads();
-    }
-    const float offset = *a.offset_p;
-    if (blockIdx.x == 0 && threadIdx.x == 0 && a.offset_copy) *a.offset_copy = offset;  // kept with the result
-    const long long nblocks = (a.n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    for (long long w0 = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w0 < nblocks;
-         w0 += DQ2_BLOCKS * nwarps) {
-        float v[DQ2_BLOCKS][8];
-        #pragma unroll
-        for (int k = 0; k < DQ2_BLOCKS; ++k)
-            if (w0 + k * nwarps < nblocks) dq_load(a.x, a.n, w0 + k * nwarps, lane, offset, v[k]);
-        #pragma unroll
-        for (int k = 0; k < DQ2_BLOCKS; ++k)
-            if (w0 + k * nwarps < nblocks)
-                dq_store<DQ2_SHARED == 0>(a.n, w0 + k * nwarps, lane, offset, v[k], DQ2_SHARED ? lut_s : a.lut,
-                                          a.shift, a.low, a.high, a.out, a.absmax);
-    }
-    signal_end(a.count, a.fin);
-}
-
 // ---- Block 64, packed, a codebook with a bucket table (backends/cuda_lut.py): the QLoRA case ----
 // code of s: lut[(bits(s + 6) >> shift) & mask] = (midpoint or +inf, lo | hi << 8); s > midpoint ? hi : lo.
 // NEXT (a codebook whose codes are in value order, as NF4: the code above a midpoint is the next one;
@@ -182,93 +80,6 @@ __device__ __forceinline__ unsigned int lut_code(float s, const uint2* lut, int 
     return (s > __uint_as_float(e.x) ? e.y >> 8 : e.y) & 15u;
 }
 
-#define NOBASE (-100000)
-
-// Exact integer sums of the absmax (bins[i] counts units of 2^(i - 172), as qref.double_quant's exponent
-// sums): m = v 2^(e - 150), e its biased exponent (1 for subnormals), v its 24-bit significand, so m adds
-// v to bins[e + 22]. Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value
-// it sees (v << 8 < 2^32: no sum overflows below 2^31 blocks); others go to the CTA's shared bins.
-__device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins) {
-    const unsigned int u = __float_as_uint(m);
-    const int ef = (int)(u >> 23), e = max(ef, 1);
-    const unsigned long long v = (u & 0x7FFFFFu) | (ef ? 0x800000u : 0u);
-    if (base == NOBASE) base = e - 4;
-    const int sh = e - base;
-    if (sh >= 0 && sh <= 8) acc += v << sh;
-    else atomicAdd(&bins[e + 22], v);
-}
-
-__device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
-
-// The lanes' window sums into the CTA's bins (a whole warp calls it): one shared atomic per warp and window
-// base present, not one per lane (a 64-bit atomic add on shared memory is a compare-and-swap loop: 256
-// threads on one address serialize). A warp's sum stays below 2^63: below 2^31 blocks, each < 2^32.
-__device__ __forceinline__ void flush_window(int base, unsigned long long acc, unsigned long long* bins) {
-    const int lane = threadIdx.x & 31, key = acc ? base : NOBASE;
-    unsigned int todo = __ballot_sync(FULL, key != NOBASE);
-    while (todo) {
-        const int src = __ffs(todo) - 1, k = __shfl_sync(FULL, key, src);
-        const bool in = key == k;
-        unsigned long long s = in ? acc : 0ull;
-        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
-        if (lane == src) atomicAdd(&bins[k + 22], s);
-        todo &= ~__ballot_sync(FULL, in);
-    }
-}
-
-// A CTA's sums (its lanes' windows and its shared bins) added into the global sums (the whole CTA calls it).
-__device__ __forceinline__ void cta_sums(int base, unsigned long long acc, unsigned long long* bins,
-                                         unsigned long long* sums) {
-    flush_window(base, acc, bins);
-    __syncthreads();
-    for (int k = threadIdx.x; k < 277; k += blockDim.x)
-        if (bins[k]) atomicAdd(&sums[k], bins[k]);
-}
-
-// After cta_sums, by the whole CTA: the CTA that finishes last (the counter at done) computes the offset of
-// n absmax from the sums and leaves the sums and the counter zero (offset_warp).
-__device__ __forceinline__ void last_cta_offset(unsigned long long* sums, unsigned int* done, long long n,
-                                                float* offset) {
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (last && threadIdx.x < 32) { __threadfence(); offset_warp(sums, n, offset); }
-}
-
-// The exact sums of n float32 absmax and, in the CTA that finishes last, the double-quantization offset:
-// the same sums and offset as quant_lut's SUMS, as their own pass over the first level's absmax (knob
-// SUMS_PASS_MIN: large states, where reading the absmax again costs less than summing them inside
-// quant_lut). Two 16-byte loads in flight per thread and step; the last n % 4 by the first threads.
-struct SumsArgs { const float* v; long long n; unsigned long long* sums; unsigned int* done; float* offset; };
-static_assert(sizeof(SumsArgs) == 40, "SumsArgs: layout of backends/cuda_launch.SUMS_ARGS");
-
-extern "C" __global__ void absmax_sums(const SumsArgs a) {
-    __shared__ unsigned long long bins[277];
-    for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
-    __syncthreads();
-    int base = NOBASE;
-    unsigned long long acc = 0;
-    const long long n4 = a.n >> 2, stride = (long long)gridDim.x * blockDim.x;
-    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const float4* v4 = (const float4*)a.v;
-    const float INF = __int_as_float(0x7f800000);  // non-finite absmax (a refused call) have no bin
-    for (long long i = t; i < n4; i += 2 * stride) {
-        const float4 p = __ldcg(v4 + i);
-        const float4 q = i + stride < n4 ? __ldcg(v4 + i + stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        const float m[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
-        #pragma unroll
-        for (int k = 0; k < 8; ++k) if (m[k] != 0.0f && m[k] < INF) sum_absmax(m[k], base, acc, bins);
-    }
-    if (t < (a.n & 3)) {
-        const float m = __ldcg(a.v + 4 * n4 + t);
-        if (m != 0.0f && m < INF) sum_absmax(m, base, acc, bins);
-    }
-    cta_sums(base, acc, bins, a.sums);
-    last_cta_offset(a.sums, a.done, a.n, a.offset);
-}
-
 // 4 lanes per block, 16 values per lane: lane j of a block holds its 16-byte chunks j, j + 4, ... so every
 // load instruction of a warp reads whole 32-byte sectors. absmax by an integer max of |bits| (NaN above
 // inf: one comparison flags both). A persistent grid walks groups of 8 blocks. SUMS: also the exact
@@ -280,8 +91,10 @@ struct LutArgs {  // one by-value kernel parameter: a launch costs about a micro
 };
 static_assert(sizeof(LutArgs) == 104, "LutArgs: layout of backends/cuda_launch.LUT_ARGS");
 
-template <int FMT, int MODE, bool NEXT = false>  // MODE 0: codes and absmax; 1: also the sums and the offset
-__device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: the sums only. NEXT: lut_code
+// MODE 0: codes and absmax; 1: also the sums and the offset (last CTA); 2: the sums only (the fused kernel's,
+// and before quant_dq256's own offset). NEXT: lut_code's.
+template <int FMT, int MODE, bool NEXT = false>
+__device__ __forceinline__ void quant_lut(const LutArgs a) {
     constexpr bool SUMS = MODE != 0;
     const uint4* __restrict__ x = a.x;
     const long long nfull = a.nfull;
@@ -295,6 +108,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: 
     unsigned long long* bins = (unsigned long long*)(lut + lut_size);
     for (int k = threadIdx.x; k < lut_size; k += blockDim.x) lut[k] = a.lut[k];
     if (SUMS) for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
+    dependents_may_start();  // a kernel launched after this one with programmatic serialization
     __syncthreads();
     const int lane = threadIdx.x & 31, j = lane & 3;
     const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -357,7 +171,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {  // (last CTA); 2: 
     if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
     if (SUMS && SUMS_DIAG != 2) {
         cta_sums(base, acc, bins, a.sums);
-        // MODE 2: the fused kernel's grid barrier orders the sums before anyone reads them
+        // MODE 2: the fused kernel's grid barrier, or the kernel's end, orders the sums before anyone reads them
         if (MODE == 1) last_cta_offset(a.sums, a.done, a.n_absmax, a.offset);
     }
     if (MODE == 0) signal_end(a.done, a.fin);
@@ -372,8 +186,6 @@ struct FusedArgs {
     unsigned char* qabsmax; float* absmax2; float* offset_copy; unsigned int* bar; unsigned long long* clear;
 };
 static_assert(sizeof(FusedArgs) == 168, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
-
-__device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
 // bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation
 __device__ void grid_sync(unsigned int* bar) {
