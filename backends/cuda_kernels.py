@@ -54,8 +54,8 @@ KNOBS = {
     # call of its shape waits for its kernels (the spare: one a thread; 0: none)
     "DQ2_OFFSET": 1,  # 1: a block-64 double quantization's quant_dq256 computes the offset from the sums
     # (quant_lut or absmax_sums leave the sums alone); 0: the last CTA of the kernel that sums computes it
-    "PDL": 1,  # 1: quant_dq256 and absmax_sums are launched with programmatic serialization (sm_90 on): they
-    # start before the kernel ahead of them ends and wait for it in the kernel (grid_wait)
+    "PDL": 0,  # 1: quant_dq256 and absmax_sums are launched with programmatic serialization (sm_90 on): they
+    # start before the kernel ahead of them ends and wait for it in the kernel (grid_wait); 0: no gain measured
     "END_SIGNAL": 1,  # 1: a block-64 quantize's last kernel signals its grid's end, which the call polls
     # (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }

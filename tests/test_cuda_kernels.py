@@ -164,7 +164,7 @@ def test_device_offset_equals_reference():
     [
         {},
         {"SUMS_PASS_MIN": 1},
-        {"SUMS_PASS_MIN": 1, "PDL": 0},
+        {"SUMS_PASS_MIN": 1, "PDL": 1},
         {"DQ2_OFFSET": 0},
         {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
     ],
