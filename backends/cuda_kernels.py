@@ -41,6 +41,7 @@ KNOBS = {
     "LUT_DIAG": 0,  # 1: quant_lut without its table lookup (wrong codes: diagnostics only)
     "SUMS_PASS_MIN": 2**21,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
+    "SUMS_CTAS_PER_SM": 4,  # absmax_sums' grid: at most this many CTAs of 256 threads per multiprocessor
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
     "DQ_FUSED": 0,  # 1: double quantization in one cooperative launch (grid barrier) instead of two kernels
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,

@@ -115,13 +115,13 @@ class Dq2Plan:
 
 class SumsPlan:
     """absmax_sums over n float32 absmax (16-byte aligned): the exact sums into a workspace and (offset not
-    0) the offset from the CTA that finishes last, as quant_lut's sums do; a grid of 4 CTAs per
-    multiprocessor at most. With a stream, launched after the kernel that wrote the absmax
+    0) the offset from the CTA that finishes last, as quant_lut's sums do; a grid of SUMS_CTAS_PER_SM CTAs
+    per multiprocessor at most. With a stream, launched after the kernel that wrote the absmax
     (Module.launch_after)."""
 
     def __init__(self, mod: Module, n: int):
         self.mod, self.fn, self.n = mod, mod("absmax_sums").ptr, n
-        self.grid = max(1, min(4 * mod.sms, -(-n // (8 * 256))))
+        self.grid = max(1, min(mod.knobs["SUMS_CTAS_PER_SM"] * mod.sms, -(-n // (8 * 256))))
 
     def launch(self, x: int, sums: int, done: int, offset: int, stream: int | None = None):
         values = (x, self.n, sums, done, offset)
