@@ -67,11 +67,11 @@ class LutPlan:
             stream,
         )
 
-    def prepare(self, out: int, absmax: int, bad: int, fin: tuple, ready=None):
-        """A launch without sums into codes at out and absmax at absmax, signalling its end at fin (counter,
-        word; Flag.end), but for the input's address (Prepared.launch); `ready`, a Prepared of this plan
-        whose launch has returned, is packed again instead of making one."""
-        values = (0, *self.head, out, absmax, bad, 0, fin[0], 0, 0, fin[1])
+    def prepare(self, out: int, absmax: int, bad: int, tail: tuple, ready=None):
+        """A launch into codes at out and absmax at absmax but for the input's address (Prepared.launch);
+        tail: `launch`'s last five values (sums, done, offset, n_absmax, fin). `ready`, a Prepared of this
+        plan whose launch has returned, is packed again instead of making one."""
+        values = (0, *self.head, out, absmax, bad, *tail)
         if ready is None:
             return self.mod.prepare(self.fn, self.grid, self.block, LUT_ARGS, values, self.shared)
         ready.pack(values)

@@ -109,8 +109,9 @@ class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
     (a call waits for its kernels before it returns): two halves, each the absmax sums (277 uint64), the
     finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
-    half (`use`): the two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the
-    other. A call that did not finish (`done` not called) makes the next one clear everything first."""
+    half (`use`), the last call's where it is clean (its addresses stay those of a launch packed ahead): the
+    two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the other. A call
+    that did not finish (`done` not called) makes the next one clear everything first."""
 
     HALF = N_BINS + 2
     _local = threading.local()
@@ -127,7 +128,7 @@ class Workspace:
         if not ws.finished:
             cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
             ws.clean = {0, 1}
-        h = 1 - ws.half if (1 - ws.half) in ws.clean else ws.half
+        h = ws.half if ws.half in ws.clean else 1 - ws.half if (1 - ws.half) in ws.clean else ws.half
         if h not in ws.clean:
             cp.cuda.runtime.memsetAsync(ws.base + 8 * cls.HALF * h, 0, 8 * cls.HALF, stream)
         ws.use(h)

@@ -215,11 +215,11 @@ class Fused4bit:
         the input (C-contiguous, on this device, which is current; its address xp 16-byte aligned; `stream`
         a handle). Its state (state64) was made while the previous call of this recipe on this thread and
         stream waited for its kernels (the spare: one a thread, of at most SPARE_MAX bytes, the last
-        recipe's; without double quantization its launch too, packed but for the input's address), else it
-        is made now; with double quantization the first level's absmax go to the workspace's scratch memory,
-        their exact sums to the workspace, from which quant_dq256 computes the offset (knob DQ2_OFFSET; else
-        the last CTA of the kernel that sums); the offset stays on the device, after the second-level absmax. The
-        last kernel signals its end
+        recipe's; its first launch too, packed but for the input's address, used where the workspace half
+        and scratch it names are this call's), else it is made now. With double quantization the first
+        level's absmax go to the workspace's scratch memory, their exact sums to the workspace, from which
+        quant_dq256 computes the offset (knob DQ2_OFFSET; else the last CTA of the kernel that sums); the
+        offset stays on the device, after the second-level absmax. The last kernel signals its end
         (Flag.end), which the call polls."""
         cp, local = self.cp, self._local
         flag = K.Flag.get(cp)
@@ -228,23 +228,26 @@ class Fused4bit:
         end = flag.end(self.device_id, self.zeros) if signal else (0, 0)
         spare = getattr(local, "spare", None)
         if spare is not None and spare[0] is r and spare[1] == stream:
-            _, _, q, at, ready = spare
+            _, _, q, at, ready, key = spare
             local.spare = None
         else:
-            (q, at), ready = self.state64(r), None
+            (q, at), ready, key = self.state64(r), None, None
         if r.dq2 is None:
+            tail = (0, end[0], 0, 0, end[1])  # no sums; the end signal
             if ready is not None and signal:  # its launch packed but for the input's address
                 ready.launch(xp, stream)
             else:
-                r.plan.launch(xp, at[0], at[1], flag.ptr, 0, end[0], 0, 0, end[1], stream=stream)
+                r.plan.launch(xp, at[0], at[1], flag.ptr, *tail, stream=stream)
         else:
             ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
             absmax = ws.scratch(4 * r.nb)
             offset = 0 if r.own else ws.offset  # the last CTA's offset, else quant_dq256's own from the sums
-            if r.sums is None:
-                r.plan.launch(xp, at[0], absmax, flag.ptr, ws.sums, ws.done, offset, r.nb, stream=stream)
+            tail = (ws.sums, ws.done, offset, r.nb, 0) if r.sums is None else (0, 0, 0, 0, 0)
+            if ready is not None and key == (ws.sums, absmax):  # packed for this workspace and scratch
+                ready.launch(xp, stream)
             else:
-                r.plan.launch(xp, at[0], absmax, flag.ptr, stream=stream)
+                r.plan.launch(xp, at[0], absmax, flag.ptr, *tail, stream=stream)
+            if r.sums is not None:
                 r.sums.launch(absmax, ws.sums, ws.done, offset, stream=stream)
             sums = ws.sums if r.own else 0
             r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], end, stream=stream, sums=sums)
@@ -258,9 +261,11 @@ class Fused4bit:
             except self.out_of_memory:  # the spare is optional: none where the device is short of memory
                 pass
             else:
-                if r.dq2 is None and signal:
-                    ready = r.plan.prepare(at2[0], at2[1], flag.ptr, end, ready)
-                local.spare = (r, stream, q2, at2, ready)
+                if r.dq2 is not None:  # the first launch, for this workspace half and scratch
+                    ready, key = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready), (ws.sums, absmax)
+                elif signal:
+                    ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
+                local.spare = (r, stream, q2, at2, ready, key)
         (flag.wait_end if signal else flag.wait)(stream)
         if r.dq2 is not None:
             ws.finish()

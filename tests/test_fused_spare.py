@@ -118,6 +118,42 @@ def test_the_next_launch_is_packed_while_the_kernels_run(host):
     assert mod.prepared == [1, 2]  # another shape: launched in the call
 
 
+@pytest.mark.parametrize("least", [1, 2**21])
+def test_the_next_double_quantized_first_launch_is_packed(host, least):
+    """With double quantization the spare holds the next call's first launch (quant_lut, with the sums or,
+    from SUMS_PASS_MIN blocks, without), packed for this thread's workspace half and scratch: the next call
+    launches it with the values a launch made in the call would have; where its scratch grew in between
+    (a larger call of another shape), the launch is made in the call."""
+    fused, mod = host(SUMS_PASS_MIN=least)
+    quantize(fused, "nf4", True)
+    made = mod.launches[0][1]
+    count = len(mod.launches)
+    second, x = quantize(fused, "nf4", True)
+    assert mod.prepared == [count]  # the second call's first launch
+    ready = mod.launches[count][1]
+    assert ready == (x.data_ptr(), *made[1:6], second.packed.data_ptr(), *made[7:])  # the same workspace half
+    names = [name for name, _ in mod.launches]
+    assert names[count:] == names[:count]  # the kernels after it as before
+    n = 64 * 8 * 3000  # a larger shape: the scratch grows
+    fused.quantize(torch.zeros(n, dtype=torch.bfloat16), n, "bfloat16", 64, "nf4", True, Stream())
+    count = len(mod.launches)
+    quantize(fused, "nf4", True)
+    assert mod.prepared[-1] < count  # the first shape's spare was dropped for the other shape's
+
+
+def test_a_packed_first_launch_is_not_used_for_another_scratch(host):
+    """The packed launch names the scratch of the call that made it: a call whose scratch moved (here by
+    hand; a larger shape in between would also have taken the spare) launches in the call."""
+    fused, mod = host()
+    quantize(fused, "nf4", True)
+    ws = cuda_memory.Workspace._local.cache[0]
+    _kept, ws._scratch = ws._scratch, None  # the next scratch() allocates afresh, at another address
+    count = len(mod.launches)
+    q, _ = quantize(fused, "nf4", True)
+    assert count not in mod.prepared
+    assert mod.launches[count][1][7] == ws._scratch_at  # the new scratch, not the packed one
+
+
 def test_a_prepared_launch_packs_the_struct_with_the_input_first():
     """Module.prepare's Prepared: the driver gets the parameter struct packed from the values, with the
     address given at launch in its first field, and the same memory packed again serves the next launch."""
