@@ -224,18 +224,26 @@ class Module:
         """A launch like `launch`'s with its parameter packed now, into memory of its own (Prepared)."""
         return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values)
 
-    def launch_cooperative(
-        self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, stream: int | None = None
-    ) -> bool:
+    def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
         """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
-        resident at once, which a grid barrier needs) of function handle `fn`, as `launch`'s; False if
-        refused."""
-        if grid < 1 or _libcuda() is None:
+        resident at once, which the grid barrier needs) of as many CTAs as fit; False if refused."""
+        per_sm = self.per_sm(name, block, shared)
+        if per_sm < 1 or _libcuda() is None:
             return False
-        if stream is None:
-            stream = self._cp.cuda.get_current_stream().ptr
         params = self._params(layout, values)
-        return _libcuda().cuLaunchCooperativeKernel(fn, grid, 1, 1, block, 1, 1, shared, stream, params) == 0
+        res = _libcuda().cuLaunchCooperativeKernel(
+            ctypes.c_void_p(self(name).ptr),
+            per_sm * self.sms,
+            1,
+            1,
+            block,
+            1,
+            1,
+            shared,
+            ctypes.c_void_p(self._cp.cuda.get_current_stream().ptr),
+            ctypes.c_void_p(params),
+        )
+        return res == 0
 
 
 class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, then a 64-byte value (a union)

@@ -269,10 +269,8 @@ def quantize(
         sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
-            name = f"quant_lut_dq_f{FORMATS[fmt]}"
             ws.fused = mod.launch_cooperative(
-                mod(name).ptr,
-                mod.per_sm(name, plan.block, plan.shared) * mod.sms,
+                f"quant_lut_dq_f{FORMATS[fmt]}",
                 plan.block,
                 FUSED_ARGS,
                 (

@@ -128,7 +128,7 @@ class Workspace:
         if not ws.finished:
             cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
             ws.clean = {0, 1}
-        h = ws.half if ws.half in ws.clean else 1 - ws.half if (1 - ws.half) in ws.clean else ws.half
+        h = ws.half if ws.half in ws.clean or (1 - ws.half) not in ws.clean else 1 - ws.half
         if h not in ws.clean:
             cp.cuda.runtime.memsetAsync(ws.base + 8 * cls.HALF * h, 0, 8 * cls.HALF, stream)
         ws.use(h)
