@@ -57,6 +57,8 @@ KNOBS = {
     # (quant_lut or absmax_sums leave the sums alone); 0: the last CTA of the kernel that sums computes it
     "PDL": 0,  # 1: quant_dq256 and absmax_sums are launched with programmatic serialization (sm_90 on): they
     # start before the kernel ahead of them ends and wait for it in the kernel (grid_wait); 0: no gain measured
+    "DQ2_WAIT": 0,  # 1: a block-64 double-quantized call waits for its second level too (its last kernel signals);
+    # 0: it returns once the first level's kernel has ended (the non-finite flag is final), the rest queued
     "END_SIGNAL": 1,  # 1: a block-64 quantize's last kernel signals its grid's end, which the call polls
     # (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }

@@ -112,6 +112,18 @@ class Dq2Plan:
         else:
             self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
 
+    def prepare(self, x: int, offset: int, out: int, absmax: int, offset_copy: int, end: tuple, sums: int, ready=None):
+        """`launch`'s launch packed now (Prepared; x, the first field, is rewritten by Prepared.launch), or
+        None where it goes through launch_after (programmatic serialization: the module's `pdl`); `ready`, a
+        Prepared of this plan whose launch has returned, is packed again instead of making one."""
+        if sums and self.mod.pdl:
+            return None
+        values = (x, *self.head, offset, out, absmax, offset_copy, *end, sums)
+        if ready is None:
+            return self.mod.prepare(self.fn, self.grid, 256, DQ_ARGS, values, self.shared)
+        ready.pack(values)
+        return ready
+
 
 class SumsPlan:
     """absmax_sums over n float32 absmax (16-byte aligned): the exact sums into a workspace and (offset not

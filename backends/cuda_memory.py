@@ -118,13 +118,20 @@ class Workspace:
 
     @classmethod
     def get(cls, cp, zeros, key, stream: int | None = None) -> Workspace:
-        """This thread's workspace for `key` (a device), ready for a call on `stream` (None: CuPy's current)."""
+        """This thread's workspace for `key` (a device), ready for a call on `stream` (None: CuPy's current).
+        A block-64 call returns once its first level has ended, its second level (which reads the scratch
+        and clears the sums) still queued: the next call on the same stream comes after it in stream order;
+        a call on another stream first waits for the device (the last stream may be gone)."""
         cache = cls._local.__dict__.setdefault("cache", {})
         if key not in cache:
             cache[key] = cls(zeros)
         ws = cache[key]
         if stream is None:
             stream = cp.cuda.get_current_stream().ptr
+        if ws.stream != stream:  # the last call's second level may still run on its stream (`get`'s docstring)
+            if ws.stream is not None:
+                cp.cuda.runtime.deviceSynchronize()
+            ws.stream = stream
         if not ws.finished:
             cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
             ws.clean = {0, 1}
@@ -139,7 +146,7 @@ class Workspace:
         self.buf = zeros(2 * self.HALF + 1, "uint64")
         self.base = int(ptr(self.buf))
         self.bar = self.base + 16 * self.HALF
-        self.clean, self.finished = {0, 1}, True
+        self.clean, self.finished, self.stream = {0, 1}, True, None
         self.use(0)
         self._zeros, self._scratch, self._scratch_at = zeros, None, 0
 
@@ -168,15 +175,19 @@ class Workspace:
 class DeviceScalar:
     """A float32 scalar left on the device (the fused double quantization's offset, stored after the
     second-level absmax): kernels read it in place (`ptr`); float(), numpy conversion and .item() copy it to
-    the host. `owner` keeps its memory alive."""
+    the host. `owner` keeps its memory alive. `stream`: the handle of the stream whose kernel writes it (None:
+    written before the caller got it); read from another stream, every stream's work comes first (that
+    stream may be gone by then)."""
 
-    def __init__(self, owner, address: int, cp):
-        self.owner, self.ptr, self.cp = owner, int(address), cp
+    def __init__(self, owner, address: int, cp, stream: int | None = None):
+        self.owner, self.ptr, self.cp, self.stream = owner, int(address), cp, stream
 
     def item(self) -> float:
         cp = self.cp
         host = cp.cuda.alloc_pinned_memory(4)
         stream = cp.cuda.get_current_stream()
+        if self.stream is not None and self.stream != stream.ptr:
+            cp.cuda.runtime.deviceSynchronize()
         cp.cuda.runtime.memcpyAsync(host.ptr, self.ptr, 4, cp.cuda.runtime.memcpyDeviceToHost, stream.ptr)
         stream.synchronize()
         return float(np.frombuffer(host, dtype=np.float32, count=1)[0])

@@ -129,6 +129,8 @@ class _Quant64:
         self.sums = L.sums_plan(mod, self.nb) if double_quant and least and self.nb >= least else None
         self.own = double_quant and bool(mod.knobs["DQ2_OFFSET"])  # quant_dq256 computes the offset
         mode = 0 if not double_quant or self.sums is not None else 2 if self.own else 1
+        # quant_lut signals its grid's end in modes 0 and 2 (mode 1 counts its CTAs for the last one's offset)
+        self.first_ends = mode != 1 and not mod.knobs["DQ2_WAIT"]
         self.plan = L.lut_plan(mod, fmt, self.nb, lut, mode, nxt)
         self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
@@ -196,10 +198,10 @@ class Fused4bit:
             bounded(self._quant)
         return r
 
-    def state64(self, r: _Quant64) -> tuple:
+    def state64(self, r: _Quant64, stream: int) -> tuple:
         """A recipe's state, an allocation per array (the allocator aligns each), and the addresses its
         kernels write: (FourBit, (codes, absmax)) or (FourBit, (codes, qabsmax, absmax2, offset)), the
-        offset a float32 kept after absmax2."""
+        offset a float32 kept after absmax2, written on `stream` (a handle)."""
         empty = self.empty
         packed = empty(r.npk, "uint8")
         if r.dq2 is None:
@@ -208,30 +210,33 @@ class Fused4bit:
         qabsmax, second = empty(r.nb, "uint8"), empty(r.nb2 + 1, "float32")
         at = (int(K.ptr(packed)), int(K.ptr(qabsmax)), int(K.ptr(second)))
         at += (at[2] + 4 * r.nb2,)
-        return FourBit(packed, None, qabsmax, second[: r.nb2], K.DeviceScalar(second, at[3], self.cp)), at
+        return FourBit(packed, None, qabsmax, second[: r.nb2], K.DeviceScalar(second, at[3], self.cp, stream)), at
 
     def quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
         """The quantize of a recipe64 recipe (whole blocks of 64: the QLoRA case), for a caller that checked
         the input (C-contiguous, on this device, which is current; its address xp 16-byte aligned; `stream`
         a handle). Its state (state64) was made while the previous call of this recipe on this thread and
         stream waited for its kernels (the spare: one a thread, of at most SPARE_MAX bytes, the last
-        recipe's; its first launch too, packed but for the input's address, used where the workspace half
-        and scratch it names are this call's), else it is made now. With double quantization the first
-        level's absmax go to the workspace's scratch memory, their exact sums to the workspace, from which
-        quant_dq256 computes the offset (knob DQ2_OFFSET; else the last CTA of the kernel that sums); the
-        offset stays on the device, after the second-level absmax. The last kernel signals its end
-        (Flag.end), which the call polls."""
+        recipe's; its launches too, packed but for the input's address, used where the workspace half,
+        scratch and end signal they name are this call's), else it is made now. With double quantization
+        the first level's absmax go to the workspace's scratch memory, their exact sums to the workspace,
+        from which quant_dq256 computes the offset (knob DQ2_OFFSET; else the last CTA of the kernel that
+        sums); the offset stays on the device, after the second-level absmax. The first level's kernel
+        signals its end (Flag.end), which the call polls: the non-finite flag is final then, so a
+        double-quantized call returns while its second level runs, after it on `stream` (as any kernel a
+        torch or CuPy call queues; the state's offset, read on another stream, waits for the device).
+        Where the first level's kernel counts its CTAs for the offset (DQ2_OFFSET 0) the second signals."""
         cp, local = self.cp, self._local
         flag = K.Flag.get(cp)
         knobs = r.mod.knobs
-        signal = knobs["END_SIGNAL"] and not flag.deferred  # the last kernel signals its end
+        signal = knobs["END_SIGNAL"] and not flag.deferred  # a kernel signals its end
         end = flag.end(self.device_id, self.zeros) if signal else (0, 0)
         spare = getattr(local, "spare", None)
         if spare is not None and spare[0] is r and spare[1] == stream:
-            _, _, q, at, ready, key = spare
+            _, _, q, at, ready, key, ready2 = spare
             local.spare = None
         else:
-            (q, at), ready, key = self.state64(r), None, None
+            (q, at), ready, key, ready2 = self.state64(r, stream), None, None, None
         if r.dq2 is None:
             tail = (0, end[0], 0, 0, end[1])  # no sums; the end signal
             if ready is not None and signal:  # its launch packed but for the input's address
@@ -241,31 +246,40 @@ class Fused4bit:
         else:
             ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
             absmax = ws.scratch(4 * r.nb)
-            offset = 0 if r.own else ws.offset  # the last CTA's offset, else quant_dq256's own from the sums
-            tail = (ws.sums, ws.done, offset, r.nb, 0) if r.sums is None else (0, 0, 0, 0, 0)
-            if ready is not None and key == (ws.sums, absmax):  # packed for this workspace and scratch
+            first, last = (end, (0, 0)) if r.first_ends else ((0, 0), end)  # which kernel signals
+            if r.sums is not None:  # quant_lut without sums, then absmax_sums
+                tail = (0, first[0], 0, 0, first[1])
+            else:  # quant_lut's sums, and the offset by quant_dq256 (mode 2) or by quant_lut's last CTA (1)
+                tail = (ws.sums, first[0], 0, r.nb, first[1]) if r.own else (ws.sums, ws.done, ws.offset, r.nb, 0)
+            packed = key == (ws.sums, absmax, end)  # the spare's launches name this half, scratch and signal
+            if ready is not None and packed:
                 ready.launch(xp, stream)
             else:
                 r.plan.launch(xp, at[0], absmax, flag.ptr, *tail, stream=stream)
             if r.sums is not None:
-                r.sums.launch(absmax, ws.sums, ws.done, offset, stream=stream)
+                r.sums.launch(absmax, ws.sums, ws.done, 0 if r.own else ws.offset, stream=stream)
             sums = ws.sums if r.own else 0
-            r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], end, stream=stream, sums=sums)
+            if ready2 is not None and packed:
+                ready2.launch(absmax, stream)
+            else:
+                r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], last, stream=stream, sums=sums)
         if queued is not None:
             queued(q)
         if flag.deferred:  # in a batch; stream order keeps the workspace's reuse by the next call safe
             return q
-        if r.nbytes <= knobs["SPARE_MAX"]:  # the next call's state (and launch), made while these kernels run
+        if r.nbytes <= knobs["SPARE_MAX"]:  # the next call's state (and launches), made while these kernels run
             try:
-                q2, at2 = self.state64(r)
+                q2, at2 = self.state64(r, stream)
             except self.out_of_memory:  # the spare is optional: none where the device is short of memory
                 pass
             else:
-                if r.dq2 is not None:  # the first launch, for this workspace half and scratch
-                    ready, key = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready), (ws.sums, absmax)
+                if r.dq2 is not None:  # the launches, for this workspace half, scratch and end signal
+                    ready = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready)
+                    ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
+                    key = (ws.sums, absmax, end)
                 elif signal:
                     ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
-                local.spare = (r, stream, q2, at2, ready, key)
+                local.spare = (r, stream, q2, at2, ready, key, ready2)
         (flag.wait_end if signal else flag.wait)(stream)
         if r.dq2 is not None:
             ws.finish()

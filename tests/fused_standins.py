@@ -68,7 +68,11 @@ def _sync(stream):
 class FakeCupy:
     def __init__(self):
         runtime = SimpleNamespace(
-            getDevice=lambda: 0, eventRecord=lambda e, s: None, memsetAsync=lambda *a: None, streamSynchronize=_sync
+            getDevice=lambda: 0,
+            eventRecord=lambda e, s: None,
+            memsetAsync=lambda *a: None,
+            streamSynchronize=_sync,
+            deviceSynchronize=lambda: _sync("device"),
         )
         self.cuda = SimpleNamespace(
             runtime=runtime,
@@ -100,6 +104,7 @@ class RecordingModule:
 
     def __init__(self, bad=False, **knobs):
         self.knobs = {**K.KNOBS, **knobs}
+        self.pdl = bool(self.knobs["PDL"])  # as a device of compute capability 9.0 on
         self._plans, self.launches, self.names, self.bad, self.prepared, self.after = {}, [], {}, bad, [], []
 
     def __call__(self, name):

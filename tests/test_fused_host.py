@@ -5,10 +5,15 @@ offset kept after it), arrays that do not overlap; a flag set by a kernel must r
 in value order must launch the NEXT kernel, from a size on its wide form."""
 
 import pytest
-from fused_standins import SYNCS, make_host, quantize
+import torch
+from fused_standins import SYNCS, Stream, make_host, quantize
 
 from qref.backends import cuda_memory
 from qref.backends.fused4bit import check_state, state_layout
+
+
+class OtherStream(Stream):
+    ptr = 8
 
 
 @pytest.fixture
@@ -73,18 +78,19 @@ def test_absmax_summed_by_their_own_kernel_from_a_size_on(host, least, own):
     q, _ = quantize(fused, "nf4", True, n=64 * 1000)
     names = [name for name, _ in mod.launches]
     ws = cuda_memory.Workspace._local.cache[0]
+    counter, _ = cuda_memory.Flag._local.flag.end(0, None)
     first, second = mod.launches[0][1], mod.launches[-1][1]
     offset = 0 if own else ws.offset  # the summing kernel's last CTA writes no offset where the second level does
     assert second[10] == q.offset.ptr  # the offset is kept with the state
     assert second[13] == (ws.sums if own else 0) and (second[7] == ws.offset or own)
-    if least > 1000:  # below the size: the sums inside quant_lut
-        assert names == [f"quant_lut_f2_s{2 if own else 1}_next", "quant_dq256"]
-        assert first[9:13] == (ws.sums, ws.done, offset, 1000)
+    if least > 1000:  # below the size: the sums inside quant_lut, which counts its CTAs for its end signal
+        assert names == [f"quant_lut_f2_s{2 if own else 1}_next", "quant_dq256"]  # or for its last CTA's offset
+        assert first[9:13] == (ws.sums, counter if own else ws.done, offset, 1000)
         assert mod.after == ([1] if own else [])
         return
     assert names == ["quant_lut_f2_s0_next", "absmax_sums", "quant_dq256"]
     sums = mod.launches[1][1]
-    assert first[9:13] == (0, 0, 0, 0)  # no sums inside quant_lut
+    assert first[9:13] == (0, counter, 0, 0)  # no sums inside quant_lut
     assert sums == (first[7], 1000, ws.sums, ws.done, offset)  # the absmax quant_lut wrote, all of them
     assert second[0] == first[7]
     assert mod.after == ([1, 2] if own else [1])
@@ -107,24 +113,46 @@ def test_double_quantization_of_any_block_size_sums_in_one_pass(host):
     assert second[8:11] == (q.qabsmax.data_ptr(), q.absmax2.data_ptr(), q.offset.ptr)
 
 
-@pytest.mark.parametrize("dq", [False, True])
-def test_the_call_waits_for_the_end_signal_of_its_last_kernel(host, dq):
-    """The last kernel gets the thread's counter and fin (signal_end); no other kernel does, so the call's
-    poll cannot end before the last kernel has (a first kernel that signalled would let a double-quantized
-    call return before its second level ran); inside a batch no kernel signals (the batch waits once)."""
-    fused, mod = host()
+@pytest.mark.parametrize(
+    ("dq", "knobs"),
+    [(False, {}), (True, {}), (True, {"SUMS_PASS_MIN": 1}), (True, {"DQ2_OFFSET": 0}), (True, {"DQ2_WAIT": 1})],
+)
+def test_the_call_waits_for_the_end_signal_of_its_first_level(host, dq, knobs):
+    """The first level's kernel (quant_lut), after which the non-finite flag is final, gets the thread's
+    counter and fin (signal_end); no other kernel does: a double-quantized call returns while its second
+    level runs, after it in stream order. Where quant_lut counts its CTAs for its last CTA's offset
+    (DQ2_OFFSET 0), or the call waits for its second level too (DQ2_WAIT 1), the second level signals.
+    Inside a batch no kernel signals (it waits once)."""
+    fused, mod = host(**knobs)
     SYNCS.clear()
     quantize(fused, "nf4", dq)
     flag = cuda_memory.Flag._local.flag
     counter, fin = flag.end(0, None)
-    *others, (_, last) = mod.launches
-    assert (last[11:13] if dq else (last[10], last[13])) == (counter, fin)  # DqArgs' count, fin; LutArgs' done, fin
-    assert all(fin not in values for _, values in others)
+    index = len(mod.launches) - 1 if knobs.get("DQ2_OFFSET") == 0 or knobs.get("DQ2_WAIT") else 0
+    values = mod.launches[index][1]
+    got = values[11:13] if index else (values[10], values[13])  # DqArgs' count, fin; LutArgs' done, fin
+    assert got == (counter, fin)
+    assert all(fin not in v for i, (_, v) in enumerate(mod.launches) if i != index)
     assert not SYNCS  # the signal was seen: no driver wait
     mod.launches.clear()
     with fused.batch(7):
         quantize(fused, "nf4", dq)
     assert all(fin not in values for _, values in mod.launches)
+
+
+def test_a_call_on_another_stream_waits_for_the_last_second_level(host):
+    """A double-quantized call returns before its second level ends, which reads the workspace's scratch and
+    clears its sums: the next call on the same stream comes after it in stream order, one on another stream
+    waits for the device first; the state's offset records its stream (read from another, the device)."""
+    fused, mod = host()
+    SYNCS.clear()
+    q, _ = quantize(fused, "nf4", True)
+    assert q.offset.stream == Stream.ptr
+    quantize(fused, "nf4", True)
+    assert not SYNCS
+    n = 64 * 1000
+    fused.quantize(torch.zeros(n, dtype=torch.bfloat16), n, "bfloat16", 64, "nf4", True, OtherStream())
+    assert SYNCS == ["device"]
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,8 @@ def _counting(fused, mod):
     """The states `fused` makes, in order: (bytes, codes' address, launches made before it)."""
     made, state64 = [], fused.state64
 
-    def count(r):
-        q, at = state64(r)
+    def count(r, stream):
+        q, at = state64(r, stream)
         made.append((r.nbytes, q.packed.data_ptr(), len(mod.launches)))
         return q, at
 
@@ -121,19 +121,23 @@ def test_the_next_launch_is_packed_while_the_kernels_run(host):
 @pytest.mark.parametrize("least", [1, 2**21])
 def test_the_next_double_quantized_first_launch_is_packed(host, least):
     """With double quantization the spare holds the next call's first launch (quant_lut, with the sums or,
-    from SUMS_PASS_MIN blocks, without), packed for this thread's workspace half and scratch: the next call
-    launches it with the values a launch made in the call would have; where its scratch grew in between
-    (a larger call of another shape), the launch is made in the call."""
+    from SUMS_PASS_MIN blocks, without) and its last (quant_dq256), packed for this thread's workspace half,
+    scratch and end signal: the next call launches them with the values launches made in the call would
+    have; where its scratch grew in between (a larger call of another shape), the launches are made in the
+    call."""
     fused, mod = host(SUMS_PASS_MIN=least)
     quantize(fused, "nf4", True)
     made = mod.launches[0][1]
     count = len(mod.launches)
     second, x = quantize(fused, "nf4", True)
-    assert mod.prepared == [count]  # the second call's first launch
+    assert mod.prepared == [count, 2 * count - 1]  # the second call's first and last launches
     ready = mod.launches[count][1]
     assert ready == (x.data_ptr(), *made[1:6], second.packed.data_ptr(), *made[7:])  # the same workspace half
     names = [name for name, _ in mod.launches]
     assert names[count:] == names[:count]  # the kernels after it as before
+    last, ready2 = mod.launches[count - 1][1], mod.launches[-1][1]
+    at = (second.qabsmax.data_ptr(), second.absmax2.data_ptr(), second.offset.ptr)
+    assert ready2 == (*last[:8], *at, *last[11:])  # the second level's values but for this state's arrays
     n = 64 * 8 * 3000  # a larger shape: the scratch grows
     fused.quantize(torch.zeros(n, dtype=torch.bfloat16), n, "bfloat16", 64, "nf4", True, Stream())
     count = len(mod.launches)
@@ -150,8 +154,9 @@ def test_a_packed_first_launch_is_not_used_for_another_scratch(host):
     _kept, ws._scratch = ws._scratch, None  # the next scratch() allocates afresh, at another address
     count = len(mod.launches)
     q, _ = quantize(fused, "nf4", True)
-    assert count not in mod.prepared
+    assert all(i < count for i in mod.prepared)  # neither packed launch
     assert mod.launches[count][1][7] == ws._scratch_at  # the new scratch, not the packed one
+    assert mod.launches[-1][1][0] == ws._scratch_at
 
 
 def test_a_prepared_launch_packs_the_struct_with_the_input_first():

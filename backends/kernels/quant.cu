@@ -87,7 +87,7 @@ __device__ __forceinline__ unsigned int lut_code(float s, const uint2* lut, int 
 struct LutArgs {  // one by-value kernel parameter: a launch costs about a microsecond per parameter
     const uint4* x; long long nfull; const uint2* lut; int lut_size, shift; unsigned int mask;
     unsigned char* out; float* absmax; int* bad; unsigned long long* sums; unsigned int* done; float* offset;
-    long long n_absmax; int* fin;  // MODE 0: signal_end(done, fin); MODE 1: done counts the sums' CTAs
+    long long n_absmax; int* fin;  // MODE 0, 2: signal_end(done, fin); MODE 1: done counts the sums' CTAs
 };
 static_assert(sizeof(LutArgs) == 104, "LutArgs: layout of backends/cuda_launch.LUT_ARGS");
 
@@ -174,7 +174,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
         // MODE 2: the fused kernel's grid barrier, or the kernel's end, orders the sums before anyone reads them
         if (MODE == 1) last_cta_offset(a.sums, a.done, a.n_absmax, a.offset);
     }
-    if (MODE == 0) signal_end(a.done, a.fin);
+    if (MODE != 1) signal_end(a.done, a.fin);  // after the flag's write and (MODE 2) the sums
 }
 
 // ---- Fused double quantization: one cooperative launch (every CTA resident) ----
