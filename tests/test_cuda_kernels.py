@@ -89,11 +89,12 @@ def test_non_finite_input_is_refused(cb, fmt, bad, where):
 
 @pytest.mark.parametrize("backend", ["cupy", "torch"])
 @pytest.mark.parametrize("where", [None, 0, 64 * 8 * 300 - 1, 64 * 8 * 150 + 5])
-def test_block64_call_ends_on_its_last_kernels_signal(cb, backend, where):
-    """The block-64 quantize polls the end signal of its last kernel (kernels/common.cuh signal_end): a
-    non-finite value anywhere is still refused (every CTA's flag write is ordered before the signal), the
-    kernel did signal (fin set), the CTA counter is left 0 for the next grid, and the next call's state is
-    the reference's, plain and double-quantized, through the CuPy and the torch backend."""
+def test_block64_call_ends_on_its_first_levels_signal(cb, backend, where):
+    """The block-64 quantize polls the end signal of its first level's kernel (kernels/common.cuh
+    signal_end; a double-quantized call's second level runs after it): a non-finite value anywhere is still
+    refused (every CTA's flag write is ordered before the signal), the kernel did signal (fin set), the CTA
+    counter is left 0 for the next grid, and the next call's state is the reference's, plain and
+    double-quantized, through the CuPy and the torch backend."""
     from qref.backends import cuda_kernels as K
 
     x = np.random.default_rng(1).standard_normal(64 * 8 * 300).astype(np.float32)
@@ -117,7 +118,7 @@ def test_block64_call_ends_on_its_last_kernels_signal(cb, backend, where):
         assert int(mem.item()) == 0
         y = np.random.default_rng(2).standard_normal(64 * 8 * 301).astype(np.float32)
         q = run(cb.from_numpy(y) if backend == "cupy" else torch.from_numpy(y).cuda(), 64, "nf4", dq)
-        assert flag.value[1] == 1  # the last kernel signalled its end
+        assert flag.value[1] == 1  # the first level's kernel signalled its end
         r = ref.quantize_4bit(y, 64, "nf4", dq)
         got = cb.to_numpy(q.packed) if backend == "cupy" else q.packed.cpu().numpy()
         assert np.array_equal(got, r.packed)

@@ -169,27 +169,34 @@ __device__ __forceinline__ void dq_block(const float* x, long long n, long long 
 
 __device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
+// Leaves the 277 sums and the counter word after them zero for the next call (one whole warp).
+__device__ __forceinline__ void clear_sums(unsigned long long* sums) {
+    for (int k = threadIdx.x & 31; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
+}
+
 // The offset of quant_dq256's a.n absmax, by the whole CTA (a barrier inside): read at a.offset_p, or computed
-// by its first warp from the exact sums at a.sums (as offset_warp), each CTA alone; the CTA that reads them
-// last (the counter in the word after them) leaves the sums and the counter zero for the next call.
+// by its first warp from the exact sums at a.sums (as offset_warp), each CTA alone (dq2_release clears them).
 __device__ __forceinline__ float dq2_offset(const DqArgs& a) {
     __shared__ float offset;
     if (threadIdx.x < 32) {
         if (a.sums) {
             const float v = offset_value_warp(a.sums, a.n);
-            int last = 0;
-            if (threadIdx.x == 0) {
-                offset = v;
-                last = atomicAdd((unsigned int*)(a.sums + 277), 1u) == gridDim.x - 1;
-            }
-            if (__shfl_sync(FULL, last, 0))
-                for (int k = threadIdx.x; k < 278; k += 32) a.sums[k] = 0ull;
+            if (threadIdx.x == 0) offset = v;
         } else if (threadIdx.x == 0) {
             offset = *a.offset_p;
         }
     }
     __syncthreads();
     return offset;
+}
+
+// After a CTA's blocks, by its first warp (whose lanes read the sums in dq2_offset): the CTA that counts
+// last (the word after the sums) clears them, off the path from the sums to the codes.
+__device__ __forceinline__ void dq2_release(const DqArgs& a) {
+    if (!a.sums || threadIdx.x >= 32) return;
+    int last = 0;
+    if (threadIdx.x == 0) last = atomicAdd((unsigned int*)(a.sums + 277), 1u) == gridDim.x - 1;
+    if (__shfl_sync(FULL, last, 0)) clear_sums(a.sums);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a
@@ -222,5 +229,6 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
                 dq_store<DQ2_SHARED == 0>(a.n, w0 + k * nwarps, lane, offset, v[k], DQ2_SHARED ? lut_s : a.lut,
                                           a.shift, a.low, a.high, a.out, a.absmax);
     }
+    dq2_release(a);
     signal_end(a.count, a.fin);
 }

@@ -113,7 +113,7 @@ __device__ float offset_value_warp(const unsigned long long* sums, long long n) 
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
     const float v = offset_value_warp(sums, n);
     if ((threadIdx.x & 31) == 0) *offset = v;
-    for (int k = threadIdx.x & 31; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
+    clear_sums(const_cast<unsigned long long*>(sums));  // double_quant.cu
 }
 
 extern "C" __global__ void dq_offset(const unsigned long long* sums, long long n, float* offset) {
