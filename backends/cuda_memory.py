@@ -150,11 +150,21 @@ class Workspace:
         self.use(0)
         self._zeros, self._scratch, self._scratch_at = zeros, None, 0
 
+    def again(self, stream: int, half: int, scratch: int) -> bool:
+        """Ready for a call on `stream` as `get` would make it, without its lookups, where the last call was on
+        that stream, finished, and left `half` in use and clean and the scratch at `scratch` (the workspace a
+        launch packed ahead names); else False, and `get` makes it ready."""
+        if self.finished and self.stream == stream and self.half == half and half in self.clean:
+            if self._scratch_at == scratch:
+                self.finished = self.fused = False
+                return True
+        return False
+
     def scratch(self, nbytes: int) -> int:
         """Address of nbytes of device memory kept for the next call of this thread (the first level's absmax,
         which double quantization reads once and drops); grows by doubling."""
         if self._scratch is None or 8 * self._scratch.shape[0] < nbytes:
-            self._scratch = None
+            self._scratch, self._scratch_at = None, 0  # none named (again) if the allocation fails
             size = 1 << max(12, (nbytes - 1).bit_length())
             self._scratch = self._zeros(size // 8, "uint64")
             self._scratch_at = int(ptr(self._scratch))

@@ -160,7 +160,7 @@ class Fused4bit:
         self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
         self.device_id, self.out_of_memory = device_id, out_of_memory  # what `empty` raises when short
         self._quant, self._dequant = {}, {}
-        self._local = threading.local()  # `spare`: (recipe, stream, state64's two, a Prepared or None) or None
+        self._local = threading.local()  # `spare`: see quantize64
 
     def quantize(self, x, n, fmt, blocksize, quant_type, double_quant, stream, queued=None):
         """With double_quant the offset (the exact mean of the absmax) is computed on the device, used there,
@@ -244,21 +244,25 @@ class Fused4bit:
             else:
                 r.plan.launch(xp, at[0], at[1], flag.ptr, *tail, stream=stream)
         else:
-            ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
-            absmax = ws.scratch(4 * r.nb)
-            first, last = (end, (0, 0)) if r.first_ends else ((0, 0), end)  # which kernel signals
-            if r.sums is not None:  # quant_lut without sums, then absmax_sums
-                tail = (0, first[0], 0, 0, first[1])
-            else:  # quant_lut's sums, and the offset by quant_dq256 (mode 2) or by quant_lut's last CTA (1)
-                tail = (ws.sums, first[0], 0, r.nb, first[1]) if r.own else (ws.sums, ws.done, ws.offset, r.nb, 0)
-            packed = key == (ws.sums, absmax, end)  # the spare's launches name this half, scratch and signal
-            if ready is not None and packed:
+            ctx = key  # the spare's launches' (workspace, half, scratch, end signal, tail, last, sums)
+            packed = ready is not None and ctx[3] == end and ctx[0].again(stream, ctx[1], ctx[2])
+            if packed:  # the workspace as the spare's launches name it: launched without the lookups
+                ws, _, absmax, _, tail, last, sums = ctx
                 ready.launch(xp, stream)
             else:
+                ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
+                absmax = ws.scratch(4 * r.nb)
+                first, last = (end, (0, 0)) if r.first_ends else ((0, 0), end)  # which kernel signals
+                if r.sums is not None:  # quant_lut without sums, then absmax_sums
+                    tail = (0, first[0], 0, 0, first[1])
+                elif r.own:  # quant_lut's sums, the offset by quant_dq256
+                    tail = (ws.sums, first[0], 0, r.nb, first[1])
+                else:  # quant_lut's sums and, by its last CTA, the offset
+                    tail = (ws.sums, ws.done, ws.offset, r.nb, 0)
+                sums = ws.sums if r.own else 0
                 r.plan.launch(xp, at[0], absmax, flag.ptr, *tail, stream=stream)
             if r.sums is not None:
                 r.sums.launch(absmax, ws.sums, ws.done, 0 if r.own else ws.offset, stream=stream)
-            sums = ws.sums if r.own else 0
             if ready2 is not None and packed:
                 ready2.launch(absmax, stream)
             else:
@@ -276,7 +280,7 @@ class Fused4bit:
                 if r.dq2 is not None:  # the launches, for this workspace half, scratch and end signal
                     ready = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready)
                     ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
-                    key = (ws.sums, absmax, end)
+                    key = (ws, ws.half, absmax, end, tail, last, sums)
                 elif signal:
                     ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
                 local.spare = (r, stream, q2, at2, ready, key, ready2)

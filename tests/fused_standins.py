@@ -48,13 +48,18 @@ class HostArray(np.ndarray):
         return self.ctypes.data
 
 
+CURRENT = [0]  # CuPy's current stream handle in the stand-in: 0 but inside `with Stream()`
+
+
 class Stream:
     ptr = 7
 
     def __enter__(self):
+        CURRENT.append(self.ptr)
         return self
 
     def __exit__(self, *exc):
+        CURRENT.pop()
         return False
 
 
@@ -79,7 +84,7 @@ class FakeCupy:
             Event=Event,
             Device=Device,
             alloc_pinned_memory=Pinned,
-            get_current_stream=lambda: SimpleNamespace(ptr=0),
+            get_current_stream=lambda: SimpleNamespace(ptr=CURRENT[-1]),
         )
 
     @staticmethod

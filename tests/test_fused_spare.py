@@ -146,12 +146,13 @@ def test_the_next_double_quantized_first_launch_is_packed(host, least):
 
 
 def test_a_packed_first_launch_is_not_used_for_another_scratch(host):
-    """The packed launch names the scratch of the call that made it: a call whose scratch moved (here by
-    hand; a larger shape in between would also have taken the spare) launches in the call."""
+    """The packed launch names the scratch of the call that made it: a call whose scratch moved (grown here
+    by hand; a larger shape in between would also have taken the spare) launches in the call."""
     fused, mod = host()
     quantize(fused, "nf4", True)
     ws = cuda_memory.Workspace._local.cache[0]
-    _kept, ws._scratch = ws._scratch, None  # the next scratch() allocates afresh, at another address
+    _kept = ws._scratch
+    ws.scratch(16 * _kept.numel())  # grown: allocated afresh, at another address
     count = len(mod.launches)
     q, _ = quantize(fused, "nf4", True)
     assert all(i < count for i in mod.prepared)  # neither packed launch
@@ -199,3 +200,21 @@ def test_no_spare_where_the_device_is_short_of_memory(host, dq):
     made = _counting(fused, mod)
     second, _ = quantize(fused, "nf4", dq)
     assert made[0][1] == second.packed.data_ptr() and len(made) == 2  # its own state, then a spare
+
+
+def test_a_packed_launch_is_not_used_for_another_workspace_half(host):
+    """The packed launches name the workspace half of the call that made them: where a call in between left
+    the workspace on its other half (a general-path call here, block 128), the next call launches in the
+    call, with the half it is given."""
+    fused, mod = host()
+    quantize(fused, "nf4", True)
+    ws = cuda_memory.Workspace._local.cache[0]
+    half = ws.half
+    ws.clean = {1 - half}  # as a fused launch leaves it: its own half dirty
+    quantize(fused, "nf4", True, n=128 * 500, blocksize=128)
+    ws.clean = {0, 1}
+    assert ws.half != half
+    count = len(mod.launches)
+    quantize(fused, "nf4", True)
+    assert all(i < count for i in mod.prepared)
+    assert mod.launches[count][1][9] == ws.sums  # LutArgs' sums: the half in use
