@@ -1,7 +1,8 @@
 """Where a torch:cuda quantize's host time goes, on the machine it runs on: the cost of each host piece
 (timeit over CUDA tensors: the allocations, views, the state, the flag, the launch, the checks), then
-the stages of whole calls by perf_counter stamps (call start, each launch, the wait's start and end, the
-return; median of `--reps` calls, each after a synchronize), with and without double quantization: as
+the stages of whole calls by perf_counter stamps (from the call's start: the return of each launch, the
+start and end of the workspace, the next state, the packed launches and the wait, the return; median of
+`--reps` calls, each after a synchronize), with and without double quantization: as
 shipped, by the full path of a first call (no recipe kept for the shape), with the event wait in place of
 the last kernel's end signal (knob END_SIGNAL 0) and with each call's state allocated in the call (knob
 SPARE_MAX 0); last, whole calls (CUDA events around the call,
@@ -47,8 +48,8 @@ def pieces(tb, x, number: int) -> dict:
         "buf.new_empty(state bytes)": "buf.new_empty(nbytes)",
         "buf[:at]": "buf[:at]",
         "buf[at:].view(float32)": "buf[at:].view(torch.float32)",
-        "state64 (codes, absmax)": "fused.state64(recipe[False])",
-        "state64 (codes, qabsmax, absmax2, offset)": "fused.state64(recipe[True])",
+        "state64 (codes, absmax)": "fused.state64(recipe[False], 0)",
+        "state64 (codes, qabsmax, absmax2, offset)": "fused.state64(recipe[True], 0)",
         "FourBit(a, b)": "FourBit(a, b)",
         "Flag.get": "K.Flag.get(cp)",
         "Flag.wait (idle stream)": "flag.wait(stream)",
@@ -95,41 +96,67 @@ def pieces(tb, x, number: int) -> dict:
     return out
 
 
+#: The steps of a call whose start and end `stages` stamps: (module of qref.backends, class, method, label).
+STEPS = (
+    ("cuda_memory", "Workspace", "get", "workspace"),
+    ("cuda_memory", "Workspace", "again", "workspace (packed launches)"),
+    ("fused4bit", "Fused4bit", "state64", "next state"),
+    ("cuda_launch", "LutPlan", "prepare", "next first launch packed"),
+    ("cuda_launch", "Dq2Plan", "prepare", "next second level packed"),
+    ("cuda_memory", "Flag", "wait", "wait"),
+    ("cuda_memory", "Flag", "wait_end", "wait"),
+)
+
+
 def stages(fn, mod, reps: int) -> dict:
-    """Median microseconds from a call's start to each stage of it."""
+    """Median microseconds from a call's start to each stage of it: the return of each launch, the start and
+    end of each step in STEPS (a repeated one numbered), the call's return."""
+    import importlib
+
     import torch
 
-    from qref.backends import cuda_memory
-
     stamps: list = []
-    real = {name: getattr(cuda_memory.Flag, name) for name in ("wait", "wait_end")}
+    real = []
+    for module, cls, method, label in STEPS:
+        owner = getattr(importlib.import_module(f"qref.backends.{module}"), cls)
+        if method not in vars(owner):
+            continue
+        fn0 = vars(owner)[method]
+        real.append((owner, method, fn0))
 
-    def stamped(name):
-        def wait(self, stream=None):
-            stamps.append(("wait start", time.perf_counter_ns()))
-            real[name](self, stream)
-            stamps.append(("wait end", time.perf_counter_ns()))
+        def stamped(*a, _fn=getattr(fn0, "__func__", fn0), _label=label, **k):  # a classmethod's cls in `a`
+            stamps.append((f"{_label} starts", time.perf_counter_ns()))
+            out = _fn(*a, **k)
+            stamps.append((f"{_label} ends", time.perf_counter_ns()))
+            return out
 
-        return wait
-
+        setattr(owner, method, classmethod(stamped) if isinstance(fn0, classmethod) else stamped)
     rows: dict = {}
-    for name in real:
-        setattr(cuda_memory.Flag, name, stamped(name))
+    launches = [0]
+
+    def launched(args):
+        launches[0] += 1
+        stamps.append((f"launch {launches[0]} returns", time.perf_counter_ns()))
+
     try:
-        with on_launch(mod, lambda args: stamps.append((f"launch {len(stamps)}", time.perf_counter_ns()))):
+        with on_launch(mod, launched):
             fn()
             for _ in range(reps):
                 torch.cuda.synchronize()
                 stamps.clear()
+                launches[0] = 0
                 t0 = time.perf_counter_ns()
                 fn()
                 stamps.append(("return", time.perf_counter_ns()))
+                seen: dict = {}
                 for name, t in stamps:
-                    rows.setdefault(name, []).append((t - t0) / 1e3)
+                    seen[name] = seen.get(name, 0) + 1
+                    key = name if seen[name] == 1 else f"{name} ({seen[name]})"
+                    rows.setdefault(key, []).append((t - t0) / 1e3)
     finally:
-        for name, fn in real.items():
-            setattr(cuda_memory.Flag, name, fn)
-    return {k: statistics.median(v) for k, v in rows.items()}
+        for owner, method, fn0 in real:
+            setattr(owner, method, fn0)
+    return dict(sorted(((k, statistics.median(v)) for k, v in rows.items()), key=lambda kv: kv[1]))
 
 
 def host_us(fn, reps: int) -> float:
