@@ -26,11 +26,12 @@ def ptr(a) -> int:
 class Flag:
     """The non-finite flag: an int in pinned host memory that kernels set to 1 (under unified addressing
     pinned memory is mapped, so nothing is copied back or zeroed on the device). One per thread, reset by
-    `get`: a call waits for its kernels before it returns, or (a dequantize of scales known finite,
-    VerifiedScales) launches kernels that cannot set it, so calls of one thread never share a set flag;
-    the calls of a batch share it, reset once before the first and read once after the last.
+    `get`: a call waits for the kernels that can set it before it returns (a double-quantized quantize for
+    its first level: the second cannot), or (a dequantize of scales known finite, VerifiedScales) launches
+    kernels that cannot set it, so calls of one thread never share a set flag; the calls of a batch share
+    it, reset once before the first and read once after the last.
 
-    After it, `fin`: a word the last kernel of a call can set when its grid has ended (signal_end in
+    After it, `fin`: a word the kernel a call waits for can set when its grid has ended (signal_end in
     kernels/common.cuh, counting its CTAs on a device counter of this thread's, `end`), which the call's
     `wait_end` polls: the driver's event for the kernel completes microseconds later than that."""
 
@@ -107,8 +108,8 @@ class Flag:
 
 class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
-    (a call waits for its kernels before it returns): two halves, each the absmax sums (277 uint64), the
-    finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
+    (its calls come one after the other in stream order; `get`): two halves, each the absmax sums (277
+    uint64), the finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
     half (`use`), the last call's where it is clean (its addresses stay those of a launch packed ahead): the
     two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the other. A call
     that did not finish (`done` not called) makes the next one clear everything first."""
