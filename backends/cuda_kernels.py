@@ -222,8 +222,12 @@ class Module:
         if res:
             raise self._driver.CUDADriverError(res)
 
-    def prepare(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0) -> Prepared:
-        """A launch like `launch`'s with its parameter packed now, into memory of its own (Prepared)."""
+    def prepare(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, ready=None):
+        """A launch like `launch`'s with its parameter packed now, into memory of its own (Prepared); `ready`,
+        a Prepared of the same launch whose launch has returned, is packed again instead of making one."""
+        if ready is not None:
+            ready.pack(values)
+            return ready
         return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values)
 
     def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:

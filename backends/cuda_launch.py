@@ -55,8 +55,8 @@ class LutPlan:
         stream: int | None = None,
     ):
         """codes at out, absmax at absmax; with sums: the workspace's sums and counter, and (sums 1) the offset
-        of the n_absmax absmax (this kernel's and any written before it) at offset. Without sums, fin (not 0): the
-        grid signals its end there, counting its CTAs at `done` (Flag.end)."""
+        of the n_absmax absmax (this kernel's and any written before it) at offset. Without the offset (sums 0
+        or 2), fin (not 0): the grid signals its end there, counting its CTAs at `done` (Flag.end)."""
         self.mod.launch(
             self.fn,
             self.grid,
@@ -72,10 +72,7 @@ class LutPlan:
         tail: `launch`'s last five values (sums, done, offset, n_absmax, fin). `ready`, a Prepared of this
         plan whose launch has returned, is packed again instead of making one."""
         values = (0, *self.head, out, absmax, bad, *tail)
-        if ready is None:
-            return self.mod.prepare(self.fn, self.grid, self.block, LUT_ARGS, values, self.shared)
-        ready.pack(values)
-        return ready
+        return self.mod.prepare(self.fn, self.grid, self.block, LUT_ARGS, values, self.shared, ready)
 
 
 class Dq2Plan:
@@ -107,10 +104,8 @@ class Dq2Plan:
         signal (Flag.end), or (0, 0). With sums, on `stream`: launched after the kernel that wrote them
         (Module.launch_after)."""
         values = (x, *self.head, offset, out, absmax, offset_copy, *end, sums)
-        if sums:
-            self.mod.launch_after(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
-        else:
-            self.mod.launch(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
+        launch = self.mod.launch_after if sums else self.mod.launch
+        launch(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, stream)
 
     def prepare(self, x: int, offset: int, out: int, absmax: int, offset_copy: int, end: tuple, sums: int, ready=None):
         """`launch`'s launch packed now (Prepared; x, the first field, is rewritten by Prepared.launch), or
@@ -119,10 +114,7 @@ class Dq2Plan:
         if sums and self.mod.pdl:
             return None
         values = (x, *self.head, offset, out, absmax, offset_copy, *end, sums)
-        if ready is None:
-            return self.mod.prepare(self.fn, self.grid, 256, DQ_ARGS, values, self.shared)
-        ready.pack(values)
-        return ready
+        return self.mod.prepare(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, ready)
 
 
 class SumsPlan:

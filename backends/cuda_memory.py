@@ -109,10 +109,10 @@ class Flag:
 class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
     (its calls come one after the other in stream order; `get`): two halves, each the absmax sums (277
-    uint64), the finished-CTA counter and the offset; then the grid barrier's counter and generation. A call uses one
-    half (`use`), the last call's where it is clean (its addresses stay those of a launch packed ahead): the
-    two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears the other. A call
-    that did not finish (`done` not called) makes the next one clear everything first."""
+    uint64), the finished-CTA counter and the offset; then the grid barrier's counter and generation. A
+    call uses one half (`use`), the last call's where it is clean (its addresses stay those of a launch
+    packed ahead): the two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears
+    the other. A call that did not finish (`done` not called) makes the next one clear everything first."""
 
     HALF = N_BINS + 2
     _local = threading.local()
@@ -155,10 +155,10 @@ class Workspace:
         """Ready for a call on `stream` as `get` would make it, without its lookups, where the last call was on
         that stream, finished, and left `half` in use and clean and the scratch at `scratch` (the workspace a
         launch packed ahead names); else False, and `get` makes it ready."""
-        if self.finished and self.stream == stream and self.half == half and half in self.clean:
-            if self._scratch_at == scratch:
-                self.finished = self.fused = False
-                return True
+        ready = self.finished and self.stream == stream and self.half == half and half in self.clean
+        if ready and self._scratch_at == scratch:
+            self.finished = self.fused = False
+            return True
         return False
 
     def scratch(self, nbytes: int) -> int:

@@ -233,10 +233,10 @@ class Fused4bit:
         end = flag.end(self.device_id, self.zeros) if signal else (0, 0)
         spare = getattr(local, "spare", None)
         if spare is not None and spare[0] is r and spare[1] == stream:
-            _, _, q, at, ready, key, ready2 = spare
+            _, _, q, at, ready, ctx, ready2 = spare
             local.spare = None
         else:
-            (q, at), ready, key, ready2 = self.state64(r, stream), None, None, None
+            (q, at), ready, ctx, ready2 = self.state64(r, stream), None, None, None
         if r.dq2 is None:
             tail = (0, end[0], 0, 0, end[1])  # no sums; the end signal
             if ready is not None and signal:  # its launch packed but for the input's address
@@ -244,7 +244,7 @@ class Fused4bit:
             else:
                 r.plan.launch(xp, at[0], at[1], flag.ptr, *tail, stream=stream)
         else:
-            ctx = key  # the spare's launches' (workspace, half, scratch, end signal, tail, last, sums)
+            # ctx: the spare's launches' (workspace, half, scratch, end signal, tail, last, sums)
             packed = ready is not None and ctx[3] == end and ctx[0].again(stream, ctx[1], ctx[2])
             if packed:  # the workspace as the spare's launches name it: launched without the lookups
                 ws, _, absmax, _, tail, last, sums = ctx
@@ -280,10 +280,10 @@ class Fused4bit:
                 if r.dq2 is not None:  # the launches, for this workspace half, scratch and end signal
                     ready = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready)
                     ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
-                    key = (ws, ws.half, absmax, end, tail, last, sums)
+                    ctx = (ws, ws.half, absmax, end, tail, last, sums)
                 elif signal:
                     ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
-                local.spare = (r, stream, q2, at2, ready, key, ready2)
+                local.spare = (r, stream, q2, at2, ready, ctx, ready2)
         (flag.wait_end if signal else flag.wait)(stream)
         if r.dq2 is not None:
             ws.finish()

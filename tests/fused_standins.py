@@ -121,8 +121,11 @@ class RecordingModule:
     def resident(self, name, block, shared=0):
         return 3 * self.sms
 
-    def prepare(self, fn, grid, block, layout, values, shared=0):
+    def prepare(self, fn, grid, block, layout, values, shared=0, ready=None):
         """Module.prepare's stand-in: its launch is recorded as `launch` records one, marked prepared."""
+        if ready is not None:
+            ready.pack(values)
+            return ready
         mod = self
 
         class Ready:
