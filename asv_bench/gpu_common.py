@@ -28,8 +28,9 @@ def median_ms(fn, reps: int = 10, warmup: int = 1) -> float:
 @contextmanager
 def on_launch(mod, hook):
     """Inside the block every kernel launch of `mod` (a backends.cuda_kernels.Module) through the driver
-    calls hook(args) right after it (args: cuLaunchKernel's, the stream handle at args[8])."""
-    real = mod._driver
+    calls hook(args) right after it (args: cuLaunchKernel's or cuLaunchCooperativeKernel's, the stream
+    handle at args[8])."""
+    real, coop = mod._driver, mod._coop
 
     class Driver:
         def __getattr__(self, name):
@@ -41,11 +42,18 @@ def on_launch(mod, hook):
             hook(args)
             return out
 
+    def cooperative(*args):
+        out = coop(*args)
+        hook(args)
+        return out
+
     mod._driver = Driver()
+    if coop is not None:
+        mod._coop = cooperative
     try:
         yield
     finally:
-        mod._driver = real
+        mod._driver, mod._coop = real, coop
 
 
 def as_cupy_bf16(x):

@@ -103,6 +103,7 @@ STEPS = (
     ("fused4bit", "Fused4bit", "state64", "next state"),
     ("cuda_launch", "LutPlan", "prepare", "next first launch packed"),
     ("cuda_launch", "Dq2Plan", "prepare", "next second level packed"),
+    ("cuda_launch", "FusedPlan", "prepare", "next one launch packed"),
     ("cuda_memory", "Flag", "wait", "wait"),
     ("cuda_memory", "Flag", "wait_end", "wait"),
 )

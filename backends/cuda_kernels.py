@@ -43,7 +43,8 @@ KNOBS = {
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
     "SUMS_CTAS_PER_SM": 4,  # absmax_sums' grid: at most this many CTAs of 256 threads per multiprocessor
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
-    "DQ_FUSED": 0,  # 1: double quantization in one cooperative launch (grid barrier) instead of two kernels
+    "DQ_FUSED": 1,  # 1: double quantization in one cooperative launch (a grid barrier between the levels) where
+    # the driver takes it; block 64: below SUMS_PASS_MIN blocks, with DQ2_OFFSET 1 and DQ2_WAIT 0. 0: two kernels
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
     # 2 = one step per thread, every word covered (not persistent)
     "DQ2_SHARED": 1,  # quant_dq256: 0 = its table read through the read-only cache, one warp per block;
@@ -96,10 +97,12 @@ def _wrappers() -> str:
                     f"quant_lut_f{fmt}_s{sums}{suffix}(const LutArgs a) "
                     f"{{ quant_lut<{fmt}, {sums}, {str(nxt).lower()}>(a); }}"
                 )
-        out.append(
-            f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
-            f"quant_lut_dq_f{fmt}(const FusedArgs f) {{ quant_lut_dq<{fmt}>(f); }}"
-        )
+        for nxt in (False, True):
+            out.append(
+                f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
+                f"quant_lut_dq_f{fmt}{'_next' if nxt else ''}(const FusedArgs f) "
+                f"{{ quant_lut_dq<{fmt}, {str(nxt).lower()}>(f); }}"
+            )
         out.append(
             f'extern "C" __global__ void dequant8_f{fmt}(const DequantArgs a) {{ dequant8<{fmt}>((const unsigned int*)'
             f"a.packed, a.n, a.B, a.table, a.absmax, a.qabsmax, a.absmax2, a.dyn, a.offset, a.offset_p, a.B2, "
@@ -154,6 +157,7 @@ class Module:
                 self.mod.load(kernel_cache.ptx(src, options, version, compile))
             self.sms = dev.attributes["MultiProcessorCount"]
             cc = int(dev.compute_capability)
+            cooperative = bool(cp.cuda.runtime.deviceGetAttribute(DEV_ATTR_COOPERATIVE_LAUNCH, device_id))
         # programmatic serialization: compute capability 9.0 on, and a driver with cuLaunchKernelEx
         lib = _libcuda()
         self.pdl = bool(self.knobs["PDL"]) and cc >= 90 and lib is not None and hasattr(lib, "cuLaunchKernelEx")
@@ -163,6 +167,10 @@ class Module:
         self._per_sm = {}
         self._plans = {}
         self._cp, self._driver = cp, cp.cuda.driver
+        # cuLaunchCooperativeKernel: CuPy's driver binding, else through ctypes; None where the device has none
+        coop = getattr(cp.cuda.driver, "launchCooperativeKernel", None) or (_launch_cooperative if lib else None)
+        self._coop = coop if cooperative else None
+        self.cooperative = self._coop is not None
 
     def __call__(self, name):
         if name not in self._functions:
@@ -222,34 +230,55 @@ class Module:
         if res:
             raise self._driver.CUDADriverError(res)
 
-    def prepare(self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, ready=None):
-        """A launch like `launch`'s with its parameter packed now, into memory of its own (Prepared); `ready`,
-        a Prepared of the same launch whose launch has returned, is packed again instead of making one."""
+    def prepare(
+        self,
+        fn: int,
+        grid: int,
+        block: int,
+        layout: struct.Struct,
+        values,
+        shared: int = 0,
+        ready=None,
+        cooperative: bool = False,
+    ):
+        """A launch like `launch`'s (`launch_cooperative`'s) with its parameter packed now, into memory of its own
+        (Prepared); `ready`, a Prepared of the same launch whose launch has returned, is packed again instead of
+        making one."""
         if ready is not None:
             ready.pack(values)
             return ready
-        return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values)
+        return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values, cooperative)
 
-    def launch_cooperative(self, name: str, block: int, layout: struct.Struct, values, shared: int = 0) -> bool:
-        """A cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA can be
-        resident at once, which the grid barrier needs) of as many CTAs as fit; False if refused."""
-        per_sm = self.per_sm(name, block, shared)
-        if per_sm < 1 or _libcuda() is None:
+    def launch_cooperative(
+        self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, stream: int | None = None
+    ) -> bool:
+        """`launch` as a cooperative launch (cuLaunchCooperativeKernel: the driver refuses it unless every CTA
+        can be resident at once, which a grid barrier needs); False where it is refused or the device has
+        none (nothing ran)."""
+        if self._coop is None:
             return False
-        params = self._params(layout, values)
-        res = _libcuda().cuLaunchCooperativeKernel(
-            ctypes.c_void_p(self(name).ptr),
-            per_sm * self.sms,
-            1,
-            1,
-            block,
-            1,
-            1,
-            shared,
-            ctypes.c_void_p(self._cp.cuda.get_current_stream().ptr),
-            ctypes.c_void_p(params),
-        )
-        return res == 0
+        if stream is None:
+            stream = self._cp.cuda.get_current_stream().ptr
+        try:
+            self._coop(fn, grid, 1, 1, block, 1, 1, shared, stream, self._params(layout, values))
+        except self._driver.CUDADriverError as e:
+            if getattr(e, "status", None) != COOPERATIVE_LAUNCH_TOO_LARGE:
+                raise
+            return False
+        return True
+
+
+DEV_ATTR_COOPERATIVE_LAUNCH = 95  # cudaDevAttrCooperativeLaunch
+COOPERATIVE_LAUNCH_TOO_LARGE = 720  # CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE
+
+
+def _launch_cooperative(fn, gx, gy, gz, bx, by, bz, shared, stream, params):
+    """cuLaunchCooperativeKernel through ctypes, raising as CuPy's driver bindings do."""
+    res = _libcuda().cuLaunchCooperativeKernel(fn, gx, gy, gz, bx, by, bz, shared, stream, params)
+    if res:
+        import cupy as cp
+
+        raise cp.cuda.driver.CUDADriverError(res)
 
 
 class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, then a 64-byte value (a union)
@@ -293,10 +322,11 @@ class Prepared:
     address: `launch(x, stream)` writes x there and launches (the driver copies the parameter at launch, so
     the memory may be packed again, `pack`, once the launch has returned)."""
 
-    def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values):
+    def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values, cooperative: bool = False):
         self.mod, self.head, self.layout = mod, head, layout
         self.mem = ParamMemory(layout.size)
         self.first, self.at = ctypes.c_uint64.from_buffer(self.mem.buf), self.mem.at
+        self.cooperative = cooperative  # refused, its launch raises (the plan's grid fits the device)
         self.pack(values)
 
     def pack(self, values):
@@ -304,7 +334,10 @@ class Prepared:
 
     def launch(self, x: int, stream: int):
         self.first.value = x
-        self.mod._driver.launchKernel(*self.head, stream, self.at, 0)
+        if self.cooperative:  # cuLaunchCooperativeKernel takes no `extra`
+            self.mod._coop(*self.head, stream, self.at)
+        else:
+            self.mod._driver.launchKernel(*self.head, stream, self.at, 0)
 
 
 @cache

@@ -18,7 +18,7 @@ from .cuda_memory import N_BINS, DeviceScalar, ptr
 # about a microsecond.
 LUT_ARGS = struct.Struct("<QqQiiI4xQQQQQQqQ")
 DQ_ARGS = struct.Struct("<QqQiiiiQQQQQQQ")
-FUSED_ARGS = struct.Struct(LUT_ARGS.format + "QiiiiQQQQQ")
+FUSED_ARGS = struct.Struct(LUT_ARGS.format + "QiiiiQQQQ")
 DEQUANT_ARGS = struct.Struct("<Qqi4xQQQQQf4xQi4xQQ")
 SUMS_ARGS = struct.Struct("<QqQQQ")
 
@@ -117,6 +117,42 @@ class Dq2Plan:
         return self.mod.prepare(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, ready)
 
 
+class FusedPlan:
+    """quant_lut_dq: both levels of the double quantization of `nfull` full blocks of 64 values of `fmt` in one
+    cooperative launch (every CTA resident, a grid barrier between the levels): quant_lut's codes, absmax and
+    sums (it signals its end there: the non-finite flag is final), then each CTA's offset from the sums and
+    the second level, as quant_dq256's (DQ2_OFFSET); the CTA that ends last clears the sums. A grid of as
+    many CTAs as fit at once (grid 0: none fit). Everything but the addresses (Module.plan)."""
+
+    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, nxt: bool, *second):
+        k, warps = 1 << bits, mod.knobs["WARPS_PER_CTA"]
+        name = f"quant_lut_dq_f{FORMATS[fmt]}{'_next' if nxt else ''}"
+        self.mod, self.fn, self.block = mod, mod(name).ptr, 32 * warps
+        self.shared = 8 * k + 8 * N_BINS
+        self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-nfull // (8 * warps)))
+        self.head = (nfull, entries_at, k, 23 - bits, k - 1)
+        self.second = second  # the log table's (address, size, shift, low, high)
+
+    def values(self, x, out, absmax, bad, sums, end, n_absmax, qabsmax, absmax2, offset_copy, bar) -> tuple:
+        """FUSED_ARGS' values: codes at out, the first level's absmax at absmax (n_absmax of them with any
+        written before: their sums at `sums`, a workspace's, left zero again), the second level's codes and
+        absmax at qabsmax and absmax2, the offset kept at offset_copy; end, (counter, fin) of the first
+        level's end signal (Flag.end) or (0, 0); bar, the workspace's grid barrier."""
+        first = (x, *self.head, out, absmax, bad, sums, end[0], 0, n_absmax, end[1])
+        return (*first, *self.second, qabsmax, absmax2, offset_copy, bar)
+
+    def launch(self, *addresses, stream: int | None = None) -> bool:
+        """`values`' launch; False where the driver refuses it (too few resident CTAs: nothing ran)."""
+        values = self.values(*addresses)
+        return self.mod.launch_cooperative(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, stream)
+
+    def prepare(self, *addresses, ready=None):
+        """`values`' launch but for the input's address (Prepared, cooperative); `ready`, a Prepared of this plan
+        whose launch has returned, is packed again instead of making one."""
+        values = self.values(0, *addresses)
+        return self.mod.prepare(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, ready, True)
+
+
 class SumsPlan:
     """absmax_sums over n float32 absmax (16-byte aligned): the exact sums into a workspace and (offset not
     0) the offset from the CTA that finishes last, as quant_lut's sums do; a grid of SUMS_CTAS_PER_SM CTAs
@@ -157,6 +193,17 @@ def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: int, nxt=None) -> L
     if nxt is not None and mod.knobs["LUT_NEXT"]:
         return mod.plan(LutPlan, fmt, nfull, int(ptr(nxt)), bits, sums, True)
     return mod.plan(LutPlan, fmt, nfull, int(ptr(entries)), bits, sums)
+
+
+def fused_plan(mod: Module, fmt: str, nfull: int, table, table2, nxt=None) -> FusedPlan | None:
+    """table, nxt: lut_plan's; table2: the second level's log table (entries, size, shift, low, high). None
+    where no CTA of the kernel fits on a multiprocessor or the device has no cooperative launch."""
+    entries, bits = table
+    use_next = nxt is not None and bool(mod.knobs["LUT_NEXT"])
+    entries2, *shape = table2
+    at, at2 = int(ptr(nxt if use_next else entries)), int(ptr(entries2))
+    plan = mod.plan(FusedPlan, fmt, nfull, at, bits, use_next, at2, *shape)
+    return plan if plan.grid > 0 and mod.cooperative else None
 
 
 def dq2_plan(mod: Module, n: int, table) -> Dq2Plan:
@@ -272,32 +319,11 @@ def quantize(
         plan = lut_plan(mod, fmt, done, table, int(ws is not None))
         sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
-            (lut2, size2, shift2, low2, high2), qabs, abs2, at = second
-            ws.fused = mod.launch_cooperative(
-                f"quant_lut_dq_f{FORMATS[fmt]}",
-                plan.block,
-                FUSED_ARGS,
-                (
-                    xp,
-                    *plan.head,
-                    outp,
-                    absp,
-                    bad,
-                    *sums,
-                    0,  # no end signal: the caller waits on the stream
-                    ptr(lut2),
-                    size2,
-                    shift2,
-                    low2,
-                    high2,
-                    ptr(qabs),
-                    ptr(abs2),
-                    at,
-                    ws.bar,
-                    ws.other,
-                ),
-                shared=plan.shared,
-            )
+            table2, qabs, abs2, at = second
+            fplan = fused_plan(mod, fmt, done, table, table2)
+            ws.fused = fplan is not None and fplan.launch(
+                xp, outp, absp, bad, ws.sums, (0, 0), nblocks, int(ptr(qabs)), int(ptr(abs2)), at, ws.bar
+            )  # no end signal: the caller waits on the stream
             if ws.fused:
                 return out, absmax
         plan.launch(xp, outp, absp, bad, *sums)

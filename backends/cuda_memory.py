@@ -108,13 +108,14 @@ class Flag:
 
 class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
-    (its calls come one after the other in stream order; `get`): two halves, each the absmax sums (277
-    uint64), the finished-CTA counter and the offset; then the grid barrier's counter and generation. A
-    call uses one half (`use`), the last call's where it is clean (its addresses stay those of a launch
-    packed ahead): the two-kernel path leaves it zero itself; the fused kernel leaves it dirty and clears
-    the other. A call that did not finish (`done` not called) makes the next one clear everything first."""
+    (its calls come one after the other in stream order; `get`): the absmax sums (277 uint64), the
+    finished-CTA counter and the offset, then the grid barrier's counter and generation; and the scratch
+    memory of the first level's absmax. The kernels leave the sums and the counter zero for the next call
+    (the last CTA of the kernel that reads them), so its addresses stay those of a launch packed ahead; a
+    call that did not finish (`finish` not called: it raised, or ran in a batch) makes the next one clear
+    everything first."""
 
-    HALF = N_BINS + 2
+    WORDS = N_BINS + 3  # the sums, the counter, the offset, the barrier
     _local = threading.local()
 
     @classmethod
@@ -134,29 +135,23 @@ class Workspace:
                 cp.cuda.runtime.deviceSynchronize()
             ws.stream = stream
         if not ws.finished:
-            cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * (2 * cls.HALF + 1), stream)
-            ws.clean = {0, 1}
-        h = ws.half if ws.half in ws.clean or (1 - ws.half) not in ws.clean else 1 - ws.half
-        if h not in ws.clean:
-            cp.cuda.runtime.memsetAsync(ws.base + 8 * cls.HALF * h, 0, 8 * cls.HALF, stream)
-        ws.use(h)
+            cp.cuda.runtime.memsetAsync(ws.base, 0, 8 * cls.WORDS, stream)
         ws.finished, ws.fused = False, False
         return ws
 
     def __init__(self, zeros):
-        self.buf = zeros(2 * self.HALF + 1, "uint64")
+        self.buf = zeros(self.WORDS, "uint64")
         self.base = int(ptr(self.buf))
-        self.bar = self.base + 16 * self.HALF
-        self.clean, self.finished, self.stream = {0, 1}, True, None
-        self.use(0)
+        self.sums, self.done = self.base, self.base + 8 * N_BINS
+        self.offset, self.bar = self.done + 8, self.done + 16
+        self.finished, self.fused, self.stream = True, False, None
         self._zeros, self._scratch, self._scratch_at = zeros, None, 0
 
-    def again(self, stream: int, half: int, scratch: int) -> bool:
+    def again(self, stream: int, scratch: int) -> bool:
         """Ready for a call on `stream` as `get` would make it, without its lookups, where the last call was on
-        that stream, finished, and left `half` in use and clean and the scratch at `scratch` (the workspace a
-        launch packed ahead names); else False, and `get` makes it ready."""
-        ready = self.finished and self.stream == stream and self.half == half and half in self.clean
-        if ready and self._scratch_at == scratch:
+        that stream, finished, and left the scratch at `scratch` (the workspace a launch packed ahead names);
+        else False, and `get` makes it ready."""
+        if self.finished and self.stream == stream and self._scratch_at == scratch:
             self.finished = self.fused = False
             return True
         return False
@@ -171,15 +166,8 @@ class Workspace:
             self._scratch_at = int(ptr(self._scratch))
         return self._scratch_at
 
-    def use(self, h: int):
-        self.half = h
-        at = self.base + 8 * self.HALF * h
-        self.sums, self.done, self.offset = at, at + 8 * N_BINS, at + 8 * N_BINS + 8
-        self.other = self.base + 8 * self.HALF * (1 - h)
-
     def finish(self):
         """After the caller waited for the kernels."""
-        self.clean = {1 - self.half} if self.fused else self.clean | {self.half}
         self.finished = True
 
 

@@ -133,6 +133,9 @@ class _Quant64:
         self.first_ends = mode != 1 and not mod.knobs["DQ2_WAIT"]
         self.plan = L.lut_plan(mod, fmt, self.nb, lut, mode, nxt)
         self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
+        # both levels in one cooperative launch (DQ_FUSED), else (or where the driver refuses it) two kernels
+        one = mode == 2 and self.first_ends and mod.knobs["DQ_FUSED"]
+        self.fused = L.fused_plan(mod, fmt, self.nb, lut, dlut, nxt) if one else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
         self.nbytes = self.npk + (self.nb + 4 * (self.nb2 + 1) if double_quant else 4 * self.nb)
 
@@ -191,7 +194,6 @@ class Fused4bit:
                 and lut is not None
                 and len(lut) == 2
                 and dlut is not None
-                and not mod.knobs["DQ_FUSED"]
             )
             nxt = self.tables.next(quant_type) if fast else None
             r = self._quant[key] = _Quant64(mod, fmt, n, lut, dlut, double_quant, nxt) if fast else False
@@ -217,15 +219,17 @@ class Fused4bit:
         the input (C-contiguous, on this device, which is current; its address xp 16-byte aligned; `stream`
         a handle). Its state (state64) was made while the previous call of this recipe on this thread and
         stream waited for its kernels (the spare: one a thread, of at most SPARE_MAX bytes, the last
-        recipe's; its launches too, packed but for the input's address, used where the workspace half,
+        recipe's; its launches too, packed but for the input's address, used where the workspace's stream,
         scratch and end signal they name are this call's), else it is made now. With double quantization
         the first level's absmax go to the workspace's scratch memory, their exact sums to the workspace,
         from which quant_dq256 computes the offset (knob DQ2_OFFSET; else the last CTA of the kernel that
-        sums); the offset stays on the device, after the second-level absmax. The first level's kernel
-        signals its end (Flag.end), which the call polls: the non-finite flag is final then, so a
-        double-quantized call returns while its second level runs, after it on `stream` (as any kernel a
-        torch or CuPy call queues; the state's offset, read on another stream, waits for the device).
-        Where the first level's kernel counts its CTAs for the offset (DQ2_OFFSET 0) the second signals."""
+        sums); the offset stays on the device, after the second-level absmax. With DQ_FUSED both levels
+        are one cooperative launch (quant_lut_dq; two kernels where the driver refuses it). The first
+        level's kernel (or phase) signals its end (Flag.end), which the call polls: the non-finite flag is
+        final then, so a double-quantized call returns while its second level runs, after it on `stream`
+        (as any kernel a torch or CuPy call queues; the state's offset, read on another stream, waits for
+        the device). Where the first level's kernel counts its CTAs for the offset (DQ2_OFFSET 0) the
+        second signals."""
         cp, local = self.cp, self._local
         flag = K.Flag.get(cp)
         knobs = r.mod.knobs
@@ -237,6 +241,7 @@ class Fused4bit:
             local.spare = None
         else:
             (q, at), ready, ctx, ready2 = self.state64(r, stream), None, None, None
+        fused = False  # both levels in one launch (r.fused)
         if r.dq2 is None:
             tail = (0, end[0], 0, 0, end[1])  # no sums; the end signal
             if ready is not None and signal:  # its launch packed but for the input's address
@@ -244,10 +249,10 @@ class Fused4bit:
             else:
                 r.plan.launch(xp, at[0], at[1], flag.ptr, *tail, stream=stream)
         else:
-            # ctx: the spare's launches' (workspace, half, scratch, end signal, tail, last, sums)
-            packed = ready is not None and ctx[3] == end and ctx[0].again(stream, ctx[1], ctx[2])
+            # ctx: the spare's launches' (workspace, scratch, end signal, tail, last, sums, fused)
+            packed = ready is not None and ctx[2] == end and ctx[0].again(stream, ctx[1])
             if packed:  # the workspace as the spare's launches name it: launched without the lookups
-                ws, _, absmax, _, tail, last, sums = ctx
+                ws, absmax, _, tail, last, sums, fused = ctx
                 ready.launch(xp, stream)
             else:
                 ws = K.Workspace.get(cp, self.zeros, self.device_id, stream)
@@ -260,13 +265,18 @@ class Fused4bit:
                 else:  # quant_lut's sums and, by its last CTA, the offset
                     tail = (ws.sums, ws.done, ws.offset, r.nb, 0)
                 sums = ws.sums if r.own else 0
-                r.plan.launch(xp, at[0], absmax, flag.ptr, *tail, stream=stream)
-            if r.sums is not None:
-                r.sums.launch(absmax, ws.sums, ws.done, 0 if r.own else ws.offset, stream=stream)
-            if ready2 is not None and packed:
-                ready2.launch(absmax, stream)
-            else:
-                r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], last, stream=stream, sums=sums)
+                fused = r.fused is not None and r.fused.launch(
+                    xp, at[0], absmax, flag.ptr, ws.sums, end, r.nb, *at[1:], ws.bar, stream=stream
+                )
+                if not fused:
+                    r.plan.launch(xp, at[0], absmax, flag.ptr, *tail, stream=stream)
+            if not fused:  # the second level's kernels
+                if r.sums is not None:
+                    r.sums.launch(absmax, ws.sums, ws.done, 0 if r.own else ws.offset, stream=stream)
+                if ready2 is not None and packed:
+                    ready2.launch(absmax, stream)
+                else:
+                    r.dq2.launch(absmax, ws.offset, at[1], at[2], at[3], last, stream=stream, sums=sums)
         if queued is not None:
             queued(q)
         if flag.deferred:  # in a batch; stream order keeps the workspace's reuse by the next call safe
@@ -277,10 +287,15 @@ class Fused4bit:
             except self.out_of_memory:  # the spare is optional: none where the device is short of memory
                 pass
             else:
-                if r.dq2 is not None:  # the launches, for this workspace half, scratch and end signal
+                if ctx is not None and ctx[6] != fused:  # the spare's launches were of the other kind
+                    ready = ready2 = None
+                if fused:  # the one launch, for this scratch and end signal
+                    ready = r.fused.prepare(at2[0], absmax, flag.ptr, ws.sums, end, r.nb, *at2[1:], ws.bar, ready=ready)
+                    ctx = (ws, absmax, end, tail, last, sums, True)
+                elif r.dq2 is not None:  # the launches, for this scratch and end signal
                     ready = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready)
                     ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
-                    ctx = (ws, ws.half, absmax, end, tail, last, sums)
+                    ctx = (ws, absmax, end, tail, last, sums, False)
                 elif signal:
                     ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
                 local.spare = (r, stream, q2, at2, ready, ctx, ready2)

@@ -118,10 +118,20 @@ class RecordingModule:
         self.names[ptr] = name
         return _Function(ptr, lambda grid, block, args: self.launches.append((name, tuple(args))))
 
+    cooperative = True  # as a device with cooperative launches
+
     def resident(self, name, block, shared=0):
         return 3 * self.sms
 
-    def prepare(self, fn, grid, block, layout, values, shared=0, ready=None):
+    def per_sm(self, name, block, shared=0):
+        return 3
+
+    def launch_cooperative(self, fn, grid, block, layout, values, shared=0, stream=None):
+        """Module.launch_cooperative's stand-in: recorded as `launch` records one (the driver takes it)."""
+        self.launch(fn, grid, block, layout, values, shared, stream)
+        return True
+
+    def prepare(self, fn, grid, block, layout, values, shared=0, ready=None, cooperative=False):
         """Module.prepare's stand-in: its launch is recorded as `launch` records one, marked prepared."""
         if ready is not None:
             ready.pack(values)
@@ -163,7 +173,7 @@ def make_host(monkeypatch):
     monkeypatch.setattr(cuda_memory.Workspace, "_local", threading.local())
 
     def make(**knobs):
-        mod = RecordingModule(**knobs)
+        mod = RecordingModule(**{"DQ_FUSED": 0, **knobs})  # two kernels unless asked (test_fused_one_launch.py)
         monkeypatch.setattr(K, "module", lambda device_id: mod)
         monkeypatch.setattr(L, "module", lambda device_id: mod)  # the general launchers' own reference
         fused = Fused4bit(

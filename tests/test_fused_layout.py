@@ -31,8 +31,13 @@ class FakeModule:
     def __call__(self, name):
         return SimpleNamespace(ptr=1)
 
+    cooperative = True
+
     def resident(self, name, block, shared=0):
         return PER_SM * self.sms
+
+    def per_sm(self, name, block, shared=0):
+        return PER_SM
 
 
 NF4_TABLE = (SimpleNamespace(data=SimpleNamespace(ptr=4096)), 6)
@@ -52,6 +57,10 @@ def test_recipe_sizes_and_grids(nb, dq, shared, per_warp):
     if dq:
         assert r.dq2.grid >= 1 and (shared or 8 * per_warp * r.dq2.grid >= r.nb2)  # per_warp blocks a warp
         assert r.dq2.shared == (8 * 2800 if shared else 0)
+        if nb < mod.knobs["SUMS_PASS_MIN"]:  # both levels in one launch (DQ_FUSED): a grid every CTA of which fits
+            assert 1 <= r.fused.grid <= PER_SM * SMS and r.fused.grid <= -(-nb // (8 * warps))
+        else:  # the sums in their own pass: three kernels
+            assert r.fused is None and r.sums is not None
     else:
         assert r.dq2 is None
 

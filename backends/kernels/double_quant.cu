@@ -190,13 +190,16 @@ __device__ __forceinline__ float dq2_offset(const DqArgs& a) {
     return offset;
 }
 
-// After a CTA's blocks, by its first warp (whose lanes read the sums in dq2_offset): the CTA that counts
-// last (the word after the sums) clears them, off the path from the sums to the codes.
-__device__ __forceinline__ void dq2_release(const DqArgs& a) {
-    if (!a.sums || threadIdx.x >= 32) return;
+// After a CTA's blocks, by its first warp (whose lanes read the sums for the offset): the CTA that counts
+// last (the word after the sums) clears them for the next call, off the path from the sums to the codes.
+__device__ __forceinline__ void release_sums(unsigned long long* sums) {
     int last = 0;
-    if (threadIdx.x == 0) last = atomicAdd((unsigned int*)(a.sums + 277), 1u) == gridDim.x - 1;
-    if (__shfl_sync(FULL, last, 0)) clear_sums(a.sums);
+    if (threadIdx.x == 0) last = atomicAdd((unsigned int*)(sums + 277), 1u) == gridDim.x - 1;
+    if (__shfl_sync(FULL, last, 0)) clear_sums(sums);
+}
+
+__device__ __forceinline__ void dq2_release(const DqArgs& a) {
+    if (a.sums && threadIdx.x < 32) release_sums(a.sums);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a

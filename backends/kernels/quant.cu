@@ -178,14 +178,14 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
 }
 
 // ---- Fused double quantization: one cooperative launch (every CTA resident) ----
-// Phase 1 is quant_lut with the sums; after a grid barrier every CTA computes the same offset from the
-// sums, then the grid quantizes absmax - offset (blocks of 256, the log-scale table) and CTA 0 clears the
-// other half of the double-buffered sums for the next call.
+// Phase 1 is quant_lut with the sums (it signals its end there, q.fin: the non-finite flag is final); after
+// a grid barrier every CTA computes the same offset from the sums, then the grid quantizes absmax - offset
+// (blocks of 256, the log-scale table) and the CTA that counts itself last clears the sums (release_sums).
 struct FusedArgs {
     LutArgs q; const uint2* lut2; int lut2_size, shift2, low2, high2;
-    unsigned char* qabsmax; float* absmax2; float* offset_copy; unsigned int* bar; unsigned long long* clear;
+    unsigned char* qabsmax; float* absmax2; float* offset_copy; unsigned int* bar;
 };
-static_assert(sizeof(FusedArgs) == 168, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
+static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
 
 // bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation
 __device__ void grid_sync(unsigned int* bar) {
@@ -206,17 +206,15 @@ __device__ void grid_sync(unsigned int* bar) {
     __syncthreads();
 }
 
-template <int FMT>
+template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
-    quant_lut<FMT, 2>(f.q);
+    quant_lut<FMT, 2, NEXT>(f.q);
     grid_sync(f.bar);
     __shared__ float offset;
     if (threadIdx.x < 32) {
         const float v = offset_value_warp(f.q.sums, f.q.n_absmax);
         if (threadIdx.x == 0) offset = v;
     }
-    if (blockIdx.x == 0)
-        for (int k = threadIdx.x; k < 278; k += blockDim.x) f.clear[k] = 0ull;
     __syncthreads();
     if (blockIdx.x == 0 && threadIdx.x == 0) *f.offset_copy = offset;
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
@@ -224,4 +222,5 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
          w += ((long long)gridDim.x * blockDim.x) >> 5)
         dq_block<true>(f.q.absmax, n, w, threadIdx.x & 31, offset, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax,
                        f.absmax2);
+    if (threadIdx.x < 32) release_sums(f.q.sums);
 }
