@@ -240,14 +240,15 @@ class Module:
         shared: int = 0,
         ready=None,
         cooperative: bool = False,
+        moving: tuple = (),
     ):
         """A launch like `launch`'s (`launch_cooperative`'s) with its parameter packed now, into memory of its own
-        (Prepared); `ready`, a Prepared of the same launch whose launch has returned, is packed again instead of
-        making one."""
+        (Prepared; `moving`, the indices of the address fields Prepared.move rewrites); `ready`, a Prepared of
+        the same launch whose launch has returned, is packed again instead of making one."""
         if ready is not None:
             ready.pack(values)
             return ready
-        return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values, cooperative)
+        return Prepared(self, (fn, grid, 1, 1, block, 1, 1, shared), layout, values, cooperative, moving)
 
     def launch_cooperative(
         self, fn: int, grid: int, block: int, layout: struct.Struct, values, shared: int = 0, stream: int | None = None
@@ -317,20 +318,34 @@ class ParamMemory:
         self.at = ctypes.addressof(self.params)
 
 
+def field_offsets(layout: struct.Struct) -> list[int]:
+    """The byte offset of each value of a little-endian struct format of one-letter codes and pads ("4x")."""
+    fmt = layout.format.lstrip("<")
+    return [struct.calcsize("<" + fmt[: m.start()]) for m in re.finditer(r"\d*([a-zA-Z])", fmt) if m.group(1) != "x"]
+
+
 class Prepared:
     """One kernel launch whose by-value struct is packed ahead (Module.prepare) but for its first field, an
     address: `launch(x, stream)` writes x there and launches (the driver copies the parameter at launch, so
     the memory may be packed again, `pack`, once the launch has returned)."""
 
-    def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values, cooperative: bool = False):
+    def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values, cooperative=False, moving=()):
         self.mod, self.head, self.layout = mod, head, layout
         self.mem = ParamMemory(layout.size)
         self.first, self.at = ctypes.c_uint64.from_buffer(self.mem.buf), self.mem.at
         self.cooperative = cooperative  # refused, its launch raises (the plan's grid fits the device)
+        at = field_offsets(layout)
+        self.cells = tuple(ctypes.c_uint64.from_buffer(self.mem.buf, at[i]) for i in moving)
         self.pack(values)
 
     def pack(self, values):
         self.layout.pack_into(self.mem.buf, 0, *values)
+
+    def move(self, *addresses):
+        """The `moving` address fields rewritten, in their order, the rest as packed (the next call's state,
+        where nothing else changed): a few stores instead of packing the whole struct again."""
+        for cell, a in zip(self.cells, addresses):
+            cell.value = a
 
     def launch(self, x: int, stream: int):
         self.first.value = x

@@ -72,7 +72,7 @@ class LutPlan:
         tail: `launch`'s last five values (sums, done, offset, n_absmax, fin). `ready`, a Prepared of this
         plan whose launch has returned, is packed again instead of making one."""
         values = (0, *self.head, out, absmax, bad, *tail)
-        return self.mod.prepare(self.fn, self.grid, self.block, LUT_ARGS, values, self.shared, ready)
+        return self.mod.prepare(self.fn, self.grid, self.block, LUT_ARGS, values, self.shared, ready, moving=(6, 7))
 
 
 class Dq2Plan:
@@ -114,7 +114,7 @@ class Dq2Plan:
         if sums and self.mod.pdl:
             return None
         values = (x, *self.head, offset, out, absmax, offset_copy, *end, sums)
-        return self.mod.prepare(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, ready)
+        return self.mod.prepare(self.fn, self.grid, 256, DQ_ARGS, values, self.shared, ready, moving=(8, 9, 10))
 
 
 class FusedPlan:
@@ -150,7 +150,11 @@ class FusedPlan:
         """`values`' launch but for the input's address (Prepared, cooperative); `ready`, a Prepared of this plan
         whose launch has returned, is packed again instead of making one."""
         values = self.values(0, *addresses)
-        return self.mod.prepare(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, ready, True)
+        return self.mod.prepare(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, ready, True, MOVING)
+
+
+#: FUSED_ARGS' fields that name the state (Prepared.move): codes, qabsmax, absmax2, offset_copy.
+MOVING = (6, 19, 20, 21)
 
 
 class SumsPlan:

@@ -244,7 +244,8 @@ class Fused4bit:
         fused = False  # both levels in one launch (r.fused)
         if r.dq2 is None:
             tail = (0, end[0], 0, 0, end[1])  # no sums; the end signal
-            if ready is not None and signal:  # its launch packed but for the input's address
+            packed = ready is not None and signal
+            if packed:  # its launch packed but for the input's address
                 ready.launch(xp, stream)
             else:
                 r.plan.launch(xp, at[0], at[1], flag.ptr, *tail, stream=stream)
@@ -289,13 +290,27 @@ class Fused4bit:
             else:
                 if ctx is not None and ctx[6] != fused:  # the spare's launches were of the other kind
                     ready = ready2 = None
-                if fused:  # the one launch, for this scratch and end signal
-                    ready = r.fused.prepare(at2[0], absmax, flag.ptr, ws.sums, end, r.nb, *at2[1:], ws.bar, ready=ready)
+                # the launches for this scratch and end signal; where this call launched them packed, only the
+                # state's addresses move (Prepared.move)
+                if fused:
+                    if packed:
+                        ready.move(*at2)
+                    else:
+                        state = (at2[0], absmax, flag.ptr, ws.sums, end, r.nb, *at2[1:], ws.bar)
+                        ready = r.fused.prepare(*state, ready=ready)
                     ctx = (ws, absmax, end, tail, last, sums, True)
-                elif r.dq2 is not None:  # the launches, for this scratch and end signal
-                    ready = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready)
-                    ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
+                elif r.dq2 is not None:
+                    if packed:
+                        ready.move(at2[0])
+                    else:
+                        ready = r.plan.prepare(at2[0], absmax, flag.ptr, tail, ready)
+                    if packed and ready2 is not None:
+                        ready2.move(*at2[1:])
+                    else:
+                        ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
                     ctx = (ws, absmax, end, tail, last, sums, False)
+                elif packed:
+                    ready.move(*at2)
                 elif signal:
                     ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
                 local.spare = (r, stream, q2, at2, ready, ctx, ready2)

@@ -131,7 +131,7 @@ class RecordingModule:
         self.launch(fn, grid, block, layout, values, shared, stream)
         return True
 
-    def prepare(self, fn, grid, block, layout, values, shared=0, ready=None, cooperative=False):
+    def prepare(self, fn, grid, block, layout, values, shared=0, ready=None, cooperative=False, moving=()):
         """Module.prepare's stand-in: its launch is recorded as `launch` records one, marked prepared."""
         if ready is not None:
             ready.pack(values)
@@ -142,6 +142,12 @@ class RecordingModule:
             def pack(self, values):
                 layout.pack(*values)
                 self.values = tuple(values)
+
+            def move(self, *addresses):
+                values = list(self.values)
+                for i, a in zip(moving, addresses):
+                    values[i] = a
+                self.pack(values)
 
             def launch(self, x, stream):
                 mod.prepared.append(len(mod.launches))

@@ -51,6 +51,10 @@ def test_the_next_one_launch_is_packed(host):
     at = (second.packed.data_ptr(), second.qabsmax.data_ptr(), second.absmax2.data_ptr(), second.offset.ptr)
     want = {**_fields(made), "x": x.data_ptr(), "out": at[0], "qabsmax": at[1], "absmax2": at[2]}
     assert _fields(mod.launches[1][1]) == {**want, "offset_copy": at[3]}
+    third, x = quantize(fused, "nf4", True)  # moved to the third state (Prepared.move)
+    at = (third.packed.data_ptr(), third.qabsmax.data_ptr(), third.absmax2.data_ptr(), third.offset.ptr)
+    want = {**_fields(made), "x": x.data_ptr(), "out": at[0], "qabsmax": at[1], "absmax2": at[2]}
+    assert mod.prepared == [1, 2] and _fields(mod.launches[2][1]) == {**want, "offset_copy": at[3]}
 
 
 @pytest.mark.parametrize("knobs", [{"SUMS_PASS_MIN": 1}, {"DQ2_WAIT": 1}, {"DQ2_OFFSET": 0}, {}])

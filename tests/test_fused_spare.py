@@ -112,8 +112,9 @@ def test_the_next_launch_is_packed_while_the_kernels_run(host):
     ((_, made), (_, ready)) = mod.launches
     want = (x.data_ptr(), *made[1:6], second.packed.data_ptr(), second.absmax.data_ptr(), flag.ptr, 0, counter)
     assert ready == (*want, 0, 0, fin)
-    third, x = quantize(fused, "nf4", False)
-    assert mod.prepared == [1, 2] and mod.launches[2][1][:7] == (x.data_ptr(), *made[1:6], third.packed.data_ptr())
+    third, x = quantize(fused, "nf4", False)  # its launch moved to the third state (Prepared.move)
+    want = (x.data_ptr(), *made[1:6], third.packed.data_ptr(), third.absmax.data_ptr(), flag.ptr, 0, counter)
+    assert mod.prepared == [1, 2] and mod.launches[2][1] == (*want, 0, 0, fin)
     fused.quantize(torch.zeros(64 * 999, dtype=torch.bfloat16), 64 * 999, "bfloat16", 64, "nf4", False, Stream())
     assert mod.prepared == [1, 2]  # another shape: launched in the call
 
@@ -138,6 +139,10 @@ def test_the_next_double_quantized_first_launch_is_packed(host, least):
     last, ready2 = mod.launches[count - 1][1], mod.launches[-1][1]
     at = (second.qabsmax.data_ptr(), second.absmax2.data_ptr(), second.offset.ptr)
     assert ready2 == (*last[:8], *at, *last[11:])  # the second level's values but for this state's arrays
+    third, x = quantize(fused, "nf4", True)  # both launches moved to the third state (Prepared.move)
+    at = (third.qabsmax.data_ptr(), third.absmax2.data_ptr(), third.offset.ptr)
+    assert mod.launches[2 * count][1] == (x.data_ptr(), *made[1:6], third.packed.data_ptr(), *made[7:])
+    assert mod.launches[-1][1] == (*last[:8], *at, *last[11:])
     n = 64 * 8 * 3000  # a larger shape: the scratch grows
     fused.quantize(torch.zeros(n, dtype=torch.bfloat16), n, "bfloat16", 64, "nf4", True, Stream())
     count = len(mod.launches)
@@ -177,6 +182,23 @@ def test_a_prepared_launch_packs_the_struct_with_the_input_first():
     ready.pack((0, *values[1:6], 8 << 40, *values[7:]))
     ready.launch(9 << 40, 9)
     assert ctypes.string_at(address, L.LUT_ARGS.size) == L.LUT_ARGS.pack(9 << 40, *values[1:6], 8 << 40, *values[7:])
+
+
+@pytest.mark.parametrize("layout", ["LUT_ARGS", "DQ_ARGS", "FUSED_ARGS"])
+def test_a_prepared_launch_moves_only_the_fields_it_names(layout):
+    """Prepared.move rewrites the address fields named at its making (`moving`), in order, and leaves every
+    other byte as packed: the struct equals one packed afresh with those values."""
+    layout = getattr(L, layout)
+    mod = SimpleNamespace(_driver=None)
+    values = tuple(range(101, 101 + len(K.field_offsets(layout))))
+    moving = (0, len(values) - 1) if layout is not L.FUSED_ARGS else L.MOVING
+    ready = K.Prepared(mod, (101, 396, 1, 1, 256, 1, 1, 128), layout, values, moving=moving)
+    new = [v << 33 for v in range(1, len(moving) + 1)]
+    ready.move(*new)
+    want = list(values)
+    for i, v in zip(moving, new):
+        want[i] = v
+    assert bytes(ready.mem.buf)[: layout.size] == layout.pack(*want)
 
 
 @pytest.mark.parametrize("dq", [False, True])
