@@ -158,15 +158,6 @@ __device__ __forceinline__ void dq_store(long long n, long long w, int lane, flo
     }
 }
 
-template <bool GLOBAL>
-__device__ __forceinline__ void dq_block(const float* x, long long n, long long w, int lane, float offset,
-                                         const uint2* lut, int shift, int low, int high, unsigned char* out,
-                                         float* absmax) {
-    float v[8];
-    dq_load(x, n, w, lane, v);
-    dq_store<GLOBAL>(n, w, lane, offset, v, lut, shift, low, high, out, absmax);
-}
-
 __device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
 // Leaves the 277 sums and the counter word after them zero for the next call (one whole warp).

@@ -178,8 +178,8 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
 }
 
 // ---- Fused double quantization: one cooperative launch (every CTA resident) ----
-// Phase 1 is quant_lut with the sums (it signals its end there, q.fin: the non-finite flag is final); after
-// a grid barrier every CTA computes the same offset from the sums, then the grid quantizes absmax - offset
+// Phase 1 is quant_lut with the sums; the grid barrier after it signals its end (q.fin: the non-finite flag
+// is final then). Then every CTA computes the same offset from the sums, the grid quantizes absmax - offset
 // (blocks of 256, the log-scale table) and the CTA that counts itself last clears the sums (release_sums).
 struct FusedArgs {
     LutArgs q; const uint2* lut2; int lut2_size, shift2, low2, high2;
@@ -187,8 +187,10 @@ struct FusedArgs {
 };
 static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
 
-// bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation
-__device__ void grid_sync(unsigned int* bar) {
+// bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation. fin (not null): the CTA
+// that arrives last also signals the grid's end so far to the host, as signal_end would (the thread that set
+// the non-finite flag fenced it at system scope before its CTA arrived).
+__device__ void grid_sync(unsigned int* bar, int* fin = nullptr) {
     __syncthreads();
     if (threadIdx.x == 0) {
         volatile unsigned int* gen = bar + 1;
@@ -196,6 +198,7 @@ __device__ void grid_sync(unsigned int* bar) {
         __threadfence();
         if (atomicAdd(bar, 1u) == gridDim.x - 1) {
             *(volatile unsigned int*)bar = 0;
+            if (fin) *(volatile int*)fin = 1;
             __threadfence();
             atomicAdd(bar + 1, 1u);
         } else {
@@ -208,19 +211,25 @@ __device__ void grid_sync(unsigned int* bar) {
 
 template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
-    quant_lut<FMT, 2, NEXT>(f.q);
-    grid_sync(f.bar);
+    LutArgs q = f.q;
+    q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
+    quant_lut<FMT, 2, NEXT>(q);
+    grid_sync(f.bar, f.q.fin);
+    const long long n = f.q.n_absmax, nblocks = (n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    float v[8];
+    if (first < nblocks) dq_load(f.q.absmax, n, first, lane, v);  // in flight while the offset is computed
     __shared__ float offset;
     if (threadIdx.x < 32) {
-        const float v = offset_value_warp(f.q.sums, f.q.n_absmax);
-        if (threadIdx.x == 0) offset = v;
+        const float o = offset_value_warp(f.q.sums, n);
+        if (threadIdx.x == 0) offset = o;
     }
     __syncthreads();
     if (blockIdx.x == 0 && threadIdx.x == 0) *f.offset_copy = offset;
-    const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
-    for (long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; w < nblocks;
-         w += ((long long)gridDim.x * blockDim.x) >> 5)
-        dq_block<true>(f.q.absmax, n, w, threadIdx.x & 31, offset, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax,
-                       f.absmax2);
+    for (long long w = first; w < nblocks; w += nwarps) {
+        if (w != first) dq_load(f.q.absmax, n, w, lane, v);
+        dq_store<true>(n, w, lane, offset, v, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
+    }
     if (threadIdx.x < 32) release_sums(f.q.sums);
 }
