@@ -9,7 +9,6 @@ and --ftz=false (subnormals kept). Formats: 0 float32, 1 float16, 2 bfloat16 (as
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import struct
@@ -21,6 +20,16 @@ from importlib import resources
 import numpy as np
 
 from . import cuda_lut, kernel_cache
+from .cuda_driver import (  # noqa: F401 (Prepared, field_offsets: used by the tests)
+    COOPERATIVE_LAUNCH_TOO_LARGE,
+    DEV_ATTR_COOPERATIVE_LAUNCH,
+    LaunchConfig,
+    ParamMemory,
+    Prepared,
+    field_offsets,
+    launch_cooperative,
+    libcuda,
+)
 from .cuda_memory import N_BINS, DeviceScalar, Flag, Workspace, ptr  # noqa: F401 (used by the backends)
 
 FORMATS = {"float32": 0, "float16": 1, "bfloat16": 2}
@@ -159,7 +168,7 @@ class Module:
             cc = int(dev.compute_capability)
             cooperative = bool(cp.cuda.runtime.deviceGetAttribute(DEV_ATTR_COOPERATIVE_LAUNCH, device_id))
         # programmatic serialization: compute capability 9.0 on, and a driver with cuLaunchKernelEx
-        lib = _libcuda()
+        lib = libcuda()
         self.pdl = bool(self.knobs["PDL"]) and cc >= 90 and lib is not None and hasattr(lib, "cuLaunchKernelEx")
         self._configs = {}
         self._functions = {}
@@ -168,7 +177,7 @@ class Module:
         self._plans = {}
         self._cp, self._driver = cp, cp.cuda.driver
         # cuLaunchCooperativeKernel: CuPy's driver binding, else through ctypes; None where the device has none
-        coop = getattr(cp.cuda.driver, "launchCooperativeKernel", None) or (_launch_cooperative if lib else None)
+        coop = getattr(cp.cuda.driver, "launchCooperativeKernel", None) or (launch_cooperative if lib else None)
         self._coop = coop if cooperative else None
         self.cooperative = self._coop is not None
 
@@ -224,9 +233,9 @@ class Module:
         key = (grid, block, shared)
         cfg = self._configs.get(key)
         if cfg is None:
-            cfg = self._configs[key] = _LaunchConfig(grid, block, shared)
+            cfg = self._configs[key] = LaunchConfig(grid, block, shared)
         cfg.hStream = stream
-        res = _libcuda().cuLaunchKernelEx(cfg.at, fn, self._params(layout, values), None)
+        res = libcuda().cuLaunchKernelEx(cfg.at, fn, self._params(layout, values), None)
         if res:
             raise self._driver.CUDADriverError(res)
 
@@ -267,106 +276,6 @@ class Module:
                 raise
             return False
         return True
-
-
-DEV_ATTR_COOPERATIVE_LAUNCH = 95  # cudaDevAttrCooperativeLaunch
-COOPERATIVE_LAUNCH_TOO_LARGE = 720  # CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE
-
-
-def _launch_cooperative(fn, gx, gy, gz, bx, by, bz, shared, stream, params):
-    """cuLaunchCooperativeKernel through ctypes, raising as CuPy's driver bindings do."""
-    res = _libcuda().cuLaunchCooperativeKernel(fn, gx, gy, gz, bx, by, bz, shared, stream, params)
-    if res:
-        import cupy as cp
-
-        raise cp.cuda.driver.CUDADriverError(res)
-
-
-class _LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, then a 64-byte value (a union)
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
-
-
-PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-
-
-class _LaunchConfig(ctypes.Structure):
-    """CUlaunchConfig of cuLaunchKernelEx for a 1-D grid with the one attribute programmatic serialization;
-    `at` its address (the stream is set per launch)."""
-
-    _fields_ = [
-        ("grid", ctypes.c_uint * 3),
-        ("block", ctypes.c_uint * 3),
-        ("sharedMemBytes", ctypes.c_uint),
-        ("hStream", ctypes.c_void_p),
-        ("attrs", ctypes.POINTER(_LaunchAttribute)),
-        ("numAttrs", ctypes.c_uint),
-    ]
-
-    def __init__(self, grid: int, block: int, shared: int):
-        attr = _LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
-        super().__init__((grid, 1, 1), (block, 1, 1), shared, None, ctypes.pointer(attr), 1)
-        self._attr, self.at = attr, ctypes.addressof(self)
-
-
-class ParamMemory:
-    """Host memory for one by-value kernel parameter of up to `size` bytes (`buf`) and the one-entry pointer
-    array cuLaunchKernel reads, at address `at`."""
-
-    def __init__(self, size: int):
-        self.buf = ctypes.create_string_buffer(size)
-        self.params = (ctypes.c_void_p * 1)(ctypes.addressof(self.buf))
-        self.at = ctypes.addressof(self.params)
-
-
-def field_offsets(layout: struct.Struct) -> list[int]:
-    """The byte offset of each value of a little-endian struct format of one-letter codes and pads ("4x")."""
-    fmt = layout.format.lstrip("<")
-    return [struct.calcsize("<" + fmt[: m.start()]) for m in re.finditer(r"\d*([a-zA-Z])", fmt) if m.group(1) != "x"]
-
-
-class Prepared:
-    """One kernel launch whose by-value struct is packed ahead (Module.prepare) but for its first field, an
-    address: `launch(x, stream)` writes x there and launches (the driver copies the parameter at launch, so
-    the memory may be packed again, `pack`, once the launch has returned)."""
-
-    def __init__(self, mod: Module, head: tuple, layout: struct.Struct, values, cooperative=False, moving=()):
-        self.mod, self.head, self.layout = mod, head, layout
-        self.mem = ParamMemory(layout.size)
-        self.first, self.at = ctypes.c_uint64.from_buffer(self.mem.buf), self.mem.at
-        self.cooperative = cooperative  # refused, its launch raises (the plan's grid fits the device)
-        at = field_offsets(layout)
-        self.cells = tuple(ctypes.c_uint64.from_buffer(self.mem.buf, at[i]) for i in moving)
-        self.pack(values)
-
-    def pack(self, values):
-        self.layout.pack_into(self.mem.buf, 0, *values)
-
-    def move(self, *addresses):
-        """The `moving` address fields rewritten, in their order, the rest as packed (the next call's state,
-        where nothing else changed): a few stores instead of packing the whole struct again."""
-        for cell, a in zip(self.cells, addresses):
-            cell.value = a
-
-    def launch(self, x: int, stream: int):
-        self.first.value = x
-        if self.cooperative:  # cuLaunchCooperativeKernel takes no `extra`
-            self.mod._coop(*self.head, stream, self.at)
-        else:
-            self.mod._driver.launchKernel(*self.head, stream, self.at, 0)
-
-
-@cache
-def _libcuda():
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return None
-    lib.cuLaunchCooperativeKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7, ctypes.c_void_p, ctypes.c_void_p]
-    lib.cuLaunchCooperativeKernel.restype = ctypes.c_int
-    if hasattr(lib, "cuLaunchKernelEx"):  # CUDA 12 on
-        lib.cuLaunchKernelEx.argtypes = [ctypes.c_void_p] * 4
-        lib.cuLaunchKernelEx.restype = ctypes.c_int
-    return lib
 
 
 @cache

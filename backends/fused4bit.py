@@ -10,59 +10,12 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 
-import numpy as np
-
 from qref.backend import FourBit, zero_code
-from qref.codebooks import get_codebook
 from qref.double_quant import DQ_BLOCKSIZE
 
 from . import cuda_kernels as K
 from . import cuda_launch as L
-from . import cuda_lut
-
-
-class _Tables:
-    """Codebook values, midpoints, order and bucket table (backends/cuda_lut.py: (entries, bits), else a
-    log-scale one (entries, size, shift, low, high), else None) on one device, from qref.codebooks."""
-
-    def __init__(self, cp, device_id: int):
-        self.cp, self.device_id, self.cache, self.nexts, self.compacts = cp, device_id, {}, {}, {}
-
-    def log(self, name: str, mod):
-        """The codebook's log-scale table as `mod`'s kernels read it: with the knob DQ2_NEXT its compact form
-        (cuda_lut.compact_log), None where the codebook has none; else (entries, size, shift, low, high)."""
-        table = self(name)[3]
-        if mod.knobs["DQ2_NEXT"]:
-            return self.compacts[name]
-        return table if table is not None and len(table) == 5 else None
-
-    def next(self, name: str):
-        """The codebook's NEXT entries on the device (cuda_lut.next_entries), or None (no bucket table, or
-        codes not in value order); made with its bucket table."""
-        self(name)
-        return self.nexts[name]
-
-    def __call__(self, name):
-        if not isinstance(name, str) or name not in self.cache:  # a list would fail the cache's hashing
-            cb = get_codebook(name)  # refuses an unknown name
-            lut, log = cuda_lut.build(cb.midpoints, cb.order), None
-            if lut is None:
-                log = cuda_lut.build_log(cb.midpoints, cb.order)
-            nxt = None if lut is None else cuda_lut.next_entries(lut)
-            with self.cp.cuda.Device(self.device_id):
-                table = None
-                self.nexts[name] = None if nxt is None else self.cp.asarray(nxt)
-                if lut is not None:
-                    table = (self.cp.asarray(lut.entries), lut.bits)
-                elif log is not None:
-                    table = (self.cp.asarray(log.entries), log.entries.shape[0], log.shift, log.low, log.high)
-                raw = None if log is None else cuda_lut.compact_log(log, cb.midpoints)
-                self.compacts[name] = None if raw is None else (self.cp.asarray(raw), raw.shape[0], *table[2:])
-                self.cache[name] = (
-                    *(self.cp.asarray(a) for a in (cb.values, cb.midpoints, cb.order.astype(np.uint8))),
-                    table,
-                )
-        return self.cache[name]
+from .cuda_tables import Tables
 
 
 def _size(a) -> int:
@@ -160,7 +113,7 @@ class Fused4bit:
     after every kernel is queued."""
 
     def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,)):
-        self.cp, self.tables, self.empty, self.zeros = cp, _Tables(cp, device_id), empty, zeros
+        self.cp, self.tables, self.empty, self.zeros = cp, Tables(cp, device_id), empty, zeros
         self.device_id, self.out_of_memory = device_id, out_of_memory  # what `empty` raises when short
         self._quant, self._dequant = {}, {}
         self._local = threading.local()  # `spare`: see quantize64
