@@ -164,6 +164,7 @@ def test_device_offset_equals_reference():
     "knobs",
     [
         {},
+        {"DQ_FUSED": 0},
         {"SUMS_PASS_MIN": 1},
         {"SUMS_PASS_MIN": 1, "PDL": 1},
         {"DQ2_OFFSET": 0},
@@ -173,8 +174,9 @@ def test_device_offset_equals_reference():
 def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
     """The windowed per-lane sums and the shared bins, inside quant_lut or in their own kernel (SUMS_PASS_MIN,
     its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
-    (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by quant_dq256's CTAs
-    (with or without programmatic serialization, PDL) or by the summing kernel's last CTA (DQ2_OFFSET 0); a
+    (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by the one cooperative
+    kernel's CTAs (the default), by quant_dq256's (DQ_FUSED 0, or the sums' own pass; with or without
+    programmatic serialization, PDL) or by the summing kernel's last CTA (DQ2_OFFSET 0); a
     refused input (an inf) leaves the workspace fit for the next call, and so does each call."""
     from qref.backends import cuda_kernels as K
 
@@ -220,8 +222,8 @@ def test_torch_state_on_the_host_is_refused():
 
 
 def test_double_quant_paths_interleaved(cb, monkeypatch):
-    """The fused (cooperative) launch, the two-kernel path (the default, and the fallback when the driver
-    refuses the cooperative launch) and the general kernel (unaligned input) share one double-buffered
+    """The fused (cooperative) launch (the default), the two-kernel path (DQ_FUSED 0, and the fallback when
+    the driver refuses the cooperative launch) and the general kernel (unaligned input) share one
     workspace: interleaved, each keeps the reference's bits."""
     from qref.backends import cuda_kernels as K
 
@@ -236,12 +238,13 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
         assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
         assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax) and np.array_equal(cb.to_numpy(q.packed), r.packed)
 
-    for mod, refuse in ((fused, False), (None, False), (fused, True), (fused, False)):
+    two = K.Module(0, DQ_FUSED=0)
+    for mod, refuse in ((fused, False), (two, False), (fused, True), (fused, False)):
         if refuse:
             monkeypatch.setattr(K.Module, "launch_cooperative", lambda *a, **k: False)
         else:
             monkeypatch.undo()
-        with K.using(mod or K.module(0)):
+        with K.using(mod):
             for x, r in zip(xs, want):
                 q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
                 check(q, r)
@@ -249,22 +252,23 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
 
 
 def test_second_level_table_read_in_place_or_from_shared_memory(cb):
-    """quant_dq256 with its bucket table read through the read-only cache (default) and copied to shared
-    memory (DQ2_SHARED=1), one or several blocks loaded per warp (DQ2_BLOCKS), in its compact form
-    (DQ2_NEXT=1; in the cooperative kernel too, DQ_FUSED=1): the reference's bits every way, a tail block of
-    absmax included."""
+    """quant_dq256 (DQ_FUSED 0) with its bucket table read through the read-only cache and copied to shared
+    memory (DQ2_SHARED=1, the default), one or several blocks loaded per warp (DQ2_BLOCKS), in its compact
+    form (DQ2_NEXT=1; in the cooperative kernel too, the default): the reference's bits every way, a tail
+    block of absmax included."""
     from qref.backends import cuda_kernels as K
 
     x = weights(64 * (256 * 37 + 5), "bfloat16", 11)
     r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
     for mod in (
         K.module(0),
-        K.Module(0, DQ2_NEXT=0, DQ2_SHARED=0),
-        K.Module(0, DQ2_NEXT=0, DQ2_SHARED=1),
-        K.Module(0, DQ2_NEXT=0, DQ2_SHARED=0, DQ2_BLOCKS=3),
-        K.Module(0, DQ2_NEXT=1, DQ2_SHARED=0),
-        K.Module(0, DQ2_BLOCKS=2),
-        K.Module(0, DQ_FUSED=1),
+        K.Module(0, DQ_FUSED=0),
+        K.Module(0, DQ_FUSED=0, DQ2_NEXT=0, DQ2_SHARED=0),
+        K.Module(0, DQ_FUSED=0, DQ2_NEXT=0, DQ2_SHARED=1),
+        K.Module(0, DQ_FUSED=0, DQ2_NEXT=0, DQ2_SHARED=0, DQ2_BLOCKS=3),
+        K.Module(0, DQ_FUSED=0, DQ2_NEXT=1, DQ2_SHARED=0),
+        K.Module(0, DQ_FUSED=0, DQ2_BLOCKS=2),
+        K.Module(0, DQ2_NEXT=0),
     ):
         with K.using(mod):
             q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
