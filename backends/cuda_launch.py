@@ -40,6 +40,7 @@ class LutPlan:
         self.shared = 8 * k + (8 * N_BINS if sums else 0)
         self.grid = min(mod.resident(name, self.block, self.shared), -(-nfull // (8 * warps)))
         self.head = (nfull, entries_at, k, 23 - bits, k - 1)
+        self.kernel = f"f{FORMATS[fmt]}{'_next' if nxt else ''}"  # format and lookup, as FusedPlan names them
 
     def launch(
         self,
@@ -118,19 +119,18 @@ class Dq2Plan:
 
 
 class FusedPlan:
-    """quant_lut_dq: both levels of the double quantization of `nfull` full blocks of 64 values of `fmt` in one
-    cooperative launch (every CTA resident, a grid barrier between the levels): quant_lut's codes, absmax and
-    sums (it signals its end there: the non-finite flag is final), then each CTA's offset from the sums and
-    the second level, as quant_dq256's (DQ2_OFFSET); the CTA that ends last clears the sums. A grid of as
-    many CTAs as fit at once (grid 0: none fit). Everything but the addresses (Module.plan)."""
+    """quant_lut_dq: both levels of a double quantization in one cooperative launch (every CTA resident, a grid
+    barrier between the levels): the first level as `first` (a LutPlan with the sums) plans it, codes, absmax
+    and sums (the barrier signals its end: the non-finite flag is final), then each CTA's offset from the sums
+    and the second level, as quant_dq256's (DQ2_OFFSET); the CTA that ends last clears the sums. A grid of at
+    most as many CTAs as fit at once (grid 0: none fit). Everything but the addresses (Module.plan)."""
 
-    def __init__(self, mod: Module, fmt: str, nfull: int, entries_at: int, bits: int, nxt: bool, *second):
-        k, warps = 1 << bits, mod.knobs["WARPS_PER_CTA"]
-        name = f"quant_lut_dq_f{FORMATS[fmt]}{'_next' if nxt else ''}"
-        self.mod, self.fn, self.block = mod, mod(name).ptr, 32 * warps
-        self.shared = 8 * k + 8 * N_BINS
-        self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-nfull // (8 * warps)))
-        self.head = (nfull, entries_at, k, 23 - bits, k - 1)
+    def __init__(self, mod: Module, first: LutPlan, *second):
+        name = f"quant_lut_dq_{first.kernel}"
+        self.mod, self.fn, self.head = mod, mod(name).ptr, first.head
+        self.block, self.shared = first.block, first.shared  # the first level's CTAs, their table and bins
+        blocks = 8 * (self.block // 32)  # blocks of 64 a CTA takes per step (8 a warp), as LutPlan's grid
+        self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-first.head[0] // blocks))
         self.second = second  # the log table's (address, size, shift, low, high)
 
     def values(self, x, out, absmax, bad, sums, end, n_absmax, qabsmax, absmax2, offset_copy, bar) -> tuple:
@@ -199,14 +199,12 @@ def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: int, nxt=None) -> L
     return mod.plan(LutPlan, fmt, nfull, int(ptr(entries)), bits, sums)
 
 
-def fused_plan(mod: Module, fmt: str, nfull: int, table, table2, nxt=None) -> FusedPlan | None:
-    """table, nxt: lut_plan's; table2: the second level's log table (entries, size, shift, low, high). None
-    where no CTA of the kernel fits on a multiprocessor or the device has no cooperative launch."""
-    entries, bits = table
-    use_next = nxt is not None and bool(mod.knobs["LUT_NEXT"])
+def fused_plan(mod: Module, first: LutPlan, table2) -> FusedPlan | None:
+    """first: the first level's plan (lut_plan's, with the sums); table2: the second level's log table (entries,
+    size, shift, low, high). None where no CTA of the kernel fits on a multiprocessor or the device has no
+    cooperative launch."""
     entries2, *shape = table2
-    at, at2 = int(ptr(nxt if use_next else entries)), int(ptr(entries2))
-    plan = mod.plan(FusedPlan, fmt, nfull, at, bits, use_next, at2, *shape)
+    plan = mod.plan(FusedPlan, first, int(ptr(entries2)), *shape)
     return plan if plan.grid > 0 and mod.cooperative else None
 
 
@@ -324,7 +322,7 @@ def quantize(
         sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
         if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             table2, qabs, abs2, at = second
-            fplan = fused_plan(mod, fmt, done, table, table2)
+            fplan = fused_plan(mod, plan, table2)
             ws.fused = fplan is not None and fplan.launch(
                 xp, outp, absp, bad, ws.sums, (0, 0), nblocks, int(ptr(qabs)), int(ptr(abs2)), at, ws.bar
             )  # no end signal: the caller waits on the stream

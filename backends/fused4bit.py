@@ -88,7 +88,7 @@ class _Quant64:
         self.dq2 = L.dq2_plan(mod, self.nb, dlut) if double_quant else None
         # both levels in one cooperative launch (DQ_FUSED), else (or where the driver refuses it) two kernels
         one = mode == 2 and self.first_ends and mod.knobs["DQ_FUSED"]
-        self.fused = L.fused_plan(mod, fmt, self.nb, lut, dlut, nxt) if one else None
+        self.fused = L.fused_plan(mod, self.plan, dlut) if one else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
         self.nbytes = self.npk + (self.nb + 4 * (self.nb2 + 1) if double_quant else 4 * self.nb)
 
