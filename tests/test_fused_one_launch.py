@@ -25,6 +25,11 @@ def _fields(values) -> dict:
     return dict(zip((*names.split(), "qabsmax", "absmax2", "offset_copy", "bar"), values))
 
 
+def names(mod):
+    """The kernels `mod` launched, in order."""
+    return [name for name, _ in mod.launches]
+
+
 def test_one_launch_writes_the_state_and_signals_the_first_level(host):
     fused, mod = host(DQ_FUSED=1)
     n = 64 * 1000
@@ -63,8 +68,8 @@ def test_two_kernels_where_one_launch_does_not_apply(host, knobs):
     first level's last CTA computes the offset, and without DQ_FUSED: quant_lut, then quant_dq256."""
     fused, mod = host(**{"DQ_FUSED": int(bool(knobs)), **knobs})
     quantize(fused, "nf4", True)
-    names = [name for name, _ in mod.launches]
-    assert names[0].startswith("quant_lut_f2_s") and names[-1] == "quant_dq256"
+    kernels = names(mod)
+    assert kernels[0].startswith("quant_lut_f2_s") and kernels[-1] == "quant_dq256"
 
 
 def test_a_refused_launch_runs_the_two_kernels(host, monkeypatch):
@@ -75,19 +80,15 @@ def test_a_refused_launch_runs_the_two_kernels(host, monkeypatch):
     accept = mod.launch_cooperative
     monkeypatch.setattr(mod, "launch_cooperative", lambda *a, **k: False)
     quantize(fused, "nf4", True)
-    assert [name for name, _ in mod.launches] == ["quant_lut_f2_s2_next", "quant_dq256"]
+    assert names(mod) == ["quant_lut_f2_s2_next", "quant_dq256"]
     monkeypatch.setattr(mod, "launch_cooperative", accept)
     quantize(fused, "nf4", True)  # the packed two launches
-    assert mod.prepared == [2, 3] and [name for name, _ in mod.launches[2:]] == names(mod)[:2]
+    assert mod.prepared == [2, 3] and names(mod)[2:] == names(mod)[:2]
     cuda_memory.Workspace._local.cache[0].finished = False  # a call in between that did not finish
     quantize(fused, "nf4", True)
     assert mod.launches[4][0] == "quant_lut_dq_f2_next" and mod.prepared == [2, 3]
     quantize(fused, "nf4", True)
     assert mod.launches[5][0] == "quant_lut_dq_f2_next" and mod.prepared == [2, 3, 5]
-
-
-def names(mod):
-    return [name for name, _ in mod.launches]
 
 
 def test_a_cooperative_prepared_launch_passes_no_extra_argument():
