@@ -1,7 +1,7 @@
 """Where a torch:cuda quantize's host time goes, on the machine it runs on: the cost of each host piece
 (timeit over CUDA tensors: the allocations, views, the state, the flag, the launch, the checks), then
 the stages of whole calls by perf_counter stamps (from the call's start: the return of each launch, the
-start and end of the workspace, the next state, the packed launches and the wait, the return; median of
+start and end of the workspace, the next state, the packed or moved launches and the wait, the return; median of
 `--reps` calls, each after a synchronize), with and without double quantization: as
 shipped, by the full path of a first call (no recipe kept for the shape), with the event wait in place of
 the last kernel's end signal (knob END_SIGNAL 0) and with each call's state allocated in the call (knob
@@ -104,6 +104,7 @@ STEPS = (
     ("cuda_launch", "LutPlan", "prepare", "next first launch packed"),
     ("cuda_launch", "Dq2Plan", "prepare", "next second level packed"),
     ("cuda_launch", "FusedPlan", "prepare", "next one launch packed"),
+    ("cuda_driver", "Prepared", "move", "next launch moved"),
     ("cuda_memory", "Flag", "wait", "wait"),
     ("cuda_memory", "Flag", "wait_end", "wait"),
 )
