@@ -152,6 +152,9 @@ def test_device_offset_equals_reference():
     sticky = tie.copy()
     sticky[0] = 1  # just above halfway: up
     cases.append((sticky, 1))
+    far = np.zeros(277, np.uint64)
+    far[200], far[0] = (1 << 53) + 1, 1  # the sticky bit limbs below the leading two
+    cases += [(far, 1), (np.full(277, (1 << 63) - 1, np.uint64), 2**31 - 1)]  # every bin full: every carry
     cases += [(random_sums(rng), int(rng.choice([1, 3, 1000, 2**31 - 1]))) for _ in range(300)]
     for sums, n in cases:
         want = offset_from_exponent_sums(sums.astype(object), n)

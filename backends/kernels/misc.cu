@@ -62,36 +62,37 @@ extern "C" __global__ void exponent_sums(const float* v, long long n, unsigned l
 // ---- The double-quantization offset on the device (qref.double_quant.offset_from_exponent_sums) ----
 // total = sum_i sums[i] 2^i (units of 2^-172; sums[i] < 2^63, so total < 2^341: 6 limbs of 64 bits)
 // rounded to 53 bits (nearest even, with a sticky bit), times 2^-172, divided by n in float64, rounded
-// to float32: the reference's RN_f32(RN_f64(RN_f64(exact sum) / n)).
-__device__ __forceinline__ void limb_add(unsigned long long* limb, int q, unsigned long long v) {
-    for (; q < 6 && v; ++q) { unsigned long long t = limb[q] + v; v = t < v; limb[q] = t; }
-}
-
-__device__ float total_to_offset(const unsigned long long* limb, long long n) {
-    int top = 5;
-    while (top >= 0 && limb[top] == 0) --top;
-    if (top < 0) return 0.0f;
-    int lz = __clzll(limb[top]);
-    int msb = 64 * top + 63 - lz;
-    unsigned long long hi = limb[top] << lz;  // the 64 bits below and at the leading one
-    bool sticky = false;
-    if (top > 0) {
-        if (lz) hi |= limb[top - 1] >> (64 - lz);
-        sticky = (limb[top - 1] << lz) != 0;
-        for (int q = top - 2; q >= 0; --q) sticky |= limb[q] != 0;
+// to float32: the reference's RN_f32(RN_f64(RN_f64(exact sum) / n)). Every index is a constant after
+// unrolling, so the limbs stay in registers.
+__device__ __forceinline__ float total_to_offset(const unsigned long long (&limb)[6], long long n) {
+    int top = -1;
+    unsigned long long t = 0, below = 0;  // the leading limb and the one under it
+    bool sticky = false, any = false;      // any bit set in the limbs under those two; under limb q - 1
+    #pragma unroll
+    for (int q = 0; q < 6; ++q) {
+        if (limb[q]) { top = q; t = limb[q]; below = q ? limb[q - 1] : 0ull; sticky = any; }
+        if (q) any |= limb[q - 1] != 0;
     }
+    if (top < 0) return 0.0f;
+    const int lz = __clzll(t), msb = 64 * top + 63 - lz;
+    unsigned long long hi = t << lz;  // the 64 bits at and below the leading one
+    if (lz) hi |= below >> (64 - lz);
+    sticky |= (below << lz) != 0;
     unsigned long long mant = hi >> 11, rest = hi & 0x7FFull;
     mant += rest > 0x400ull || (rest == 0x400ull && (sticky || (mant & 1ull)));
-    double total = ldexp((double)mant, msb - 52 - 172);
+    const double total = ldexp((double)mant, msb - 52 - 172);  // exact: a power of two within the normal range
     return __double2float_rn(total / (double)n);
 }
 
-// Called by one whole warp: the nonzero bins found by ballot, added by lane 0, which returns the offset.
+#if OFFSET_DIGITS == 0  // the lane-0 sum of the nonzero bins (the form before; side by side only)
+__device__ __forceinline__ void limb_add(unsigned long long* limb, int q, unsigned long long v) {
+    for (; q < 6 && v; ++q) { unsigned long long t = limb[q] + v; v = t < v; limb[q] = t; }
+}
 __device__ float offset_value_warp(const unsigned long long* sums, long long n) {
     const int lane = threadIdx.x & 31;
     unsigned long long limb[6] = {0, 0, 0, 0, 0, 0}, v[9];
     #pragma unroll
-    for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;  // all loads first
+    for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;
     #pragma unroll
     for (int r = 0; r < 9; ++r) {
         unsigned int nz = __ballot_sync(FULL, v[r] != 0ull);
@@ -108,6 +109,47 @@ __device__ float offset_value_warp(const unsigned long long* sums, long long n) 
     }
     return lane == 0 ? total_to_offset(limb, n) : 0.0f;
 }
+#else
+// Called by one whole warp; every lane returns the offset. The total as 32-bit digits: bin 32 r + lane adds
+// v 2^lane times 2^(32 r), i.e. the low and high words of v << lane and the bits of v above 64 - lane to
+// digits r, r + 1 and r + 2 (each lane's digit under 3 * 2^32); the warp's sum of each digit (under 2^39)
+// then carried into 12 digits, 6 limbs. Cost: one round of loads and a few dozen warp reductions, whatever
+// the number of bins in use.
+__device__ float offset_value_warp(const unsigned long long* sums, long long n) {
+    const int lane = threadIdx.x & 31;
+    unsigned long long v[9], a[11];
+    #pragma unroll
+    for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;  // all loads first
+    #pragma unroll
+    for (int p = 0; p < 11; ++p) a[p] = 0ull;
+    #pragma unroll
+    for (int r = 0; r < 9; ++r) {
+        const unsigned long long lo = v[r] << lane, hi = lane ? v[r] >> (64 - lane) : 0ull;
+        a[r] += lo & 0xFFFFFFFFull;
+        a[r + 1] += lo >> 32;
+        a[r + 2] += hi;
+    }
+    #pragma unroll
+    for (int p = 0; p < 11; ++p) {
+#if __CUDA_ARCH__ >= 800  // three 32-bit reductions of parts under 2^16 (sums under 2^21: none wraps)
+        const unsigned int l = (unsigned int)a[p];
+        a[p] = __reduce_add_sync(FULL, l & 0xFFFFu) + ((unsigned long long)__reduce_add_sync(FULL, l >> 16) << 16) +
+               ((unsigned long long)__reduce_add_sync(FULL, (unsigned int)(a[p] >> 32)) << 32);
+#else
+        for (int o = 16; o > 0; o >>= 1) a[p] += __shfl_xor_sync(FULL, a[p], o);
+#endif
+    }
+    unsigned long long limb[6], carry = 0;
+    unsigned int d[12];
+    #pragma unroll
+    for (int p = 0; p < 11; ++p) { carry += a[p]; d[p] = (unsigned int)carry; carry >>= 32; }
+    d[11] = (unsigned int)carry;
+    #pragma unroll
+    for (int q = 0; q < 6; ++q) limb[q] = d[2 * q] | (unsigned long long)d[2 * q + 1] << 32;
+    return total_to_offset(limb, n);
+}
+
+#endif
 
 // The offset written by lane 0; the sums and the finished-CTA counter (the word after them) left zero.
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
