@@ -189,8 +189,9 @@ static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_laun
 
 // bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation. fin (not null): the CTA
 // that arrives last also signals the grid's end so far to the host, as signal_end would (the thread that set
-// the non-finite flag fenced it at system scope before its CTA arrived).
-__device__ void grid_sync(unsigned int* bar, int* fin = nullptr) {
+// the non-finite flag fenced it at system scope before its CTA arrived). wait false: the CTA arrives and goes
+// on without waiting.
+__device__ void grid_sync(unsigned int* bar, int* fin = nullptr, bool wait = true) {
     __syncthreads();
     if (threadIdx.x == 0) {
         volatile unsigned int* gen = bar + 1;
@@ -201,7 +202,7 @@ __device__ void grid_sync(unsigned int* bar, int* fin = nullptr) {
             if (fin) *(volatile int*)fin = 1;
             __threadfence();
             atomicAdd(bar + 1, 1u);
-        } else {
+        } else if (wait) {
             while (*gen == g) __nanosleep(32);
         }
         __threadfence();
@@ -214,8 +215,15 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
     quant_lut<FMT, 2, NEXT>(q);
-    grid_sync(f.bar, f.q.fin);
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
+    // comes before the last reader's, which counts after its blocks)
+    const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
+    grid_sync(f.bar, f.q.fin, works);
+    if (!works) {
+        if (threadIdx.x < 32) release_sums(f.q.sums);
+        return;
+    }
     const long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     float v[8];
