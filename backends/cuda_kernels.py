@@ -71,8 +71,6 @@ KNOBS = {
     # 0: it returns once the first level's kernel has ended (the non-finite flag is final), the rest queued
     "FUSED_EXIT": 1,  # 1: in the one cooperative launch, CTAs without a block of the second level leave at the
     # barrier; 0: every CTA waits there
-    "OFFSET_DIGITS": 1,  # 1: the offset's exact total summed by the whole warp as 32-bit digits; 0: by its first
-    # lane, bin by bin (side by side only)
     "END_SIGNAL": 1,  # 1: the kernel a block-64 quantize waits for (its last; DQ2_WAIT) signals its grid's end,
     # which the call polls (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }

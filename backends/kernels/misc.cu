@@ -84,32 +84,6 @@ __device__ __forceinline__ float total_to_offset(const unsigned long long (&limb
     return __double2float_rn(total / (double)n);
 }
 
-#if OFFSET_DIGITS == 0  // the lane-0 sum of the nonzero bins (the form before; side by side only)
-__device__ __forceinline__ void limb_add(unsigned long long* limb, int q, unsigned long long v) {
-    for (; q < 6 && v; ++q) { unsigned long long t = limb[q] + v; v = t < v; limb[q] = t; }
-}
-__device__ float offset_value_warp(const unsigned long long* sums, long long n) {
-    const int lane = threadIdx.x & 31;
-    unsigned long long limb[6] = {0, 0, 0, 0, 0, 0}, v[9];
-    #pragma unroll
-    for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;
-    #pragma unroll
-    for (int r = 0; r < 9; ++r) {
-        unsigned int nz = __ballot_sync(FULL, v[r] != 0ull);
-        while (nz) {
-            int src = __ffs(nz) - 1;
-            nz &= nz - 1;
-            unsigned long long s = __shfl_sync(FULL, v[r], src);
-            int i = 32 * r + src, sh = i & 63;
-            if (lane == 0) {
-                limb_add(limb, i >> 6, s << sh);
-                if (sh) limb_add(limb, (i >> 6) + 1, s >> (64 - sh));
-            }
-        }
-    }
-    return lane == 0 ? total_to_offset(limb, n) : 0.0f;
-}
-#else
 // Called by one whole warp; every lane returns the offset. The total as 32-bit digits: bin 32 r + lane adds
 // v 2^lane times 2^(32 r), i.e. the low and high words of v << lane and the bits of v above 64 - lane to
 // digits r, r + 1 and r + 2 (each lane's digit under 3 * 2^32); the warp's sum of each digit (under 2^39)
@@ -148,8 +122,6 @@ __device__ float offset_value_warp(const unsigned long long* sums, long long n) 
     for (int q = 0; q < 6; ++q) limb[q] = d[2 * q] | (unsigned long long)d[2 * q + 1] << 32;
     return total_to_offset(limb, n);
 }
-
-#endif
 
 // The offset written by lane 0; the sums and the finished-CTA counter (the word after them) left zero.
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
