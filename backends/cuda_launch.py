@@ -128,8 +128,7 @@ class FusedPlan:
     def __init__(self, mod: Module, first: LutPlan, *second):
         name = f"quant_lut_dq_{first.kernel}"
         self.mod, self.fn, self.head = mod, mod(name).ptr, first.head
-        self.block = first.block  # the first level's CTAs; shared memory: their table and bins, then (DQ2_SHARED)
-        self.shared = first.shared + (8 * second[1] if mod.knobs["DQ2_SHARED"] else 0)  # the log table
+        self.block, self.shared = first.block, first.shared  # the first level's CTAs, their table and bins
         blocks = 8 * (self.block // 32)  # blocks of 64 a CTA takes per step (8 a warp), as LutPlan's grid
         self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-first.head[0] // blocks))
         self.second = second  # the log table's (address, size, shift, low, high)

@@ -217,17 +217,11 @@ template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
+    quant_lut<FMT, 2, NEXT>(q);
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
-    // DQ2_SHARED: the second level's table in shared memory after the first level's table and bins, copied
-    // while the first level runs (quant_lut's barriers order the copy)
-    extern __shared__ uint2 smem[];
-    uint2* lut2 = smem + f.q.lut_size + 277;
-    if (DQ2_SHARED && works)
-        for (int k = threadIdx.x; k < f.lut2_size; k += blockDim.x) lut2[k] = f.lut2[k];
-    quant_lut<FMT, 2, NEXT>(q);
     grid_sync(f.bar, f.q.fin, works);
     if (!works) {
         if (threadIdx.x < 32) release_sums(f.q.sums);
@@ -246,8 +240,7 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     if (blockIdx.x == 0 && threadIdx.x == 0) *f.offset_copy = offset;
     for (long long w = first; w < nblocks; w += nwarps) {
         if (w != first) dq_load(f.q.absmax, n, w, lane, v);
-        dq_store<DQ2_SHARED == 0>(n, w, lane, offset, v, DQ2_SHARED ? lut2 : f.lut2, f.shift2, f.low2, f.high2,
-                                    f.qabsmax, f.absmax2);
+        dq_store<true>(n, w, lane, offset, v, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
     }
     if (threadIdx.x < 32) release_sums(f.q.sums);
 }
