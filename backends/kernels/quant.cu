@@ -197,18 +197,15 @@ __device__ void grid_sync(unsigned int* bar, int* fin = nullptr, bool wait = tru
         volatile unsigned int* gen = bar + 1;
         const unsigned int g = *gen;
         __threadfence();
-        const bool last = atomicAdd(bar, 1u) == gridDim.x - 1;
-        if (last) {
+        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
             *(volatile unsigned int*)bar = 0;
-            if (BAR_FIN_FIRST && fin) *(volatile int*)fin = 1;
+            if (fin) *(volatile int*)fin = 1;
             __threadfence();
             atomicAdd(bar + 1, 1u);
         } else if (wait) {
             while (*gen == g) __nanosleep(32);
         }
         __threadfence();
-        // the host's signal (mapped host memory) after the release and the fences: no fence waits for its write
-        if (!BAR_FIN_FIRST && last && fin) *(volatile int*)fin = 1;
     }
     __syncthreads();
 }
