@@ -69,7 +69,6 @@ KNOBS = {
     # start before the kernel ahead of them ends and wait for it in the kernel (grid_wait); 0: no gain measured
     "DQ2_WAIT": 0,  # 1: a block-64 double-quantized call waits for its second level too (its last kernel signals);
     # 0: it returns once the first level's kernel has ended (the non-finite flag is final), the rest queued
-    "BAR_SLEEP": 32,  # nanoseconds a CTA waiting at quant_lut_dq's grid barrier sleeps between polls (0: none)
     "FUSED_EXIT": 1,  # 1: in the one cooperative launch, CTAs without a block of the second level leave at the
     # barrier; 0: every CTA waits there
     "END_SIGNAL": 1,  # 1: the kernel a block-64 quantize waits for (its last; DQ2_WAIT) signals its grid's end,

@@ -203,7 +203,7 @@ __device__ void grid_sync(unsigned int* bar, int* fin = nullptr, bool wait = tru
             __threadfence();
             atomicAdd(bar + 1, 1u);
         } else if (wait) {
-            while (*gen == g) if (BAR_SLEEP) __nanosleep(BAR_SLEEP);
+            while (*gen == g) __nanosleep(32);
         }
         __threadfence();
     }
