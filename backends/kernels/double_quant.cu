@@ -165,16 +165,16 @@ __device__ __forceinline__ void clear_sums(unsigned long long* sums) {
     for (int k = threadIdx.x & 31; k < 278; k += 32) ((volatile unsigned long long*)sums)[k] = 0ull;
 }
 
-// The offset of quant_dq256's a.n absmax, by the whole CTA (a barrier inside): read at a.offset_p, or computed
-// by its first warp from the exact sums at a.sums (as offset_warp), each CTA alone (dq2_release clears them).
-__device__ __forceinline__ float dq2_offset(const DqArgs& a) {
+// The offset of n absmax, by the whole CTA (a barrier inside): computed by its first warp from the exact sums
+// (not null; as offset_warp), each CTA alone (second_level's release_sums clears them), or read at offset_p.
+__device__ __forceinline__ float dq2_offset(const unsigned long long* sums, const float* offset_p, long long n) {
     __shared__ float offset;
     if (threadIdx.x < 32) {
-        if (a.sums) {
-            const float v = offset_value_warp(a.sums, a.n);
+        if (sums) {
+            const float v = offset_value_warp(sums, n);
             if (threadIdx.x == 0) offset = v;
         } else if (threadIdx.x == 0) {
-            offset = *a.offset_p;
+            offset = *offset_p;
         }
     }
     __syncthreads();
@@ -189,8 +189,36 @@ __device__ __forceinline__ void release_sums(unsigned long long* sums) {
     if (__shfl_sync(FULL, last, 0)) clear_sums(sums);
 }
 
-__device__ __forceinline__ void dq2_release(const DqArgs& a) {
-    if (a.sums && threadIdx.x < 32) release_sums(a.sums);
+// The second level of n absmax at x over the whole grid (every thread calls it; a CTA barrier inside, which
+// also orders a table copied to shared memory before it): each warp loads BLOCKS blocks of 256 (nwarps
+// apart) before it quantizes them, the first ones while its CTA's offset is computed (dq2_offset); block 0
+// keeps the offset at offset_copy (not null). With sums, the CTA that counts itself last clears them.
+// quant_dq256's whole work, and quant_lut_dq's after its grid barrier.
+template <int BLOCKS, bool GLOBAL>
+__device__ __forceinline__ void second_level(const float* x, long long n, unsigned long long* sums, const float* offset_p,
+                                             float* offset_copy, const uint2* lut, int shift, int low, int high,
+                                             unsigned char* out, float* absmax) {
+    const long long nblocks = (n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    const long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    float v[BLOCKS][8];
+    #pragma unroll
+    for (int k = 0; k < BLOCKS; ++k)
+        if (first + k * nwarps < nblocks) dq_load(x, n, first + k * nwarps, lane, v[k]);
+    const float offset = dq2_offset(sums, offset_p, n);
+    if (blockIdx.x == 0 && threadIdx.x == 0 && offset_copy) *offset_copy = offset;  // kept with the result
+    for (long long w0 = first; w0 < nblocks; w0 += BLOCKS * nwarps) {
+        if (w0 != first) {
+            #pragma unroll
+            for (int k = 0; k < BLOCKS; ++k)
+                if (w0 + k * nwarps < nblocks) dq_load(x, n, w0 + k * nwarps, lane, v[k]);
+        }
+        #pragma unroll
+        for (int k = 0; k < BLOCKS; ++k)
+            if (w0 + k * nwarps < nblocks)
+                dq_store<GLOBAL>(n, w0 + k * nwarps, lane, offset, v[k], lut, shift, low, high, out, absmax);
+    }
+    if (sums && threadIdx.x < 32) release_sums(sums);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a
@@ -202,27 +230,7 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
     if (DQ2_SHARED)
         for (int k = threadIdx.x; k < a.lut_size; k += blockDim.x) lut_s[k] = a.lut[k];
     grid_wait();  // the absmax (and sums) of the kernels before this one are written
-    const long long nblocks = (a.n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    const long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    float v[DQ2_BLOCKS][8];
-    #pragma unroll
-    for (int k = 0; k < DQ2_BLOCKS; ++k)
-        if (first + k * nwarps < nblocks) dq_load(a.x, a.n, first + k * nwarps, lane, v[k]);
-    const float offset = dq2_offset(a);  // its barrier also orders the table's copy
-    if (blockIdx.x == 0 && threadIdx.x == 0 && a.offset_copy) *a.offset_copy = offset;  // kept with the result
-    for (long long w0 = first; w0 < nblocks; w0 += DQ2_BLOCKS * nwarps) {
-        if (w0 != first) {
-            #pragma unroll
-            for (int k = 0; k < DQ2_BLOCKS; ++k)
-                if (w0 + k * nwarps < nblocks) dq_load(a.x, a.n, w0 + k * nwarps, lane, v[k]);
-        }
-        #pragma unroll
-        for (int k = 0; k < DQ2_BLOCKS; ++k)
-            if (w0 + k * nwarps < nblocks)
-                dq_store<DQ2_SHARED == 0>(a.n, w0 + k * nwarps, lane, offset, v[k], DQ2_SHARED ? lut_s : a.lut,
-                                          a.shift, a.low, a.high, a.out, a.absmax);
-    }
-    dq2_release(a);
+    second_level<DQ2_BLOCKS, DQ2_SHARED == 0>(a.x, a.n, a.sums, a.offset_p, a.offset_copy, DQ2_SHARED ? lut_s : a.lut,
+                                              a.shift, a.low, a.high, a.out, a.absmax);
     signal_end(a.count, a.fin);
 }

@@ -215,7 +215,7 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
     quant_lut<FMT, 2, NEXT>(q);
-    const long long n = f.q.n_absmax, nblocks = (n + 255) / 256, nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
@@ -224,20 +224,6 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
         if (threadIdx.x < 32) release_sums(f.q.sums);
         return;
     }
-    const long long first = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    float v[8];
-    if (first < nblocks) dq_load(f.q.absmax, n, first, lane, v);  // in flight while the offset is computed
-    __shared__ float offset;
-    if (threadIdx.x < 32) {
-        const float o = offset_value_warp(f.q.sums, n);
-        if (threadIdx.x == 0) offset = o;
-    }
-    __syncthreads();
-    if (blockIdx.x == 0 && threadIdx.x == 0) *f.offset_copy = offset;
-    for (long long w = first; w < nblocks; w += nwarps) {
-        if (w != first) dq_load(f.q.absmax, n, w, lane, v);
-        dq_store<true>(n, w, lane, offset, v, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
-    }
-    if (threadIdx.x < 32) release_sums(f.q.sums);
+    second_level<1, true>(f.q.absmax, n, f.q.sums, nullptr, f.offset_copy, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax,
+                          f.absmax2);
 }
