@@ -155,6 +155,12 @@ def test_device_offset_equals_reference():
     far = np.zeros(277, np.uint64)
     far[200], far[0] = (1 << 53) + 1, 1  # the sticky bit limbs below the leading two
     cases += [(far, 1), (np.full(277, (1 << 63) - 1, np.uint64), 2**31 - 1)]  # every bin full: every carry
+    # A float32 midpoint m = (2^24 + 1) 2^200 plus half a float64 ulp plus a bit three limbs down: rounded to
+    # float64 with that sticky bit, m + ulp, then float32 rounds up; without it, a float64 tie to even (m),
+    # then float32's tie to even rounds down. The cases above end equal in float32 either way.
+    double = np.zeros(277, np.uint64)
+    double[[224, 200, 171, 21]] = 1
+    cases.append((double, 1))
     cases += [(random_sums(rng), int(rng.choice([1, 3, 1000, 2**31 - 1]))) for _ in range(300)]
     for sums, n in cases:
         want = offset_from_exponent_sums(sums.astype(object), n)
