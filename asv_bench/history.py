@@ -83,10 +83,11 @@ HTML = (HERE / CONF["html_dir"]).resolve()
 
 
 def asv(
-    args: list[str], results: Path, check: bool = True, html: Path = HTML, capture: bool = True
+    args: list[str], results: Path, check: bool = True, html: Path = HTML, capture: bool = True, env=None
 ) -> subprocess.CompletedProcess:
     """asv with this configuration, its results kept in `results` (pages in `html`). capture=False: asv's
-    output reaches this process's as it comes (a long run shows which benchmark it is at)."""
+    output reaches this process's as it comes (a long run shows which benchmark it is at). env: variables
+    added to this process's for asv."""
     conf = dict(CONF, results_dir=str(results), repo=str(ROOT), benchmark_dir=str(HERE / CONF["benchmark_dir"]))
     conf["html_dir"] = str(html)
     path = results.parent / f".asv-conf-{os.getpid()}.json"
@@ -94,7 +95,13 @@ def asv(
     path.write_text(json.dumps(conf))
     try:
         sys.stdout.flush()
-        done = subprocess.run([*ASV, *args, "--config", str(path)], cwd=HERE, text=True, capture_output=capture)
+        done = subprocess.run(
+            [*ASV, *args, "--config", str(path)],
+            cwd=HERE,
+            text=True,
+            capture_output=capture,
+            env={**os.environ, **env} if env else None,
+        )
     finally:
         path.unlink()
     if capture:
@@ -113,11 +120,13 @@ def record(a) -> int:
     asv(["machine", "--yes", *fields], a.results)
     commit = git("rev-parse", "HEAD")  # with --commit: the stand-in repository's, replaced below
     run = ["run", "--python=same", f"--set-commit-hash={commit}", f"--machine={info['machine']}", "--show-stderr"]
-    if a.quick:
-        run.append("--quick")
+    env = None
+    if a.quick:  # a smoke run: benchmarks forked from one process that imported the suite and its frameworks
+        run += ["--quick", "--launch-method=forkserver"]  # (workloads.py); a timed record spawns each afresh
+        env = {"QREF_ASV_PRELOAD": "1"}
     if a.bench:
         run += ["--bench", a.bench]
-    asv(run, a.results, capture=False)
+    asv(run, a.results, capture=False, env=env)
     for path in (a.results / info["machine"]).glob(f"{commit[:8]}-existing-*.json"):
         neutral_environment(path, a.commit, a.commit_time)
     print(f"recorded {(a.commit or commit)[:10]} on {info['machine']} in {a.results}")
@@ -190,7 +199,9 @@ def main(argv=None) -> int:
         else:
             p.add_argument("--html", type=Path, default=HTML, help="where the pages go (default: .asv/html)")
     r = sub.choices["record"]
-    r.add_argument("--quick", action="store_true", help="each benchmark once (asv --quick)")
+    r.add_argument(
+        "--quick", action="store_true", help="each benchmark once, forked from one process (a smoke run: CI's)"
+    )
     r.add_argument("--env", help="the GPU runner's env.json: the machine's description")
     r.add_argument("--bench", help="a regular expression: only the benchmarks it matches")
     r.add_argument("--dirty", action="store_true", help="record although the working tree has changes")

@@ -6,6 +6,7 @@ A workload is (setup, run) for an implementation ("qref" or "bitsandbytes") and 
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 
@@ -166,3 +167,14 @@ def timed(run, sync, repeats: int = 5) -> float:
         sync()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+# `history.py record --quick` (CI's smoke run of the suite) runs asv with its forkserver: the suite's modules,
+# this one among them, are imported once and every benchmark is forked from that process. Imported here, the
+# frameworks the benchmarks' setups import are paid for once instead of in each of about 150 processes.
+if os.environ.get("QREF_ASV_PRELOAD"):
+    for _name in ("torch", "bitsandbytes"):
+        try:
+            importlib.import_module(_name)
+        except ImportError:
+            pass
