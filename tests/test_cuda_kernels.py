@@ -153,7 +153,7 @@ def test_device_offset_equals_reference():
     sticky[0] = 1  # just above halfway: up
     cases.append((sticky, 1))
     far = np.zeros(277, np.uint64)
-    far[200], far[0] = (1 << 53) + 1, 1  # the sticky bit limbs below the leading two
+    far[200], far[0] = (1 << 53) + 1, 1  # a sticky bit limbs below the leading two (float32 hides it: `double`)
     cases += [(far, 1), (np.full(277, (1 << 63) - 1, np.uint64), 2**31 - 1)]  # every bin full: every carry
     # A float32 midpoint m = (2^24 + 1) 2^200 plus half a float64 ulp plus a bit three limbs down: rounded to
     # float64 with that sticky bit, m + ulp, then float32 rounds up; without it, a float64 tie to even (m),
