@@ -158,6 +158,7 @@ __device__ __forceinline__ void dq_store(long long n, long long w, int lane, flo
     }
 }
 
+template <int COPIES>
 __device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
 // Leaves the 277 sums and the counter word after them zero for the next call (one whole warp).
@@ -167,11 +168,12 @@ __device__ __forceinline__ void clear_sums(unsigned long long* sums) {
 
 // The offset of n absmax, by the whole CTA (a barrier inside): computed by its first warp from the exact sums
 // (not null; as offset_warp), each CTA alone (second_level's release_sums clears them), or read at offset_p.
+template <int COPIES = 1>  // the sums' copies (offset_value_warp)
 __device__ __forceinline__ float dq2_offset(const unsigned long long* sums, const float* offset_p, long long n) {
     __shared__ float offset;
     if (threadIdx.x < 32) {
         if (sums) {
-            const float v = offset_value_warp(sums, n);
+            const float v = offset_value_warp<COPIES>(sums, n);
             if (threadIdx.x == 0) offset = v;
         } else if (threadIdx.x == 0) {
             offset = *offset_p;
@@ -193,8 +195,9 @@ __device__ __forceinline__ void release_sums(unsigned long long* sums) {
 // also orders a table copied to shared memory before it): each warp loads BLOCKS blocks of 256 (nwarps
 // apart) before it quantizes them, the first ones while its CTA's offset is computed (dq2_offset); block 0
 // keeps the offset at offset_copy (not null). With sums, the CTA that counts itself last clears them.
-// quant_dq256's whole work, and quant_lut_dq's after its grid barrier.
-template <int BLOCKS, bool GLOBAL>
+// quant_dq256's whole work, and quant_lut_dq's after its grid barrier (PAIRED: its own sums, in SUMS_COPIES
+// copies, which it need not clear).
+template <int BLOCKS, bool GLOBAL, bool PAIRED = false>
 __device__ __forceinline__ void second_level(const float* x, long long n, unsigned long long* sums, const float* offset_p,
                                              float* offset_copy, const uint2* lut, int shift, int low, int high,
                                              unsigned char* out, float* absmax) {
@@ -205,7 +208,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
     #pragma unroll
     for (int k = 0; k < BLOCKS; ++k)
         if (first + k * nwarps < nblocks) dq_load(x, n, first + k * nwarps, lane, v[k]);
-    const float offset = dq2_offset(sums, offset_p, n);
+    const float offset = dq2_offset<PAIRED ? SUMS_COPIES : 1>(sums, offset_p, n);
     if (blockIdx.x == 0 && threadIdx.x == 0 && offset_copy) *offset_copy = offset;  // kept with the result
     for (long long w0 = first; w0 < nblocks; w0 += BLOCKS * nwarps) {
         if (w0 != first) {
@@ -218,7 +221,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
             if (w0 + k * nwarps < nblocks)
                 dq_store<GLOBAL>(n, w0 + k * nwarps, lane, offset, v[k], lut, shift, low, high, out, absmax);
     }
-    if (sums && threadIdx.x < 32) release_sums(sums);
+    if (!PAIRED && sums && threadIdx.x < 32) release_sums(sums);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a

@@ -210,20 +210,64 @@ __device__ void grid_sync(unsigned int* bar, int* fin = nullptr, bool wait = tru
     __syncthreads();
 }
 
+// FUSED_BAR 1: a barrier of one word that is never reset (the scheme of CUDA's cooperative groups): CTA 0
+// adds 2^31 - (G - 1), every other CTA 1, so the word's top bit flips when the last of the G CTAs arrives and
+// at no other add (its low bits start and end at 0); a waiting CTA polls for the flip. One atomic on the path
+// from the last arrival to the release, against grid_sync's read, atomic, reset, fence and second atomic.
+// The CTA whose add flipped it signals fin after (nobody waits for that write).
+__device__ void grid_sync_flip(unsigned int* word, int* fin, bool wait) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+        __threadfence();
+        const unsigned int old = atomicAdd(word, add);
+        if ((old ^ (old + add)) & 0x80000000u) {
+            if (fin) *(volatile int*)fin = 1;
+        } else if (wait) {
+            while (!((old ^ *(volatile unsigned int*)word) & 0x80000000u)) __nanosleep(32);
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
 template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
+    unsigned long long* sums = q.sums;  // where the second level reads them
+#if FUSED_PAIR && !FUSED_BAR
+#error "FUSED_PAIR needs FUSED_BAR (its buffer follows the flip word's top bit)"
+#endif
+#if FUSED_PAIR  // needs FUSED_BAR: the sums in one of two buffers of their own, chosen by the flip word's top bit
+    // (it flips once a call and only after every CTA has read it here); the other, the last call's, is
+    // cleared for the next call now, so nothing clears after the second level's readers
+    // Each buffer is SUMS_COPIES copies of the 277 sums, CTA c adding into copy c % SUMS_COPIES (fewer atomics
+    // on one address as the CTAs end together).
+    static_assert(SUMS_COPIES >= 1 && SUMS_COPIES <= 16, "SUMS_COPIES: Workspace holds 2 x 16 copies");
+    unsigned int* flip = f.bar + 2;
+    unsigned long long* pair = (unsigned long long*)f.bar + 2;  // Workspace: the flip word, then the buffers
+    const unsigned int parity = *(volatile unsigned int*)flip >> 31;
+    sums = pair + 277 * SUMS_COPIES * parity;
+    q.sums = sums + 277 * (blockIdx.x % SUMS_COPIES);
+    if (blockIdx.x == gridDim.x - 1)
+        for (int k = threadIdx.x; k < 277 * SUMS_COPIES; k += blockDim.x) pair[277 * SUMS_COPIES * (parity ^ 1u) + k] = 0ull;
+#endif
     quant_lut<FMT, 2, NEXT>(q);
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
+#if FUSED_BAR
+    grid_sync_flip(f.bar + 2, f.q.fin, works);
+#else
     grid_sync(f.bar, f.q.fin, works);
+#endif
+    if (FUSED_DIAG == 1) return;  // diagnostics only: the first level and the barrier (no second level)
     if (!works) {
-        if (threadIdx.x < 32) release_sums(f.q.sums);
+        if (!FUSED_PAIR && threadIdx.x < 32) release_sums(sums);
         return;
     }
-    second_level<1, true>(f.q.absmax, n, f.q.sums, nullptr, f.offset_copy, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax,
-                          f.absmax2);
+    second_level<1, true, FUSED_PAIR>(f.q.absmax, n, sums, nullptr, f.offset_copy, f.lut2, f.shift2, f.low2, f.high2,
+                                      f.qabsmax, f.absmax2);
 }
