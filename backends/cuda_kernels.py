@@ -73,11 +73,9 @@ KNOBS = {
     # barrier; 0: every CTA waits there
     "FUSED_BAR": 0,  # the one launch's grid barrier: 0 = a counter and a generation word (the last CTA resets the
     # counter, signals, fences and bumps the generation); 1 = one word whose top bit flips at the last arrival
-    "FUSED_PAIR": 0,  # 1 (with FUSED_BAR 1): the one launch sums into two buffers of its own, alternate calls,
-    # and clears the idle one as it starts, so no count and clear after its readers; calls with a tail of
-    # fewer than 64 values (whose sums come from another kernel) then take the two kernels
-    "SUMS_COPIES": 1,  # FUSED_PAIR's buffers: copies of the sums (1 to 16), CTA c adds into copy c % SUMS_COPIES
-    "FUSED_DIAG": 0,  # 1: the one launch stops after its barrier (no second level: diagnostics only)
+    "FUSED_DIAG": 0,  # the one launch, diagnostics only (wrong results): 1 stops after its barrier, 2 after each
+    # CTA's offset, 3 takes an absmax for the offset, 4 does not wait at the barrier
+    "SHARED_ADD32": 0,  # 1: the sums' shared 64-bit adds as two native 32-bit atomics (carry), not a CAS loop
     "END_SIGNAL": 1,  # 1: the kernel a block-64 quantize waits for (its last; DQ2_WAIT) signals its grid's end,
     # which the call polls (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }

@@ -320,9 +320,7 @@ def quantize(
     if fast:
         plan = lut_plan(mod, fmt, done, table, int(ws is not None))
         sums = (ws.sums, ws.done, int(offset_out), nblocks) if ws is not None else ()
-        # the one launch's own sums (FUSED_PAIR) leave out the tail's, added to the workspace's by exponent_sums
-        own = mod.knobs["FUSED_PAIR"] and done < nblocks
-        if ws is not None and second is not None and mod.knobs["DQ_FUSED"] and not own:
+        if ws is not None and second is not None and mod.knobs["DQ_FUSED"]:
             table2, qabs, abs2, at = second
             fplan = fused_plan(mod, plan, table2)
             ws.fused = fplan is not None and fplan.launch(

@@ -109,17 +109,13 @@ class Flag:
 class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
     (its calls come one after the other in stream order; `get`): the absmax sums (277 uint64), the
-    finished-CTA counter and the offset, then the grid barrier's counter and generation, the one-word
-    barrier and two more buffers of sums (knobs FUSED_BAR, FUSED_PAIR; the kernel finds them after `bar`);
-    and the scratch
-    memory of the first level's absmax. The kernels leave the sums and the counter zero for the next call
+    finished-CTA counter and the offset, then the grid barrier's counter and generation and the one-word
+    barrier (knob FUSED_BAR; the word after them); and the scratch memory of the first level's absmax. The kernels leave the sums and the counter zero for the next call
     (the last CTA of the kernel that reads them), so its addresses stay those of a launch packed ahead; a
     call that did not finish (`finish` not called: it raised, or ran in a batch) makes the next one clear
     everything first."""
 
-    # the sums, the counter, the offset, the barrier (counter, generation), the one-word barrier (FUSED_BAR)
-    # and the one launch's own two buffers of sums (FUSED_PAIR)
-    WORDS = N_BINS + 4 + 2 * 16 * N_BINS  # at most 16 copies a buffer (SUMS_COPIES)
+    WORDS = N_BINS + 4  # the sums, the counter, the offset, the barrier (counter, generation), the one-word barrier
     _local = threading.local()
 
     @classmethod

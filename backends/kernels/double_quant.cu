@@ -7,6 +7,19 @@
 // sums): m = v 2^(e - 150), e its biased exponent (1 for subnormals), v its 24-bit significand, so m adds
 // v to bins[e + 22]. Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value
 // it sees (v << 8 < 2^32: no sum overflows below 2^31 blocks); others go to the CTA's shared bins.
+// v added to a shared 64-bit sum: SHARED_ADD32 1, two native 32-bit atomics (the low word's carry into the high
+// word: every wrap of the low word counted once); 0, atomicAdd (a compare-and-swap loop on shared memory).
+__device__ __forceinline__ void shared_add(unsigned long long* p, unsigned long long v) {
+#if SHARED_ADD32
+    unsigned int* w = (unsigned int*)p;
+    const unsigned int lo = (unsigned int)v, old = atomicAdd(w, lo);
+    const unsigned int hi = (unsigned int)(v >> 32) + (old + lo < old ? 1u : 0u);
+    if (hi) atomicAdd(w + 1, hi);
+#else
+    atomicAdd(p, v);
+#endif
+}
+
 __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins) {
     const unsigned int u = __float_as_uint(m);
     const int ef = (int)(u >> 23), e = max(ef, 1);
@@ -14,7 +27,7 @@ __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long lon
     if (base == NOBASE) base = e - 4;
     const int sh = e - base;
     if (sh >= 0 && sh <= 8) acc += v << sh;
-    else atomicAdd(&bins[e + 22], v);
+    else shared_add(&bins[e + 22], v);
 }
 
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
@@ -30,7 +43,7 @@ __device__ __forceinline__ void flush_window(int base, unsigned long long acc, u
         const bool in = key == k;
         unsigned long long s = in ? acc : 0ull;
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
-        if (lane == src) atomicAdd(&bins[k + 22], s);
+        if (lane == src) shared_add(&bins[k + 22], s);
         todo &= ~__ballot_sync(FULL, in);
     }
 }
@@ -158,7 +171,6 @@ __device__ __forceinline__ void dq_store(long long n, long long w, int lane, flo
     }
 }
 
-template <int COPIES>
 __device__ float offset_value_warp(const unsigned long long* sums, long long n);  // misc.cu
 
 // Leaves the 277 sums and the counter word after them zero for the next call (one whole warp).
@@ -168,12 +180,11 @@ __device__ __forceinline__ void clear_sums(unsigned long long* sums) {
 
 // The offset of n absmax, by the whole CTA (a barrier inside): computed by its first warp from the exact sums
 // (not null; as offset_warp), each CTA alone (second_level's release_sums clears them), or read at offset_p.
-template <int COPIES = 1>  // the sums' copies (offset_value_warp)
 __device__ __forceinline__ float dq2_offset(const unsigned long long* sums, const float* offset_p, long long n) {
     __shared__ float offset;
     if (threadIdx.x < 32) {
         if (sums) {
-            const float v = offset_value_warp<COPIES>(sums, n);
+            const float v = offset_value_warp(sums, n);
             if (threadIdx.x == 0) offset = v;
         } else if (threadIdx.x == 0) {
             offset = *offset_p;
@@ -195,9 +206,8 @@ __device__ __forceinline__ void release_sums(unsigned long long* sums) {
 // also orders a table copied to shared memory before it): each warp loads BLOCKS blocks of 256 (nwarps
 // apart) before it quantizes them, the first ones while its CTA's offset is computed (dq2_offset); block 0
 // keeps the offset at offset_copy (not null). With sums, the CTA that counts itself last clears them.
-// quant_dq256's whole work, and quant_lut_dq's after its grid barrier (PAIRED: its own sums, in SUMS_COPIES
-// copies, which it need not clear).
-template <int BLOCKS, bool GLOBAL, bool PAIRED = false>
+// quant_dq256's whole work, and quant_lut_dq's after its grid barrier.
+template <int BLOCKS, bool GLOBAL>
 __device__ __forceinline__ void second_level(const float* x, long long n, unsigned long long* sums, const float* offset_p,
                                              float* offset_copy, const uint2* lut, int shift, int low, int high,
                                              unsigned char* out, float* absmax) {
@@ -208,7 +218,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
     #pragma unroll
     for (int k = 0; k < BLOCKS; ++k)
         if (first + k * nwarps < nblocks) dq_load(x, n, first + k * nwarps, lane, v[k]);
-    const float offset = dq2_offset<PAIRED ? SUMS_COPIES : 1>(sums, offset_p, n);
+    const float offset = dq2_offset(sums, offset_p, n);
     if (blockIdx.x == 0 && threadIdx.x == 0 && offset_copy) *offset_copy = offset;  // kept with the result
     for (long long w0 = first; w0 < nblocks; w0 += BLOCKS * nwarps) {
         if (w0 != first) {
@@ -221,7 +231,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
             if (w0 + k * nwarps < nblocks)
                 dq_store<GLOBAL>(n, w0 + k * nwarps, lane, offset, v[k], lut, shift, low, high, out, absmax);
     }
-    if (!PAIRED && sums && threadIdx.x < 32) release_sums(sums);
+    if (sums && threadIdx.x < 32) release_sums(sums);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a

@@ -89,18 +89,11 @@ __device__ __forceinline__ float total_to_offset(const unsigned long long (&limb
 // digits r, r + 1 and r + 2 (each lane's digit under 3 * 2^32); the warp's sum of each digit (under 2^39)
 // then carried into 12 digits, 6 limbs. Cost: one round of loads and a few dozen warp reductions, whatever
 // the number of bins in use.
-// COPIES: the sums spread over that many copies of the 277 (one after the other), added first (each bin's
-// total stays under 2^63 as one copy's).
-template <int COPIES>
 __device__ float offset_value_warp(const unsigned long long* sums, long long n) {
     const int lane = threadIdx.x & 31;
     unsigned long long v[9], a[11];
     #pragma unroll
-    for (int r = 0; r < 9; ++r) v[r] = 0ull;
-    #pragma unroll
-    for (int c = 0; c < COPIES; ++c)  // all loads first
-        #pragma unroll
-        for (int r = 0; r < 9; ++r) v[r] += 32 * r + lane < 277 ? __ldcg(sums + 277 * c + 32 * r + lane) : 0ull;
+    for (int r = 0; r < 9; ++r) v[r] = 32 * r + lane < 277 ? __ldcg(sums + 32 * r + lane) : 0ull;  // all loads first
     #pragma unroll
     for (int p = 0; p < 11; ++p) a[p] = 0ull;
     #pragma unroll
@@ -132,7 +125,7 @@ __device__ float offset_value_warp(const unsigned long long* sums, long long n) 
 
 // The offset written by lane 0; the sums and the finished-CTA counter (the word after them) left zero.
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset) {
-    const float v = offset_value_warp<1>(sums, n);
+    const float v = offset_value_warp(sums, n);
     if ((threadIdx.x & 31) == 0) *offset = v;
     clear_sums(const_cast<unsigned long long*>(sums));  // double_quant.cu
 }

@@ -235,39 +235,28 @@ template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
-    unsigned long long* sums = q.sums;  // where the second level reads them
-#if FUSED_PAIR && !FUSED_BAR
-#error "FUSED_PAIR needs FUSED_BAR (its buffer follows the flip word's top bit)"
-#endif
-#if FUSED_PAIR  // needs FUSED_BAR: the sums in one of two buffers of their own, chosen by the flip word's top bit
-    // (it flips once a call and only after every CTA has read it here); the other, the last call's, is
-    // cleared for the next call now, so nothing clears after the second level's readers
-    // Each buffer is SUMS_COPIES copies of the 277 sums, CTA c adding into copy c % SUMS_COPIES (fewer atomics
-    // on one address as the CTAs end together).
-    static_assert(SUMS_COPIES >= 1 && SUMS_COPIES <= 16, "SUMS_COPIES: Workspace holds 2 x 16 copies");
-    unsigned int* flip = f.bar + 2;
-    unsigned long long* pair = (unsigned long long*)f.bar + 2;  // Workspace: the flip word, then the buffers
-    const unsigned int parity = *(volatile unsigned int*)flip >> 31;
-    sums = pair + 277 * SUMS_COPIES * parity;
-    q.sums = sums + 277 * (blockIdx.x % SUMS_COPIES);
-    if (blockIdx.x == gridDim.x - 1)
-        for (int k = threadIdx.x; k < 277 * SUMS_COPIES; k += blockDim.x) pair[277 * SUMS_COPIES * (parity ^ 1u) + k] = 0ull;
-#endif
     quant_lut<FMT, 2, NEXT>(q);
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
+    // FUSED_DIAG (diagnostics only, wrong results): 1 stops after the barrier; 2 after each CTA's offset; 3 takes
+    // an absmax for the offset instead of the sums; 4 does not wait at the barrier
 #if FUSED_BAR
-    grid_sync_flip(f.bar + 2, f.q.fin, works);
+    grid_sync_flip(f.bar + 2, f.q.fin, works && FUSED_DIAG != 4);
 #else
-    grid_sync(f.bar, f.q.fin, works);
+    grid_sync(f.bar, f.q.fin, works && FUSED_DIAG != 4);
 #endif
-    if (FUSED_DIAG == 1) return;  // diagnostics only: the first level and the barrier (no second level)
+    if (FUSED_DIAG == 1) return;
     if (!works) {
-        if (!FUSED_PAIR && threadIdx.x < 32) release_sums(sums);
+        if (threadIdx.x < 32) release_sums(f.q.sums);
         return;
     }
-    second_level<1, true, FUSED_PAIR>(f.q.absmax, n, sums, nullptr, f.offset_copy, f.lut2, f.shift2, f.low2, f.high2,
-                                      f.qabsmax, f.absmax2);
+    if (FUSED_DIAG == 2) {
+        const float offset = dq2_offset(f.q.sums, nullptr, n);
+        if (threadIdx.x == 0 && blockIdx.x == 0) *f.offset_copy = offset;
+        return;
+    }
+    second_level<1, true>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax, f.offset_copy, f.lut2,
+                          f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
 }
