@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from qref.backend import FourBit, zero_code
 from qref.double_quant import DQ_BLOCKSIZE
@@ -63,6 +64,20 @@ def with_device(cp, device, fn, *args):
         return fn(*args)
     with device:
         return fn(*args)
+
+
+class _Launched(NamedTuple):
+    """What the spare's packed launches of a double-quantized call name: the workspace, its scratch (the
+    first level's absmax), the end signal, the first level's tail of values and the signal of the last
+    kernel (the two kernels'), the sums quant_dq256 reads, and whether they are the one cooperative launch."""
+
+    ws: object
+    scratch: int
+    end: tuple
+    tail: tuple
+    last: tuple
+    sums: int
+    fused: bool
 
 
 def bounded(cache: dict, most: int = 4096):
@@ -203,8 +218,8 @@ class Fused4bit:
             else:
                 r.plan.launch(xp, at[0], at[1], flag.ptr, *tail, stream=stream)
         else:
-            # ctx: the spare's launches' (workspace, scratch, end signal, tail, last, sums, fused)
-            packed = ready is not None and ctx[2] == end and ctx[0].again(stream, ctx[1])
+            # ctx: what the spare's launches name (_Launched)
+            packed = ready is not None and ctx.end == end and ctx.ws.again(stream, ctx.scratch)
             if packed:  # the workspace as the spare's launches name it: launched without the lookups
                 ws, absmax, _, tail, last, sums, fused = ctx
                 ready.launch(xp, stream)
@@ -241,7 +256,7 @@ class Fused4bit:
             except self.out_of_memory:  # the spare is optional: none where the device is short of memory
                 pass
             else:
-                if ctx is not None and ctx[6] != fused:  # the spare's launches were of the other kind
+                if ctx is not None and ctx.fused != fused:  # the spare's launches were of the other kind
                     ready = ready2 = None
                 # the launches for this scratch and end signal; where this call launched them packed, only the
                 # state's addresses move (Prepared.move)
@@ -251,7 +266,7 @@ class Fused4bit:
                     else:
                         state = (at2[0], absmax, flag.ptr, ws.sums, end, r.nb, *at2[1:], ws.bar)
                         ready = r.fused.prepare(*state, ready=ready)
-                    ctx = (ws, absmax, end, tail, last, sums, True)
+                    ctx = _Launched(ws, absmax, end, tail, last, sums, True)
                 elif r.dq2 is not None:
                     if packed:
                         ready.move(at2[0])
@@ -261,7 +276,7 @@ class Fused4bit:
                         ready2.move(*at2[1:])
                     else:
                         ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
-                    ctx = (ws, absmax, end, tail, last, sums, False)
+                    ctx = _Launched(ws, absmax, end, tail, last, sums, False)
                 elif packed:
                     ready.move(*at2)
                 elif signal:
