@@ -71,11 +71,8 @@ KNOBS = {
     # 0: it returns once the first level's kernel has ended (the non-finite flag is final), the rest queued
     "FUSED_EXIT": 1,  # 1: in the one cooperative launch, CTAs without a block of the second level leave at the
     # barrier; 0: every CTA waits there
-    "FUSED_BAR": 0,  # the one launch's grid barrier: 0 = a counter and a generation word (the last CTA resets the
-    # counter, signals, fences and bumps the generation); 1 = one word whose top bit flips at the last arrival
     "FUSED_DIAG": 0,  # the one launch, diagnostics only (wrong results): 1 stops after its barrier, 2 after each
     # CTA's offset, 3 takes an absmax for the offset, 4 does not wait at the barrier
-    "SHARED_ADD32": 0,  # 1: the sums' shared 64-bit adds as two native 32-bit atomics (carry), not a CAS loop
     "END_SIGNAL": 1,  # 1: the kernel a block-64 quantize waits for (its last; DQ2_WAIT) signals its grid's end,
     # which the call polls (Flag.wait_end); 0: the call polls an event recorded behind its kernels (Flag.wait)
 }

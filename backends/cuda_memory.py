@@ -109,13 +109,12 @@ class Flag:
 class Workspace:
     """Device memory of the fused double quantization, from the caller's framework (`zeros`), one per thread
     (its calls come one after the other in stream order; `get`): the absmax sums (277 uint64), the
-    finished-CTA counter and the offset, then the grid barrier's counter and generation and the one-word
-    barrier (knob FUSED_BAR; the word after them); and the scratch memory of the first level's absmax. The
-    kernels leave the sums and the counter zero for the next call (the last CTA of the kernel that reads
-    them), so its addresses stay those of a launch packed ahead; a call that did not finish (`finish` not
-    called: it raised, or ran in a batch) makes the next one clear everything first."""
+    finished-CTA counter and the offset, then the grid barrier's word; and the scratch memory of the first
+    level's absmax. The kernels leave the sums and the counter zero for the next call (the last CTA of the
+    kernel that reads them), so its addresses stay those of a launch packed ahead; a call that did not
+    finish (`finish` not called: it raised, or ran in a batch) makes the next one clear everything first."""
 
-    WORDS = N_BINS + 4  # the sums, the counter, the offset, the barrier (counter, generation), the one-word barrier
+    WORDS = N_BINS + 3  # the sums, the counter, the offset, the barrier
     _local = threading.local()
 
     @classmethod

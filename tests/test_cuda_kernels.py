@@ -178,16 +178,13 @@ def test_device_offset_equals_reference():
         {"SUMS_PASS_MIN": 1, "PDL": 1},
         {"DQ2_OFFSET": 0},
         {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
-        {"FUSED_BAR": 1},
-        {"FUSED_BAR": 1, "SHARED_ADD32": 1},
     ],
 )
 def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
     """The windowed per-lane sums and the shared bins, inside quant_lut or in their own kernel (SUMS_PASS_MIN,
     its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
     (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by the one cooperative
-    kernel's CTAs (the default; with its one-word barrier, FUSED_BAR; the shared sums added as 32-bit words
-    with carries, SHARED_ADD32), by quant_dq256's (DQ_FUSED 0, or the sums' own pass; with or without
+    kernel's CTAs (the default), by quant_dq256's (DQ_FUSED 0, or the sums' own pass; with or without
     programmatic serialization, PDL) or by the summing kernel's last CTA (DQ2_OFFSET 0); a
     refused input (an inf) leaves the workspace fit for the next call, and so does each call."""
     from qref.backends import cuda_kernels as K
@@ -234,9 +231,9 @@ def test_torch_state_on_the_host_is_refused():
 
 
 def test_double_quant_paths_interleaved(cb, monkeypatch):
-    """The fused (cooperative) launch (the default, and with the one-word barrier: FUSED_BAR), the two-kernel path
-    (DQ_FUSED 0, and the fallback when the driver refuses the cooperative launch) and the general kernel
-    (unaligned input) share one workspace: interleaved, each keeps the reference's bits."""
+    """The fused (cooperative) launch (the default), the two-kernel path (DQ_FUSED 0, and the fallback when
+    the driver refuses the cooperative launch) and the general kernel (unaligned input) share one
+    workspace: interleaved, each keeps the reference's bits (the barrier's word over many calls)."""
     from qref.backends import cuda_kernels as K
 
     ref = NumpyBackend()
@@ -251,9 +248,7 @@ def test_double_quant_paths_interleaved(cb, monkeypatch):
         assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax) and np.array_equal(cb.to_numpy(q.packed), r.packed)
 
     two = K.Module(0, DQ_FUSED=0)
-    flip = K.Module(0, DQ_FUSED=1, FUSED_BAR=1)  # the one-word barrier
-    runs = ((fused, False), (two, False), (flip, False), (fused, True), (flip, False), (fused, False), (flip, True))
-    for mod, refuse in runs:
+    for mod, refuse in ((fused, False), (two, False), (fused, True), (fused, False), (fused, False)):
         if refuse:
             monkeypatch.setattr(K.Module, "launch_cooperative", lambda *a, **k: False)
         else:

@@ -7,19 +7,6 @@
 // sums): m = v 2^(e - 150), e its biased exponent (1 for subnormals), v its 24-bit significand, so m adds
 // v to bins[e + 22]. Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value
 // it sees (v << 8 < 2^32: no sum overflows below 2^31 blocks); others go to the CTA's shared bins.
-// v added to a shared 64-bit sum: SHARED_ADD32 1, two native 32-bit atomics (the low word's carry into the high
-// word: every wrap of the low word counted once); 0, atomicAdd (a compare-and-swap loop on shared memory).
-__device__ __forceinline__ void shared_add(unsigned long long* p, unsigned long long v) {
-#if SHARED_ADD32
-    unsigned int* w = (unsigned int*)p;
-    const unsigned int lo = (unsigned int)v, old = atomicAdd(w, lo);
-    const unsigned int hi = (unsigned int)(v >> 32) + (old + lo < old ? 1u : 0u);
-    if (hi) atomicAdd(w + 1, hi);
-#else
-    atomicAdd(p, v);
-#endif
-}
-
 __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins) {
     const unsigned int u = __float_as_uint(m);
     const int ef = (int)(u >> 23), e = max(ef, 1);
@@ -27,7 +14,7 @@ __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long lon
     if (base == NOBASE) base = e - 4;
     const int sh = e - base;
     if (sh >= 0 && sh <= 8) acc += v << sh;
-    else shared_add(&bins[e + 22], v);
+    else atomicAdd(&bins[e + 22], v);
 }
 
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
@@ -43,7 +30,7 @@ __device__ __forceinline__ void flush_window(int base, unsigned long long acc, u
         const bool in = key == k;
         unsigned long long s = in ? acc : 0ull;
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
-        if (lane == src) shared_add(&bins[k + 22], s);
+        if (lane == src) atomicAdd(&bins[k + 22], s);
         todo &= ~__ballot_sync(FULL, in);
     }
 }

@@ -187,35 +187,15 @@ struct FusedArgs {
 };
 static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
 
-// bar[0] counts arrivals (back to 0 after each barrier), bar[1] is the generation. fin (not null): the CTA
-// that arrives last also signals the grid's end so far to the host, as signal_end would (the thread that set
-// the non-finite flag fenced it at system scope before its CTA arrived). wait false: the CTA arrives and goes
-// on without waiting.
-__device__ void grid_sync(unsigned int* bar, int* fin = nullptr, bool wait = true) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        volatile unsigned int* gen = bar + 1;
-        const unsigned int g = *gen;
-        __threadfence();
-        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-            *(volatile unsigned int*)bar = 0;
-            if (fin) *(volatile int*)fin = 1;
-            __threadfence();
-            atomicAdd(bar + 1, 1u);
-        } else if (wait) {
-            while (*gen == g) __nanosleep(32);
-        }
-        __threadfence();
-    }
-    __syncthreads();
-}
-
-// FUSED_BAR 1: a barrier of one word that is never reset (the scheme of CUDA's cooperative groups): CTA 0
-// adds 2^31 - (G - 1), every other CTA 1, so the word's top bit flips when the last of the G CTAs arrives and
-// at no other add (its low bits start and end at 0); a waiting CTA polls for the flip. One atomic on the path
-// from the last arrival to the release, against grid_sync's read, atomic, reset, fence and second atomic.
-// The CTA whose add flipped it signals fin after (nobody waits for that write).
-__device__ void grid_sync_flip(unsigned int* word, int* fin, bool wait) {
+// A grid barrier of one word that is never reset (the scheme of CUDA's cooperative groups): CTA 0 adds
+// 2^31 - (G - 1), every other CTA 1, so the word's top bit flips when the last of the G CTAs arrives and at no
+// other add (its low bits start and end at 0); a waiting CTA polls for the flip. One atomic lies between the
+// last arrival and the release (a counter reset by the last CTA and a generation word took a read, the
+// atomic, the reset, a fence and a second atomic: 0.7-0.8 us more at 4096 x 4096 on an H200). fin (not
+// null): the CTA whose add flipped the bit then signals the grid's end so far to the host, as signal_end
+// would (the thread that set the non-finite flag fenced it at system scope before its CTA arrived). wait
+// false: the CTA arrives and goes on without waiting.
+__device__ void grid_sync(unsigned int* word, int* fin, bool wait) {
     __syncthreads();
     if (threadIdx.x == 0) {
         const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
@@ -242,11 +222,7 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
     // FUSED_DIAG (diagnostics only, wrong results): 1 stops after the barrier; 2 after each CTA's offset; 3 takes
     // an absmax for the offset instead of the sums; 4 does not wait at the barrier
-#if FUSED_BAR
-    grid_sync_flip(f.bar + 2, f.q.fin, works && FUSED_DIAG != 4);
-#else
     grid_sync(f.bar, f.q.fin, works && FUSED_DIAG != 4);
-#endif
     if (FUSED_DIAG == 1) return;
     if (!works) {
         if (threadIdx.x < 32) release_sums(f.q.sums);
