@@ -195,18 +195,34 @@ static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_laun
 // null): the CTA whose add flipped the bit then signals the grid's end so far to the host, as signal_end
 // would (the thread that set the non-finite flag fenced it at system scope before its CTA arrived). wait
 // false: the CTA arrives and goes on without waiting.
+// BAR_RELEASE 1: the add with acquire-release semantics and the poll an acquire load (PTX's memory model)
+// instead of a full fence before the add and after the wait.
 __device__ void grid_sync(unsigned int* word, int* fin, bool wait) {
     __syncthreads();
     if (threadIdx.x == 0) {
         const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
+        unsigned int old;
+#if BAR_RELEASE
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(word), "r"(add) : "memory");
+#else
         __threadfence();
-        const unsigned int old = atomicAdd(word, add);
+        old = atomicAdd(word, add);
+#endif
         if ((old ^ (old + add)) & 0x80000000u) {
             if (fin) *(volatile int*)fin = 1;
         } else if (wait) {
-            while (!((old ^ *(volatile unsigned int*)word) & 0x80000000u)) __nanosleep(32);
+            unsigned int now;
+            do {
+#if BAR_RELEASE
+                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(word) : "memory");
+#else
+                now = *(volatile unsigned int*)word;
+#endif
+                if ((old ^ now) & 0x80000000u) break;
+                __nanosleep(32);
+            } while (true);
         }
-        __threadfence();
+        if (!BAR_RELEASE) __threadfence();
     }
     __syncthreads();
 }
