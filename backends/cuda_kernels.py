@@ -71,7 +71,7 @@ KNOBS = {
     # 0: it returns once the first level's kernel has ended (the non-finite flag is final), the rest queued
     "FUSED_EXIT": 1,  # 1: in the one cooperative launch, CTAs without a block of the second level leave at the
     # barrier; 0: every CTA waits there
-    "BAR_RELEASE": 0,  # 1: the one launch's barrier adds with acquire-release semantics and polls with acquire
+    "BAR_RELEASE": 1,  # 1: the one launch's barrier adds with acquire-release semantics and polls with acquire
     # loads; 0: a full fence before the add and after the wait
     "FUSED_DIAG": 0,  # the one launch, diagnostics only (wrong results): 1 stops after its barrier, 2 after each
     # CTA's offset, 3 takes an absmax for the offset, 4 does not wait at the barrier

@@ -178,14 +178,15 @@ def test_device_offset_equals_reference():
         {"SUMS_PASS_MIN": 1, "PDL": 1},
         {"DQ2_OFFSET": 0},
         {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
-        {"BAR_RELEASE": 1},
+        {"BAR_RELEASE": 0},
     ],
 )
 def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
     """The windowed per-lane sums and the shared bins, inside quant_lut or in their own kernel (SUMS_PASS_MIN,
     its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
     (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by the one cooperative
-    kernel's CTAs (the default; its barrier with acquire-release atomics, BAR_RELEASE), by quant_dq256's
+    kernel's CTAs (the default; its barrier with full fences instead of acquire-release atomics:
+    BAR_RELEASE 0), by quant_dq256's
     (DQ_FUSED 0, or the sums' own pass; with or without programmatic serialization, PDL) or by the summing
     kernel's last CTA (DQ2_OFFSET 0); a refused input (an inf) leaves the workspace fit for the next call,
     and so does each call."""
