@@ -186,10 +186,9 @@ def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
     its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
     (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by the one cooperative
     kernel's CTAs (the default; its barrier with full fences instead of acquire-release atomics:
-    BAR_RELEASE 0), by quant_dq256's
-    (DQ_FUSED 0, or the sums' own pass; with or without programmatic serialization, PDL) or by the summing
-    kernel's last CTA (DQ2_OFFSET 0); a refused input (an inf) leaves the workspace fit for the next call,
-    and so does each call."""
+    BAR_RELEASE 0), by quant_dq256's (DQ_FUSED 0, or the sums' own pass; with or without programmatic
+    serialization, PDL) or by the summing kernel's last CTA (DQ2_OFFSET 0); a refused input (an inf) leaves
+    the workspace fit for the next call, and so does each call."""
     from qref.backends import cuda_kernels as K
 
     rng = np.random.default_rng(3)

@@ -187,6 +187,29 @@ struct FusedArgs {
 };
 static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_launch.FUSED_ARGS");
 
+// BAR_RELEASE 1: the add with acquire-release semantics and the poll an acquire load (PTX's memory model);
+// 0: a full fence before the add and after the wait.
+__device__ __forceinline__ unsigned int barrier_add(unsigned int* word, unsigned int add) {
+    unsigned int old;
+#if BAR_RELEASE
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(word), "r"(add) : "memory");
+#else
+    __threadfence();
+    old = atomicAdd(word, add);
+#endif
+    return old;
+}
+
+__device__ __forceinline__ unsigned int barrier_poll(const unsigned int* word) {
+    unsigned int now;
+#if BAR_RELEASE
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(word) : "memory");
+#else
+    now = *(const volatile unsigned int*)word;
+#endif
+    return now;
+}
+
 // A grid barrier of one word that is never reset (the scheme of CUDA's cooperative groups): CTA 0 adds
 // 2^31 - (G - 1), every other CTA 1, so the word's top bit flips when the last of the G CTAs arrives and at no
 // other add (its low bits start and end at 0); a waiting CTA polls for the flip. One atomic lies between the
@@ -195,32 +218,15 @@ static_assert(sizeof(FusedArgs) == 160, "FusedArgs: layout of backends/cuda_laun
 // null): the CTA whose add flipped the bit then signals the grid's end so far to the host, as signal_end
 // would (the thread that set the non-finite flag fenced it at system scope before its CTA arrived). wait
 // false: the CTA arrives and goes on without waiting.
-// BAR_RELEASE 1: the add with acquire-release semantics and the poll an acquire load (PTX's memory model)
-// instead of a full fence before the add and after the wait.
 __device__ void grid_sync(unsigned int* word, int* fin, bool wait) {
     __syncthreads();
     if (threadIdx.x == 0) {
         const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
-        unsigned int old;
-#if BAR_RELEASE
-        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;" : "=r"(old) : "l"(word), "r"(add) : "memory");
-#else
-        __threadfence();
-        old = atomicAdd(word, add);
-#endif
+        const unsigned int old = barrier_add(word, add);
         if ((old ^ (old + add)) & 0x80000000u) {
             if (fin) *(volatile int*)fin = 1;
         } else if (wait) {
-            unsigned int now;
-            do {
-#if BAR_RELEASE
-                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(now) : "l"(word) : "memory");
-#else
-                now = *(volatile unsigned int*)word;
-#endif
-                if ((old ^ now) & 0x80000000u) break;
-                __nanosleep(32);
-            } while (true);
+            while (!((old ^ barrier_poll(word)) & 0x80000000u)) __nanosleep(32);
         }
         if (!BAR_RELEASE) __threadfence();
     }
