@@ -4,6 +4,7 @@ reason), and `TorchBridge`, the fused 4-bit kernels of cuda_kernels.py on torch 
 from __future__ import annotations
 
 import math
+import threading
 import weakref
 from contextlib import contextmanager
 
@@ -35,18 +36,21 @@ def cupy_or_unavailable():
 
 
 class _Ready:
-    """A dequantize of one state made ready by a call that found its scales finite: the kernel's plan and
-    parameters but for the output's address. `run` launches it only while everything it was made from
-    holds: the same state object (FourBit is frozen: its arrays and offset stay the same objects), each
-    array at the same address, the scales unchanged (VerifiedScales), the same shape, stream and current
-    device; else it returns None and the full path runs."""
+    """A dequantize of one state made ready by a call that found its scales finite: the kernel's launch
+    with its parameter packed but for the output's address (a Prepared; threads other than the one that
+    made it pack their own). `run` launches it only while everything it was made from holds: the same
+    state object (FourBit is frozen: its arrays and offset stay the same objects), each array at the same
+    address, the scales unchanged (VerifiedScales), the same shape, stream and current device; else it
+    returns None and the full path runs."""
 
     def __init__(self, bridge, q, scales, shape, dtype, plan, values, stream: int):
         self.bridge, self.q = bridge, weakref.ref(q)
         self.addresses = [None if a is None else a.data_ptr() for a in (q.packed, q.absmax, q.qabsmax, q.absmax2)]
         self.scales = [weakref.ref(a) for a in scales]
-        self.shape, self.dtype, self.plan, self.stream = shape, dtype, plan, stream
-        self.head, self.tail = tuple(values[: L.OUT_AT]), tuple(values[L.OUT_AT + 1 :])
+        self.shape, self.plan, self.stream = shape, plan, stream
+        self.like = bridge.torch.empty(0, dtype=dtype, device=bridge.device)  # new_empty: fewer arguments
+        self.values = list(values)
+        self.prepared, self.thread = plan.prepare(values), threading.get_ident()
 
     def run(self, q, shape):
         b = self.bridge
@@ -57,8 +61,14 @@ class _Ready:
                 return None
         if not b.verified.holds([ref() for ref in self.scales]) or b.cp.cuda.runtime.getDevice() != b.index:
             return None
-        out = b.torch.empty(self.shape, dtype=self.dtype, device=b.device)
-        self.plan.launch((*self.head, out.data_ptr(), *self.tail), self.stream)
+        out = self.like.new_empty(self.shape)
+        if threading.get_ident() == self.thread:
+            self.prepared.move(out.data_ptr())
+            self.prepared.launch(self.addresses[0], self.stream)
+        else:
+            values = self.values.copy()
+            values[L.OUT_AT] = out.data_ptr()
+            self.plan.launch(values, self.stream)
         return out
 
 

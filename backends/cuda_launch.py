@@ -189,6 +189,11 @@ class Dequant8Plan:
     def launch(self, values, stream: int | None = None):
         self.mod.launch(self.fn, self.grid, 256, DEQUANT_ARGS, values, 0, stream)
 
+    def prepare(self, values):
+        """The launch with its parameter packed once (a Prepared): `move(out)` sets the output's address,
+        `launch(codes, stream)` the codes' (values[0]) and launches."""
+        return self.mod.prepare(self.fn, self.grid, 256, DEQUANT_ARGS, values, moving=(OUT_AT,))
+
 
 def lut_plan(mod: Module, fmt: str, nfull: int, table, sums: int, nxt=None) -> LutPlan:
     """table: (entries, bits) on the device; nxt: the same codebook's NEXT entries (cuda_lut.next_entries)

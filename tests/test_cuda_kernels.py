@@ -3,6 +3,8 @@ bucket-table kernel against the reference on every input format, block edges (ta
 input), non-finite input; the device-side exact mean (double quantization) against
 qref.double_quant.offset_from_exponent_sums, rounding ties included."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -391,9 +393,9 @@ def _bits(a):
 @pytest.mark.parametrize("dq", [False, True])
 @pytest.mark.parametrize("out_dtype", ["bfloat16", "float16", "float32"])
 def test_prepared_dequantize_follows_the_state(dq, out_dtype):
-    """Repeated dequantizes of one state take the prepared launch: the reference's values each time, the
-    codes read afresh (written in place between calls), a new output per call, on the caller's stream; a
-    scale memory swapped behind the version counter is checked again and refused."""
+    """Repeated dequantizes of one state take the prepared launch: the reference's values each time (from
+    another thread too), the codes read afresh (written in place between calls), a new output per call, on
+    the caller's stream; a scale memory swapped behind the version counter is checked again and refused."""
     torch = pytest.importorskip("torch")
     from qref.backends.torch_backend import TorchBackend
 
@@ -414,6 +416,12 @@ def test_prepared_dequantize_follows_the_state(dq, out_dtype):
     for out in outs:
         assert tuple(out.shape) == shape and str(out.dtype) == f"torch.{out_dtype}"
         assert np.array_equal(_bits(tb.to_numpy(out)), want)
+    other = []  # another thread packs its own parameter (the prepared one is its maker's)
+    t = threading.Thread(target=lambda: other.append(tb.dequantize_4bit(q, shape, 64, "nf4", out_dtype)))
+    t.start()
+    t.join()
+    torch.cuda.synchronize()
+    assert np.array_equal(_bits(tb.to_numpy(other[0])), want)
     q.packed[:100] = 0x11  # codes written in place: read afresh by the prepared launch
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
