@@ -18,7 +18,7 @@ from qref.registry import BackendUnavailable
 from . import cuda_kernels as K
 from . import cuda_launch as L
 from .cuda_memory import DeviceScalar, VerifiedScales
-from .fused4bit import Fused4bit, bounded, dtype_name, with_device
+from .fused4bit import Fused4bit, bounded, current, dtype_name, with_device
 
 
 def cupy_or_unavailable():
@@ -59,7 +59,7 @@ class _Ready:
         for address, a in zip(self.addresses, (q.packed, q.absmax, q.qabsmax, q.absmax2)):
             if a is not None and a.data_ptr() != address:
                 return None
-        if not b.verified.holds([ref() for ref in self.scales]) or b.cp.cuda.runtime.getDevice() != b.index:
+        if not b.verified.holds([ref() for ref in self.scales]) or not current(b.cp, b.index):
             return None
         out = self.like.new_empty(self.shape)
         if threading.get_ident() == self.thread:
@@ -128,7 +128,7 @@ class TorchBridge:
             return None
         if r is not None and r.mod is K.module(self.index) and x.is_cuda and x.get_device() == self.index:
             xp = x.data_ptr()
-            if xp % 16 == 0 and x.is_contiguous() and self.cp.cuda.runtime.getDevice() == self.index:
+            if xp % 16 == 0 and x.is_contiguous() and current(self.cp, self.index):
                 return self.fused.quantize64(r, xp, self._handle(), self._queued)
         return None
 

@@ -57,12 +57,29 @@ def check_state(q: FourBit, layout: dict, n: int, blocksize: int):
             raise ValueError(f"{name} must hold {size} x {dtype} for {n} values in blocks of {blocksize}, got {got}")
 
 
+_thread = threading.local()
+
+
+def current(cp, index: int) -> bool:
+    """Whether device `index` is this thread's current device, its context current too: the kernels launch
+    through the driver, which needs a current context, and a thread that has not yet called the CUDA runtime
+    has none although the runtime names device 0. A thread's first call makes it (cudaSetDevice, and cudaFree(0)
+    for runtimes that make it lazily); after that the runtime keeps the context with the device."""
+    if cp.cuda.runtime.getDevice() != index:
+        return False
+    if not getattr(_thread, "context", False):
+        cp.cuda.runtime.setDevice(index)
+        cp.cuda.runtime.free(0)
+        _thread.context = True
+    return True
+
+
 def with_device(cp, device, fn, *args):
-    """fn(*args) with `device` (a CuPy Device) current; no switch when it already is (a switch costs
-    microseconds)."""
-    if cp.cuda.runtime.getDevice() == device.id:
+    """fn(*args) with `device` (a CuPy Device) current, its context too; no switch when it already is (a
+    switch costs microseconds)."""
+    if current(cp, device.id):
         return fn(*args)
-    with device:
+    with device:  # cudaSetDevice: the context current too (CUDA 12 on)
         return fn(*args)
 
 

@@ -386,6 +386,46 @@ def test_verified_state_still_refuses_scales_made_non_finite():
         tb.dequantize_4bit(bad, (x.numel(),), 64, "nf4", "float32")
 
 
+def _in_a_new_thread(fn):
+    """fn() run by a thread that has not called CUDA yet; its value, or its exception raised here."""
+    out = []
+
+    def run():
+        try:
+            out.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+            out.append((False, e))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value
+
+
+@pytest.mark.parametrize("dq", [False, True])
+def test_a_new_threads_first_call_launches(cb, dq):
+    """A thread that has not called CUDA yet has no current context, which the kernels' driver launches need:
+    a new thread's first call on each backend, a dequantize of a state another thread made ready (the
+    prepared launch) or a quantize of a shape quantized before (the known recipe's path), gives the calling
+    thread's bytes."""
+    torch = pytest.importorskip("torch")
+    from qref.backends.torch_backend import TorchBackend
+
+    tb = TorchBackend("cuda")
+    x = torch.from_numpy(weights(64 * 512, "float32", 5)).cuda()
+    for backend, xin in ((tb, x), (cb, cb.from_numpy(x.cpu().numpy()))):
+        q = backend.quantize_4bit(xin, 64, "nf4", dq)
+        want = [backend.dequantize_4bit(q, (512, 64), 64, "nf4", "bfloat16") for _ in range(2)][-1]
+        got = _in_a_new_thread(lambda b=backend, q=q: b.dequantize_4bit(q, (512, 64), 64, "nf4", "bfloat16"))
+        q2 = _in_a_new_thread(lambda b=backend, xin=xin: b.quantize_4bit(xin, 64, "nf4", dq))
+        torch.cuda.synchronize()
+        assert np.array_equal(_bits(backend.to_numpy(got)), _bits(backend.to_numpy(want)))
+        assert np.array_equal(backend.to_numpy(q2.packed), backend.to_numpy(q.packed))
+
+
 def _bits(a):
     return a.bits if isinstance(a, BFloat16Array) else a.view(np.uint16 if a.dtype.itemsize == 2 else np.uint32)
 
@@ -416,12 +456,9 @@ def test_prepared_dequantize_follows_the_state(dq, out_dtype):
     for out in outs:
         assert tuple(out.shape) == shape and str(out.dtype) == f"torch.{out_dtype}"
         assert np.array_equal(_bits(tb.to_numpy(out)), want)
-    other = []  # another thread packs its own parameter (the prepared one is its maker's)
-    t = threading.Thread(target=lambda: other.append(tb.dequantize_4bit(q, shape, 64, "nf4", out_dtype)))
-    t.start()
-    t.join()
+    other = _in_a_new_thread(lambda: tb.dequantize_4bit(q, shape, 64, "nf4", out_dtype))  # packs its own parameter
     torch.cuda.synchronize()
-    assert np.array_equal(_bits(tb.to_numpy(other[0])), want)
+    assert np.array_equal(_bits(tb.to_numpy(other)), want)
     q.packed[:100] = 0x11  # codes written in place: read afresh by the prepared launch
     side = torch.cuda.Stream()
     with torch.cuda.stream(side):
