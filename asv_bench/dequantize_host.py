@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import timeit
 
-from gpu_common import bf16_weight, bitsandbytes_functional, median_ms  # asv_bench/, the script's folder
+from gpu_common import bf16_weight, bitsandbytes_functional, median_ms, statement_us  # asv_bench/, the script's folder
 
 
 def queued_us(fn, number: int = 100, repeat: int = 5) -> float:
@@ -40,19 +39,18 @@ def pieces(tb, q, shape) -> dict:
     bridge = tb._fused
     (ready,) = [r for key, r in bridge._ready.items() if key[0] == id(q)]
     env = {"torch": torch, "bridge": bridge, "ready": ready, "q": q, "shape": shape, "dev": bridge.device}
-    env["like"] = ready.like
+    from qref.backends.fused4bit import current
+
+    env.update(like=ready.like, current=current)
     stmts = {
         "torch.empty(shape, dtype=, device=)": "torch.empty(shape, dtype=torch.bfloat16, device=dev)",
         "like.new_empty(shape)": "like.new_empty(shape)",
         "current stream handle": "bridge._handle()",
-        "getDevice": "bridge.cp.cuda.runtime.getDevice()",
+        "current (device and context)": "current(bridge.cp, bridge.index)",
         "four data_ptr()": "q.packed.data_ptr(); q.absmax.data_ptr(); q.packed.data_ptr(); q.absmax.data_ptr()",
         "verified.holds": "bridge.verified.holds([ref() for ref in ready.scales])",
     }
-    out = {}
-    for name, stmt in stmts.items():
-        timeit.timeit(stmt, globals=env, number=100)
-        out[name] = min(timeit.repeat(stmt, globals=env, number=2000, repeat=3)) / 2000 * 1e6
+    out = statement_us(stmts, env, 2000)
     dst = torch.empty(shape, dtype=torch.bfloat16, device=bridge.device)
 
     def packed_each_call():

@@ -25,6 +25,18 @@ def median_ms(fn, reps: int = 10, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def statement_us(stmts: dict, env: dict, number: int) -> dict:
+    """name -> host microseconds per execution of each statement (timeit in `env`: 100 to warm up, then
+    the best of 3 repeats of `number`)."""
+    import timeit
+
+    out = {}
+    for name, stmt in stmts.items():
+        timeit.timeit(stmt, globals=env, number=100)
+        out[name] = min(timeit.repeat(stmt, globals=env, number=number, repeat=3)) / number * 1e6
+    return out
+
+
 @contextmanager
 def on_launch(mod, hook):
     """Inside the block every kernel launch of `mod` (a backends.cuda_kernels.Module) through the driver

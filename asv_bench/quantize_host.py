@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import timeit
 
-from gpu_common import bf16_weight, median_ms, on_launch  # asv_bench/, the script's folder
+from gpu_common import bf16_weight, median_ms, on_launch, statement_us  # asv_bench/, the script's folder
 
 
 def pieces(tb, x, number: int) -> dict:
@@ -60,10 +59,7 @@ def pieces(tb, x, number: int) -> dict:
         "x.numel(); dtype_name(x)": "x.numel(); dtype_name(x)",
         "x.data_ptr()": "x.data_ptr()",
     }
-    out = {}
-    for name, stmt in stmts.items():
-        timeit.timeit(stmt, globals=env, number=100)
-        out[name] = min(timeit.repeat(stmt, globals=env, number=number, repeat=3)) / number * 1e6
+    out = statement_us(stmts, env, number)
     # the launch alone: the quantize's kernel, 100 queued at a time (a full queue would block the host)
     mod = K.module(x.device.index or 0)
     real = mod._driver
