@@ -51,11 +51,6 @@ KNOBS = {
     "SUMS_PASS_MIN": 2**21,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
     "SUMS_CTAS_PER_SM": 4,  # absmax_sums' grid: at most this many CTAs of 256 threads per multiprocessor
-    "SUMS_F64": 1,  # 1: quant_lut's per-block sums in a float64 window (double_quant.cu, window_add), lane j of a
-    # block adding every fourth group; 0: a 64-bit integer window, one lane a block
-    "SUMS_UNIFORM": 0,  # SUMS_F64: 1, a warp's lanes share one window, set by the largest absmax of its first step
-    "SUMS_FOLD": 2**21,  # SUMS_F64: a lane's float64 window moves into its integer sum after this many adds (the
-    # most that stay exact; 1 in the tests, every step)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
     "DQ_FUSED": 1,  # 1: double quantization in one cooperative launch (a grid barrier between the levels) where
     # the driver takes it; block 64: below SUMS_PASS_MIN blocks, with DQ2_OFFSET 1 and DQ2_WAIT 0. 0: two kernels

@@ -181,9 +181,6 @@ def test_device_offset_equals_reference():
         {"DQ2_OFFSET": 0},
         {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
         {"BAR_RELEASE": 0},
-        {"SUMS_F64": 0},
-        {"SUMS_FOLD": 1},
-        {"SUMS_UNIFORM": 1},
     ],
 )
 def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
@@ -191,8 +188,7 @@ def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
     its last nb % 4 absmax included): the exact total of absmax values spread over many exponents
     (2^-140 .. 2^100), zero blocks among them, gives the reference's offset, computed by the one cooperative
     kernel's CTAs (the default; its barrier with full fences instead of acquire-release atomics:
-    BAR_RELEASE 0; the float64 windows moved into the integer sums at every step, SUMS_FOLD 1, or the
-    integer windows, SUMS_F64 0), by quant_dq256's (DQ_FUSED 0, or the sums' own pass; with or without programmatic
+    BAR_RELEASE 0), by quant_dq256's (DQ_FUSED 0, or the sums' own pass; with or without programmatic
     serialization, PDL) or by the summing kernel's last CTA (DQ2_OFFSET 0); a refused input (an inf) leaves
     the workspace fit for the next call, and so does each call."""
     from qref.backends import cuda_kernels as K

@@ -17,41 +17,6 @@ __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long lon
     else atomicAdd(&bins[e + 22], v);
 }
 
-// The same window in float64 (knob SUMS_F64), two comparisons and an add per value: within [lo, hi) every
-// value is a multiple of 2^(base - 150) below 2^(base - 118), so a sum of at most 2^21 of them is such a
-// multiple below 2^53 units, exact in float64 (window_fold moves it into the integer sum before that). Others
-// go to the CTA's bins; zero adds nothing; inf and NaN (a refused call) have no bin. The window is set by the
-// first value outside the empty one (lo = inf, hi = 0).
-struct Window { float lo, hi; int base; double sum; unsigned long long acc; };
-
-__device__ __forceinline__ Window window_empty() { return {__int_as_float(0x7f800000), 0.0f, NOBASE, 0.0, 0ull}; }
-
-// The window [2^(base - 127), 2^(base - 118)): biased exponents base to base + 8 (from base 1 down, subnormals too).
-__device__ __forceinline__ void window_set(Window& w, int base) {
-    w.base = base;
-    w.lo = base >= 1 ? __uint_as_float((unsigned int)base << 23) : 0.0f;
-    w.hi = __uint_as_float((unsigned int)min(base + 9, 255) << 23);  // 255: inf, every finite value
-}
-
-__device__ __forceinline__ void window_add(float m, Window& w, unsigned long long* bins) {
-    if (m >= w.lo && m < w.hi) { w.sum += (double)m; return; }
-    if (!(m > 0.0f && m < __int_as_float(0x7f800000))) return;
-    const unsigned int u = __float_as_uint(m);
-    const int ef = (int)(u >> 23), e = max(ef, 1);
-    if (w.base == NOBASE) {
-        window_set(w, e - 4);
-        w.sum = (double)m;
-    } else {
-        atomicAdd(&bins[e + 22], (unsigned long long)((u & 0x7FFFFFu) | (ef ? 0x800000u : 0u)));
-    }
-}
-
-// The float64 sum into the integer one, in units of 2^(base - 150) (an integer below 2^53: exact).
-__device__ __forceinline__ void window_fold(Window& w) {
-    if (w.base != NOBASE) w.acc += (unsigned long long)ldexp(w.sum, 150 - w.base);
-    w.sum = 0.0;
-}
-
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
 
 // The lanes' window sums into the CTA's bins (a whole warp calls it): one shared atomic per warp and window

@@ -116,10 +116,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     bool finite = true;
     int base = NOBASE;
     unsigned long long acc = 0;
-    Window win = window_empty();
-    unsigned int steps = 0;  // SUMS_F64: each lane adds at most ceil(QUANT_ITER / 4) absmax a step
     for (long long g0 = warp * 8; g0 < nfull; g0 += QUANT_ITER * nwarps * 8) {
-        float mk[QUANT_ITER];  // SUMS_F64: each group's absmax (0 past the end), summed after the groups
         uint4 w[QUANT_ITER][NC];  // QUANT_ITER groups' loads issued before any is used
         #pragma unroll
         for (int it = 0; it < QUANT_ITER; ++it) {
@@ -167,31 +164,10 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
             }
             if (j == 0 && valid) {
                 absmax[b] = m;
-                if (SUMS && !SUMS_F64 && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
+                if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
             }
-            mk[it] = valid ? m : 0.0f;
-        }
-        if (SUMS && SUMS_F64 && SUMS_DIAG != 1) {  // lane j of a block adds groups j, j + 4, ...: its 4 lanes share m
-            #pragma unroll
-            for (int t = 0; t < QUANT_ITER; t += 4) {
-                float m = 0.0f;
-                #pragma unroll
-                for (int it = t; it < t + 4 && it < QUANT_ITER; ++it) m = j == it - t ? mk[it] : m;
-                if (SUMS_UNIFORM && win.base == NOBASE) {  // one window for the warp (flush_window: one round)
-                    unsigned int top = m < __int_as_float(0x7f800000) ? __float_as_uint(m) : 0u;
-#if __CUDA_ARCH__ >= 800
-                    top = __reduce_max_sync(FULL, top);
-#else
-                    for (int o = 16; o > 0; o >>= 1) top = max(top, __shfl_xor_sync(FULL, top, o));
-#endif
-                    if (top) window_set(win, max((int)(top >> 23), 1) - 6);
-                }
-                window_add(m, win, bins);
-            }
-            if (++steps >= SUMS_FOLD / ((QUANT_ITER + 3) / 4)) { window_fold(win); steps = 0; }  // at most 2^21 adds
         }
     }
-    if (SUMS && SUMS_F64) { window_fold(win); base = win.base; acc = win.acc; }
     if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
     if (SUMS && SUMS_DIAG != 2) {
         cta_sums(base, acc, bins, a.sums);
