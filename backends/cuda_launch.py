@@ -131,6 +131,9 @@ class FusedPlan:
         self.block, self.shared = first.block, first.shared  # the first level's CTAs, their table and bins
         blocks = 8 * (self.block // 32)  # blocks of 64 a CTA takes per step (8 a warp), as LutPlan's grid
         self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-first.head[0] // blocks))
+        if mod.knobs["FUSED_LOCAL"]:  # each CTA's range of absmax in its shared memory, the grid as many as fit
+            self.grid, per = local_grid(mod, name, self.block, self.shared, first.head[0], self.grid)
+            self.shared += 4 * per
         self.second = second  # the log table's (address, size, shift, low, high)
 
     def values(self, x, out, absmax, bad, sums, end, n_absmax, qabsmax, absmax2, offset_copy, bar) -> tuple:
@@ -151,6 +154,19 @@ class FusedPlan:
         whose launch has returned, is packed again instead of making one."""
         values = self.values(0, *addresses)
         return self.mod.prepare(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, ready, True, MOVING)
+
+
+def local_grid(mod: Module, name: str, block: int, shared: int, nfull: int, grid: int) -> tuple:
+    """FUSED_LOCAL's grid of at most `grid` CTAs and the blocks each takes, per = max(ceil(nfull / grid), 256)
+    as the kernel's local_range computes it, such that every CTA with its per float32 absmax in shared memory
+    fits at once (grid 0: none fits)."""
+    while grid > 0:
+        per = max(-(-nfull // grid), 256)
+        fit = mod.per_sm(name, block, shared + 4 * per) * mod.sms
+        if fit >= grid:
+            return grid, per
+        grid = fit
+    return 0, 0
 
 
 #: FUSED_ARGS' fields that name the state (Prepared.move): codes, qabsmax, absmax2, offset_copy.
