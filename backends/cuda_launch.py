@@ -131,9 +131,14 @@ class FusedPlan:
         self.block, self.shared = first.block, first.shared  # the first level's CTAs, their table and bins
         blocks = 8 * (self.block // 32)  # blocks of 64 a CTA takes per step (8 a warp), as LutPlan's grid
         self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-first.head[0] // blocks))
-        if mod.knobs["FUSED_LOCAL"]:  # each CTA's range of absmax in its shared memory, the grid as many as fit
-            self.grid, per = local_grid(mod, name, self.block, self.shared, first.head[0], self.grid)
-            self.shared += 4 * per
+        local, nfull, steps = mod.knobs["FUSED_LOCAL"], first.head[0], mod.knobs["QUANT_ITER"]
+        if local:  # each CTA's absmax (1: its range's; 2: a slot per step, group and block) in its shared memory
+            words = {
+                1: lambda g: max(-(-nfull // g), 256),
+                2: lambda g: -(-nfull // (steps * 8 * g * (self.block // 32))) * steps * (self.block // 4),
+            }[local]
+            self.grid, kept = local_grid(mod, name, self.block, self.shared, self.grid, words)
+            self.shared += 4 * kept
         self.second = second  # the log table's (address, size, shift, low, high)
 
     def values(self, x, out, absmax, bad, sums, end, n_absmax, qabsmax, absmax2, offset_copy, bar) -> tuple:
@@ -156,15 +161,15 @@ class FusedPlan:
         return self.mod.prepare(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, ready, True, MOVING)
 
 
-def local_grid(mod: Module, name: str, block: int, shared: int, nfull: int, grid: int) -> tuple:
-    """FUSED_LOCAL's grid of at most `grid` CTAs and the blocks each takes, per = max(ceil(nfull / grid), 256)
-    as the kernel's local_range computes it, such that every CTA with its per float32 absmax in shared memory
-    fits at once (grid 0: none fits)."""
+def local_grid(mod: Module, name: str, block: int, shared: int, grid: int, words) -> tuple:
+    """FUSED_LOCAL's grid of at most `grid` CTAs and the float32 words of absmax each keeps in shared memory,
+    words(grid) as the kernel computes them (local_range; quant_lut's `kept`), such that every CTA fits at once
+    (grid 0: none fits)."""
     while grid > 0:
-        per = max(-(-nfull // grid), 256)
-        fit = mod.per_sm(name, block, shared + 4 * per) * mod.sms
+        kept = words(grid)
+        fit = mod.per_sm(name, block, shared + 4 * kept) * mod.sms
         if fit >= grid:
-            return grid, per
+            return grid, kept
         grid = fit
     return 0, 0
 

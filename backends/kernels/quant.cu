@@ -104,8 +104,10 @@ __device__ __forceinline__ void local_range(long long nfull, long long& lo, long
 // and before quant_dq256's own offset). NEXT: lut_code's. LOCAL (the fused kernel's, knob FUSED_LOCAL; MODE 2):
 // the CTA's warps walk its own range (local_range), its absmax go to shared memory after the bins (to global
 // memory only those before its first multiple of 256: the head, which the CTA before it reads), and the CTA
-// sums them there after its loop, with every thread, instead of one lane per block inside it.
-template <int FMT, int MODE, bool NEXT = false, bool LOCAL = false>
+// sums them there after its loop, with every thread, instead of one lane per block inside it. LOCAL 2: the
+// grid-strided walk, its absmax to global memory and also to shared memory (a slot per step, group and block),
+// summed there after the loop as LOCAL 1 does.
+template <int FMT, int MODE, bool NEXT = false, int LOCAL = 0>
 __device__ __forceinline__ void quant_lut(const LutArgs a) {
     constexpr bool SUMS = MODE != 0;
     const uint4* __restrict__ x = a.x;
@@ -121,18 +123,24 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     float* mine = (float*)(bins + 277);
     for (int k = threadIdx.x; k < lut_size; k += blockDim.x) lut[k] = a.lut[k];
     if (SUMS) for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
+    // LOCAL 2: slots for every step a warp of the grid may take (empty ones stay 0: no bin)
+    const long long kept = LOCAL == 2 ? (nfull + QUANT_ITER * 8LL * (gridDim.x * (blockDim.x >> 5)) - 1) /
+                                        (QUANT_ITER * 8LL * (gridDim.x * (blockDim.x >> 5))) * QUANT_ITER * (blockDim.x >> 2)
+                                      : 0;
+    for (long long k = threadIdx.x; k < kept; k += blockDim.x) mine[k] = 0.0f;
     dependents_may_start();  // a kernel launched after this one with programmatic serialization
     __syncthreads();
     const int lane = threadIdx.x & 31, j = lane & 3;
     long long lo = 0, hi = nfull;  // the blocks this CTA's warps walk, the whole grid's warps or (LOCAL) its own
-    if (LOCAL) local_range(nfull, lo, hi);
+    if (LOCAL == 1) local_range(nfull, lo, hi);
     const long long head = min((lo + 255) & ~255LL, hi);  // LOCAL: the blocks before lo's next multiple of 256
-    const long long warp = LOCAL ? threadIdx.x >> 5 : ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const long long nwarps = LOCAL ? blockDim.x >> 5 : ((long long)gridDim.x * blockDim.x) >> 5;
+    const long long warp = LOCAL == 1 ? threadIdx.x >> 5 : ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long nwarps = LOCAL == 1 ? blockDim.x >> 5 : ((long long)gridDim.x * blockDim.x) >> 5;
+    int step = 0;  // LOCAL 2: the walk's steps so far
     bool finite = true;
     int base = NOBASE;
     unsigned long long acc = 0;
-    for (long long g0 = lo + warp * 8; g0 < hi; g0 += QUANT_ITER * nwarps * 8) {
+    for (long long g0 = lo + warp * 8; g0 < hi; g0 += QUANT_ITER * nwarps * 8, ++step) {
         uint4 w[QUANT_ITER][NC];  // QUANT_ITER groups' loads issued before any is used
         #pragma unroll
         for (int it = 0; it < QUANT_ITER; ++it) {
@@ -179,9 +187,12 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
                 }
             }
             if (j == 0 && valid) {
-                if (LOCAL) {
+                if (LOCAL == 1) {
                     mine[b - lo] = m;
                     if (b < head) absmax[b] = m;
+                } else if (LOCAL == 2) {
+                    absmax[b] = m;
+                    mine[(step * QUANT_ITER + it) * (blockDim.x >> 2) + (threadIdx.x >> 2)] = m;
                 } else {
                     absmax[b] = m;
                     if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
@@ -191,7 +202,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     }
     if (LOCAL) {  // the CTA's sums from shared memory (no bin for inf or NaN: the call is refused)
         __syncthreads();
-        for (long long i = threadIdx.x; i < hi - lo; i += blockDim.x) {
+        for (long long i = threadIdx.x; i < (LOCAL == 1 ? hi - lo : kept); i += blockDim.x) {
             const float m = mine[i];
             if (m != 0.0f && m < __int_as_float(0x7f800000)) sum_absmax(m, base, acc, bins);
         }
@@ -303,8 +314,8 @@ template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
-    quant_lut<FMT, 2, NEXT, FUSED_LOCAL != 0>(q);
-    if (FUSED_LOCAL) {
+    quant_lut<FMT, 2, NEXT, FUSED_LOCAL>(q);
+    if (FUSED_LOCAL == 1) {
         local_second_level(f);
         return;
     }
