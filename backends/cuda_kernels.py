@@ -71,10 +71,6 @@ KNOBS = {
     # 0: it returns once the first level's kernel has ended (the non-finite flag is final), the rest queued
     "FUSED_EXIT": 1,  # 1: in the one cooperative launch, CTAs without a block of the second level leave at the
     # barrier; 0: every CTA waits there
-    "FUSED_LOCAL": 1,  # 1: in the one launch each CTA takes a range of the blocks (at least 256), keeps its absmax
-    # in shared memory, sums them there after its loop and, after the barrier, quantizes the blocks of 256 that
-    # start in its range; 0: a grid-strided first level, its absmax through global memory
-    "FUSED_MIN_CTAS": 3,  # __launch_bounds__ minimum resident CTAs per SM of the one launch (caps its registers)
     "BAR_RELEASE": 1,  # 1: the one launch's barrier adds with acquire-release semantics and polls with acquire
     # loads; 0: a full fence before the add and after the wait
     "FUSED_DIAG": 0,  # the one launch, diagnostics only (wrong results): 1 stops after its barrier, 2 after each
@@ -118,7 +114,7 @@ def _wrappers() -> str:
                 )
         for nxt in (False, True):
             out.append(
-                f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, FUSED_MIN_CTAS) '
+                f'extern "C" __global__ void __launch_bounds__(32 * WARPS_PER_CTA, QUANT_MIN_CTAS) '
                 f"quant_lut_dq_f{fmt}{'_next' if nxt else ''}(const FusedArgs f) "
                 f"{{ quant_lut_dq<{fmt}, {str(nxt).lower()}>(f); }}"
             )

@@ -131,14 +131,6 @@ class FusedPlan:
         self.block, self.shared = first.block, first.shared  # the first level's CTAs, their table and bins
         blocks = 8 * (self.block // 32)  # blocks of 64 a CTA takes per step (8 a warp), as LutPlan's grid
         self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-first.head[0] // blocks))
-        local, nfull, steps = mod.knobs["FUSED_LOCAL"], first.head[0], mod.knobs["QUANT_ITER"]
-        if local:  # each CTA's absmax (1: its range's; 2: a slot per step, group and block) in its shared memory
-            words = {
-                1: lambda g: max(-(-nfull // g), 256),
-                2: lambda g: -(-nfull // (steps * 8 * g * (self.block // 32))) * steps * (self.block // 4),
-            }[local]
-            self.grid, kept = local_grid(mod, name, self.block, self.shared, self.grid, words)
-            self.shared += 4 * kept
         self.second = second  # the log table's (address, size, shift, low, high)
 
     def values(self, x, out, absmax, bad, sums, end, n_absmax, qabsmax, absmax2, offset_copy, bar) -> tuple:
@@ -159,19 +151,6 @@ class FusedPlan:
         whose launch has returned, is packed again instead of making one."""
         values = self.values(0, *addresses)
         return self.mod.prepare(self.fn, self.grid, self.block, FUSED_ARGS, values, self.shared, ready, True, MOVING)
-
-
-def local_grid(mod: Module, name: str, block: int, shared: int, grid: int, words) -> tuple:
-    """FUSED_LOCAL's grid of at most `grid` CTAs and the float32 words of absmax each keeps in shared memory,
-    words(grid) as the kernel computes them (local_range; quant_lut's `kept`), such that every CTA fits at once
-    (grid 0: none fits)."""
-    while grid > 0:
-        kept = words(grid)
-        fit = mod.per_sm(name, block, shared + 4 * kept) * mod.sms
-        if fit >= grid:
-            return grid, kept
-        grid = fit
-    return 0, 0
 
 
 #: FUSED_ARGS' fields that name the state (Prepared.move): codes, qabsmax, absmax2, offset_copy.

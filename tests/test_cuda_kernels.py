@@ -181,8 +181,6 @@ def test_device_offset_equals_reference():
         {"DQ2_OFFSET": 0},
         {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
         {"BAR_RELEASE": 0},
-        {"FUSED_LOCAL": 0},
-        {"FUSED_LOCAL": 2},
     ],
 )
 def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):
@@ -326,31 +324,6 @@ def test_wide_kernel_equals_reference(cb, fmt):
                 assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
             else:
                 assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
-
-
-@pytest.mark.parametrize("fmt", ["float32", "bfloat16"])
-@pytest.mark.parametrize("tail", [0, 7])
-@pytest.mark.parametrize("local", [1, 2, 0])
-def test_one_launch_split_among_ctas_equals_reference(cb, fmt, tail, local):
-    """The one launch with each CTA's range of blocks in its shared memory (FUSED_LOCAL 1, the default) on a
-    size where the ranges are not multiples of 256 (a block of 256 of the second level then lies in two CTAs'
-    ranges, read partly from the next CTA's head in global memory) and, with a tail, the tail block's absmax
-    written before the kernel; and the grid-strided form (0): the reference's bits."""
-    from qref.backends import cuda_kernels as K
-
-    n = 64 * 200003 + tail
-    x = weights(n, fmt, 5)
-    r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
-    mod = K.Module(0, FUSED_LOCAL=local)
-    with K.using(mod):
-        q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
-        if local == 1 and not tail:  # the split this test is for
-            plan = cb._fused.recipe64(fmt, n, 64, "nf4", True).fused
-            assert plan is not None and 256 < -(-(n // 64) // plan.grid) and -(-(n // 64) // plan.grid) % 256
-    assert np.array_equal(cb.to_numpy(q.packed), r.packed)
-    assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
-    assert np.array_equal(cb.to_numpy(q.absmax2).view(np.int32), r.absmax2.view(np.int32))
-    assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
 
 
 @pytest.mark.parametrize("backend", ["cupy", "torch"])

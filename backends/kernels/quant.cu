@@ -91,23 +91,9 @@ struct LutArgs {  // one by-value kernel parameter: a launch costs about a micro
 };
 static_assert(sizeof(LutArgs) == 104, "LutArgs: layout of backends/cuda_launch.LUT_ARGS");
 
-// FUSED_LOCAL's split of nfull blocks among the grid's CTAs: CTA c takes [c per, (c + 1) per) (clipped to
-// nfull), per = max(ceil(nfull / G), 256) as backends/cuda_launch.FusedPlan sizes its shared memory; at least
-// 256 blocks each, so a block of 256 of the second level lies in at most two CTAs' ranges.
-__device__ __forceinline__ void local_range(long long nfull, long long& lo, long long& hi) {
-    const long long per = max((nfull + gridDim.x - 1) / gridDim.x, 256LL);
-    lo = min((long long)blockIdx.x * per, nfull);
-    hi = min(lo + per, nfull);
-}
-
 // MODE 0: codes and absmax; 1: also the sums and the offset (last CTA); 2: the sums only (the fused kernel's,
-// and before quant_dq256's own offset). NEXT: lut_code's. LOCAL (the fused kernel's, knob FUSED_LOCAL; MODE 2):
-// the CTA's warps walk its own range (local_range), its absmax go to shared memory after the bins (to global
-// memory only those before its first multiple of 256: the head, which the CTA before it reads), and the CTA
-// sums them there after its loop, with every thread, instead of one lane per block inside it. LOCAL 2: the
-// grid-strided walk, its absmax to global memory and also to shared memory (a slot per step, group and block),
-// summed there after the loop as LOCAL 1 does.
-template <int FMT, int MODE, bool NEXT = false, int LOCAL = 0>
+// and before quant_dq256's own offset). NEXT: lut_code's.
+template <int FMT, int MODE, bool NEXT = false>
 __device__ __forceinline__ void quant_lut(const LutArgs a) {
     constexpr bool SUMS = MODE != 0;
     const uint4* __restrict__ x = a.x;
@@ -116,44 +102,34 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     const unsigned int mask = a.mask;
     unsigned char* __restrict__ out = a.out;
     float* __restrict__ absmax = a.absmax;
-    extern __shared__ uint2 lut[];  // lut_size entries, then (SUMS) 277 bins, then (LOCAL) the CTA's absmax
+    extern __shared__ uint2 lut[];  // lut_size entries, then (SUMS) 277 bins
     constexpr int NC = FMT == 0 ? 4 : 2;  // 16-byte chunks per lane and block
     const int lut_size = a.lut_size;
     unsigned long long* bins = (unsigned long long*)(lut + lut_size);
-    float* mine = (float*)(bins + 277);
     for (int k = threadIdx.x; k < lut_size; k += blockDim.x) lut[k] = a.lut[k];
     if (SUMS) for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
-    // LOCAL 2: slots for every step a warp of the grid may take (empty ones stay 0: no bin)
-    const long long kept = LOCAL == 2 ? (nfull + QUANT_ITER * 8LL * (gridDim.x * (blockDim.x >> 5)) - 1) /
-                                        (QUANT_ITER * 8LL * (gridDim.x * (blockDim.x >> 5))) * QUANT_ITER * (blockDim.x >> 2)
-                                      : 0;
-    for (long long k = threadIdx.x; k < kept; k += blockDim.x) mine[k] = 0.0f;
     dependents_may_start();  // a kernel launched after this one with programmatic serialization
     __syncthreads();
     const int lane = threadIdx.x & 31, j = lane & 3;
-    long long lo = 0, hi = nfull;  // the blocks this CTA's warps walk, the whole grid's warps or (LOCAL) its own
-    if (LOCAL == 1) local_range(nfull, lo, hi);
-    const long long head = min((lo + 255) & ~255LL, hi);  // LOCAL: the blocks before lo's next multiple of 256
-    const long long warp = LOCAL == 1 ? threadIdx.x >> 5 : ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const long long nwarps = LOCAL == 1 ? blockDim.x >> 5 : ((long long)gridDim.x * blockDim.x) >> 5;
-    int step = 0;  // LOCAL 2: the walk's steps so far
+    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const long long nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
     bool finite = true;
     int base = NOBASE;
     unsigned long long acc = 0;
-    for (long long g0 = lo + warp * 8; g0 < hi; g0 += QUANT_ITER * nwarps * 8, ++step) {
+    for (long long g0 = warp * 8; g0 < nfull; g0 += QUANT_ITER * nwarps * 8) {
         uint4 w[QUANT_ITER][NC];  // QUANT_ITER groups' loads issued before any is used
         #pragma unroll
         for (int it = 0; it < QUANT_ITER; ++it) {
             const long long b = g0 + it * nwarps * 8 + (lane >> 2);
             #pragma unroll
             for (int c = 0; c < NC; ++c)
-                w[it][c] = b < hi ? (QUANT_LDCS ? __ldcs(x + b * (4 * NC) + j + 4 * c) : x[b * (4 * NC) + j + 4 * c])
+                w[it][c] = b < nfull ? (QUANT_LDCS ? __ldcs(x + b * (4 * NC) + j + 4 * c) : x[b * (4 * NC) + j + 4 * c])
                                      : make_uint4(0u, 0u, 0u, 0u);
         }
         #pragma unroll
         for (int it = 0; it < QUANT_ITER; ++it) {
             const long long b = g0 + it * nwarps * 8 + (lane >> 2);
-            const bool valid = b < hi;
+            const bool valid = b < nfull;
             unsigned int am = 0;
             #pragma unroll
             for (int c = 0; c < NC; ++c) {
@@ -187,24 +163,9 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
                 }
             }
             if (j == 0 && valid) {
-                if (LOCAL == 1) {
-                    mine[b - lo] = m;
-                    if (b < head) absmax[b] = m;
-                } else if (LOCAL == 2) {
-                    absmax[b] = m;
-                    mine[(step * QUANT_ITER + it) * (blockDim.x >> 2) + (threadIdx.x >> 2)] = m;
-                } else {
-                    absmax[b] = m;
-                    if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
-                }
+                absmax[b] = m;
+                if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
             }
-        }
-    }
-    if (LOCAL) {  // the CTA's sums from shared memory (no bin for inf or NaN: the call is refused)
-        __syncthreads();
-        for (long long i = threadIdx.x; i < (LOCAL == 1 ? hi - lo : kept); i += blockDim.x) {
-            const float m = mine[i];
-            if (m != 0.0f && m < __int_as_float(0x7f800000)) sum_absmax(m, base, acc, bins);
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
@@ -272,53 +233,11 @@ __device__ void grid_sync(unsigned int* word, int* fin, bool wait) {
     __syncthreads();
 }
 
-// FUSED_LOCAL's second level: each CTA quantizes the blocks of 256 that start in its range, its absmax read from
-// shared memory, those past its range (the next CTA's head, or a tail block's absmax written before the
-// kernel) from global memory; a CTA with no such block arrives at the barrier and leaves.
-__device__ __forceinline__ void local_load(const float* mine, const float* absmax, long long lo, long long hi,
-                                           long long n, long long k, int lane, float v[8]) {
-    #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const long long at = 256 * k + 8 * lane + i;
-        v[i] = at < hi ? mine[at - lo] : at < n ? __ldcg(absmax + at) : 0.0f;
-    }
-}
-
-__device__ __forceinline__ void local_second_level(const FusedArgs f) {
-    const long long nfull = f.q.nfull, n = f.q.n_absmax;
-    long long lo, hi;
-    local_range(nfull, lo, hi);
-    const long long k0 = (lo + 255) / 256, k1 = lo == hi ? k0 : ((hi == nfull ? n : hi) + 255) / 256;
-    grid_sync(f.bar, f.q.fin, k0 < k1);
-    if (FUSED_DIAG == 1) return;
-    if (k0 >= k1) {
-        if (threadIdx.x < 32) release_sums(f.q.sums);
-        return;
-    }
-    extern __shared__ uint2 smem[];  // quant_lut's: the table, the bins, then this CTA's absmax
-    const float* mine = (const float*)((unsigned long long*)(smem + f.q.lut_size) + 277);
-    const int lane = threadIdx.x & 31;
-    const long long first = k0 + (threadIdx.x >> 5), nwarps = blockDim.x >> 5;
-    float v[8];
-    if (first < k1) local_load(mine, f.q.absmax, lo, hi, n, first, lane, v);
-    const float offset = dq2_offset(f.q.sums, nullptr, n);
-    if (blockIdx.x == 0 && threadIdx.x == 0 && f.offset_copy) *f.offset_copy = offset;
-    for (long long k = first; k < k1; k += nwarps) {
-        if (k != first) local_load(mine, f.q.absmax, lo, hi, n, k, lane, v);
-        dq_store<true>(n, k, lane, offset, v, f.lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
-    }
-    if (threadIdx.x < 32) release_sums(f.q.sums);
-}
-
 template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
-    quant_lut<FMT, 2, NEXT, FUSED_LOCAL>(q);
-    if (FUSED_LOCAL == 1) {
-        local_second_level(f);
-        return;
-    }
+    quant_lut<FMT, 2, NEXT>(q);
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
