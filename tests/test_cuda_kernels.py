@@ -326,6 +326,22 @@ def test_wide_kernel_equals_reference(cb, fmt):
                 assert np.array_equal(cb.to_numpy(q.absmax).view(np.int32), r.absmax.view(np.int32))
 
 
+@pytest.mark.parametrize("diag", [1, 2, 3])
+def test_a_diagnostic_one_launch_leaves_the_sums_for_the_next_call(cb, diag):
+    """The one launch's diagnostic forms (FUSED_DIAG: wrong results, timing only) leave the workspace's sums
+    zero, as the kernel does, so a call of another module after them (asv_bench/tune_kernels.py interleaves
+    them in one process) still gives the reference's offset and codes."""
+    from qref.backends import cuda_kernels as K
+
+    x = weights(64 * 8 * 1321, "bfloat16", 9)
+    r = NumpyBackend().quantize_4bit(x, 64, "nf4", True)
+    with K.using(K.Module(0, FUSED_DIAG=diag)):
+        cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
+    q = cb.quantize_4bit(cb.from_numpy(x), 64, "nf4", True)
+    assert np.float32(q.offset).view(np.int32) == np.float32(r.offset).view(np.int32)
+    assert np.array_equal(cb.to_numpy(q.qabsmax), r.qabsmax)
+
+
 @pytest.mark.parametrize("backend", ["cupy", "torch"])
 def test_states_of_one_shape_stay_apart(cb, backend):
     """Calls of one shape launch into the state the call before made while it waited (the spare): each
