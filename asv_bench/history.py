@@ -43,9 +43,9 @@ def host_machine(name: str | None, env_file: str | None) -> dict[str, str]:
         "machine": name or platform.node() or "host",
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "num_cpu": str(os.cpu_count() or 1),
-        "ram": str(_ram_kib()),
+        "ram": str(ram_kib()),
     }
     if env_file:
         env = json.loads(Path(env_file).read_text())
@@ -58,7 +58,7 @@ def host_machine(name: str | None, env_file: str | None) -> dict[str, str]:
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo), else what the platform module says."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -69,7 +69,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _ram_kib() -> int:
+def ram_kib() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):

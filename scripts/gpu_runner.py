@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "asv_bench"))
+import history  # noqa: E402  (asv_bench/history.py: the host's description, as asv records it)
+
 PY = sys.executable
 QREF = [PY, "-m", "qref.cli"]
 PYTEST = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts="]
@@ -175,7 +178,9 @@ def environment() -> dict:
         "device": run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]),
         "cuda": run([PY, "-c", "import torch; print(torch.version.cuda)"]),
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": history.cpu_model(),  # the host's model: whole calls from Python depend on it
+        "num_cpu": os.cpu_count() or 1,
+        "ram": history.ram_kib(),
         "commit": COMMIT or run(["git", "-C", str(ROOT), "rev-parse", "HEAD"]) or None,
         "versions": versions,
     }

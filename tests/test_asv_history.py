@@ -27,6 +27,26 @@ def test_a_gpu_runner_environment_names_the_machine(tmp_path):
     assert history.host_machine("mine", str(env))["machine"] == "mine"
 
 
+def test_the_gpu_hosts_description_comes_from_its_env(tmp_path):
+    """The GPU runner's env.json names the host's CPU model, cores and memory (whole calls from Python depend
+    on them): the machine's description is the GPU host's, not the one that files the results."""
+    env = tmp_path / "env.json"
+    described = {"device": "NVIDIA H200, 580.159.04, 143771 MiB", "cuda": "13.0", "cpu": "AMD EPYC 9654"}
+    env.write_text(json.dumps({**described, "num_cpu": 16, "ram": 131961788}))
+    info = history.host_machine(None, str(env))
+    assert info["cpu"].endswith("host AMD EPYC 9654") and info["num_cpu"] == "16" and info["ram"] == "131961788"
+    assert history.cpu_model() and history.ram_kib() > 0  # this host's, where no env.json is given
+
+
+def test_the_gpu_runner_describes_its_host(monkeypatch):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import gpu_runner
+
+    monkeypatch.setattr(gpu_runner.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    env = gpu_runner.environment()
+    assert (env["cpu"], env["num_cpu"], env["ram"]) == (history.cpu_model(), os.cpu_count(), history.ram_kib())
+
+
 def test_results_are_filed_under_the_python_version_and_the_commit(tmp_path):
     path = tmp_path / "0123abcd-existing-py_some_checkout_.venv_bin_python.json"
     data = {"commit_hash": "0123abcd" * 5, "env_name": "existing-py_some_checkout", "date": 5, "python": "/x/python"}
