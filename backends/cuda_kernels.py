@@ -51,7 +51,6 @@ KNOBS = {
     "SUMS_PASS_MIN": 2**21,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
     "SUMS_CTAS_PER_SM": 4,  # absmax_sums' grid: at most this many CTAs of 256 threads per multiprocessor
-    "SUMS_ALIGN": 0,  # 1: the lanes' exact-sum windows start at multiples of 4 exponents (fewer distinct bins a CTA)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
     "DQ_FUSED": 1,  # 1: double quantization in one cooperative launch (a grid barrier between the levels) where
     # the driver takes it; block 64: below SUMS_PASS_MIN blocks, with DQ2_OFFSET 1 and DQ2_WAIT 0. 0: two kernels

@@ -11,9 +11,7 @@ __device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long lon
     const unsigned int u = __float_as_uint(m);
     const int ef = (int)(u >> 23), e = max(ef, 1);
     const unsigned long long v = (u & 0x7FFFFFu) | (ef ? 0x800000u : 0u);
-    // SUMS_ALIGN 1: windows start at multiples of 4 (the first value 2 to 5 above the start), so the lanes of
-    // a CTA share fewer window bases and the CTA adds fewer bins to the global sums
-    if (base == NOBASE) base = SUMS_ALIGN ? ((e - 2) & ~3) : e - 4;
+    if (base == NOBASE) base = e - 4;
     const int sh = e - base;
     if (sh >= 0 && sh <= 8) acc += v << sh;
     else atomicAdd(&bins[e + 22], v);
