@@ -51,7 +51,10 @@ KNOBS = {
     "SUMS_PASS_MIN": 2**21,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
     "SUMS_CTAS_PER_SM": 4,  # absmax_sums' grid: at most this many CTAs of 256 threads per multiprocessor
-    "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset (wrong offsets: diagnostics only)
+    "FLUSH_MATCH": 0,  # 1: a warp's window sums grouped by base in one step (match, 32-bit reductions; sm_80 on)
+    "SUMS_DIRECT": 0,  # 1: each warp adds its window sums to the global sums directly (not through the CTA's bins)
+    "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset, 3: no global adds of the CTA's bins
+    # (wrong offsets: diagnostics only)
     "DQ_FUSED": 1,  # 1: double quantization in one cooperative launch (a grid barrier between the levels) where
     # the driver takes it; block 64: below SUMS_PASS_MIN blocks, with DQ2_OFFSET 1 and DQ2_WAIT 0. 0: two kernels
     "DQ_GRID": 2,  # dequant8's grid: 1 = CTAS_PER_SM x SMs CTAs (persistent), 0 = the occupancy calculator's,
