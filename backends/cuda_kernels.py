@@ -51,8 +51,6 @@ KNOBS = {
     "SUMS_PASS_MIN": 2**21,  # block-64 double quantization of at least this many blocks (0: none) sums the absmax
     # in their own kernel (absmax_sums) after a quant_lut without sums, instead of inside quant_lut
     "SUMS_CTAS_PER_SM": 4,  # absmax_sums' grid: at most this many CTAs of 256 threads per multiprocessor
-    "FLUSH_MATCH": 0,  # 1: a warp's window sums grouped by base in one step (match, 32-bit reductions; sm_80 on)
-    "SUMS_DIRECT": 0,  # 1: each warp adds its window sums to the global sums directly (not through the CTA's bins)
     "SUMS_DIAG": 0,  # 1: no per-block sums, 2: no end-of-CTA flush and offset, 3: no global adds of the CTA's bins
     # (wrong offsets: diagnostics only)
     "DQ_FUSED": 1,  # 1: double quantization in one cooperative launch (a grid barrier between the levels) where

@@ -181,10 +181,6 @@ def test_device_offset_equals_reference():
         {"DQ2_OFFSET": 0},
         {"DQ2_OFFSET": 0, "SUMS_PASS_MIN": 1},
         {"BAR_RELEASE": 0},
-        {"SUMS_DIRECT": 1},
-        {"SUMS_DIRECT": 1, "SUMS_PASS_MIN": 1},
-        {"FLUSH_MATCH": 1},
-        {"FLUSH_MATCH": 1, "SUMS_PASS_MIN": 1},
     ],
 )
 def test_fused_sums_of_absmax_equal_reference_exponent_sums(cb, nb, knobs):

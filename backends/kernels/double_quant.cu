@@ -7,15 +7,14 @@
 // sums): m = v 2^(e - 150), e its biased exponent (1 for subnormals), v its 24-bit significand, so m adds
 // v to bins[e + 22]. Each lane keeps one 64-bit sum for exponents within [base, base + 8] of the first value
 // it sees (v << 8 < 2^32: no sum overflows below 2^31 blocks); others go to the CTA's shared bins.
-__device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins,
-                                           bool& over) {
+__device__ __forceinline__ void sum_absmax(float m, int& base, unsigned long long& acc, unsigned long long* bins) {
     const unsigned int u = __float_as_uint(m);
     const int ef = (int)(u >> 23), e = max(ef, 1);
     const unsigned long long v = (u & 0x7FFFFFu) | (ef ? 0x800000u : 0u);
     if (base == NOBASE) base = e - 4;
     const int sh = e - base;
     if (sh >= 0 && sh <= 8) acc += v << sh;
-    else { atomicAdd(&bins[e + 22], v); over = true; }
+    else atomicAdd(&bins[e + 22], v);
 }
 
 __device__ void offset_warp(const unsigned long long* sums, long long n, float* offset);  // misc.cu
@@ -23,37 +22,24 @@ __device__ void offset_warp(const unsigned long long* sums, long long n, float* 
 // The lanes' window sums into the CTA's bins (a whole warp calls it): one shared atomic per warp and window
 // base present, not one per lane (a 64-bit atomic add on shared memory is a compare-and-swap loop: 256
 // threads on one address serialize). A warp's sum stays below 2^63: below 2^31 blocks, each < 2^32.
-// SUMS_DIRECT 1: each warp's window sums go to the global sums (gsums) directly, not through the CTA's bins.
-__device__ __forceinline__ void flush_window(int base, unsigned long long acc, unsigned long long* bins,
-                                             unsigned long long* gsums) {
+__device__ __forceinline__ void flush_window(int base, unsigned long long acc, unsigned long long* bins) {
     const int lane = threadIdx.x & 31, key = acc ? base : NOBASE;
-#if __CUDA_ARCH__ >= 800
-    if (FLUSH_MATCH) {  // the lanes of each base at once: 22-bit parts summed by 32-bit reductions (under 2^27)
-        const unsigned int group = __match_any_sync(FULL, key);
-        const unsigned long long s = (unsigned long long)__reduce_add_sync(group, (unsigned int)(acc & 0x3FFFFFu)) +
-                                     ((unsigned long long)__reduce_add_sync(group, (unsigned int)(acc >> 22) & 0x3FFFFFu) << 22) +
-                                     ((unsigned long long)__reduce_add_sync(group, (unsigned int)(acc >> 44)) << 44);
-        if (key != NOBASE && lane == __ffs(group) - 1) atomicAdd(SUMS_DIRECT ? &gsums[key + 22] : &bins[key + 22], s);
-        return;
-    }
-#endif
     unsigned int todo = __ballot_sync(FULL, key != NOBASE);
     while (todo) {
         const int src = __ffs(todo) - 1, k = __shfl_sync(FULL, key, src);
         const bool in = key == k;
         unsigned long long s = in ? acc : 0ull;
         for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(FULL, s, o);
-        if (lane == src) atomicAdd(SUMS_DIRECT ? &gsums[k + 22] : &bins[k + 22], s);
+        if (lane == src) atomicAdd(&bins[k + 22], s);
         todo &= ~__ballot_sync(FULL, in);
     }
 }
 
 // A CTA's sums (its lanes' windows and its shared bins) added into the global sums (the whole CTA calls it).
 __device__ __forceinline__ void cta_sums(int base, unsigned long long acc, unsigned long long* bins,
-                                         unsigned long long* sums, bool over) {
-    flush_window(base, acc, bins, sums);
-    // SUMS_DIRECT: the bins hold only values outside the lanes' windows, scanned where a lane had one
-    if (SUMS_DIRECT ? !__syncthreads_or(over) : (__syncthreads(), false)) return;
+                                         unsigned long long* sums) {
+    flush_window(base, acc, bins);
+    __syncthreads();
     if (SUMS_DIAG == 3) return;  // diagnostics only: no global adds of the bins (wrong offsets)
     for (int k = threadIdx.x; k < 277; k += blockDim.x)
         if (bins[k]) atomicAdd(&sums[k], bins[k]);
@@ -87,7 +73,6 @@ extern "C" __global__ void absmax_sums(const SumsArgs a) {
     __syncthreads();
     int base = NOBASE;
     unsigned long long acc = 0;
-    bool over = false;  // a value outside this lane's window went to the CTA's bins
     const long long n4 = a.n >> 2, stride = (long long)gridDim.x * blockDim.x;
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const float4* v4 = (const float4*)a.v;
@@ -97,13 +82,13 @@ extern "C" __global__ void absmax_sums(const SumsArgs a) {
         const float4 q = i + stride < n4 ? __ldcg(v4 + i + stride) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         const float m[8] = {p.x, p.y, p.z, p.w, q.x, q.y, q.z, q.w};
         #pragma unroll
-        for (int k = 0; k < 8; ++k) if (m[k] != 0.0f && m[k] < INF) sum_absmax(m[k], base, acc, bins, over);
+        for (int k = 0; k < 8; ++k) if (m[k] != 0.0f && m[k] < INF) sum_absmax(m[k], base, acc, bins);
     }
     if (t < (a.n & 3)) {
         const float m = __ldcg(a.v + 4 * n4 + t);
-        if (m != 0.0f && m < INF) sum_absmax(m, base, acc, bins, over);
+        if (m != 0.0f && m < INF) sum_absmax(m, base, acc, bins);
     }
-    cta_sums(base, acc, bins, a.sums, over);
+    cta_sums(base, acc, bins, a.sums);
     if (a.offset) last_cta_offset(a.sums, a.done, a.n, a.offset);
 }
 

@@ -116,7 +116,6 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     bool finite = true;
     int base = NOBASE;
     unsigned long long acc = 0;
-    bool over = false;  // a value outside this lane's window went to the CTA's bins
     for (long long g0 = warp * 8; g0 < nfull; g0 += QUANT_ITER * nwarps * 8) {
         uint4 w[QUANT_ITER][NC];  // QUANT_ITER groups' loads issued before any is used
         #pragma unroll
@@ -165,13 +164,13 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
             }
             if (j == 0 && valid) {
                 absmax[b] = m;
-                if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins, over);  // no bin for inf
+                if (SUMS && SUMS_DIAG != 1 && m != 0.0f && finite) sum_absmax(m, base, acc, bins);  // no bin for inf
             }
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
     if (SUMS && SUMS_DIAG != 2) {
-        cta_sums(base, acc, bins, a.sums, over);
+        cta_sums(base, acc, bins, a.sums);
         // MODE 2: the fused kernel's grid barrier, or the kernel's end, orders the sums before anyone reads them
         if (MODE == 1) last_cta_offset(a.sums, a.done, a.n_absmax, a.offset);
     }
