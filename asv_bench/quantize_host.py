@@ -80,16 +80,50 @@ def pieces(tb, x, number: int) -> dict:
     finally:
         mod._driver = real
     args = captured[0]
-    torch.cuda.synchronize()
+    out["driver launchKernel (queued)"] = queued_us(lambda: real.launchKernel(*args))
+    out.update(one_launch(tb, x, mod))
+    return out
+
+
+def queued_us(launch) -> float:
+    """Microseconds per launch, 100 queued at a time (a full queue would block the host), best of 5."""
+    import torch
+
     times = []
     for _ in range(5):
+        torch.cuda.synchronize()
         t = time.perf_counter_ns()
         for _ in range(100):
-            real.launchKernel(*args)
+            launch()
         times.append((time.perf_counter_ns() - t) / 100 / 1e3)
-        torch.cuda.synchronize()
-    out["driver launchKernel (queued)"] = min(times)
-    return out
+    torch.cuda.synchronize()
+    return min(times)
+
+
+def one_launch(tb, x, mod) -> dict:
+    """The double-quantized quantize's one launch (quant_lut_dq, packed), queued 100 at a time: by
+    cuLaunchCooperativeKernel as shipped, by cuLaunchKernelEx with the cooperative attribute, and by a plain
+    cuLaunchKernel (one stream, nothing else on the device: every CTA is resident anyway)."""
+    from qref.backends.cuda_driver import COOPERATIVE, LaunchConfig, libcuda
+
+    captured: list = []
+    tb.quantize_4bit(x, 64, "nf4", True)
+    with on_launch(mod, captured.append):
+        tb.quantize_4bit(x, 64, "nf4", True)
+    coop = [a for a in captured if len(a) == 10]
+    if not coop or mod._coop is None:
+        return {}
+    fn, grid, _, _, block, _, _, shared, stream, params = coop[0]
+    cfg = LaunchConfig(grid, block, shared, COOPERATIVE)
+    cfg.hStream = stream
+    lib = libcuda()
+    return {
+        "one launch: cuLaunchCooperativeKernel (queued)": queued_us(lambda: mod._coop(*coop[0])),
+        "one launch: cuLaunchKernelEx, cooperative (queued)": queued_us(
+            lambda: lib.cuLaunchKernelEx(cfg.at, fn, params, None)
+        ),
+        "one launch: cuLaunchKernel (queued)": queued_us(lambda: mod._driver.launchKernel(*coop[0], 0)),
+    }
 
 
 #: The steps of a call whose start and end `stages` stamps: (module of qref.backends, class, method, label).

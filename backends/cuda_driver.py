@@ -26,12 +26,13 @@ class LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: an id, then a 64-
     _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_int), ("rest", ctypes.c_char * 60)]
 
 
+COOPERATIVE = 2  # CU_LAUNCH_ATTRIBUTE_COOPERATIVE
 PROGRAMMATIC_STREAM_SERIALIZATION = 6  # CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
 
 
 class LaunchConfig(ctypes.Structure):
-    """CUlaunchConfig of cuLaunchKernelEx for a 1-D grid with the one attribute programmatic serialization;
-    `at` its address (the stream is set per launch)."""
+    """CUlaunchConfig of cuLaunchKernelEx for a 1-D grid with one attribute set to 1 (programmatic
+    serialization unless said); `at` its address (the stream is set per launch)."""
 
     _fields_ = [
         ("grid", ctypes.c_uint * 3),
@@ -42,8 +43,8 @@ class LaunchConfig(ctypes.Structure):
         ("numAttrs", ctypes.c_uint),
     ]
 
-    def __init__(self, grid: int, block: int, shared: int):
-        attr = LaunchAttribute(id=PROGRAMMATIC_STREAM_SERIALIZATION, value=1)
+    def __init__(self, grid: int, block: int, shared: int, attribute: int = PROGRAMMATIC_STREAM_SERIALIZATION):
+        attr = LaunchAttribute(id=attribute, value=1)
         super().__init__((grid, 1, 1), (block, 1, 1), shared, None, ctypes.pointer(attr), 1)
         self._attr, self.at = attr, ctypes.addressof(self)
 
