@@ -19,6 +19,36 @@ __device__ __forceinline__ void signal_end(unsigned int* count, int* fin) {
     }
 }
 
+// FUSED_TIMES (diagnostics only, wrong codes; asv_bench/fused_times.py): the one launch's CTAs stamp the
+// global timer (ns) at its stages into shared memory and write the stamps over the first codes at the end.
+#define FUSED_STAMPS 16
+__shared__ unsigned long long fused_times[FUSED_STAMPS];
+__device__ __forceinline__ void fused_stamp(int k) {
+#if FUSED_TIMES
+    if (threadIdx.x == 0) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        if (k == 0) {
+            for (int i = 1; i < FUSED_STAMPS; ++i) fused_times[i] = 0;  // a stage a CTA does not reach stays 0
+            unsigned int sm;
+            asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+            fused_times[FUSED_STAMPS - 1] = sm;  // the last word: the CTA's multiprocessor
+        }
+        fused_times[k] = t;
+    }
+#endif
+}
+
+// FUSED_TIMES: each CTA's FUSED_STAMPS stamps (fused_stamp) over the first codes, by its thread 0, as it leaves.
+__device__ __forceinline__ void write_stamps(unsigned char* out) {
+#if FUSED_TIMES
+    fused_stamp(8);
+    if (threadIdx.x == 0)
+        for (int k = 0; k < FUSED_STAMPS; ++k)
+            ((unsigned long long*)out)[FUSED_STAMPS * blockIdx.x + k] = fused_times[k];
+#endif
+}
+
 // Programmatic dependent launch (sm_90 on; no-ops before it, and in a grid launched without it): a grid
 // launched with the driver's programmatic serialization may start once every CTA of the grid before it has
 // called dependents_may_start (or ended); its grid_wait returns once that grid has ended and its writes are

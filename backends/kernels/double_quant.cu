@@ -40,9 +40,14 @@ __device__ __forceinline__ void cta_sums(int base, unsigned long long acc, unsig
                                          unsigned long long* sums) {
     flush_window(base, acc, bins);
     __syncthreads();
+    fused_stamp(2);
     if (SUMS_DIAG == 3) return;  // diagnostics only: no global adds of the bins (wrong offsets)
     for (int k = threadIdx.x; k < 277; k += blockDim.x)
         if (bins[k]) atomicAdd(&sums[k], bins[k]);
+#if FUSED_TIMES
+    __syncthreads();
+    fused_stamp(3);
+#endif
 }
 
 // After cta_sums, by the whole CTA: the CTA that finishes last (the counter at done) computes the offset of
@@ -207,6 +212,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
     for (int k = 0; k < BLOCKS; ++k)
         if (first + k * nwarps < nblocks) dq_load(x, n, first + k * nwarps, lane, v[k]);
     const float offset = dq2_offset(sums, offset_p, n);
+    fused_stamp(6);
     if (blockIdx.x == 0 && threadIdx.x == 0 && offset_copy) *offset_copy = offset;  // kept with the result
     for (long long w0 = first; w0 < nblocks; w0 += BLOCKS * nwarps) {
         if (w0 != first) {
@@ -219,6 +225,10 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
             if (w0 + k * nwarps < nblocks)
                 dq_store<GLOBAL>(n, w0 + k * nwarps, lane, offset, v[k], lut, shift, low, high, out, absmax);
     }
+#if FUSED_TIMES
+    __syncthreads();
+    fused_stamp(7);
+#endif
     if (sums && threadIdx.x < 32) release_sums(sums);
 }
 

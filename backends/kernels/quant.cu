@@ -110,6 +110,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     if (SUMS) for (int k = threadIdx.x; k < 277; k += blockDim.x) bins[k] = 0;
     dependents_may_start();  // a kernel launched after this one with programmatic serialization
     __syncthreads();
+    fused_stamp(0);
     const int lane = threadIdx.x & 31, j = lane & 3;
     const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const long long nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
@@ -169,12 +170,17 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
+#if FUSED_TIMES
+    __syncthreads();
+    fused_stamp(1);
+#endif
     if (SUMS && SUMS_DIAG != 2) {
         cta_sums(base, acc, bins, a.sums);
         // MODE 2: the fused kernel's grid barrier, or the kernel's end, orders the sums before anyone reads them
         if (MODE == 1) last_cta_offset(a.sums, a.done, a.n_absmax, a.offset);
     }
     if (MODE != 1) signal_end(a.done, a.fin);  // after the flag's write and (MODE 2) the sums
+    if (MODE == 0) write_stamps(a.out);
 }
 
 // ---- Fused double quantization: one cooperative launch (every CTA resident) ----
@@ -223,12 +229,14 @@ __device__ void grid_sync(unsigned int* word, int* fin, bool wait) {
     if (threadIdx.x == 0) {
         const unsigned int add = blockIdx.x == 0 ? 0x80000000u - (gridDim.x - 1) : 1u;
         const unsigned int old = barrier_add(word, add);
+        fused_stamp(4);
         if ((old ^ (old + add)) & 0x80000000u) {
             if (fin) *(volatile int*)fin = 1;
         } else if (wait) {
             while (!((old ^ barrier_poll(word)) & 0x80000000u)) __nanosleep(32);
         }
         if (!BAR_RELEASE) __threadfence();
+        fused_stamp(5);
     }
     __syncthreads();
 }
@@ -247,6 +255,7 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     grid_sync(f.bar, f.q.fin, works && FUSED_DIAG != 4);
     if (!works || FUSED_DIAG == 1) {  // (the diagnostics, too, leave the sums zero for the next call)
         if (threadIdx.x < 32) release_sums(f.q.sums);
+        write_stamps(f.q.out);
         return;
     }
     if (FUSED_DIAG == 2) {
@@ -258,4 +267,5 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     second_level<1, true>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax, f.offset_copy, f.lut2,
                           f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
     if (FUSED_DIAG == 3 && threadIdx.x < 32) release_sums(f.q.sums);  // second_level released none
+    write_stamps(f.q.out);
 }
