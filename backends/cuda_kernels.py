@@ -76,6 +76,10 @@ KNOBS = {
     # loads; 0: a full fence before the add and after the wait
     "FUSED_DIAG": 0,  # the one launch, diagnostics only (wrong results): 1 stops after its barrier, 2 after each
     # CTA's offset, 3 takes an absmax for the offset, 4 does not wait at the barrier
+    "FUSED_SLOT_MAJOR": 1,  # 1: the one launch's first level numbers its warps slot by slot across the CTAs (the
+    # last, partial sweep of groups spread over every CTA); 0: CTA by CTA, as quant_lut
+    "FUSED_LUT2": 1,  # 1: the one launch's second level reads its table from shared memory, copied as the kernel
+    # starts; 0: in place through L1
     "FUSED_TIMES": 0,  # 1: the one launch's CTAs write global-timer stamps of its stages over the first codes
     # (wrong codes: diagnostics only, asv_bench/fused_times.py)
     "END_SIGNAL": 1,  # 1: the kernel a block-64 quantize waits for (its last; DQ2_WAIT) signals its grid's end,

@@ -129,6 +129,8 @@ class FusedPlan:
         name = f"quant_lut_dq_{first.kernel}"
         self.mod, self.fn, self.head = mod, mod(name).ptr, first.head
         self.block, self.shared = first.block, first.shared  # the first level's CTAs, their table and bins
+        if mod.knobs["FUSED_LUT2"]:  # and the second level's table after them
+            self.shared += 8 * second[1]
         blocks = 8 * (self.block // 32)  # blocks of 64 a CTA takes per step (8 a warp), as LutPlan's grid
         self.grid = min(mod.per_sm(name, self.block, self.shared) * mod.sms, -(-first.head[0] // blocks))
         self.second = second  # the log table's (address, size, shift, low, high)

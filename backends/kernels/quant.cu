@@ -93,7 +93,7 @@ static_assert(sizeof(LutArgs) == 104, "LutArgs: layout of backends/cuda_launch.L
 
 // MODE 0: codes and absmax; 1: also the sums and the offset (last CTA); 2: the sums only (the fused kernel's,
 // and before quant_dq256's own offset). NEXT: lut_code's.
-template <int FMT, int MODE, bool NEXT = false>
+template <int FMT, int MODE, bool NEXT = false, bool SLOT_MAJOR = false>
 __device__ __forceinline__ void quant_lut(const LutArgs a) {
     constexpr bool SUMS = MODE != 0;
     const uint4* __restrict__ x = a.x;
@@ -112,7 +112,11 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
     __syncthreads();
     fused_stamp(0);
     const int lane = threadIdx.x & 31, j = lane & 3;
-    const long long warp = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    // SLOT_MAJOR: warps numbered slot by slot (warp 0 of every CTA, then warp 1, ...), so that the groups of the
+    // last, partial sweep go to every CTA, not to the first CTAs, which a cooperative launch places two or three
+    // to a multiprocessor (the one launch's FUSED_SLOT_MAJOR); else CTA by CTA
+    const long long warp = SLOT_MAJOR ? (long long)(threadIdx.x >> 5) * gridDim.x + blockIdx.x
+                                      : ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const long long nwarps = ((long long)gridDim.x * blockDim.x) >> 5;
     bool finite = true;
     int base = NOBASE;
@@ -245,11 +249,17 @@ template <int FMT, bool NEXT>
 __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
-    quant_lut<FMT, 2, NEXT>(q);
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
+    // FUSED_LUT2: the second level's table in shared memory after the first level's table and bins, copied as
+    // the kernel starts (quant_lut's barrier orders the copy); 0: read in place through L1
+    extern __shared__ uint2 smem[];
+    uint2* lut2 = smem + f.q.lut_size + 277;
+    if (FUSED_LUT2 && works)
+        for (int k = threadIdx.x; k < f.lut2_size; k += blockDim.x) lut2[k] = f.lut2[k];
+    quant_lut<FMT, 2, NEXT, FUSED_SLOT_MAJOR>(q);
     // FUSED_DIAG (diagnostics only, wrong results): 1 stops after the barrier; 2 after each CTA's offset; 3 takes
     // an absmax for the offset instead of the sums; 4 does not wait at the barrier
     grid_sync(f.bar, f.q.fin, works && FUSED_DIAG != 4);
@@ -264,8 +274,8 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
         if (threadIdx.x < 32) release_sums(f.q.sums);
         return;
     }
-    second_level<1, true>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax, f.offset_copy, f.lut2,
-                          f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
+    second_level<1, FUSED_LUT2 == 0>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax, f.offset_copy,
+                                     FUSED_LUT2 ? lut2 : f.lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
     if (FUSED_DIAG == 3 && threadIdx.x < 32) release_sums(f.q.sums);  // second_level released none
     write_stamps(f.q.out);
 }
