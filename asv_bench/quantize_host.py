@@ -62,25 +62,11 @@ def pieces(tb, x, number: int) -> dict:
     out = statement_us(stmts, env, number)
     # the launch alone: the quantize's kernel, 100 queued at a time (a full queue would block the host)
     mod = K.module(x.device.index or 0)
-    real = mod._driver
-    captured = []
-
-    class Capture:
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-        @staticmethod
-        def launchKernel(*args):
-            captured.append(args)
-            return real.launchKernel(*args)
-
-    mod._driver = Capture()
-    try:
+    captured: list = []
+    with on_launch(mod, captured.append):
         tb.quantize_4bit(x, 64, "nf4", False)
-    finally:
-        mod._driver = real
     args = captured[0]
-    out["driver launchKernel (queued)"] = queued_us(lambda: real.launchKernel(*args))
+    out["driver launchKernel (queued)"] = queued_us(lambda: mod._driver.launchKernel(*args))
     out.update(one_launch(tb, x, mod))
     return out
 
