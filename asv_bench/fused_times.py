@@ -32,10 +32,10 @@ STAGES = (
 STAMPS = 16  # FUSED_STAMPS of backends/kernels/common.cuh: the words each CTA writes
 
 
-def stamps(config: dict, x, calls: int, dq: bool = True) -> np.ndarray:
-    """(CTAs, stages) stamps in ns of the last call, relative to the earliest start; -1 where a CTA did not
+def stamps(config: dict, x, calls: int, dq: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(CTAs, stages) stamps in ns of the last call, relative to the earliest start, -1 where a CTA did not
     reach a stage (a CTA without a block of the second level leaves after the barrier; the plain quantize's
-    kernel, dq False, stamps its start, its loop's end and its leaving)."""
+    kernel, dq False, stamps its start, its loop's end and its leaving); and each CTA's multiprocessor."""
     import torch
 
     from qref.backends import cuda_kernels as K
