@@ -172,7 +172,7 @@ __device__ __forceinline__ void clear_sums(unsigned long long* sums) {
 }
 
 // The offset of n absmax, by the whole CTA (a barrier inside): computed by its first warp from the exact sums
-// (not null; as offset_warp), each CTA alone (second_level's release_sums clears them), or read at offset_p.
+// (not null; as offset_warp), each CTA alone (its caller's release_sums clears them), or read at offset_p.
 __device__ __forceinline__ float dq2_offset(const unsigned long long* sums, const float* offset_p, long long n) {
     __shared__ float offset;
     if (threadIdx.x < 32) {
@@ -198,7 +198,7 @@ __device__ __forceinline__ void release_sums(unsigned long long* sums) {
 // The second level of n absmax at x over the whole grid (every thread calls it; a CTA barrier inside, which
 // also orders a table copied to shared memory before it): each warp loads BLOCKS blocks of 256 (nwarps
 // apart) before it quantizes them, the first ones while its CTA's offset is computed (dq2_offset); block 0
-// keeps the offset at offset_copy (not null). With sums, the CTA that counts itself last clears them.
+// keeps the offset at offset_copy (not null). The caller releases the sums (release_sums) after it.
 // quant_dq256's whole work, and quant_lut_dq's after its grid barrier.
 template <int BLOCKS, bool GLOBAL>
 __device__ __forceinline__ void second_level(const float* x, long long n, unsigned long long* sums, const float* offset_p,
@@ -229,7 +229,6 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
     __syncthreads();
     fused_stamp(7);
 #endif
-    if (sums && threadIdx.x < 32) release_sums(sums);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a
@@ -243,5 +242,6 @@ extern "C" __global__ void quant_dq256(const DqArgs a) {
     grid_wait();  // the absmax (and sums) of the kernels before this one are written
     second_level<DQ2_BLOCKS, DQ2_SHARED == 0>(a.x, a.n, a.sums, a.offset_p, a.offset_copy, DQ2_SHARED ? lut_s : a.lut,
                                               a.shift, a.low, a.high, a.out, a.absmax);
+    if (a.sums && threadIdx.x < 32) release_sums(a.sums);
     signal_end(a.count, a.fin);
 }

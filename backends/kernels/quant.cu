@@ -263,19 +263,16 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     // FUSED_DIAG (diagnostics only, wrong results): 1 stops after the barrier; 2 after each CTA's offset; 3 takes
     // an absmax for the offset instead of the sums; 4 does not wait at the barrier
     grid_sync(f.bar, f.q.fin, works && FUSED_DIAG != 4);
-    if (!works || FUSED_DIAG == 1) {  // (the diagnostics, too, leave the sums zero for the next call)
-        if (threadIdx.x < 32) release_sums(f.q.sums);
-        write_stamps(f.q.out);
-        return;
-    }
-    if (FUSED_DIAG == 2) {
+    if (works && FUSED_DIAG == 2) {
         const float offset = dq2_offset(f.q.sums, nullptr, n);
         if (threadIdx.x == 0 && blockIdx.x == 0) *f.offset_copy = offset;
-        if (threadIdx.x < 32) release_sums(f.q.sums);
-        return;
+    } else if (works && FUSED_DIAG != 1) {
+        second_level<1, FUSED_LUT2 == 0>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax,
+                                         f.offset_copy, FUSED_LUT2 ? lut2 : f.lut2, f.shift2, f.low2, f.high2,
+                                         f.qabsmax, f.absmax2);
     }
-    second_level<1, FUSED_LUT2 == 0>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax, f.offset_copy,
-                                     FUSED_LUT2 ? lut2 : f.lut2, f.shift2, f.low2, f.high2, f.qabsmax, f.absmax2);
-    if (FUSED_DIAG == 3 && threadIdx.x < 32) release_sums(f.q.sums);  // second_level released none
+    // every CTA counts once, after its last read of the sums; the last clears them for the next call (on every
+    // path, the diagnostics' too)
+    if (threadIdx.x < 32) release_sums(f.q.sums);
     write_stamps(f.q.out);
 }
