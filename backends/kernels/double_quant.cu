@@ -153,9 +153,16 @@ __device__ __forceinline__ void dq_store(long long n, long long w, int lane, flo
     const float d = fmaxf(m, FLOOR), r = 1.0f / d;
     if (lane == 0) absmax[w] = tail ? d : m;
     unsigned int c[8];
+    float s[8];  // scaled in one branch, then looked up together (a branch per value: 10% slower, quant_dq256)
+    if (tail) {
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) s[k] = v[k] / d;
+    } else {
+        #pragma unroll
+        for (int k = 0; k < 8; ++k) s[k] = v[k] * r;
+    }
     #pragma unroll
-    for (int k = 0; k < 8; ++k)
-        c[k] = log_code<GLOBAL>(fminf(fmaxf(tail ? v[k] / d : v[k] * r, -1.0f), 1.0f), lut, shift, low, high);
+    for (int k = 0; k < 8; ++k) c[k] = log_code<GLOBAL>(fminf(fmaxf(s[k], -1.0f), 1.0f), lut, shift, low, high);
     if (!tail) {
         ((uint2*)(out + start))[lane] = make_uint2(c[0] | c[1] << 8 | c[2] << 16 | c[3] << 24,
                                                     c[4] | c[5] << 8 | c[6] << 16 | c[7] << 24);
