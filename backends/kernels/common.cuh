@@ -39,6 +39,14 @@ __device__ __forceinline__ void fused_stamp(int k) {
 #endif
 }
 
+// FUSED_TIMES: stage k's stamp once every thread of the CTA has reached it (a CTA barrier, only when stamping).
+__device__ __forceinline__ void fused_stamp_cta(int k) {
+#if FUSED_TIMES
+    __syncthreads();
+    fused_stamp(k);
+#endif
+}
+
 // FUSED_TIMES: each CTA's FUSED_STAMPS stamps (fused_stamp) over the first codes, by its thread 0, as it leaves.
 __device__ __forceinline__ void write_stamps(unsigned char* out) {
 #if FUSED_TIMES

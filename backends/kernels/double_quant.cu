@@ -44,10 +44,7 @@ __device__ __forceinline__ void cta_sums(int base, unsigned long long acc, unsig
     if (SUMS_DIAG == 3) return;  // diagnostics only: no global adds of the bins (wrong offsets)
     for (int k = threadIdx.x; k < 277; k += blockDim.x)
         if (bins[k]) atomicAdd(&sums[k], bins[k]);
-#if FUSED_TIMES
-    __syncthreads();
-    fused_stamp(3);
-#endif
+    fused_stamp_cta(3);
 }
 
 // After cta_sums, by the whole CTA: the CTA that finishes last (the counter at done) computes the offset of
@@ -232,10 +229,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
             if (w0 + k * nwarps < nblocks)
                 dq_store<GLOBAL>(n, w0 + k * nwarps, lane, offset, v[k], lut, shift, low, high, out, absmax);
     }
-#if FUSED_TIMES
-    __syncthreads();
-    fused_stamp(7);
-#endif
+    fused_stamp_cta(7);
 }
 
 // DQ2_SHARED 0: the table read in place through the read-only cache (L1 holds its 22 KB); 1: each CTA of a

@@ -174,10 +174,7 @@ __device__ __forceinline__ void quant_lut(const LutArgs a) {
         }
     }
     if (!__all_sync(FULL, finite) && lane == 0 && a.bad) { *(volatile int*)a.bad = 1; __threadfence_system(); }
-#if FUSED_TIMES
-    __syncthreads();
-    fused_stamp(1);
-#endif
+    fused_stamp_cta(1);
     if (SUMS && SUMS_DIAG != 2) {
         cta_sums(base, acc, bins, a.sums);
         // MODE 2: the fused kernel's grid barrier, or the kernel's end, orders the sums before anyone reads them
