@@ -80,6 +80,8 @@ KNOBS = {
     # last, partial sweep of groups spread over every CTA); 0: CTA by CTA, as quant_lut
     "FUSED_LUT2": 1,  # 1: the one launch's second level reads its table from shared memory, copied as the kernel
     # starts; 0: in place through L1
+    "FUSED_EARLY": 1,  # 1: a CTA of the one launch's second level counts itself for the sums' release as its offset
+    # is known, the last to count clearing them after its blocks; 0: it counts after its blocks
     "FUSED_TIMES": 0,  # 1: the one launch's CTAs write global-timer stamps of its stages over the first codes
     # (wrong codes: diagnostics only, asv_bench/fused_times.py)
     "END_SIGNAL": 1,  # 1: the kernel a block-64 quantize waits for (its last; DQ2_WAIT) signals its grid's end,

@@ -202,9 +202,11 @@ __device__ __forceinline__ void release_sums(unsigned long long* sums) {
 // The second level of n absmax at x over the whole grid (every thread calls it; a CTA barrier inside, which
 // also orders a table copied to shared memory before it): each warp loads BLOCKS blocks of 256 (nwarps
 // apart) before it quantizes them, the first ones while its CTA's offset is computed (dq2_offset); block 0
-// keeps the offset at offset_copy (not null). The caller releases the sums (release_sums) after it.
+// keeps the offset at offset_copy (not null). The caller releases the sums (release_sums) after it; EARLY
+// (sums not null): the CTA counts itself as the offset is known (its last read of the sums) and the last to
+// count clears them after its blocks, so the count's round trip runs while the CTA quantizes.
 // quant_dq256's whole work, and quant_lut_dq's after its grid barrier.
-template <int BLOCKS, bool GLOBAL>
+template <int BLOCKS, bool GLOBAL, bool EARLY = false>
 __device__ __forceinline__ void second_level(const float* x, long long n, unsigned long long* sums, const float* offset_p,
                                              float* offset_copy, const uint2* lut, int shift, int low, int high,
                                              unsigned char* out, float* absmax) {
@@ -216,6 +218,8 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
     for (int k = 0; k < BLOCKS; ++k)
         if (first + k * nwarps < nblocks) dq_load(x, n, first + k * nwarps, lane, v[k]);
     const float offset = dq2_offset(sums, offset_p, n);
+    unsigned int counted = 0;  // EARLY: the count before this CTA's (thread 0's)
+    if (EARLY && threadIdx.x == 0) counted = atomicAdd((unsigned int*)(sums + 277), 1u);
     fused_stamp(6);
     if (blockIdx.x == 0 && threadIdx.x == 0 && offset_copy) *offset_copy = offset;  // kept with the result
     for (long long w0 = first; w0 < nblocks; w0 += BLOCKS * nwarps) {
@@ -229,6 +233,7 @@ __device__ __forceinline__ void second_level(const float* x, long long n, unsign
             if (w0 + k * nwarps < nblocks)
                 dq_store<GLOBAL>(n, w0 + k * nwarps, lane, offset, v[k], lut, shift, low, high, out, absmax);
     }
+    if (EARLY && threadIdx.x < 32 && __shfl_sync(FULL, counted, 0) == gridDim.x - 1) clear_sums(sums);
     fused_stamp_cta(7);
 }
 

@@ -247,6 +247,9 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     LutArgs q = f.q;
     q.fin = nullptr;  // the barrier signals the first level's end: one count of the CTAs, not two
     const long long n = f.q.n_absmax, nblocks = (n + 255) / 256;
+    // FUSED_EARLY: a CTA of the second level counts for the sums' release as its offset is known (second_level's
+    // EARLY), so that the count's round trip runs while it quantizes (not with the diagnostic absmax offset)
+    constexpr bool EARLY = FUSED_EARLY && FUSED_DIAG != 3;
     // FUSED_EXIT: a CTA without a block of the second level arrives and leaves (its count for release_sums
     // comes before the last reader's, which counts after its blocks)
     const bool works = !FUSED_EXIT || (long long)blockIdx.x * (blockDim.x >> 5) < nblocks;
@@ -264,12 +267,12 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
         const float offset = dq2_offset(f.q.sums, nullptr, n);
         if (threadIdx.x == 0 && blockIdx.x == 0) *f.offset_copy = offset;
     } else if (works && FUSED_DIAG != 1) {
-        second_level<1, FUSED_LUT2 == 0>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax,
-                                         f.offset_copy, FUSED_LUT2 ? lut2 : f.lut2, f.shift2, f.low2, f.high2,
-                                         f.qabsmax, f.absmax2);
+        second_level<1, FUSED_LUT2 == 0, EARLY>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax,
+                                                f.offset_copy, FUSED_LUT2 ? lut2 : f.lut2, f.shift2, f.low2, f.high2,
+                                                f.qabsmax, f.absmax2);
     }
-    // every CTA counts once, after its last read of the sums; the last clears them for the next call (on every
-    // path, the diagnostics' too)
-    if (threadIdx.x < 32) release_sums(f.q.sums);
+    // every CTA counts once, after its last read of the sums (EARLY: the second level's CTAs as their offset is
+    // known, inside second_level); the last clears them for the next call (on every path, the diagnostics' too)
+    if (threadIdx.x < 32 && !(EARLY && works && FUSED_DIAG != 1 && FUSED_DIAG != 2)) release_sums(f.q.sums);
     write_stamps(f.q.out);
 }
