@@ -64,6 +64,13 @@ def report(name: str, t: np.ndarray, sm: np.ndarray) -> None:
     end = t[:, 1] / 1e3
     late = np.argsort(end)[::-1][:12]
     print("  latest loop ends (CTA: us, its multiprocessor):", ", ".join(f"{c}: {end[c]:.2f} sm {sm[c]}" for c in late))
+    if t.shape[1] > 7 and (t[:, 7] >= 0).any():  # the second level's CTAs: the latest to store their codes
+        stored, offset = t[:, 7] / 1e3, t[:, 6] / 1e3
+        late = [c for c in np.argsort(stored)[::-1][:12] if stored[c] >= 0]
+        print(
+            "  latest stores (CTA: us, after its offset, its multiprocessor):",
+            ", ".join(f"{c}: {stored[c]:.2f} +{stored[c] - offset[c]:.2f} sm {sm[c]}" for c in late),
+        )
     per_sm = {}
     for c in range(t.shape[0]):
         per_sm.setdefault(int(sm[c]), []).append(end[c])
