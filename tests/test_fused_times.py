@@ -43,3 +43,10 @@ def test_the_report_names_the_latest_ctas_and_their_multiprocessors(capsys):
     assert "latest loop ends (CTA: us, its multiprocessor): 2: 30.00 sm 7" in out
     assert re.search(r"second level: offset\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+\(5 CTAs\)", out)
     assert "multiprocessors: 3" in out and "latest 30.00" in out and "CTAs on one: [2]" in out
+    last = max((c for c in range(6) if t[c, 7] >= 0), key=lambda c: t[c, 7])  # CTA 4 stored no codes
+    gap = (t[last, 7] - t[last, 6]) / 1e3
+    assert (
+        f"latest stores (CTA: us, after its offset, its multiprocessor): {last}: {t[last, 7] / 1e3:.2f} +{gap:.2f}"
+        in out
+    )
+    assert not re.search(r"latest stores[^\n]* 4: ", out)
