@@ -263,6 +263,7 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
     // FUSED_DIAG (diagnostics only, wrong results): 1 stops after the barrier; 2 after each CTA's offset; 3 takes
     // an absmax for the offset instead of the sums; 4 does not wait at the barrier
     grid_sync(f.bar, f.q.fin, works && FUSED_DIAG != 4);
+    bool counted = false;  // whether the CTA has counted for the sums' release (EARLY, in second_level)
     if (works && FUSED_DIAG == 2) {
         const float offset = dq2_offset(f.q.sums, nullptr, n);
         if (threadIdx.x == 0 && blockIdx.x == 0) *f.offset_copy = offset;
@@ -270,9 +271,10 @@ __device__ __forceinline__ void quant_lut_dq(const FusedArgs f) {
         second_level<1, FUSED_LUT2 == 0, EARLY>(f.q.absmax, n, FUSED_DIAG == 3 ? nullptr : f.q.sums, f.q.absmax,
                                                 f.offset_copy, FUSED_LUT2 ? lut2 : f.lut2, f.shift2, f.low2, f.high2,
                                                 f.qabsmax, f.absmax2);
+        counted = EARLY;
     }
     // every CTA counts once, after its last read of the sums (EARLY: the second level's CTAs as their offset is
     // known, inside second_level); the last clears them for the next call (on every path, the diagnostics' too)
-    if (threadIdx.x < 32 && !(EARLY && works && FUSED_DIAG != 1 && FUSED_DIAG != 2)) release_sums(f.q.sums);
+    if (threadIdx.x < 32 && !counted) release_sums(f.q.sums);
     write_stamps(f.q.out);
 }
