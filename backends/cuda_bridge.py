@@ -35,6 +35,13 @@ def cupy_or_unavailable():
     return cp
 
 
+def head(a, size: int):
+    """a (a 1-d tensor) cut to its first `size` values in place: its memory stays whole (a value kept after them,
+    the double quantization's offset, lives as long as it does), and no view is made (a slice of a CUDA tensor
+    costs microseconds of host time a call)."""
+    return a.resize_(size)
+
+
 class _Ready:
     """A dequantize of one state made ready by a call that found its scales finite: the kernel's launch
     with its parameter packed but for the output's address (a Prepared; threads other than the one that
@@ -89,6 +96,7 @@ class TorchBridge:
             lambda size, dtype: torch.zeros(size, dtype=dt[dtype], device=device),
             device_index,
             (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError),
+            head,
         )
         self.index, self.device = device_index, device
         self.verified = VerifiedScales()

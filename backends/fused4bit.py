@@ -139,13 +139,16 @@ class _Dequant:
 class Fused4bit:
     """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
     `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's; `out_of_memory`,
-    the exceptions `empty` raises when the device is short of memory). Inputs are
+    the exceptions `empty` raises when the device is short of memory); `head(a, size)`, a's first `size`
+    values as an array of its own memory (the second-level absmax, the offset kept after them: a[:size] by
+    default; torch's resize_ keeps the memory whole without a view's cost). Inputs are
     C-contiguous arrays of it on this device (the callers check); `stream` is the CuPy stream (or an
     ExternalStream over torch's) the kernels run on. One host round-trip per call (the non-finite flag),
     after every kernel is queued."""
 
-    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,)):
+    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,), head=None):
         self.cp, self.tables, self.empty, self.zeros = cp, Tables(cp, device_id), empty, zeros
+        self.head = head or (lambda a, size: a[:size])
         self.device_id, self.out_of_memory = device_id, out_of_memory  # what `empty` raises when short
         self._quant, self._dequant = {}, {}
         self._local = threading.local()  # `spare`: see quantize64
@@ -197,7 +200,8 @@ class Fused4bit:
         qabsmax, second = empty(r.nb, "uint8"), empty(r.nb2 + 1, "float32")
         at = (int(K.ptr(packed)), int(K.ptr(qabsmax)), int(K.ptr(second)))
         at += (at[2] + 4 * r.nb2,)
-        return FourBit(packed, None, qabsmax, second[: r.nb2], K.DeviceScalar(second, at[3], self.cp, stream)), at
+        offset = K.DeviceScalar(second, at[3], self.cp, stream)
+        return FourBit(packed, None, qabsmax, self.head(second, r.nb2), offset), at
 
     def quantize64(self, r: _Quant64, xp: int, stream: int, queued=None):
         """The quantize of a recipe64 recipe (whole blocks of 64: the QLoRA case), for a caller that checked
@@ -364,7 +368,7 @@ class Fused4bit:
         flag.wait()
         ws.finish()
         flag.check(L.NONFINITE)
-        return FourBit(packed, None, qabsmax, second[:nb2], offset)
+        return FourBit(packed, None, qabsmax, self.head(second, nb2), offset)
 
     def recipe(self, n, blocksize, quant_type, out_dtype, double_quant: bool) -> _Dequant:
         """The dequantize recipe of this shape, codebook, block size, format and state kind (made once)."""

@@ -43,7 +43,8 @@ def test_kernels_write_the_arrays_the_state_holds(host, dq):
         assert scratch == absmax_at  # the second level reads what the first wrote
         assert qabsmax_at == q.qabsmax.data_ptr() and absmax2_at == q.absmax2.data_ptr()
         assert offset_at == q.offset.ptr == q.absmax2.data_ptr() + 4 * q.absmax2.numel()
-        assert q.offset.owner.data_ptr() <= offset_at < q.offset.owner.data_ptr() + 4 * q.offset.owner.numel()
+        memory = q.offset.owner.untyped_storage()  # the memory the offset's owner keeps alive
+        assert memory.data_ptr() <= offset_at and offset_at + 4 <= memory.data_ptr() + memory.nbytes()
         regions += [(qabsmax_at, q.qabsmax.numel()), (absmax2_at, 4 * q.absmax2.numel() + 4)]
     regions.sort()
     assert all(a + size <= b for (a, size), (b, _) in zip(regions, regions[1:]))  # nothing overlaps
