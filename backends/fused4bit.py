@@ -287,7 +287,6 @@ class Fused4bit:
                     else:
                         state = (at2[0], absmax, flag.ptr, ws.sums, end, r.nb, *at2[1:], ws.bar)
                         ready = r.fused.prepare(*state, ready=ready)
-                    ctx = _Launched(ws, absmax, end, tail, last, sums, True)
                 elif r.dq2 is not None:
                     if packed:
                         ready.move(at2[0])
@@ -297,11 +296,12 @@ class Fused4bit:
                         ready2.move(*at2[1:])
                     else:
                         ready2 = r.dq2.prepare(absmax, ws.offset, at2[1], at2[2], at2[3], last, sums, ready2)
-                    ctx = _Launched(ws, absmax, end, tail, last, sums, False)
                 elif packed:
                     ready.move(*at2)
                 elif signal:
                     ready = r.plan.prepare(at2[0], at2[1], flag.ptr, tail, ready)
+                if r.dq2 is not None and not packed:  # a packed call's ctx already names all this
+                    ctx = _Launched(ws, absmax, end, tail, last, sums, fused)
                 local.spare = (r, stream, q2, at2, ready, ctx, ready2)
         (flag.wait_end if signal else flag.wait)(stream)
         if r.dq2 is not None:
