@@ -6,7 +6,8 @@ start and end of the workspace, the next state, the packed or moved launches and
 shipped, by the full path of a first call (no recipe kept for the shape), with the event wait in place of
 the last kernel's end signal (knob END_SIGNAL 0) and with each call's state allocated in the call (knob
 SPARE_MAX 0); last, whole calls (CUDA events around the call,
-as the GPU table) and host time, with the wait and without it.
+as the GPU table) and host time, with the wait and without it, the double-quantized one also with its
+absmax2 sliced instead of cut in place (Fused4bit's `head`), side by side.
 
     python asv_bench/quantize_host.py [--size 4096x4096] [--reps 300]
 """
@@ -41,7 +42,7 @@ def pieces(tb, x, number: int) -> dict:
     flag = K.Flag.get(cp)
     env["flag"] = flag
     recipe = {dq: bridge.fused.recipe64("bfloat16", n, 64, "nf4", dq) for dq in (False, True)}
-    env.update(recipe=recipe, fused=bridge.fused)
+    env.update(recipe=recipe, fused=bridge.fused, sliced=sliced(bridge.fused))
     stmts = {
         "torch.empty(state bytes)": "torch.empty(nbytes, dtype=torch.uint8, device=dev)",
         "buf.new_empty(state bytes)": "buf.new_empty(nbytes)",
@@ -49,6 +50,7 @@ def pieces(tb, x, number: int) -> dict:
         "buf[at:].view(float32)": "buf[at:].view(torch.float32)",
         "state64 (codes, absmax)": "fused.state64(recipe[False], 0)",
         "state64 (codes, qabsmax, absmax2, offset)": "fused.state64(recipe[True], 0)",
+        "state64 (codes, qabsmax, absmax2, offset), absmax2 sliced": "sliced.state64(recipe[True], 0)",
         "FourBit(a, b)": "FourBit(a, b)",
         "Flag.get": "K.Flag.get(cp)",
         "Flag.wait (idle stream)": "flag.wait(stream)",
@@ -69,6 +71,16 @@ def pieces(tb, x, number: int) -> dict:
     out["driver launchKernel (queued)"] = queued_us(lambda: mod._driver.launchKernel(*args))
     out.update(one_launch(tb, x, mod))
     return out
+
+
+def sliced(fused):
+    """A Fused4bit like `fused` whose states' absmax2 is a slice of the allocation that keeps the offset
+    after it (CuPy's way; torch's bridge cuts it in place, `head`): the two side by side in one run."""
+    import copy
+
+    other = copy.copy(fused)
+    other.head = lambda a, size: a[:size]
+    return other
 
 
 def queued_us(launch) -> float:
@@ -199,18 +211,23 @@ def whole_calls(tb, x, size: str, reps: int):
 
     from qref.backends import cuda_kernels as K
 
-    for dq in (False, True):
+    bridge = tb._fused
+    for dq, name, fused in (
+        (False, "quantize", bridge.fused),
+        (True, "quantize +dq", bridge.fused),
+        (True, "quantize +dq, absmax2 sliced", sliced(bridge.fused)),
+    ):
         fn = lambda dq=dq: tb.quantize_4bit(x, 64, "nf4", dq)  # noqa: E731
-        name = f"quantize{' +dq' if dq else ''}"
-        whole, host = median_ms(fn, reps, 5) * 1e3, host_us(fn, reps)
+        shipped, bridge.fused = bridge.fused, fused
         flag = K.Flag.get(cp)
-        flag.deferred = True  # no wait (diagnostics only: a non-finite input would go unnoticed)
         try:
+            whole, host = median_ms(fn, reps, 5) * 1e3, host_us(fn, reps)
+            flag.deferred = True  # no wait (diagnostics only: a non-finite input would go unnoticed)
             whole_nw, host_nw = median_ms(fn, reps, 5) * 1e3, host_us(fn, reps)
         finally:
-            flag.deferred = False
+            flag.deferred, bridge.fused = False, shipped
         print(
-            f"{size} {name:12s} whole call {whole:6.1f} us (host {host:6.1f}); "
+            f"{size} {name:28s} whole call {whole:6.1f} us (host {host:6.1f}); "
             f"without the wait {whole_nw:6.1f} us (host {host_nw:6.1f})",
             flush=True,
         )
