@@ -78,8 +78,10 @@ def sliced(fused):
     after it (CuPy's way; torch's bridge cuts it in place, `head`): the two side by side in one run."""
     import copy
 
+    from qref.backends.fused4bit import first
+
     other = copy.copy(fused)
-    other.head = lambda a, size: a[:size]
+    other.head = first
     return other
 
 

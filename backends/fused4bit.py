@@ -136,19 +136,23 @@ class _Dequant:
         self.plan = L.dequant8_plan(mod, out_dtype, n, blocksize)
 
 
+def first(a, size: int):
+    """a's first `size` values, a view of its memory (Fused4bit's `head` unless the framework has a cheaper one)."""
+    return a[:size]
+
+
 class Fused4bit:
     """quantize_4bit / dequantize_4bit with fused double quantization, on the device memory of a framework:
     `empty(size, dtype)` and `zeros(size, dtype)` allocate its arrays (CuPy's or torch's; `out_of_memory`,
     the exceptions `empty` raises when the device is short of memory); `head(a, size)`, a's first `size`
-    values as an array of its own memory (the second-level absmax, the offset kept after them: a[:size] by
-    default; torch's resize_ keeps the memory whole without a view's cost). Inputs are
+    values as an array of its own memory (the second-level absmax, the offset kept after them: `first`, a
+    slice, by default; torch's resize_ keeps the memory whole without a view's cost). Inputs are
     C-contiguous arrays of it on this device (the callers check); `stream` is the CuPy stream (or an
     ExternalStream over torch's) the kernels run on. One host round-trip per call (the non-finite flag),
     after every kernel is queued."""
 
-    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,), head=None):
-        self.cp, self.tables, self.empty, self.zeros = cp, Tables(cp, device_id), empty, zeros
-        self.head = head or (lambda a, size: a[:size])
+    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,), head=first):
+        self.cp, self.tables, self.empty, self.zeros, self.head = cp, Tables(cp, device_id), empty, zeros, head
         self.device_id, self.out_of_memory = device_id, out_of_memory  # what `empty` raises when short
         self._quant, self._dequant = {}, {}
         self._local = threading.local()  # `spare`: see quantize64
