@@ -11,10 +11,14 @@ loops of kernels/cpu4bit.c do the same arithmetic in one pass per block:
 compiled by the system C compiler (`$CC`, else `cc`) with -O3 -march=native -ffp-contract=off and no
 fast-math flag, so each operation is the IEEE float32 one the reference states (bfloat16 input is
 widened exactly as it is read); tests/test_cpu_kernels.py holds them to the reference on the battery's
-hard values. The blocks are split among torch's intra-op thread count of Python threads, a pool per
-process (ctypes releases the GIL during a call). Where no compiler works, on a big-endian machine (the
-loops store two values as one little-endian word), or with QREF_CPU_KERNELS=0, `codes` and
-`dequantize` return None and the eager path runs.
+hard values. The blocks are split among torch's intra-op thread count (`_launch`): on torch's own
+OpenMP threads where torch's runtime is GNU OpenMP and the compiler takes -fopenmp (the library then
+links the runtime torch loaded, so no second pool competes with torch's threads for the cores: a
+torch op just before a kernel left its threads spinning, which on two cores doubled a dequantize's
+time); else, and in a forked child (GNU OpenMP's threads do not exist there, and its next parallel
+region hangs), on a pool of Python threads per process (ctypes releases the GIL during a call). Where
+no compiler works, on a big-endian machine (the loops store two values as one little-endian word),
+or with QREF_CPU_KERNELS=0, `codes` and `dequantize` return None and the eager path runs.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from qref.codebooks import get_codebook
 SOURCE = Path(__file__).with_name("kernels") / "cpu4bit.c"
 FLAGS = ["-O3", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing"]
 NATIVE = ["-march=native"]  # the library is built where it runs; tried first, dropped if refused
+OPENMP = ["-fopenmp"]  # tried first where torch's runtime is GNU OpenMP (_torch_gomp), dropped if refused
 MIN_ELEMENTS = 1 << 16  # below this the eager path's few passes cost less than a thread hand-off
 MAX_CODES = 16
 _state: dict = {}
@@ -45,6 +50,9 @@ _tables: dict = {}
 _CODES = {"torch.float32": "qref_codes4", "torch.bfloat16": "qref_codes4_bf16"}  # input dtype -> kernel
 _pools: dict = {}  # (process id, size) -> ThreadPoolExecutor
 _lock = threading.Lock()
+_forked: list[int] = []  # set in a forked child: its kernels run on the Python pool
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=lambda: _forked.append(os.getpid()))
 
 
 def enabled() -> bool:
@@ -56,9 +64,10 @@ def _compile() -> ctypes.CDLL:
     loaded library stays mapped). Nothing is written outside that folder."""
     cc = os.environ.get("CC") or "cc"
     folder = tempfile.mkdtemp(prefix="qref-cpu4bit-")
+    first = [NATIVE + OPENMP, OPENMP] if _torch_gomp() else []
     try:
         lib = os.path.join(folder, "cpu4bit.so")
-        for extra in (NATIVE, []):
+        for extra in (*first, NATIVE, []):
             command = [cc, *FLAGS, *extra, str(SOURCE), "-o", lib]
             done = subprocess.run(command, capture_output=True, text=True, timeout=120)
             if done.returncode == 0:
@@ -85,7 +94,53 @@ def _compile() -> ctypes.CDLL:
     dll.qref_huge_pages.argtypes = [ptr, i64]
     for fn in (dll.qref_codes4, dll.qref_codes4_bf16, dll.qref_dequant4, dll.qref_dequant4_bf16, dll.qref_huge_pages):
         fn.restype = None
+    _state["openmp"] = hasattr(dll, "qref_dequant4_omp") and _torch_gomp()  # still torch's runtime alone
+    if _state["openmp"]:
+        c_int = ctypes.c_int  # the whole range (count) where the pool's kernels take [lo, hi); threads last
+        codes = [ptr, i64, i64, ptr, ptr, c_int, f32, ptr, ptr, c_int]
+        dll.qref_codes4_omp.argtypes = dll.qref_codes4_bf16_omp.argtypes = codes
+        dll.qref_dequant4_omp.argtypes = dll.qref_dequant4_bf16_omp.argtypes = [ptr, ptr, ptr, i64, i64, ptr, c_int]
+        for fn in (dll.qref_codes4_omp, dll.qref_codes4_bf16_omp, dll.qref_dequant4_omp, dll.qref_dequant4_bf16_omp):
+            fn.restype = None
     return dll
+
+
+def _openmp_runtimes() -> set[str]:
+    """The OpenMP runtimes mapped into this process (Linux: /proc/self/maps), by file."""
+    try:
+        with open("/proc/self/maps") as maps:
+            files = {line.split()[-1] for line in maps if "/" in line}
+    except OSError:
+        return set()
+    return {f for f in files if os.path.basename(f).startswith(("libgomp", "libiomp", "libomp"))}
+
+
+def _torch_gomp() -> bool:
+    """torch is loaded and GNU OpenMP is the one OpenMP runtime in the process (the library's -fopenmp
+    build then binds to it: the loader reuses the loaded libgomp.so.1)."""
+    import torch  # noqa: F401 - loads torch's runtime first
+
+    runtimes = _openmp_runtimes()
+    return len(runtimes) == 1 and os.path.basename(runtimes.pop()).startswith("libgomp")
+
+
+def parallel_runtime() -> str:
+    """Where the kernels' pieces run in this process: "openmp" (torch's threads) or "threads" (a pool)."""
+    if "lib" not in _state:
+        _lib()  # built at first use
+    return "openmp" if _state.get("openmp") and not _forked else "threads"
+
+
+def _launch(lib, name: str, head: tuple, count: int, step: int, tail: tuple) -> None:
+    """Kernel `name`(*head, lo, hi, *tail) over [0, count) split among torch's thread count, each piece a
+    multiple of `step` long but the last: one OpenMP region (`name`_omp(*head, count, *tail, threads), which
+    splits alike) or the Python pool."""
+    threads = _threads()
+    if parallel_runtime() == "openmp":
+        getattr(lib, name + "_omp")(*head, count, *tail, threads)
+        return
+    kernel = getattr(lib, name)
+    _run([lambda lo=lo, hi=hi: kernel(*head, lo, hi, *tail) for lo, hi in _split(count, threads, step)])
 
 
 def _lib():
@@ -147,12 +202,11 @@ def codes(codebook: str, midpoints, order, head):
     mid, table = _search_table(codebook, midpoints, order)
     head = head.contiguous()
     full, blocksize = head.shape
-    out = torch.empty(full * blocksize, dtype=torch.uint8)
+    out = huge_pages(torch.empty(full * blocksize, dtype=torch.uint8))
     absmax = torch.empty(full, dtype=torch.float32)
     floor = np.float32(ABSMAX_FLOOR)
     args = (blocksize, mid.ctypes.data, table.ctypes.data, len(order) - 1, floor, out.data_ptr(), absmax.data_ptr())
-    x, kernel = head.data_ptr(), getattr(lib, _CODES[str(head.dtype)])
-    _run([lambda lo=lo, hi=hi: kernel(x, lo, hi, *args) for lo, hi in _split(full, _threads())])
+    _launch(lib, _CODES[str(head.dtype)], (head.data_ptr(),), full, 1, args)
     return out, absmax
 
 
@@ -180,6 +234,15 @@ def _values(quant_type: str) -> np.ndarray:
     return _tables[key]
 
 
+def huge_pages(fresh):
+    """`fresh` (a CPU tensor not yet written), its memory advised to fault in 2 MiB pages where the kernels
+    are built (a hint, as for the kernels' own outputs; no effect on values)."""
+    lib = _lib()
+    if lib is not None:
+        lib.qref_huge_pages(fresh.data_ptr(), fresh.element_size() * fresh.numel())
+    return fresh
+
+
 def dequantize(quant_type: str, packed, absmax, n: int, blocksize: int, out_dtype: str = "float32"):
     """Values (n,) of the packed codes (uint8, two per byte, high nibble first), each code's value in
     the 16-code codebook times its block's absmax, as float32 or rounded to bfloat16; or None where the
@@ -193,10 +256,8 @@ def dequantize(quant_type: str, packed, absmax, n: int, blocksize: int, out_dtyp
 
     values = _values(quant_type)
     packed, absmax = packed.contiguous(), absmax.contiguous()
-    out = torch.empty(n, dtype=getattr(torch, out_dtype))
-    lib.qref_huge_pages(out.data_ptr(), out.element_size() * n)
-    kernel = lib.qref_dequant4 if out_dtype == "float32" else lib.qref_dequant4_bf16
+    out = huge_pages(torch.empty(n, dtype=getattr(torch, out_dtype)))
+    name = "qref_dequant4" if out_dtype == "float32" else "qref_dequant4_bf16"
     args = (packed.data_ptr(), absmax.data_ptr(), values.ctypes.data, blocksize)
-    o = out.data_ptr()
-    _run([lambda lo=lo, hi=hi: kernel(*args, lo, hi, o) for lo, hi in _split(n, _threads(), blocksize)])
+    _launch(lib, name, args, n, blocksize, (out.data_ptr(),))
     return out

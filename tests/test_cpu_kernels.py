@@ -1,8 +1,10 @@
 """torch:cpu's 4-bit kernels (backends/cpu_kernels.py, kernels/cpu4bit.c) give the reference's bits:
 codes, absmax and dequantized values, on large inputs made of the battery's hard values and on every
-battery case with the size floor removed; a wrong constant in them is caught; without a compiler the
-eager path gives the same bits."""
+battery case with the size floor removed, split among torch's OpenMP threads or a Python pool, over any
+thread count; a wrong constant in them is caught; without a compiler the eager path gives the same bits;
+a forked child runs them on its own pool."""
 
+import hashlib
 import time
 
 import numpy as np
@@ -36,17 +38,26 @@ def backend():
     return get_backend("torch:cpu")
 
 
+@pytest.fixture(params=["openmp", "threads"])
+def runtime(request, backend, monkeypatch):
+    """The kernels' pieces on torch's OpenMP threads (where this build has them) or on the Python pool."""
+    if request.param == "openmp" and cpu_kernels.parallel_runtime() != "openmp":
+        pytest.skip("the kernels were built without OpenMP here (see test_the_kernels_share_torchs_openmp_threads)")
+    monkeypatch.setattr(cpu_kernels, "parallel_runtime", lambda: request.param)
+    return request.param
+
+
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """How many times the kernels ran (each call of _run is one kernel launch over all threads)."""
+    """How many times the kernels ran (each call of _launch is one kernel launch over all threads)."""
     calls = []
-    run = cpu_kernels._run
+    launch = cpu_kernels._launch
 
-    def counted(fns):
-        calls.append(len(fns))
-        run(fns)
+    def counted(lib, name, *args):
+        calls.append(name)
+        launch(lib, name, *args)
 
-    monkeypatch.setattr(cpu_kernels, "_run", counted)
+    monkeypatch.setattr(cpu_kernels, "_launch", counted)
     return calls
 
 
@@ -83,7 +94,7 @@ def bits(a) -> bytes:
 
 @pytest.mark.parametrize("fmt", ["float32", "bfloat16"])
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
-def test_kernels_give_the_references_bits(backend, kernel_calls, quant_type, fmt):
+def test_kernels_give_the_references_bits(backend, runtime, kernel_calls, quant_type, fmt):
     x = hard_input(quant_type, fmt)
     for out_dtype in ("float32", "bfloat16", "float16"):
         same_as_reference(backend, x, 64, quant_type, out_dtype)
@@ -92,7 +103,7 @@ def test_kernels_give_the_references_bits(backend, kernel_calls, quant_type, fmt
 
 @pytest.mark.parametrize("fmt", ["float32", "bfloat16"])
 @pytest.mark.parametrize("blocksize", [32, 64, 256, 4096])
-def test_every_battery_case_without_the_size_floor(backend, kernel_calls, monkeypatch, blocksize, fmt):
+def test_every_battery_case_without_the_size_floor(backend, runtime, kernel_calls, monkeypatch, blocksize, fmt):
     """Tiny, ragged and odd-length inputs through the kernels: the block edges, the odd last byte."""
     monkeypatch.setattr(cpu_kernels, "MIN_ELEMENTS", 0)
     for quant_type in ("nf4", "fp4"):
@@ -114,6 +125,31 @@ def test_non_finite_input_is_refused_on_the_kernel_path(backend, kernel_calls, f
         with pytest.raises(ValueError, match="non-finite"):
             backend.quantize_4bit(backend.from_numpy(x), 64, "nf4")
     assert len(kernel_calls) == 3
+
+
+@pytest.mark.parametrize("threads", [1, 3, 7])
+def test_any_thread_count_gives_the_references_bits(backend, runtime, kernel_calls, threads):
+    """Pieces of uneven length, a last piece shorter or empty (7 threads over few blocks)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fmt in ("float32", "bfloat16"):
+            for out_dtype in ("float32", "bfloat16"):
+                same_as_reference(backend, hard_input("nf4", fmt), 64, "nf4", out_dtype)
+    finally:
+        torch.set_num_threads(before)
+    assert len(kernel_calls) == 8
+
+
+def test_the_kernels_share_torchs_openmp_threads(backend):
+    """Where torch runs on GNU OpenMP and the compiler takes -fopenmp, the kernels run on torch's runtime:
+    one OpenMP runtime in the process after the library loaded."""
+    if not cpu_kernels._torch_gomp():
+        pytest.skip(f"torch's OpenMP runtime here: {sorted(cpu_kernels._openmp_runtimes()) or 'none found'}")
+    if not hasattr(cpu_kernels._lib(), "qref_dequant4_omp"):
+        pytest.skip("the C compiler here refused -fopenmp: the kernels run on the Python pool")
+    assert cpu_kernels.parallel_runtime() == "openmp"
+    assert len(cpu_kernels._openmp_runtimes()) == 1
 
 
 def test_a_wrong_midpoint_in_the_kernels_is_caught(backend, monkeypatch):
@@ -183,6 +219,33 @@ def test_a_forked_child_gets_its_own_pool():
         child.kill()
     assert not alive, "the child hung"
     assert child.exitcode == 0 and queue.get(timeout=10) == (True, 7, [1, 2])
+
+
+def _kernels_in_child(queue, q, n):
+    out = cpu_kernels.dequantize("nf4", q.packed.reshape(-1), q.absmax, n, 64, "float32")  # no torch op first
+    queue.put((cpu_kernels.parallel_runtime(), hashlib.sha256(out.numpy().tobytes()).hexdigest()))
+
+
+def test_a_forked_child_runs_the_kernels_on_its_own_pool(backend):
+    """After the parent ran the kernels on torch's OpenMP threads, a forked child runs them on its Python
+    pool: GNU OpenMP's threads do not exist in the child, and a parallel region there never ends."""
+    import multiprocessing
+
+    x = hard_input("nf4", "float32")
+    q = backend.quantize_4bit(backend.from_numpy(x), 64, "nf4")
+    expected = cpu_kernels.dequantize("nf4", q.packed.reshape(-1), q.absmax, x.size, 64, "float32")
+    assert torch.get_num_threads() > 1, "one thread: no parallel region to hang"
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_kernels_in_child, args=(queue, q, x.size))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the child hung"
+    digest = hashlib.sha256(expected.numpy().tobytes()).hexdigest()
+    assert child.exitcode == 0 and queue.get(timeout=10) == ("threads", digest)
 
 
 def test_a_big_endian_machine_runs_the_eager_path(monkeypatch, kernel_calls):

@@ -107,3 +107,39 @@ void qref_huge_pages(void *out, int64_t bytes) {
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
 #endif
 }
+
+#ifdef _OPENMP
+#include <omp.h>
+
+/* The same kernels over a whole range on the OpenMP runtime the library is linked with (torch's own,
+   where cpu_kernels.py finds it shared: its intra-op threads, with no second pool competing for the
+   cores): `threads` pieces, each [lo, hi) a multiple of `step` long but the last, as cpu_kernels._split. */
+#define PIECE(count, step)                                                                                \
+    const int64_t units_ = ((count) + (step) - 1) / (step);                                               \
+    const int64_t per_ = (units_ + omp_get_num_threads() - 1) / omp_get_num_threads();                    \
+    const int64_t lo = omp_get_thread_num() * per_ * (step);                                              \
+    const int64_t hi = lo + per_ * (step) < (count) ? lo + per_ * (step) : (count);
+
+#define CODES4_OMP(name, kernel, U)                                                                      \
+    void name(const U *x, int64_t full, int64_t blocksize, const float *mid, const uint8_t *order,       \
+              int nmid, float floor_, uint8_t *codes, float *absmax, int threads) {                      \
+        _Pragma("omp parallel num_threads(threads)") {                                                   \
+            PIECE(full, 1)                                                                                \
+            if (lo < hi) kernel(x, lo, hi, blocksize, mid, order, nmid, floor_, codes, absmax);           \
+        }                                                                                                \
+    }
+
+#define DEQUANT4_OMP(name, kernel, T)                                                                    \
+    void name(const uint8_t *packed, const float *absmax, const float *values, int64_t blocksize,        \
+              int64_t n, T *out, int threads) {                                                          \
+        _Pragma("omp parallel num_threads(threads)") {                                                   \
+            PIECE(n, blocksize)                                                                           \
+            if (lo < hi) kernel(packed, absmax, values, blocksize, lo, hi, out);                          \
+        }                                                                                                \
+    }
+
+CODES4_OMP(qref_codes4_omp, qref_codes4, uint32_t)
+CODES4_OMP(qref_codes4_bf16_omp, qref_codes4_bf16, uint16_t)
+DEQUANT4_OMP(qref_dequant4_omp, qref_dequant4, float)
+DEQUANT4_OMP(qref_dequant4_bf16_omp, qref_dequant4_bf16, uint16_t)
+#endif
