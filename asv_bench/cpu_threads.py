@@ -43,7 +43,8 @@ def main(n: int = 4096, calls: int = 30, rounds: int = 3) -> int:
                 cpu_kernels.parallel_runtime = lambda runtime=runtime: runtime  # type: ignore[assignment]
                 for op, fn in ops.items():
                     for after in (False, True):
-                        rows.setdefault((fmt, op, runtime, after), []).extend(timed(fn, other if after else None, calls))
+                        times = timed(fn, other if after else None, calls)
+                        rows.setdefault((fmt, op, runtime, after), []).extend(times)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {n} x {n} NF4 block 64; ms, median (best)")
     print("| input | op | before the call | torch's OpenMP threads | Python pool | pool / OpenMP |")
     print("| --- | --- | --- | --- | --- | --- |")
