@@ -141,6 +141,26 @@ def test_any_thread_count_gives_the_references_bits(backend, runtime, kernel_cal
     assert len(kernel_calls) == 8
 
 
+def test_threads_of_the_caller_run_the_kernels_at_once(backend, runtime, kernel_calls):
+    """Four Python threads quantize and dequantize at the same time (ctypes lets go of the GIL: on OpenMP
+    each starts a parallel region of its own): every result is the reference's, none waits forever."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    inputs = [hard_input(qt, fmt) for qt in ("nf4", "fp4") for fmt in ("float32", "bfloat16")]
+
+    def both(x):
+        q = backend.quantize_4bit(backend.from_numpy(x), 64, "nf4")
+        return backend.to_numpy(q.packed), backend.to_numpy(backend.dequantize_4bit(q, x.shape, 64, "nf4"))
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [f.result(timeout=60) for f in [pool.submit(both, x) for x in inputs for _ in range(3)]]
+    for x, (packed, values) in zip([x for x in inputs for _ in range(3)], results):
+        ref_packed, state = qref.quantize_4bit(as_float32(x), 64, "nf4")
+        assert np.array_equal(packed.reshape(-1), ref_packed.reshape(-1))
+        assert bits(values) == bits(qref.dequantize_4bit(ref_packed, state))
+    assert len(kernel_calls) == 2 * len(results)
+
+
 def test_the_kernels_share_torchs_openmp_threads(backend):
     """Where torch runs on GNU OpenMP and the compiler takes -fopenmp, the kernels run on torch's runtime:
     one OpenMP runtime in the process after the library loaded."""
