@@ -87,25 +87,26 @@ def traffic(n: int, dq: bool = False, width: int = 2) -> int:
     return width * n + (n + 1) // 2 + scale_bytes
 
 
-#: A device backend's op runs this long before it is timed: a new process's first calls on a GPU are several
-#: times slower than later ones (clocks, caches, the allocator), which a timing of a few calls would record.
-DEVICE_WARMUP_S = 0.25
+#: A backend's op runs this long before it is timed: a new process's first calls are several times slower
+#: than later ones, which a timing of a few calls would record: on a GPU (clocks, caches, the allocator),
+#: and on a CPU where memory the process has not used before is slow to fault in (on a 2-core virtual
+#: machine the first four 4096 x 4096 dequantize calls took 70 ms each, the next ones 5.5 ms).
+WARMUP_S = 0.25
 
 
 def backend_workload(name: str, op: str, n: int):
     """(run, bytes moved, sync) for one backend op on an n x n bfloat16 weight (float32 for
     group-wise), run once already (kernels compiled, tables built: a timing, even asv's single quick
-    one, is of the op alone), on a device for DEVICE_WARMUP_S; raises NotImplementedError when the
+    one, is of the op alone), and again for WARMUP_S; raises NotImplementedError when the
     backend is not available here."""
     check_selected(name)
     run, moved, sync = _backend_workload(name, op, n)
     run()
     sync()
-    if sync is not _no_sync:
-        until = time.perf_counter() + DEVICE_WARMUP_S
-        while time.perf_counter() < until:
-            run()
-            sync()
+    until = time.perf_counter() + WARMUP_S
+    while time.perf_counter() < until:
+        run()
+        sync()
     return run, moved, sync
 
 

@@ -13,7 +13,7 @@ class Backends:
     param_names = ["backend", "op", "n"]
     timeout = 300
     # one call a sample, 3 to 5 samples (asv's median and spread: what `history.py check` compares),
-    # no asv warm-up (setup has run the op once, a device backend's for workloads.DEVICE_WARMUP_S);
+    # no asv warm-up (setup has run the op once, then for workloads.WARMUP_S);
     # --quick takes one sample (CI), a GPU machine's record 3 to 5 (scripts/gpu_runner.py)
     number, repeat, warmup_time, rounds = 1, (3, 5, 10.0), 0, 1
 
