@@ -89,6 +89,7 @@ def _compile() -> ctypes.CDLL:
         f32,
         ptr,
         ptr,
+        ctypes.c_int,
     ]
     dll.qref_dequant4.argtypes = dll.qref_dequant4_bf16.argtypes = [ptr, ptr, ptr, i64, i64, i64, ptr]
     dll.qref_huge_pages.argtypes = [ptr, i64]
@@ -97,7 +98,7 @@ def _compile() -> ctypes.CDLL:
     _state["openmp"] = hasattr(dll, "qref_dequant4_omp") and _torch_gomp()  # still torch's runtime alone
     if _state["openmp"]:
         c_int = ctypes.c_int  # the whole range (count) where the pool's kernels take [lo, hi); threads last
-        codes = [ptr, i64, i64, ptr, ptr, c_int, f32, ptr, ptr, c_int]
+        codes = [ptr, i64, i64, ptr, ptr, c_int, f32, ptr, ptr, c_int, c_int]
         dll.qref_codes4_omp.argtypes = dll.qref_codes4_bf16_omp.argtypes = codes
         dll.qref_dequant4_omp.argtypes = dll.qref_dequant4_bf16_omp.argtypes = [ptr, ptr, ptr, i64, i64, ptr, c_int]
         for fn in (dll.qref_codes4_omp, dll.qref_codes4_bf16_omp, dll.qref_dequant4_omp, dll.qref_dequant4_bf16_omp):
@@ -187,13 +188,16 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def codes(codebook: str, midpoints, order, head):
+def codes(codebook: str, midpoints, order, head, packed: bool = False):
     """(codes, absmax) of `head` (full, blocksize) float32 or bfloat16 (read as it is, widened exactly)
     on the CPU, or None when the kernels do not apply or are unavailable (the caller then runs the
-    eager path). A block holding NaN or Inf has a non-finite absmax: the caller refuses the input on
-    it, as on the eager path."""
+    eager path). packed (blocksize even): the codes two per byte, the first in the high nibble, as
+    quantize_4bit packs them. A block holding NaN or Inf has a non-finite absmax: the caller refuses the
+    input on it, as on the eager path."""
     if head.numel() < max(MIN_ELEMENTS, 1) or len(order) > MAX_CODES or str(head.dtype) not in _CODES:
         return None
+    if packed and head.shape[1] % 2:
+        raise ValueError("packed codes need an even block size")
     lib = _lib()
     if lib is None:
         return None
@@ -202,10 +206,11 @@ def codes(codebook: str, midpoints, order, head):
     mid, table = _search_table(codebook, midpoints, order)
     head = head.contiguous()
     full, blocksize = head.shape
-    out = huge_pages(torch.empty(full * blocksize, dtype=torch.uint8))
+    out = huge_pages(torch.empty(full * blocksize // (2 if packed else 1), dtype=torch.uint8))
     absmax = torch.empty(full, dtype=torch.float32)
     floor = np.float32(ABSMAX_FLOOR)
     args = (blocksize, mid.ctypes.data, table.ctypes.data, len(order) - 1, floor, out.data_ptr(), absmax.data_ptr())
+    args += (int(packed),)
     _launch(lib, _CODES[str(head.dtype)], (head.data_ptr(),), full, 1, args)
     return out, absmax
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from qref import groupwise, validation
-from qref.backend import BackendBase
+from qref.backend import BackendBase, zero_code
 from qref.blockwise import ABSMAX_FLOOR
 from qref.codebooks import get_codebook
 from qref.dtypes import BFloat16Array
@@ -123,6 +123,18 @@ class TorchBackend(BackendBase):
 
     # ---- bit-exact primitives ----
     def quantize_blockwise(self, x, codebook, blocksize):
+        return self._blockwise(x, codebook, blocksize)
+
+    def _packed_codes(self, x, quant_type: str, blocksize: int):
+        """quantize_4bit's packed codes and absmax: on the CPU the kernels pack the whole blocks' codes as
+        they go (no array of codes in between); the tail's are packed after them."""
+        if self.device != "cpu":
+            return super()._packed_codes(x, quant_type, blocksize)
+        return self._blockwise(x, quant_type, blocksize, pad=zero_code(quant_type))
+
+    def _blockwise(self, x, codebook, blocksize, pad: int | None = None):
+        """quantize_blockwise's (codes, absmax); with `pad` (a code; blocksize even) the codes packed two
+        per byte, high nibble first, an odd count padded with it (pack_nibbles), as a 1-D array."""
         blocksize = validation.positive_int(blocksize, "blocksize")
         x = self._float_tensor(x)
         _, midpoints, order = self._table(codebook)  # refuses an unknown codebook before any work
@@ -134,7 +146,8 @@ class TorchBackend(BackendBase):
             flat = flat.float()
         compiled = None
         if self.device == "cpu":  # large inputs: one loop per block (backends/cpu_kernels.py), same bits
-            compiled = cpu_kernels.codes(codebook, midpoints, order, flat[: full * blocksize].view(full, blocksize))
+            head = flat[: full * blocksize].view(full, blocksize)
+            compiled = cpu_kernels.codes(codebook, midpoints, order, head, packed=pad is not None)
         if compiled is None:
             flat = flat.float()  # the eager path works in float32 (a no-op on float32)
         head = flat[: full * blocksize].view(full, blocksize)
@@ -149,13 +162,16 @@ class TorchBackend(BackendBase):
             self._float_input(x)  # raises, naming the first non-finite element
         if compiled is not None:
             if not rem:
-                return head_codes.reshape(x.shape), absmax
+                return (head_codes if pad is not None else head_codes.reshape(x.shape)), absmax
             tail_codes = self._codes(codebook, (tail / absmax[full]).clamp_(-1, 1))
+            if pad is not None:  # whole blocks hold an even number of codes: the tail's bytes follow theirs
+                return torch.cat([head_codes, self.pack_nibbles(tail_codes, pad)]), absmax
             return torch.cat([head_codes, tail_codes]).reshape(x.shape), absmax
         scaled = (head * torch.reciprocal(torch.maximum(absmax[:full], floor))[:, None]).reshape(-1)
         if rem:
             scaled = torch.cat([scaled, tail / absmax[full]])
-        return self._codes(codebook, scaled.clamp_(-1, 1)).reshape(x.shape), absmax
+        codes = self._codes(codebook, scaled.clamp_(-1, 1))
+        return (self.pack_nibbles(codes, pad) if pad is not None else codes.reshape(x.shape)), absmax
 
     def _codes(self, codebook: str, scaled):
         """The code of each scaled value in [-1, 1]: the nearest, ties to the lower (bucketize)."""

@@ -250,12 +250,17 @@ class BackendBase:
         """Blockwise absmax with NF4/FP4, nibbles packed high-first, pad = code of 0 (fourbit.md)."""
         validation.one_of(blocksize, BLOCKSIZES_4BIT, "blocksize")
         validation.one_of(quant_type, QUANT_TYPES_4BIT, "quant_type")
-        codes, absmax = self.quantize_blockwise(x, quant_type, blocksize)
-        packed = self.pack_nibbles(codes.reshape(-1), zero_code(quant_type))
+        packed, absmax = self._packed_codes(x, quant_type, blocksize)
         if not double_quant:
             return FourBit(packed, absmax)
         qabsmax, absmax2, offset = self.double_quantize(absmax)
         return FourBit(packed, None, qabsmax, absmax2, offset)
+
+    def _packed_codes(self, x, quant_type: str, blocksize: int):
+        """quantize_4bit's packed codes (pack_nibbles, padded with the code of 0) and absmax, from
+        quantize_blockwise; a backend may fuse the two."""
+        codes, absmax = self.quantize_blockwise(x, quant_type, blocksize)
+        return self.pack_nibbles(codes.reshape(-1), zero_code(quant_type)), absmax
 
     def dequantize_4bit(self, q: FourBit, shape, blocksize=64, quant_type="nf4", out_dtype="float32"):
         """code[q] * absmax per block in float32, rounded to out_dtype."""

@@ -102,6 +102,18 @@ def test_kernels_give_the_references_bits(backend, runtime, kernel_calls, quant_
 
 
 @pytest.mark.parametrize("fmt", ["float32", "bfloat16"])
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_unpacked_codes_are_the_references(backend, runtime, kernel_calls, quant_type, fmt):
+    """quantize_blockwise's codes, one per byte, from the same kernels (quantize_4bit's are packed)."""
+    x = hard_input(quant_type, fmt)
+    codes, absmax = backend.quantize_blockwise(backend.from_numpy(x), quant_type, 64)
+    ref_codes, ref_absmax = get_backend("numpy").quantize_blockwise(x, quant_type, 64)
+    assert np.array_equal(backend.to_numpy(codes).reshape(-1), np.asarray(ref_codes).reshape(-1))
+    assert np.array_equal(backend.to_numpy(absmax), np.asarray(ref_absmax))
+    assert kernel_calls == ["qref_codes4" if fmt == "float32" else "qref_codes4_bf16"]
+
+
+@pytest.mark.parametrize("fmt", ["float32", "bfloat16"])
 @pytest.mark.parametrize("blocksize", [32, 64, 256, 4096])
 def test_every_battery_case_without_the_size_floor(backend, runtime, kernel_calls, monkeypatch, blocksize, fmt):
     """Tiny, ragged and odd-length inputs through the kernels: the block edges, the odd last byte."""

@@ -20,13 +20,15 @@ static inline float from_f32_bits(uint32_t u) {
    non-finite input on it); scaled = clamp(w * RN(1 / max(absmax, floor)), -1, 1);
    code = order[#{j < nmid : scaled > mid[j]}] (the count of midpoints below, one comparison per
    midpoint, vectorised over the elements of a chunk). |w| as bits (sign cleared, MASK) orders like
-   the value, and every NaN lies above +inf: an integer max is max |w|, carrying any NaN or Inf. */
+   the value, and every NaN lies above +inf: an integer max is max |w|, carrying any NaN or Inf.
+   packed (blocksize even): the codes two per byte, the first in the high nibble (quantize_4bit's
+   packing), at codes + b * blocksize / 2; else one per byte at codes + b * blocksize. */
 #define CODES4(name, U, MASK, SHIFT)                                                                     \
     void name(const U *x, int64_t b0, int64_t b1, int64_t blocksize, const float *mid,                 \
-              const uint8_t *order, int nmid, float floor_, uint8_t *codes, float *absmax) {            \
+              const uint8_t *order, int nmid, float floor_, uint8_t *codes, float *absmax, int packed) { \
         for (int64_t b = b0; b < b1; b++) {                                                              \
             const U *w = x + b * blocksize;                                                              \
-            uint8_t *c = codes + b * blocksize;                                                          \
+            uint8_t *c = codes + (packed ? b * (blocksize / 2) : b * blocksize);                         \
             U top = 0;                                                                                   \
             for (int64_t i = 0; i < blocksize; i++) {                                                    \
                 const U a = (U)(w[i] & MASK);                                                            \
@@ -47,7 +49,11 @@ static inline float from_f32_bits(uint32_t u) {
                 }                                                                                        \
                 for (int j = 0; j < nmid; j++) /* j outer, i inner: a vector comparison per midpoint */  \
                     for (int64_t i = 0; i < len; i++) k[i] += s[i] > mid[j];                             \
-                for (int64_t i = 0; i < len; i++) c[i0 + i] = order[k[i]];                               \
+                if (packed) /* len is even: blocksize is, and CHUNK */                                  \
+                    for (int64_t i = 0; i < len; i += 2)                                                 \
+                        c[(i0 + i) / 2] = (uint8_t)(order[k[i]] << 4 | order[k[i + 1]]);                 \
+                else                                                                                     \
+                    for (int64_t i = 0; i < len; i++) c[i0 + i] = order[k[i]];                           \
             }                                                                                            \
         }                                                                                                \
     }
@@ -122,10 +128,10 @@ void qref_huge_pages(void *out, int64_t bytes) {
 
 #define CODES4_OMP(name, kernel, U)                                                                      \
     void name(const U *x, int64_t full, int64_t blocksize, const float *mid, const uint8_t *order,       \
-              int nmid, float floor_, uint8_t *codes, float *absmax, int threads) {                      \
+              int nmid, float floor_, uint8_t *codes, float *absmax, int packed, int threads) {          \
         _Pragma("omp parallel num_threads(threads)") {                                                   \
             PIECE(full, 1)                                                                                \
-            if (lo < hi) kernel(x, lo, hi, blocksize, mid, order, nmid, floor_, codes, absmax);           \
+            if (lo < hi) kernel(x, lo, hi, blocksize, mid, order, nmid, floor_, codes, absmax, packed);   \
         }                                                                                                \
     }
 
