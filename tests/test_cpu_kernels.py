@@ -236,21 +236,28 @@ def test_a_forked_child_gets_its_own_pool():
     """The parent's pool threads do not exist in a forked child: a pool inherited as it is takes the
     child's work and never runs it. The kernels' pools are per process. (torch's own ops need
     torch.set_num_threads(1) in such a child, as its DataLoader workers do.)"""
-    import multiprocessing
 
     parent_pool = cpu_kernels._pool(1)
     assert parent_pool.submit(lambda: 7).result() == 7  # a thread, now idle
     time.sleep(0.2)
+    assert in_forked_child(_pool_in_child, parent_pool) == (True, 7, [1, 2])
+
+
+def in_forked_child(target, *args):
+    """What target(queue, *args) puts on the queue, run in a forked child (which must end within 30 s)."""
+    import multiprocessing
+
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_pool_in_child, args=(queue, parent_pool))
+    child = ctx.Process(target=target, args=(queue, *args))
     child.start()
     child.join(30)
     alive = child.is_alive()
     if alive:
         child.kill()
     assert not alive, "the child hung"
-    assert child.exitcode == 0 and queue.get(timeout=10) == (True, 7, [1, 2])
+    assert child.exitcode == 0
+    return queue.get(timeout=10)
 
 
 def _kernels_in_child(queue, q, n):
@@ -261,23 +268,13 @@ def _kernels_in_child(queue, q, n):
 def test_a_forked_child_runs_the_kernels_on_its_own_pool(backend):
     """After the parent ran the kernels on torch's OpenMP threads, a forked child runs them on its Python
     pool: GNU OpenMP's threads do not exist in the child, and a parallel region there never ends."""
-    import multiprocessing
-
+    if torch.get_num_threads() < 2:
+        pytest.skip("one thread: no parallel region of several threads to hang")
     x = hard_input("nf4", "float32")
     q = backend.quantize_4bit(backend.from_numpy(x), 64, "nf4")
     expected = cpu_kernels.dequantize("nf4", q.packed.reshape(-1), q.absmax, x.size, 64, "float32")
-    assert torch.get_num_threads() > 1, "one thread: no parallel region to hang"
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_kernels_in_child, args=(queue, q, x.size))
-    child.start()
-    child.join(30)
-    alive = child.is_alive()
-    if alive:
-        child.kill()
-    assert not alive, "the child hung"
     digest = hashlib.sha256(expected.numpy().tobytes()).hexdigest()
-    assert child.exitcode == 0 and queue.get(timeout=10) == ("threads", digest)
+    assert in_forked_child(_kernels_in_child, q, x.size) == ("threads", digest)
 
 
 def test_a_big_endian_machine_runs_the_eager_path(monkeypatch, kernel_calls):
