@@ -179,24 +179,42 @@ class TorchBackend(BackendBase):
         table = self._bucket_table(codebook) if self.device == "cpu" else None
         if table is None:
             codes = order[torch.bucketize(scaled, midpoints, right=False)]
-        else:  # backends/cuda_lut.py's exact bucket table: two gathers instead of a binary search
-            mid, lo, hi, shift, mask = table
-            k = ((scaled + cuda_lut.OFFSET.item()).view(torch.int32) >> shift) & mask
+        else:  # backends/cuda_lut.py's exact bucket tables: two gathers instead of a binary search
+            mid, lo, hi, bucket = table
+            k = bucket(scaled)
             above = scaled > torch.index_select(mid, 0, k)
             codes = torch.where(above, torch.index_select(hi, 0, k), torch.index_select(lo, 0, k))
         return codes
 
     def _bucket_table(self, codebook: str):
-        """(midpoint or +inf, code not above, code above, shift, mask) per bucket, or None."""
+        """(midpoint or +inf, code not above, code above per bucket; the bucket of each scaled value), or
+        None: cuda_lut's table over fl32(s + 6) (16-code codebooks), else its log-scale table (the 8-bit
+        dynamic map of double quantization: a bucket per few bits of |s|, mirrored below 0)."""
         if codebook not in self._buckets:
             cb = get_codebook(codebook)
             t = cuda_lut.build(cb.midpoints, cb.order)
+            if t is not None:
+                shift, mask, offset = t.shift, t.mask, cuda_lut.OFFSET.item()
+
+                def bucket(s):
+                    return ((s + offset).view(torch.int32) >> shift) & mask
+
+            else:
+                t = cuda_lut.build_log(cb.midpoints, cb.order)
+                if t is not None:
+                    shift, low, high = t.shift, t.low, t.high
+                    r = high - low + 1
+
+                    def bucket(s):  # cuda_lut.log_bucket (s clamped to [-1, 1])
+                        kc = (s.abs().view(torch.int32) >> shift).clamp_(low, high) - low
+                        return torch.where(s < 0, r - 1 - kc, r + kc)
+
             if t is not None:
                 e = t.entries
                 mid = torch.from_numpy(e[:, 0].view(np.float32).copy())
                 lo = torch.from_numpy((e[:, 1] & 0xFF).astype(np.uint8))
                 hi = torch.from_numpy((e[:, 1] >> 8).astype(np.uint8))
-                t = (mid, lo, hi, t.shift, t.mask)
+                t = (mid, lo, hi, bucket)
             self._buckets[codebook] = t
         return self._buckets[codebook]
 

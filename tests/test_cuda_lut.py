@@ -154,3 +154,18 @@ def test_dynamic_map_compact_table_size():
     cb = get_codebook("dynamic")
     raw = cuda_lut.compact_log(cuda_lut.build_log(cb.midpoints, cb.order), cb.midpoints)
     assert raw is not None and raw.nbytes == 1024 + 2800  # against 2800 x 8 bytes
+
+
+@pytest.mark.parametrize("name", [*FOUR_BIT, "dynamic", "nf8", "int8"])
+def test_torch_cpu_codes_equal_reference_count(name):
+    """torch:cpu's eager code lookup (the tail of a kernel-quantized tensor, and double quantization's
+    second level) reads these tables in torch: the same codes on every hard scaled value."""
+    torch = pytest.importorskip("torch")
+    from qref.registry import get_backend
+
+    be, cb = get_backend("torch:cpu"), get_codebook(name)
+    s = np.clip(hard_scaled(cb), np.float32(-1), np.float32(1))
+    got = be._codes(name, torch.from_numpy(s.copy())).numpy()
+    want = reference_code(cb, s)
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, f"{name}: s={s[bad[:5]]} got {got[bad[:5]]} want {want[bad[:5]]}"
