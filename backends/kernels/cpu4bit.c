@@ -26,6 +26,8 @@ static inline float from_f32_bits(uint32_t u) {
 #define CODES4(name, U, MASK, SHIFT)                                                                     \
     void name(const U *x, int64_t b0, int64_t b1, int64_t blocksize, const float *mid,                 \
               const uint8_t *order, int nmid, float floor_, uint8_t *codes, float *absmax, int packed) { \
+        int ident = 1; /* codes in value order (NF4): the count is the code, no lookup */                \
+        for (int j = 0; j <= nmid; j++) ident &= order[j] == j;                                          \
         for (int64_t b = b0; b < b1; b++) {                                                              \
             const U *w = x + b * blocksize;                                                              \
             uint8_t *c = codes + (packed ? b * (blocksize / 2) : b * blocksize);                         \
@@ -49,7 +51,10 @@ static inline float from_f32_bits(uint32_t u) {
                 }                                                                                        \
                 for (int j = 0; j < nmid; j++) /* j outer, i inner: a vector comparison per midpoint */  \
                     for (int64_t i = 0; i < len; i++) k[i] += s[i] > mid[j];                             \
-                if (packed) /* len is even: blocksize is, and CHUNK */                                  \
+                if (packed && ident) /* len is even: blocksize is, and CHUNK */                         \
+                    for (int64_t i = 0; i < len / 2; i++)                                                \
+                        c[i0 / 2 + i] = (uint8_t)(k[2 * i] << 4 | k[2 * i + 1]);                         \
+                else if (packed)                                                                         \
                     for (int64_t i = 0; i < len; i += 2)                                                 \
                         c[(i0 + i) / 2] = (uint8_t)(order[k[i]] << 4 | order[k[i + 1]]);                 \
                 else                                                                                     \
