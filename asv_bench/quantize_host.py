@@ -42,9 +42,7 @@ def pieces(tb, x, number: int) -> dict:
     flag = K.Flag.get(cp)
     env["flag"] = flag
     recipe = {dq: bridge.fused.recipe64("bfloat16", n, 64, "nf4", dq) for dq in (False, True)}
-    env.update(recipe=recipe, fused=bridge.fused, sliced=sliced(bridge.fused), carved=carved(recipe))
-    env["parts"] = recipe[True].parts
-    env["cbuf"] = torch.empty(sum(env["parts"]), dtype=torch.uint8, device=x.device)
+    env.update(recipe=recipe, fused=bridge.fused, sliced=sliced(bridge.fused))
     stmts = {
         "torch.empty(state bytes)": "torch.empty(nbytes, dtype=torch.uint8, device=dev)",
         "buf.new_empty(state bytes)": "buf.new_empty(nbytes)",
@@ -53,12 +51,7 @@ def pieces(tb, x, number: int) -> dict:
         "state64 (codes, absmax)": "fused.state64(recipe[False], 0)",
         "state64 (codes, qabsmax, absmax2, offset)": "fused.state64(recipe[True], 0)",
         "state64 (codes, qabsmax, absmax2, offset), absmax2 sliced": "sliced.state64(recipe[True], 0)",
-        "state64 (codes, absmax), one allocation split": "fused.state64(carved[False], 0)",
-        "state64 (codes, qabsmax, absmax2, offset), one allocation split": "fused.state64(carved[True], 0)",
-        "buf.unsafe_split_with_sizes(5 parts)": "cbuf.unsafe_split_with_sizes(parts)",
         "FourBit(a, b)": "FourBit(a, b)",
-        "FourBit(a, None, a, b, 1.0)": "FourBit(a, None, a, b, 1.0)",
-        "K.DeviceScalar(b, 0, cp, 0)": "K.DeviceScalar(b, 0, cp, 0)",
         "Flag.get": "K.Flag.get(cp)",
         "Flag.wait (idle stream)": "flag.wait(stream)",
         "getDevice": "cp.cuda.runtime.getDevice()",
@@ -90,16 +83,6 @@ def sliced(fused):
     other = copy.copy(fused)
     other.head = first
     return other
-
-
-def carved(recipe: dict) -> dict:
-    """The recipes with their state as one allocation split into its arrays (knob STATE_CARVE)."""
-    import copy
-
-    out = {dq: copy.copy(r) for dq, r in recipe.items()}
-    for r in out.values():
-        r.carve = True
-    return out
 
 
 def queued_us(launch) -> float:

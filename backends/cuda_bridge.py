@@ -42,14 +42,6 @@ def head(a, size: int):
     return a.resize_(size)
 
 
-def carve_with(torch, device):
-    """Fused4bit's `carve` on torch memory: one allocation split into a state's arrays by one call (its outputs
-    keep the allocation alive, each with its own version counter: no part overlaps another), and a part's bytes
-    viewed as float32."""
-    like, f32 = torch.empty(0, dtype=torch.uint8, device=device), torch.float32
-    return (lambda sizes: like.new_empty(sum(sizes)).unsafe_split_with_sizes(sizes), lambda a: a.view(f32))
-
-
 class _Ready:
     """A dequantize of one state made ready by a call that found its scales finite: the kernel's launch
     with its parameter packed but for the output's address (a Prepared; threads other than the one that
@@ -105,7 +97,6 @@ class TorchBridge:
             device_index,
             (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError),
             head,
-            carve_with(torch, device),
         )
         self.index, self.device = device_index, device
         self.verified = VerifiedScales()

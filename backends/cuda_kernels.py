@@ -62,8 +62,6 @@ KNOBS = {
     "DQ2_NEXT": 1,  # 1: the second level's log table in its compact form (cuda_lut.compact_log: a code byte per
     # bucket, code = lo + (s > midpoint above lo)) where the codebook allows it; 0: 8-byte entries
     "DQ2_BLOCKS": 1,  # quant_dq256: blocks of 256 a warp loads before it quantizes them
-    "STATE_CARVE": 0,  # a block-64 quantize's state as one allocation split into its arrays (one split call, where the
-    # framework has one: torch), not an allocation per array: 1 for double-quantized states, 2 for every state
     "SPARE_MAX": 2**27,  # a block-64 quantize's state of at most this many bytes is made while the previous
     # call of its shape waits for its kernels (the spare: one a thread; 0: none)
     "DQ2_OFFSET": 1,  # 1: a block-64 double quantization's quant_dq256 computes the offset from the sums

@@ -123,12 +123,6 @@ class _Quant64:
         self.fused = L.fused_plan(mod, self.plan, dlut) if one else None
         self.nb2 = -(-self.nb // DQ_BLOCKSIZE)
         self.nbytes = self.npk + (self.nb + 4 * (self.nb2 + 1) if double_quant else 4 * self.nb)
-        # the state as one allocation (STATE_CARVE): its parts' bytes, each array 16-byte aligned (npk is a
-        # multiple of 32), the offset's 4 bytes last; `starts`, the arrays' and the offset's byte offsets
-        pad = -(self.npk + self.nb) % 16
-        self.parts = [self.npk, self.nb, pad, 4 * self.nb2, 4] if double_quant else [self.npk, 4 * self.nb]
-        self.starts = tuple(sum(self.parts[:i]) for i in ((0, 1, 3, 4) if double_quant else (0, 1)))
-        self.carve = mod.knobs["STATE_CARVE"] >= (1 if double_quant else 2)
 
 
 class _Dequant:
@@ -157,12 +151,8 @@ class Fused4bit:
     ExternalStream over torch's) the kernels run on. One host round-trip per call (the non-finite flag),
     after every kernel is queued."""
 
-    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,), head=first, carve=None):
+    def __init__(self, cp, empty, zeros, device_id: int, out_of_memory: tuple = (MemoryError,), head=first):
         self.cp, self.tables, self.empty, self.zeros, self.head = cp, Tables(cp, device_id), empty, zeros, head
-        # carve: (split, view32) where the framework splits cheaply (torch): split(sizes) is one allocation
-        # of sum(sizes) bytes split into uint8 arrays, view32(a) a part's bytes as float32; None: an
-        # allocation per array
-        self.carve = carve
         self.device_id, self.out_of_memory = device_id, out_of_memory  # what `empty` raises when short
         self._quant, self._dequant = {}, {}
         self._local = threading.local()  # `spare`: see quantize64
@@ -205,16 +195,7 @@ class Fused4bit:
     def state64(self, r: _Quant64, stream: int) -> tuple:
         """A recipe's state, an allocation per array (the allocator aligns each), and the addresses its
         kernels write: (FourBit, (codes, absmax)) or (FourBit, (codes, qabsmax, absmax2, offset)), the
-        offset a float32 kept after absmax2, written on `stream` (a handle). With STATE_CARVE the arrays are
-        parts of one allocation (`carve`), which each keeps alive."""
-        if r.carve and self.carve is not None:
-            split, view32 = self.carve
-            parts = split(r.parts)
-            at = tuple(int(K.ptr(parts[0])) + s for s in r.starts)
-            if r.dq2 is None:
-                return FourBit(parts[0], view32(parts[1])), at
-            absmax2 = view32(parts[3])
-            return FourBit(parts[0], None, parts[1], absmax2, K.DeviceScalar(absmax2, at[3], self.cp, stream)), at
+        offset a float32 kept after absmax2, written on `stream` (a handle)."""
         empty = self.empty
         packed = empty(r.npk, "uint8")
         if r.dq2 is None:

@@ -11,7 +11,7 @@ import torch
 from qref.backends import cuda_kernels as K
 from qref.backends import cuda_launch as L
 from qref.backends import cuda_memory
-from qref.backends.cuda_bridge import carve_with, head
+from qref.backends.cuda_bridge import head
 from qref.backends.fused4bit import Fused4bit
 
 DT = {"uint8": torch.uint8, "float32": torch.float32, "uint16": torch.int16, "uint64": torch.int64}
@@ -189,7 +189,6 @@ def make_host(monkeypatch):
             lambda size, dtype: torch.zeros(size, dtype=DT[dtype]),
             0,
             head=head,  # the torch bridge's
-            carve=carve_with(torch, "cpu"),  # used where the knob STATE_CARVE asks
         )
         return fused, mod
 

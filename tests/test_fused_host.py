@@ -1,9 +1,8 @@
 """The host side of a block-64 quantize (Fused4bit.quantize64) without a GPU (tests/fused_standins.py: torch
 CPU tensors stand in for device memory, a stand-in module records each launch). The kernels must get the
 addresses of the very arrays the returned state holds (codes and absmax; or codes, qabsmax, absmax2 and the
-offset kept after it), arrays that do not overlap, an allocation each or parts of one (STATE_CARVE); a flag
-set by a kernel must refuse the state; a codebook in value order must launch the NEXT kernel, from a size on
-its wide form."""
+offset kept after it), arrays that do not overlap; a flag set by a kernel must refuse the state; a codebook
+in value order must launch the NEXT kernel, from a size on its wide form."""
 
 import pytest
 import torch
@@ -22,10 +21,9 @@ def host(monkeypatch):
     return make_host(monkeypatch)
 
 
-@pytest.mark.parametrize("carve", [0, 2])
 @pytest.mark.parametrize("dq", [False, True])
-def test_kernels_write_the_arrays_the_state_holds(host, dq, carve):
-    fused, mod = host(STATE_CARVE=carve)
+def test_kernels_write_the_arrays_the_state_holds(host, dq):
+    fused, mod = host()
     n = 64 * 1000
     seen = []
     q, x = quantize(fused, "nf4", dq, n, queued=seen.append)
@@ -51,12 +49,6 @@ def test_kernels_write_the_arrays_the_state_holds(host, dq, carve):
     regions.sort()
     assert all(a + size <= b for (a, size), (b, _) in zip(regions, regions[1:]))  # nothing overlaps
     assert all(at % 16 == 0 for at, _ in regions)
-    arrays = [a for a in (q.packed, q.absmax, q.qabsmax, q.absmax2) if a is not None]
-    storages = {a.untyped_storage().data_ptr() for a in arrays}
-    assert len(storages) == (1 if carve else len(arrays))  # one allocation where carved
-    before = [a._version for a in arrays]
-    arrays[0].fill_(1)  # a part of one allocation keeps its own version counter (VerifiedScales)
-    assert [a._version for a in arrays[1:]] == before[1:]
 
 
 @pytest.mark.parametrize("dq", [False, True])
